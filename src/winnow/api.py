@@ -1,0 +1,362 @@
+"""The public Python API; the CLI is a thin layer over these functions.
+
+>>> import winnow
+>>> summary = winnow.run("demo", profile="local-cpu")
+>>> summary["status"]
+'SUCCEEDED'
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from winnow.errors import StageFailed, UsageError
+from winnow.pipeline import Pipeline, load_pipeline
+from winnow.plan import SKIP, Plan, make_plan
+from winnow.profile import Profile, apply_overrides, load_profile
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore
+from winnow.storage.checkpoints import FAILED, SUCCEEDED
+from winnow.storage.fs import join, resolve, to_url, write_atomic
+from winnow.storage.state import State, default_state_url, event, now_iso
+
+DEFAULT_OUTPUT = ".winnow/output"
+SAMPLES_DIR = ".winnow/samples"
+
+
+@dataclass
+class Session:
+    """A resolved invocation: pipeline, profile, inputs, state and output."""
+
+    pipeline: Pipeline
+    profile: Profile
+    inputs: list[str]
+    state: State
+    artifacts: ArtifactStore
+    output_url: str
+
+
+def open_state(url: str | None = None, storage_options: dict[str, Any] | None = None) -> State:
+    """Open a state root (default ``$WINNOW_STATE`` or ``.winnow/state/v1``)."""
+    return State(url or default_state_url(), storage_options)
+
+
+def resolve_session(
+    pipeline: str | Pipeline,
+    profile: str | Profile | None = None,
+    inputs: list[str] | None = None,
+    output: str | None = None,
+    state: str | None = None,
+    sets: list[str] | None = None,
+) -> Session:
+    """Load everything a run needs and validate it; writes nothing."""
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    if sets:
+        prof = apply_overrides(prof, sets)
+    pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
+    prof.apply(pipe)  # validates stage names, params and resources early
+    st = State(state or default_state_url(), prof.storage_options)
+    st.check_version()
+    output_url = output or DEFAULT_OUTPUT
+    artifacts = ArtifactStore(join(output_url.rstrip("/"), "artifacts"), prof.storage_options)
+    if not inputs:
+        inputs = list(pipe.default_inputs)
+        if not inputs and pipe.sample_inputs is not None:
+            inputs = pipe.sample_inputs(os.path.join(SAMPLES_DIR, pipe.name))
+        if not inputs:
+            raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
+    return Session(pipe, prof, list(inputs), st, artifacts, output_url)
+
+
+def plan(session: Session, verify: str | None = None) -> Plan:
+    """Per stage: how many batches will run, be skipped or be retried, and why."""
+    previous = _previous_fingerprints(session)
+    return make_plan(
+        session.pipeline,
+        session.profile,
+        session.inputs,
+        session.state,
+        session.artifacts,
+        verify=verify,
+        previous_fingerprints=previous,
+    )
+
+
+def _previous_fingerprints(session: Session) -> dict[str, str]:
+    for job in session.state.list_jobs():
+        if job.get("pipeline") == session.pipeline.name and job.get("stages"):
+            return {s["name"]: s["fingerprint"] for s in job["stages"]}
+    return {}
+
+
+def new_job_id(pipeline: str) -> str:
+    return f"{pipeline}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def execute(
+    session: Session,
+    verify: str | None = None,
+    address: str | None = None,
+    progress: Any = None,
+    stop: threading.Event | None = None,
+    job_id: str | None = None,
+) -> dict[str, Any]:
+    """Run a resolved session to the end; return the job record (the summary)."""
+    from winnow.execution.cluster import connect
+    from winnow.execution.runner import Runner
+
+    t0 = time.monotonic()
+    state = session.state
+    state.prepare()
+    the_plan = plan(session, verify)
+    job_id = job_id or new_job_id(session.pipeline.name)
+    record: dict[str, Any] = {
+        "job_id": job_id,
+        "pipeline": session.pipeline.name,
+        "profile": session.profile.redacted(),
+        "status": "RUNNING",
+        "created_at": now_iso(),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "argv": sys.argv[1:],
+        "inputs": [f.url for f in the_plan.files],
+        "state_url": state.display(),
+        "output_url": to_url(*resolve(session.output_url, session.profile.storage_options)),
+        "stages": [{"name": s.name, "fingerprint": s.fingerprint} for s in the_plan.stages],
+        "plan": the_plan.to_dict()["stages"],
+        "state_before": the_plan.before,
+    }
+    state.write_job(record)
+    state.append_events(
+        [
+            event(
+                "job_started",
+                job_id,
+                pipeline=session.pipeline.name,
+                batches=len(the_plan.batches),
+                work=the_plan.work,
+            )
+        ]
+    )
+    started_ray = False
+    outcome = None
+    try:
+        if the_plan.work:
+            started_ray = connect(address, session.profile.ray_num_cpus)
+        runner = Runner(the_plan, state, session.artifacts, job_id, progress=progress, stop=stop)
+        outcome = runner.run()
+    except StageFailed as exc:
+        record.update(
+            status=FAILED,
+            error={"type": exc.error_type, "message": str(exc)},
+            finished_at=now_iso(),
+            wall_s=round(time.monotonic() - t0, 3),
+        )
+        state.write_job(record)
+        state.append_events([event("job_finished", job_id, status=FAILED, error=exc.error_type)])
+        raise
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    wall = time.monotonic() - t0
+    _finish_record(record, the_plan, outcome, wall)
+    manifest = _write_manifest(session, job_id, the_plan, outcome.finals)
+    record["manifest"] = manifest
+    state.write_job(record)
+    state.append_events(
+        [
+            event(
+                "job_finished",
+                job_id,
+                status=record["status"],
+                wall_s=record["wall_s"],
+                rows_out=record["rows_out"],
+            )
+        ]
+    )
+    return record
+
+
+def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: float) -> None:
+    counts = {n: c.to_dict() for n, c in outcome.counts.items()}
+    names = [s.name for s in the_plan.stages]
+    first, last = counts[names[0]], counts[names[-1]]
+    total_batches = len(the_plan.batches)
+    processed_rows = first["rows_in"] if first["run"] else 0
+    after: dict[str, Counter[str]] = {n: Counter(v) for n, v in the_plan.before.items()}
+    for bp in the_plan.batches:
+        for i, name in enumerate(names):
+            if bp.actions[i] == SKIP:
+                continue
+            if bp.prior[i]:
+                after[name][bp.prior[i]["status"]] -= 1  # type: ignore[index]
+    for name, c in counts.items():
+        after[name][SUCCEEDED] += c["run"]
+        after[name][FAILED] += c["failed"]
+    after_d = {n: {k: v for k, v in c.items() if v} for n, c in after.items()}
+    delta = {
+        n: {
+            k: after_d[n].get(k, 0) - the_plan.before.get(n, {}).get(k, 0)
+            for k in set(after_d[n]) | set(the_plan.before.get(n, {}))
+            if after_d[n].get(k, 0) != the_plan.before.get(n, {}).get(k, 0)
+        }
+        for n in names
+    }
+    if outcome.interrupted:
+        status = "CANCELLED"
+    elif outcome.poisoned or outcome.integrity or any(f is None for f in outcome.finals):
+        status = FAILED
+    else:
+        status = SUCCEEDED
+    skipped_all = sum(c["skipped"] for c in counts.values())
+    record.update(
+        status=status,
+        finished_at=now_iso(),
+        wall_s=round(wall, 3),
+        batches=total_batches,
+        counts=counts,
+        rows_in=first["rows_in"] + first["bad_records"],
+        rows_out=last["rows_out"],
+        bad_records=sum(c["bad_records"] for c in counts.values()),
+        skipped_fraction=round(skipped_all / max(1, total_batches * len(names)), 4),
+        throughput_rows_s=round(processed_rows / wall, 1) if wall > 0 else 0.0,
+        state_after=after_d,
+        delta=delta,
+        errors=outcome.errors,
+        poison_batches=outcome.poisoned,
+        integrity_failures=outcome.integrity,
+    )
+
+
+def _write_manifest(session: Session, job_id: str, the_plan: Plan, finals: list[Any]) -> str:
+    fs, root = resolve(session.output_url, session.profile.storage_options)
+    path = join(root, "manifests", session.pipeline.name, f"{job_id}.json")
+    entries = []
+    for bp, final in zip(the_plan.batches, finals, strict=True):
+        entries.append(
+            {
+                "batch": bp.source.key,
+                "key": bp.keys[-1],
+                "source": {
+                    "file": bp.source.file.url,
+                    "start": bp.source.start,
+                    "stop": bp.source.stop,
+                },
+                "artifact": final["artifact"] if final else None,
+                "rows": final.get("rows_out") if final else None,
+            }
+        )
+    import json
+
+    body = {
+        "job_id": job_id,
+        "pipeline": session.pipeline.name,
+        "stage": the_plan.stages[-1].name,
+        "batches": entries,
+    }
+    write_atomic(fs, path, json.dumps(body, indent=1).encode())
+    return to_url(fs, path)
+
+
+def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    import json
+
+    fs, path = resolve(url, storage_options)
+    return dict(json.loads(fs.cat_file(path)))
+
+
+def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None = None) -> Any:
+    """A job's output as one pyarrow Table, in source order."""
+    import pyarrow as pa
+
+    manifest = read_manifest(record["manifest"], storage_options)
+    store = ArtifactStore(join(record["output_url"].rstrip("/"), "artifacts"), storage_options)
+    tables = [
+        store.read(ArtifactRef(**e["artifact"])) for e in manifest["batches"] if e["artifact"]
+    ]
+    return pa.concat_tables(tables) if tables else pa.table({})
+
+
+def verify_state(
+    state: State,
+    full: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    mark: bool = True,
+) -> dict[str, Any]:
+    """Re-check every committed artifact against its checkpoint.
+
+    Size is checked from one listing per artifact root; ``full`` re-hashes and
+    decodes every artifact. Mismatches get a FAILED checkpoint (when ``mark``)
+    so the next run recomputes them.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from winnow.errors import IntegrityError
+
+    store_cache: dict[str, ArtifactStore] = {}
+    sizes_cache: dict[str, dict[str, int]] = {}
+    checkpoints = state.checkpoints(job_id=f"verify-{secrets.token_hex(3)}")
+    checked = 0
+    problems: list[dict[str, Any]] = []
+
+    def store_for(uri: str) -> ArtifactStore:
+        root = uri.rsplit("/", 3)[0]
+        if root not in store_cache:
+            store_cache[root] = ArtifactStore(root, storage_options)
+        return store_cache[root]
+
+    def check(rec: dict[str, Any]) -> str | None:
+        ref = ArtifactRef(**rec["artifact"])
+        store = store_for(ref.uri)
+        if full:
+            try:
+                store.verify(ref)
+            except IntegrityError as exc:
+                return str(exc)
+            return None
+        root = store.root_url
+        if root not in sizes_cache:
+            sizes_cache[root] = store.sizes()
+        size = sizes_cache[root].get(ref.digest)
+        if size is None:
+            return f"artifact {ref.uri} is missing"
+        if size != ref.bytes:
+            return f"artifact {ref.uri}: bytes {size} != {ref.bytes}"
+        return None
+
+    for stage in checkpoints.stages():
+        records = [r for r in checkpoints.load(stage).records.values() if r["status"] == SUCCEEDED]
+        with ThreadPoolExecutor(max_workers=8 if full else 1) as pool:
+            results = list(pool.map(check, records))
+        for rec, problem in zip(records, results, strict=True):
+            checked += 1
+            if problem is None:
+                continue
+            problems.append({"stage": stage, "key": rec["key"], "problem": problem})
+            if mark:
+                failed = {
+                    **rec,
+                    "status": FAILED,
+                    "ts": time.time(),
+                    "error": {"type": "IntegrityError", "message": problem, "traceback": ""},
+                }
+                checkpoints.append(failed)
+    checkpoints.flush()
+    if problems:
+        state.append_events(
+            [
+                event("integrity", "verify", stage=p["stage"], key=p["key"], message=p["problem"])
+                for p in problems
+            ]
+        )
+    return {"checked": checked, "mismatches": problems, "full": full}

@@ -1,0 +1,293 @@
+"""The ``winnow`` command line: parse, load, call the library, print.
+
+Exit codes: 0 ok, 1 failures, 2 usage/config error (nothing written),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from winnow import api
+from winnow.errors import Interrupted, WinnowError
+
+_out = Console() if sys.stdout.isatty() else Console(width=120)
+_err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
+
+
+def _session_options(fn: Any) -> Any:
+    options = [
+        click.option(
+            "--profile", "-p", default=None, help="Profile name from profiles/ or a TOML path."
+        ),
+        click.option(
+            "--input",
+            "inputs",
+            multiple=True,
+            help="Input file, folder or glob (any fsspec URL); repeatable.",
+        ),
+        click.option(
+            "--output",
+            default=None,
+            help=f"Where artifacts and manifests go (default {api.DEFAULT_OUTPUT}).",
+        ),
+        click.option(
+            "--state",
+            default=None,
+            help="State root URL (default $WINNOW_STATE or .winnow/state/v1).",
+        ),
+        click.option(
+            "--set",
+            "sets",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Override a profile key or a stage parameter (<stage>.<param>=value).",
+        ),
+        click.option(
+            "--verify",
+            type=click.Choice(["size", "full"]),
+            default=None,
+            help="How committed artifacts are checked before a skip (full re-hashes).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="winnow")
+def cli() -> None:
+    """Winnow: Ray-distributed batch pipelines with verified, resumable checkpoints."""
+
+
+@cli.command()
+@click.argument("pipeline")
+@_session_options
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to attach to (ray://HEAD:10001 or auto); default: embedded local Ray.",
+)
+def run(
+    pipeline: str,
+    profile: str | None,
+    inputs: tuple[str, ...],
+    output: str | None,
+    state: str | None,
+    sets: tuple[str, ...],
+    verify: str | None,
+    as_json: bool,
+    address: str | None,
+) -> None:
+    """Run PIPELINE in the foreground, skipping every committed batch."""
+    from winnow.progress import StageBars
+
+    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
+    stop = threading.Event()
+    _install_signal_handlers(stop)
+    progress = None if as_json else StageBars(_err)
+    record = api.execute(session, verify=verify, address=address, progress=progress, stop=stop)
+    if as_json:
+        click.echo(json.dumps(_summary(record), sort_keys=True))
+    else:
+        _print_summary(record)
+    if record["status"] == "CANCELLED":
+        raise Interrupted(
+            "interrupted: committed batches stay committed; rerun the same command to finish"
+        )
+    if record["status"] != "SUCCEEDED":
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("pipeline")
+@_session_options
+def plan(
+    pipeline: str,
+    profile: str | None,
+    inputs: tuple[str, ...],
+    output: str | None,
+    state: str | None,
+    sets: tuple[str, ...],
+    verify: str | None,
+    as_json: bool,
+) -> None:
+    """Dry run: per stage, how many batches will run, be skipped or retried, and why."""
+    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
+    the_plan = api.plan(session, verify)
+    data = the_plan.to_dict()
+    if as_json:
+        click.echo(json.dumps(data, sort_keys=True))
+        return
+    table = Table(
+        title=f"plan: {data['pipeline']} ({data['profile']}), {data['files']} files, {data['batches']} batches"
+    )
+    for col in ("stage", "run", "retry", "skip", "why", "resources"):
+        table.add_column(col)
+    for s in data["stages"]:
+        why = "; ".join(f"{k}: {v}" for k, v in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
+        r = s["resources"]
+        res = f"{r['num_cpus']:g} CPU, {r['num_gpus']:g} GPU x {r['min_actors']}-{r['max_actors']}"
+        table.add_row(s["name"], str(s["run"]), str(s["retry"]), str(s["skip"]), why, res)
+    _out.print(table)
+
+
+@cli.command()
+@click.option("--state", default=None, help="State root URL.")
+@click.option(
+    "--full", is_flag=True, help="Re-hash and decode every artifact (default: size only)."
+)
+@click.option("--json", "as_json", is_flag=True)
+def verify(state: str | None, full: bool, as_json: bool) -> None:
+    """Re-check every committed artifact; mark mismatches so the next run recomputes them."""
+    st = api.open_state(state)
+    st.check_version()
+    result = api.verify_state(st, full=full)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+    else:
+        for p in result["mismatches"]:
+            _out.print(f"[red]MISMATCH[/red] {p['stage']} {p['key'][:16]}…: {p['problem']}")
+        _out.print(
+            f"checked {result['checked']} artifacts ({'full' if full else 'size'}): "
+            f"{len(result['mismatches'])} mismatches"
+            + (" — marked FAILED; the next run recomputes them" if result["mismatches"] else "")
+        )
+    if result["mismatches"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--state", default=None, help="State root URL.")
+@click.option("--json", "as_json", is_flag=True)
+def jobs(state: str | None, as_json: bool) -> None:
+    """The history of runs, newest first."""
+    records = api.open_state(state).list_jobs()
+    if as_json:
+        click.echo(json.dumps({"jobs": [_summary(r) for r in records]}, sort_keys=True))
+        return
+    table = Table(title="jobs")
+    for col in ("job", "pipeline", "status", "created", "wall s", "rows in", "rows out"):
+        table.add_column(col)
+    for r in records:
+        table.add_row(
+            r["job_id"],
+            r.get("pipeline", ""),
+            r.get("status", ""),
+            r.get("created_at", ""),
+            str(r.get("wall_s", "")),
+            str(r.get("rows_in", "")),
+            str(r.get("rows_out", "")),
+        )
+    _out.print(table)
+
+
+def _summary(record: dict[str, Any]) -> dict[str, Any]:
+    keys = (
+        "job_id",
+        "pipeline",
+        "status",
+        "counts",
+        "rows_in",
+        "rows_out",
+        "manifest",
+        "wall_s",
+        "throughput_rows_s",
+        "skipped_fraction",
+        "bad_records",
+        "poison_batches",
+        "integrity_failures",
+        "output_url",
+        "state_url",
+        "created_at",
+    )
+    return {k: record.get(k) for k in keys}
+
+
+def _print_summary(record: dict[str, Any]) -> None:
+    table = Table(title=f"{record['pipeline']} — job {record['job_id']} — {record['status']}")
+    for col in (
+        "stage",
+        "run",
+        "skipped",
+        "retried",
+        "failed",
+        "rows in",
+        "rows out",
+        "bad",
+        "busy s",
+    ):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for name, c in (record.get("counts") or {}).items():
+        table.add_row(
+            name,
+            str(c["run"]),
+            str(c["skipped"]),
+            str(c["retried"]),
+            str(c["failed"]),
+            f"{c['rows_in']:,}",
+            f"{c['rows_out']:,}",
+            str(c["bad_records"]),
+            f"{c['busy_s']:.1f}",
+        )
+    _out.print(table)
+    skipped = record.get("skipped_fraction", 0) * 100
+    _out.print(
+        f"wall {record['wall_s']:.2f}s, {record.get('throughput_rows_s', 0):,.0f} rows/s processed, "
+        f"{skipped:.0f}% of stage batches skipped; rows in {record.get('rows_in', 0):,}, "
+        f"rows out {record.get('rows_out', 0):,}"
+    )
+    for p in record.get("poison_batches") or []:
+        _out.print(
+            f"[red]failed batch[/red] {p['stage']} {p['source']['file']} rows "
+            f"{p['source']['start']}-{p['source']['stop']}: {p['error_type']}: {p['message'][:200]}"
+        )
+    for p in record.get("integrity_failures") or []:
+        _out.print(f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {p['message']}")
+    _out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    def handler(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        _err.print(
+            f"[yellow]{signal.Signals(signum).name}: finishing in-flight batches; "
+            "send again to abandon them[/yellow]"
+        )
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: map Winnow's error types to exit codes in one place."""
+    try:
+        cli.main(args=argv, standalone_mode=False)
+    except click.exceptions.Abort:
+        _err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+    except WinnowError as exc:
+        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Execution on Ray: actor pools, streaming batches, and the driver loop."""

@@ -1,0 +1,170 @@
+"""Ray actors: source readers and stage workers.
+
+A stage worker owns one stage instance (``setup()`` once), runs ``process`` on
+each batch it is sent, writes the output as a verified artifact and returns a
+small record plus the output batch (which stays in Ray's object store for the
+next stage). Exceptions from the stage are caught and returned as a record so
+the driver decides about retries; nothing here writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import ray
+
+from winnow.errors import IntegrityError
+from winnow.stage import Stage
+from winnow.storage import sources
+from winnow.storage.artifacts import ArtifactStore
+from winnow.storage.formats import serialize
+
+
+def _error(exc: BaseException) -> dict[str, str]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:2000],
+        "traceback": "".join(traceback.format_exception(exc))[-8000:],
+    }
+
+
+def _quarantine(store: ArtifactStore, bad: list[sources.BadRecord]) -> dict[str, Any] | None:
+    if not bad:
+        return None
+    batch = pa.RecordBatch.from_pylist([b.to_dict() for b in bad])
+    ref = store.put_bytes(serialize(batch, "jsonl"), "jsonl", expected_records=len(bad))
+    errors: dict[str, int] = {}
+    for b in bad:
+        kind = b.error.split(":", 1)[0]
+        errors[kind] = errors.get(kind, 0) + 1
+    return {"count": len(bad), "artifact": ref.to_dict(), "errors": errors}
+
+
+def as_batch(table: pa.Table) -> pa.RecordBatch:
+    """One contiguous record batch holding the whole table."""
+    batches = table.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
+
+
+class SourceReader:
+    """Streams source files; keeps open streams between calls."""
+
+    def __init__(
+        self,
+        store: ArtifactStore,
+        schema: pa.Schema | None,
+        on_bad_record: str,
+        storage_options: dict[str, Any],
+    ) -> None:
+        self.store = store
+        self.schema = schema
+        self.on_bad_record = on_bad_record
+        self.storage_options = storage_options
+        self.streams: dict[str, Iterator[tuple[pa.RecordBatch, list[sources.BadRecord]]]] = {}
+
+    def open(self, handle: str, file: sources.SourceFile, ranges: list[tuple[int, int]]) -> None:
+        self.streams[handle] = sources.read(file, ranges, self.schema, self.storage_options)
+
+    def next(self, handle: str) -> tuple[dict[str, Any], pa.RecordBatch]:
+        """The next batch of an open stream and a small record about it."""
+        stream = self.streams[handle]
+        try:
+            batch, bad = next(stream)
+        except StopIteration:
+            del self.streams[handle]
+            raise RuntimeError(f"stream {handle} is exhausted") from None
+        return self._meta(batch, bad), batch
+
+    def read_one(
+        self, file: sources.SourceFile, start: int, stop: int
+    ) -> tuple[dict[str, Any], pa.RecordBatch]:
+        """Read one range on its own (used when a batch is retried)."""
+        batch, bad = next(sources.read(file, [(start, stop)], self.schema, self.storage_options))
+        return self._meta(batch, bad), batch
+
+    def close(self, handle: str) -> None:
+        self.streams.pop(handle, None)
+
+    def _meta(self, batch: pa.RecordBatch, bad: list[sources.BadRecord]) -> dict[str, Any]:
+        if bad and self.on_bad_record == "fail":
+            first = bad[0]
+            raise ValueError(
+                f"bad record at {first.file} row {first.row}: {first.error} "
+                "(profile on_bad_record = 'fail'; set 'quarantine' or 'skip' to keep going)"
+            )
+        quarantine = _quarantine(self.store, bad) if self.on_bad_record == "quarantine" else None
+        return {"rows": batch.num_rows + len(bad), "bad": len(bad), "quarantine": quarantine}
+
+
+class StageWorker:
+    """One actor of a stage's pool."""
+
+    def __init__(self, stage: Stage, store: ArtifactStore, fmt: str, compression: str) -> None:
+        self.stage = stage
+        self.store = store
+        self.fmt = fmt
+        self.compression = compression
+        self.node = socket.gethostname()
+        self.stage.setup()
+
+    def ready(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def run(
+        self, key: str, data: Any, source_meta: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], pa.RecordBatch | None]:
+        """Process one batch and commit its artifact; never raises for stage errors."""
+        started = time.time()
+        record: dict[str, Any] = {
+            "key": key,
+            "node": self.node,
+            "pid": os.getpid(),
+            "started_at": started,
+        }
+        if source_meta is not None:
+            record["source_meta"] = source_meta
+        try:
+            batch = self._load(data)
+            record["rows_in"] = batch.num_rows
+            t0 = time.perf_counter()
+            out = self.stage.process(batch)
+            if isinstance(out, pa.Table):
+                out = as_batch(out)
+            if not isinstance(out, pa.RecordBatch):
+                raise TypeError(
+                    f"stage {self.stage.stage_name!r} returned {type(out).__name__}; "
+                    "process() must return a pyarrow.RecordBatch"
+                )
+            record["process_s"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            ref = self.store.put(out, self.fmt, self.compression)
+            record["commit_s"] = time.perf_counter() - t1
+        except IntegrityError as exc:
+            record.update(status="INTEGRITY", error=_error(exc), duration_s=time.time() - started)
+            return record, None
+        except Exception as exc:
+            record.update(status="FAILED", error=_error(exc), duration_s=time.time() - started)
+            return record, None
+        record.update(
+            status="SUCCEEDED",
+            artifact=ref.to_dict(),
+            rows_out=out.num_rows,
+            duration_s=time.time() - started,
+        )
+        return record, out
+
+    def _load(self, data: Any) -> pa.RecordBatch:
+        if isinstance(data, pa.RecordBatch):
+            return data
+        if isinstance(data, dict) and "artifact" in data:
+            return as_batch(self.store.read(data["artifact"]))
+        raise TypeError(f"unexpected stage input {type(data).__name__}")
+
+    def shutdown(self) -> None:
+        self.stage.teardown()

@@ -1,0 +1,190 @@
+"""Profiles: TOML files validated by pydantic.
+
+``--profile`` takes a name from ``profiles/`` or a path to a TOML file. Unknown
+keys are errors naming the key and the file. CLI flags and ``--set`` override
+profile values; resource overrides make copies of the stages' declarations.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from winnow.errors import ConfigError
+from winnow.pipeline import Pipeline, StageSpec
+
+
+class StageOverride(BaseModel):
+    """Per-stage settings in a profile's ``[stages.<name>]`` table."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    num_cpus: float | None = Field(default=None, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0)
+    memory_mb: int | None = Field(default=None, ge=0)
+    min_actors: int | None = Field(default=None, ge=1)
+    max_actors: int | None = Field(default=None, ge=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Profile(BaseModel):
+    """How a pipeline runs: batch sizes, pools, formats, failure policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "default"
+    description: str = ""
+    batch_rows: int = Field(default=10_000, ge=1)
+    max_in_flight: int = Field(default=8, ge=1, description="batches in flight across stages")
+    reader_actors: int = Field(default=1, ge=1)
+    artifact_format: Literal["parquet", "ipc", "jsonl"] = "parquet"
+    compression: Literal["zstd", "snappy", "none"] = "zstd"
+    on_bad_record: Literal["fail", "skip", "quarantine"] = "quarantine"
+    max_attempts: int = Field(default=3, ge=1)
+    retry_backoff_s: float = Field(default=0.5, ge=0)
+    verify: Literal["size", "full"] = Field(
+        default="size", description="how a rerun checks a committed artifact before skipping"
+    )
+    checkpoint_flush_every: int = Field(default=256, ge=1)
+    ray_num_cpus: int | None = Field(default=None, ge=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    stages: dict[str, StageOverride] = Field(default_factory=dict)
+
+    def apply(self, pipeline: Pipeline) -> list[StageSpec]:
+        """Resolve the pipeline's stages under this profile (copies, never mutation)."""
+        known = set(pipeline.stage_names())
+        unknown = sorted(set(self.stages) - known)
+        if unknown:
+            raise ConfigError(
+                f"profile {self.name!r} configures unknown stage(s) {', '.join(unknown)}; "
+                f"pipeline {pipeline.name!r} has {', '.join(pipeline.stage_names())}"
+            )
+        params = {n: o.params for n, o in self.stages.items() if o.params}
+        if params:
+            pipeline = pipeline.with_stage_params(params)
+        specs = []
+        for stage in pipeline.stages:
+            override = self.stages.get(stage.stage_name, StageOverride())
+            if not override.enabled:
+                continue
+            changes = {
+                k: v
+                for k, v in override.model_dump(
+                    include={"num_cpus", "num_gpus", "memory_mb", "min_actors", "max_actors"}
+                ).items()
+                if v is not None
+            }
+            resources = type(stage).resources.with_(**changes)
+            if resources.max_actors < resources.min_actors:
+                resources = resources.with_(max_actors=resources.min_actors)
+            specs.append(StageSpec(stage=stage, resources=resources))
+        if not specs:
+            raise ConfigError(f"profile {self.name!r} disables every stage of {pipeline.name!r}")
+        return specs
+
+    def redacted(self) -> dict[str, Any]:
+        """The profile as a dict with storage secrets masked, for records and logs."""
+        data = self.model_dump()
+        data["storage_options"] = redact(data["storage_options"])
+        return data
+
+
+_SECRET_HINTS = ("secret", "token", "password", "key", "credential", "session")
+
+
+def redact(options: Any) -> Any:
+    """Mask values whose key looks secret, recursively."""
+    if isinstance(options, dict):
+        return {
+            k: "***" if any(h in str(k).lower() for h in _SECRET_HINTS) else redact(v)
+            for k, v in options.items()
+        }
+    if isinstance(options, list):
+        return [redact(v) for v in options]
+    return options
+
+
+def find_profile_file(name_or_path: str, search_dirs: list[str] | None = None) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or os.sep in name_or_path:
+        if candidate.is_file():
+            return candidate
+        raise ConfigError(
+            f"profile file {name_or_path!r} does not exist; pass an existing .toml file "
+            "or a name from profiles/"
+        )
+    dirs = [*(search_dirs or []), os.path.join(os.getcwd(), "profiles")]
+    for directory in dirs:
+        path = Path(directory) / f"{name_or_path}.toml"
+        if path.is_file():
+            return path
+    available = sorted({p.stem for d in dirs if Path(d).is_dir() for p in Path(d).glob("*.toml")})
+    hint = f" Available: {', '.join(available)}." if available else ""
+    raise ConfigError(
+        f"no profile named {name_or_path!r} in {', '.join(dirs)}.{hint} "
+        "Pass a name from profiles/ or a path to a TOML file."
+    )
+
+
+def load_profile(name_or_path: str | None, search_dirs: list[str] | None = None) -> Profile:
+    """Load and validate a profile; ``None`` gives the built-in defaults."""
+    if name_or_path is None:
+        return Profile()
+    path = find_profile_file(name_or_path, search_dirs)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"profile {path}: cannot parse TOML ({exc}); fix the file") from exc
+    data.setdefault("name", path.stem)
+    return validate_profile(data, source=str(path))
+
+
+def validate_profile(data: dict[str, Any], source: str) -> Profile:
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                problems.append(f"unknown key {where!r}")
+            else:
+                problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
+        raise ConfigError(
+            f"profile {source}: {'; '.join(problems)}. Fix these keys "
+            "(see profiles/local-cpu.toml for every valid key)."
+        ) from None
+
+
+def apply_overrides(profile: Profile, sets: list[str]) -> Profile:
+    """Apply ``--set key=value`` pairs: ``<stage>.<param>=v`` or a top-level key.
+
+    A dotted key whose head is a stage name sets a stage parameter, except for
+    the resource keys of ``[stages.<name>]`` (``num_cpus``, ``enabled``, ...).
+    """
+    data = profile.model_dump()
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set quality.min_words=8")
+        key, value = item.split("=", 1)
+        key = key.strip()
+        if "." in key:
+            stage, param = key.split(".", 1)
+            table = data["stages"].setdefault(stage, {})
+            if param in StageOverride.model_fields and param != "params":
+                table[param] = value
+            else:
+                table.setdefault("params", {})[param] = value
+        elif key in Profile.model_fields and key != "stages":
+            data[key] = value
+        else:
+            raise ConfigError(
+                f"--set {item!r}: {key!r} is neither a profile key nor <stage>.<param>; "
+                f"profile keys: {', '.join(k for k in Profile.model_fields if k != 'stages')}"
+            )
+    return validate_profile(data, source=f"{profile.name} with --set")

@@ -1,0 +1,133 @@
+"""Stages: small typed classes that transform Arrow record batches.
+
+A stage knows nothing of Ray, storage, keys or checkpoints. Simple stages are
+dataclasses whose fields are their parameters; the executor calls ``setup()``
+once per actor, ``process()`` once per batch and ``teardown()`` at the end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import pyarrow as pa
+
+from winnow.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one actor of a stage asks the cluster for.
+
+    Args:
+        num_cpus: CPUs per actor (fractions allowed).
+        num_gpus: GPUs per actor (fractions allowed).
+        memory_mb: memory reserved per actor, in MiB (0: no reservation).
+        min_actors: smallest pool size.
+        max_actors: largest pool size.
+    """
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    memory_mb: int = 0
+    min_actors: int = 1
+    max_actors: int = 1
+
+    def with_(self, **changes: Any) -> Resources:
+        """Return a copy with ``changes`` applied; the original is untouched."""
+        return dataclasses.replace(self, **changes)
+
+
+class Stage:
+    """Base class of every stage.
+
+    Subclasses set ``name`` and ``version`` and override ``process``. Their
+    dataclass fields are their parameters and are part of the fingerprint.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+    resources: ClassVar[Resources] = Resources()
+
+    def setup(self) -> None:
+        """Load models or other per-actor state; called once per actor."""
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Transform one batch; may drop rows, add columns, or return empty."""
+        raise NotImplementedError(f"stage {self.stage_name!r} does not implement process()")
+
+    def teardown(self) -> None:
+        """Release what ``setup`` acquired."""
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or type(self).__name__.lower()
+
+    def params(self) -> dict[str, Any]:
+        """The stage's parameters: its dataclass fields, in declaration order."""
+        if not dataclasses.is_dataclass(self):
+            return {}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def fingerprint(self) -> str:
+        """SHA-256 over name, version, class and parameters (not resources)."""
+        payload = {
+            "name": self.stage_name,
+            "version": self.version,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "params": self.params(),
+        }
+        text = json.dumps(payload, sort_keys=True, default=repr, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def with_params(self, **changes: Any) -> Stage:
+        """Return a copy with parameters changed, coercing strings to field types."""
+        if not dataclasses.is_dataclass(self):
+            raise ConfigError(
+                f"stage {self.stage_name!r} has no parameters to set; "
+                "declare it as a @dataclass to make its fields settable"
+            )
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        coerced = {}
+        for key, value in changes.items():
+            if key not in fields:
+                known = ", ".join(sorted(fields)) or "none"
+                raise ConfigError(
+                    f"stage {self.stage_name!r} has no parameter {key!r} (its parameters: {known})"
+                )
+            current = getattr(self, key)
+            coerced[key] = _coerce(self.stage_name, key, value, current)
+        return dataclasses.replace(self, **coerced)  # type: ignore[type-var]
+
+
+def _coerce(stage: str, key: str, value: Any, current: Any) -> Any:
+    """Convert a `--set` string to the type of the parameter's current value."""
+    if not isinstance(value, str) or isinstance(current, str) or current is None:
+        return value
+    try:
+        if isinstance(current, bool):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if isinstance(current, int):
+            return int(value)
+        if isinstance(current, float):
+            return float(value)
+        if isinstance(current, (list, tuple, dict)):
+            parsed = json.loads(value)
+            return type(current)(parsed) if isinstance(current, tuple) else parsed
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(
+            f"--set {stage}.{key}={value!r}: expected a value of type "
+            f"{type(current).__name__} (current value {current!r})"
+        ) from exc
+    return value
+
+
+__all__ = ["Resources", "Stage", "dataclass", "field"]

@@ -1,0 +1,4 @@
+"""Storage: fsspec, artifacts, checkpoints, job records and the event journal.
+
+Nothing outside this package knows which fsspec backend is in use.
+"""

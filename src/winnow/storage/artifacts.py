@@ -1,0 +1,182 @@
+"""The content-addressed artifact store.
+
+An artifact lives at ``<root>/sha256/<2 hex>/<64 hex>.<ext>``, named by the
+SHA-256 of its bytes, which we compute ourselves (never a backend's ETag).
+A commit is: write to a temporary name, read back and verify, publish. The
+caller writes the checkpoint last.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from winnow.errors import IntegrityError
+from winnow.storage import formats
+from winnow.storage.fs import is_local, join, resolve, to_url
+
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+def check_digest(digest: str) -> str:
+    """Reject anything but 64 lowercase hex, so no path can leave the store."""
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise IntegrityError(f"{digest!r} is not a SHA-256 digest (64 lowercase hex)")
+    return digest
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """What a checkpoint records about one verified artifact."""
+
+    uri: str
+    digest: str
+    bytes: int
+    records: int
+    schema_fp: str
+    format: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ArtifactStore:
+    """Artifacts under one root URL on any fsspec filesystem."""
+
+    def __init__(self, root_url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.root_url = root_url
+        self.storage_options = storage_options or {}
+        self.fs, self.root = resolve(root_url, self.storage_options)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ArtifactStore, (self.root_url, self.storage_options))
+
+    def path_for(self, digest: str, fmt: str) -> str:
+        check_digest(digest)
+        return join(self.root, "sha256", digest[:2], f"{digest}.{formats.EXTENSIONS[fmt]}")
+
+    def path_of(self, uri: str) -> str:
+        """Map a recorded URI back to a path, refusing anything outside the store."""
+        name = posixpath.basename(uri)
+        digest, _, ext = name.partition(".")
+        check_digest(digest)
+        fmt = {v: k for k, v in formats.EXTENSIONS.items()}.get(ext)
+        if fmt is None:
+            raise IntegrityError(f"artifact {uri!r} has an unknown extension {ext!r}")
+        return self.path_for(digest, fmt)
+
+    def put(self, batch: pa.RecordBatch, fmt: str, compression: str = "zstd") -> ArtifactRef:
+        """Serialize, write to a temporary name, verify, publish; return the ref."""
+        data = formats.serialize(batch, fmt, compression)
+        return self.put_bytes(data, fmt, expected_records=batch.num_rows)
+
+    def put_bytes(self, data: bytes, fmt: str, expected_records: int) -> ArtifactRef:
+        digest = hashlib.sha256(data).hexdigest()
+        final = self.path_for(digest, fmt)
+        expected = ArtifactRef(
+            uri=to_url(self.fs, final),
+            digest=digest,
+            bytes=len(data),
+            records=expected_records,
+            schema_fp="",
+            format=fmt,
+        )
+        if self._exists(final):
+            try:
+                return self.verify(expected, check_schema=False)
+            except IntegrityError:
+                pass  # a damaged copy: overwrite it below
+        tmp = join(self.root, "tmp", f"{digest}.{uuid.uuid4().hex}.partial")
+        self._write(tmp, data)
+        try:
+            ref = self._verify_path(tmp, expected, check_schema=False)
+            self._publish(tmp, final)
+        except BaseException:
+            if self._exists(tmp):
+                self.fs.rm_file(tmp)
+            raise
+        return ArtifactRef(**{**ref.to_dict(), "uri": to_url(self.fs, final)})
+
+    def read_bytes(self, uri: str) -> bytes:
+        data: bytes = self.fs.cat_file(self.path_of(uri))
+        return data
+
+    def read(self, ref: ArtifactRef | dict[str, Any]) -> pa.Table:
+        """Read an artifact, re-hashing it on the way."""
+        if isinstance(ref, dict):
+            ref = ArtifactRef(**ref)
+        data = self.read_bytes(ref.uri)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != ref.digest:
+            raise IntegrityError(
+                f"artifact {ref.uri}: SHA-256 is {digest}, checkpoint says {ref.digest}; "
+                "run `winnow verify --full` and rerun to recompute it"
+            )
+        return formats.decode(data, ref.format)
+
+    def verify(self, ref: ArtifactRef, check_schema: bool = True) -> ArtifactRef:
+        """Read the artifact back and check digest, bytes, records, schema, format."""
+        return self._verify_path(self.path_of(ref.uri), ref, check_schema)
+
+    def _verify_path(self, path: str, ref: ArtifactRef, check_schema: bool) -> ArtifactRef:
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise IntegrityError(f"artifact {ref.uri} is missing") from None
+        problems = []
+        if len(data) != ref.bytes:
+            problems.append(f"bytes {len(data)} != {ref.bytes}")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != ref.digest:
+            problems.append(f"sha256 {digest[:12]}… != {ref.digest[:12]}…")
+        decoded = None
+        if not problems:
+            decoded = formats.check(data, ref.format)
+            if decoded.records != ref.records:
+                problems.append(f"records {decoded.records} != {ref.records}")
+            if check_schema and ref.schema_fp and decoded.schema_fp != ref.schema_fp:
+                problems.append(f"schema {decoded.schema_fp} != {ref.schema_fp}")
+        if problems:
+            raise IntegrityError(f"artifact {ref.uri}: {'; '.join(problems)}")
+        assert decoded is not None
+        return ArtifactRef(
+            uri=ref.uri,
+            digest=digest,
+            bytes=len(data),
+            records=decoded.records,
+            schema_fp=decoded.schema_fp,
+            format=ref.format,
+        )
+
+    def sizes(self) -> dict[str, int]:
+        """Every published artifact's digest and size, in one listing."""
+        base = join(self.root, "sha256")
+        try:
+            listing = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        out = {}
+        for path, info in listing.items():
+            digest = posixpath.basename(path).partition(".")[0]
+            if _DIGEST.match(digest):
+                out[digest] = int(info.get("size") or 0)
+        return out
+
+    def _exists(self, path: str) -> bool:
+        return bool(self.fs.exists(path))
+
+    def _write(self, path: str, data: bytes) -> None:
+        if is_local(self.fs):
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    def _publish(self, tmp: str, final: str) -> None:
+        if is_local(self.fs):
+            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        self.fs.mv(tmp, final)

@@ -1,0 +1,132 @@
+"""Checkpoints: one record per (stage, batch key), stored as segment files.
+
+Designed for object storage: a run appends records to an in-memory buffer and
+writes each flush as a new immutable segment object under
+``stages/<stage>/segments/``. Deciding skip/run for a stage costs one listing
+plus one read per segment, not one request per batch. At the end of a run the
+segments of a stage are compacted into one. The latest record per key wins.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import threading
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from winnow.storage.fs import join, write_atomic
+
+RUNNING = "RUNNING"
+SUCCEEDED = "SUCCEEDED"
+FAILED = "FAILED"
+STATUSES = (RUNNING, SUCCEEDED, FAILED)
+
+
+@dataclass
+class StageCheckpoints:
+    """The latest checkpoint record of every batch key of one stage."""
+
+    stage: str
+    records: dict[str, dict[str, Any]]
+    segments: list[str]
+
+
+class CheckpointStore:
+    """Checkpoint segments under ``<state>/stages/<stage>/segments/``."""
+
+    def __init__(self, fs: Any, root: str, job_id: str, flush_every: int = 256) -> None:
+        self.fs = fs
+        self.root = root
+        self.job_id = job_id
+        self.flush_every = flush_every
+        self._buffers: dict[str, list[dict[str, Any]]] = {}
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def stage_dir(self, stage: str) -> str:
+        return join(self.root, "stages", stage, "segments")
+
+    def load(self, stage: str) -> StageCheckpoints:
+        """Read every segment of a stage; the newest record per key wins."""
+        directory = self.stage_dir(stage)
+        try:
+            paths = sorted(p for p in self.fs.find(directory) if p.endswith(".jsonl"))
+        except FileNotFoundError:
+            paths = []
+        records: dict[str, dict[str, Any]] = {}
+        contents = self.fs.cat(paths, on_error="omit") if paths else {}
+        for path in paths:
+            data = contents.get(path)
+            if data is None:
+                continue  # removed by a concurrent compaction; its records live on
+            for line in data.splitlines():
+                if not line.strip():
+                    continue
+                rec = json.loads(line)
+                prev = records.get(rec["key"])
+                if prev is None or rec["ts"] >= prev["ts"]:
+                    records[rec["key"]] = rec
+        return StageCheckpoints(stage=stage, records=records, segments=paths)
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Buffer one record; flush the stage's buffer when it is full."""
+        record.setdefault("ts", time.time())
+        with self._lock:
+            buf = self._buffers.setdefault(record["stage"], [])
+            buf.append(record)
+            full = len(buf) >= self.flush_every
+        if full:
+            self.flush(record["stage"])
+
+    def flush(self, stage: str | None = None) -> int:
+        """Write buffered records as new segments; return how many were written."""
+        stages = [stage] if stage else list(self._buffers)
+        written = 0
+        for name in stages:
+            with self._lock:
+                records = self._buffers.pop(name, [])
+                self._seq += 1
+                seq = self._seq
+            if not records:
+                continue
+            path = join(
+                self.stage_dir(name),
+                f"{int(time.time() * 1000):013d}-{self.job_id}-{seq:06d}.jsonl",
+            )
+            write_atomic(self.fs, path, _jsonl(records))
+            written += len(records)
+        return written
+
+    def compact(self, stage: str, min_segments: int = 8) -> bool:
+        """Merge a stage's segments into one when there are many.
+
+        The merged segment is written before any source is removed, so a
+        concurrent reader sees every record at every moment.
+        """
+        current = self.load(stage)
+        if len(current.segments) < min_segments:
+            return False
+        path = join(
+            self.stage_dir(stage),
+            f"{int(time.time() * 1000):013d}-compact-{uuid.uuid4().hex[:8]}.jsonl",
+        )
+        write_atomic(self.fs, path, _jsonl(current.records.values()))
+        self.fs.rm([p for p in current.segments if p != path])
+        return True
+
+    def stages(self) -> list[str]:
+        base = join(self.root, "stages")
+        try:
+            return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False))
+        except FileNotFoundError:
+            return []
+
+
+def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:
+    return "".join(
+        json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records
+    ).encode()

@@ -1,0 +1,99 @@
+"""fsspec access: URL resolution with install hints, atomic writes, joins."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import uuid
+from typing import Any
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from winnow.errors import StateError, UsageError
+
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gcs", "gcs": "gcs"}
+
+
+def resolve(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
+    """Return ``(filesystem, path)`` for a URL or local path.
+
+    Raises:
+        UsageError: the protocol needs an extra that is not installed.
+    """
+    try:
+        fs, path = url_to_fs(url, **(storage_options or {}))
+    except ImportError as exc:
+        protocol = url.split("://", 1)[0] if "://" in url else "file"
+        extra = _EXTRAS.get(protocol)
+        fix = (
+            f"pip install 'winnow[{extra}]'"
+            if extra
+            else "install the fsspec implementation for it"
+        )
+        raise UsageError(
+            f"{url!r} uses the {protocol}:// protocol, whose filesystem is not installed "
+            f"({exc}). Fix: {fix}."
+        ) from None
+    except ValueError as exc:
+        raise UsageError(f"{url!r} is not a storage URL fsspec understands ({exc})") from None
+    return fs, path
+
+
+def is_local(fs: Any) -> bool:
+    return "file" in _protocols(fs)
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    proto = fs.protocol
+    return (proto,) if isinstance(proto, str) else tuple(proto)
+
+
+def to_url(fs: Any, path: str) -> str:
+    """A URL that ``resolve`` maps back to ``path`` on ``fs``."""
+    if is_local(fs):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def join(*parts: str) -> str:
+    return posixpath.join(*parts)
+
+
+def write_atomic(fs: Any, path: str, data: bytes) -> None:
+    """Write ``data`` so readers see the old content or the new, never a part.
+
+    Local files go to a temporary name beside the target, are fsynced and
+    renamed over it; object stores publish a whole object on PUT.
+    """
+    parent = posixpath.dirname(path)
+    if is_local(fs):
+        os.makedirs(parent, exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        return
+    if "memory" in _protocols(fs):
+        fs.makedirs(parent, exist_ok=True)
+    fs.pipe_file(path, data)
+
+
+def ensure_writable(fs: Any, root: str, what: str) -> None:
+    """Fail early, with the fix, when ``root`` cannot be created or written."""
+    try:
+        fs.makedirs(root, exist_ok=True)
+        probe = join(root, f".write-probe-{uuid.uuid4().hex}")
+        fs.pipe_file(probe, b"")
+        fs.rm_file(probe)
+    except (OSError, PermissionError) as exc:
+        raise StateError(
+            f"{what} {to_url(fs, root)!r} is not writable ({exc}). Fix the permissions "
+            "or pass a writable location with --state/--output."
+        ) from None
+
+
+def open_url(url: str, mode: str = "rb", **storage_options: Any) -> Any:
+    return fsspec.open(url, mode, **storage_options)

@@ -1,0 +1,162 @@
+"""The state root: version marker, job records, event journal, source index.
+
+Layout (any fsspec URL, default ``.winnow/state/v1``)::
+
+    VERSION                      state/v1
+    stages/<stage>/segments/     checkpoint segments (see checkpoints.py)
+    jobs/<job_id>.json           job records (audit trail)
+    events/YYYY-MM-DD.jsonl      append-only event journal
+    sources/<identity>.json      cached row counts of input files
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import socket
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from winnow.errors import StateError
+from winnow.storage.checkpoints import CheckpointStore
+from winnow.storage.fs import ensure_writable, is_local, join, resolve, to_url, write_atomic
+
+STATE_VERSION = "state/v1"
+DEFAULT_STATE = ".winnow/state/v1"
+
+
+def default_state_url() -> str:
+    return os.environ.get("WINNOW_STATE") or DEFAULT_STATE
+
+
+class State:
+    """One state root on any fsspec filesystem."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = url
+        self.storage_options = storage_options or {}
+        self.fs, self.root = resolve(url, self.storage_options)
+
+    # -- version -----------------------------------------------------------
+    def version(self) -> str | None:
+        try:
+            return str(self.fs.cat_file(join(self.root, "VERSION")).decode().strip())
+        except FileNotFoundError:
+            return None
+
+    def check_version(self) -> None:
+        found = self.version()
+        if found not in (None, STATE_VERSION):
+            raise StateError(
+                f"state {self.url!r} is version {found!r}; this Winnow reads {STATE_VERSION!r}. "
+                "Copy it with `winnow gateway migrate-state --source-root OLD --target-root NEW` "
+                "and pass --state NEW."
+            )
+
+    def prepare(self) -> None:
+        """Check the version, make the root writable and mark its version."""
+        self.check_version()
+        ensure_writable(self.fs, self.root, "state root")
+        if self.version() is None:
+            write_atomic(self.fs, join(self.root, "VERSION"), f"{STATE_VERSION}\n".encode())
+
+    # -- checkpoints -------------------------------------------------------
+    def checkpoints(self, job_id: str = "", flush_every: int = 256) -> CheckpointStore:
+        return CheckpointStore(self.fs, self.root, job_id, flush_every)
+
+    # -- jobs --------------------------------------------------------------
+    def job_path(self, job_id: str) -> str:
+        if not job_id or "/" in job_id or job_id.startswith("."):
+            raise StateError(f"{job_id!r} is not a job id")
+        return join(self.root, "jobs", f"{job_id}.json")
+
+    def write_job(self, record: dict[str, Any]) -> None:
+        data = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
+        write_atomic(self.fs, self.job_path(record["job_id"]), data)
+
+    def read_job(self, job_id: str) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.fs.cat_file(self.job_path(job_id))))
+        except FileNotFoundError:
+            raise StateError(
+                f"no job {job_id!r} in state {self.url!r}; `winnow jobs` lists the jobs"
+            ) from None
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every job record, newest first."""
+        base = join(self.root, "jobs")
+        try:
+            paths = [p for p in self.fs.find(base) if p.endswith(".json")]
+        except FileNotFoundError:
+            return []
+        contents = self.fs.cat(paths, on_error="omit") if paths else {}
+        jobs = [json.loads(v) for v in contents.values()]
+        return sorted(jobs, key=lambda j: j.get("created_at", ""), reverse=True)
+
+    # -- events ------------------------------------------------------------
+    def append_events(self, events: list[dict[str, Any]]) -> None:
+        """Append events to today's journal file, one JSON object per line.
+
+        A torn last line left by a crash is terminated first, so a new record
+        is never glued onto it.
+        """
+        if not events:
+            return
+        now = datetime.now(UTC)
+        path = join(self.root, "events", f"{now:%Y-%m-%d}.jsonl")
+        payload = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in events)
+        if is_local(self.fs):
+            os.makedirs(posixpath.dirname(path), exist_ok=True)
+            with open(path, "a+b") as fh:
+                if fh.tell() > 0:
+                    fh.seek(-1, os.SEEK_END)
+                    if fh.read(1) != b"\n":
+                        payload = "\n" + payload
+                fh.write(payload.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            return
+        try:
+            old = self.fs.cat_file(path)
+        except FileNotFoundError:
+            old = b""
+        if old and not old.endswith(b"\n"):
+            old += b"\n"
+        write_atomic(self.fs, path, old + payload.encode())
+
+    # -- source index ------------------------------------------------------
+    def source_index(self, identity: str) -> dict[str, Any] | None:
+        try:
+            return dict(
+                json.loads(self.fs.cat_file(join(self.root, "sources", f"{identity}.json")))
+            )
+        except FileNotFoundError:
+            return None
+
+    def write_source_index(self, identity: str, data: dict[str, Any]) -> None:
+        write_atomic(
+            self.fs, join(self.root, "sources", f"{identity}.json"), json.dumps(data).encode()
+        )
+
+    def display(self) -> str:
+        return to_url(self.fs, self.root)
+
+
+def event(kind: str, job_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "type": kind,
+        "job_id": job_id,
+        "host": socket.gethostname(),
+        **fields,
+    }
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def monotonic() -> float:
+    return time.monotonic()
