@@ -25,6 +25,11 @@ SCHEMA = pa.schema(
 )
 
 
+_LETTERS = np.zeros(256, dtype=np.int64)
+_LETTERS[ord("A") : ord("Z") + 1] = 1
+_LETTERS[ord("a") : ord("z") + 1] = 1
+
+
 def ascii_letter_ratio(text: pa.Array) -> pa.Array:
     """Share of bytes that are ASCII letters, per row (vectorized over the buffer)."""
     text = pc.cast(text, pa.binary())
@@ -35,9 +40,8 @@ def ascii_letter_ratio(text: pa.Array) -> pa.Array:
     if n == 0 or offsets[-1] == offsets[0]:
         return pa.array(np.zeros(n))
     data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
-    lower = data | 0x20
-    letters = ((lower >= ord("a")) & (lower <= ord("z"))).astype(np.int64)
-    cumulative = np.concatenate([[0], np.cumsum(letters)])
+    cumulative = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(_LETTERS[data], out=cumulative[1:])
     rel = offsets - offsets[0]
     counts = cumulative[rel[1:]] - cumulative[rel[:-1]]
     lengths = np.maximum(rel[1:] - rel[:-1], 1)
@@ -184,12 +188,55 @@ class Embed(Stage):
         return vec / np.maximum(norm, 1e-6)
 
 
-_WORDS = (
-    "data model training curation pipeline record batch arrow ray actor stage quality filter "
-    "language embedding vector storage object bucket checkpoint artifact verify digest cluster "
-    "node worker schedule throughput latency memory compute science research paper dataset "
-    "annotation label token sentence document web page crawl index search query result"
-).split()
+_WORDS = [
+    "data",
+    "model",
+    "training",
+    "curation",
+    "pipeline",
+    "record",
+    "batch",
+    "arrow",
+    "ray",
+    "actor",
+    "stage",
+    "quality",
+    "filter",
+    "language",
+    "embedding",
+    "vector",
+    "storage",
+    "object",
+    "bucket",
+    "checkpoint",
+    "artifact",
+    "verify",
+    "digest",
+    "cluster",
+    "node",
+    "worker",
+    "schedule",
+    "throughput",
+    "latency",
+    "memory",
+    "compute",
+    "science",
+    "research",
+    "paper",
+    "dataset",
+    "annotation",
+    "label",
+    "token",
+    "sentence",
+    "document",
+    "web",
+    "page",
+    "crawl",
+    "index",
+    "search",
+    "query",
+    "result",
+]
 
 
 def _document(rng: random.Random, i: int) -> dict[str, object]:

@@ -386,7 +386,7 @@ def _parse_jsonl_slow(
     url: str, lines: list[bytes], first_row: int, schema: pa.Schema | None
 ) -> tuple[pa.RecordBatch, list[BadRecord]]:
     """Line-by-line parse that sets bad records aside instead of failing the batch."""
-    good: list[dict[str, Any]] = []
+    good: list[tuple[int, bytes, dict[str, Any]]] = []
     bad: list[BadRecord] = []
     for offset, line in enumerate(lines):
         if not line.strip():
@@ -396,26 +396,42 @@ def _parse_jsonl_slow(
             value = json.loads(line)
             if not isinstance(value, dict):
                 raise ValueError(f"expected a JSON object, got {type(value).__name__}")
-            if schema is not None:
-                pa.RecordBatch.from_pylist([value], schema=_only(schema, value))
-        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-            bad.append(
-                BadRecord(
-                    url,
-                    number,
-                    f"{type(exc).__name__}: {exc}"[:500],
-                    line[:MAX_RAW].decode("utf-8", "replace"),
-                )
-            )
+        except ValueError as exc:
+            bad.append(_bad(url, number, exc, line))
             continue
-        good.append(value)
-    if schema is not None:
-        batch = pa.RecordBatch.from_pylist(
-            [{f.name: r.get(f.name) for f in schema} for r in good], schema=schema
-        )
-    else:
-        batch = pa.RecordBatch.from_pylist(good)
-    return batch, bad
+        good.append((number, line, value))
+    try:
+        return _to_batch([v for _, _, v in good], schema), bad
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        pass
+    # Some record does not fit the schema: find which, one by one.
+    kept = []
+    for number, line, value in good:
+        try:
+            _to_batch([value], schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+            bad.append(_bad(url, number, exc, line))
+            continue
+        kept.append(value)
+    bad.sort(key=lambda b: b.row)
+    return _to_batch(kept, schema), bad
+
+
+def _bad(url: str, number: int, exc: BaseException, line: bytes) -> BadRecord:
+    return BadRecord(
+        url,
+        number,
+        f"{type(exc).__name__}: {exc}"[:500],
+        line[:MAX_RAW].decode("utf-8", "replace").rstrip("\n"),
+    )
+
+
+def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.RecordBatch:
+    if schema is None:
+        return pa.RecordBatch.from_pylist(rows)
+    return pa.RecordBatch.from_pylist(
+        [{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema
+    )
 
 
 def _only(schema: pa.Schema, value: dict[str, Any]) -> pa.Schema:

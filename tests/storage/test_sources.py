@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from winnow.errors import InputError
+from winnow.storage import sources
+
+SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string())])
+ROWS = [{"id": i, "text": f"row {i}"} for i in range(23)]
+
+
+def write_all(d: Path) -> dict[str, Path]:
+    lines = "".join(json.dumps(r) + "\n" for r in ROWS).encode()
+    table = pa.Table.from_pylist(ROWS, schema=SCHEMA)
+    paths = {
+        "jsonl": d / "a.jsonl",
+        "gz": d / "b.jsonl.gz",
+        "zst": d / "c.jsonl.zst",
+        "parquet": d / "d.parquet",
+        "csv": d / "e.csv",
+        "ipc": d / "f.arrow",
+    }
+    paths["jsonl"].write_bytes(lines)
+    paths["gz"].write_bytes(gzip.compress(lines))
+    paths["zst"].write_bytes(zstandard.ZstdCompressor().compress(lines))
+    pq.write_table(table, paths["parquet"], row_group_size=7)
+    pacsv.write_csv(table, paths["csv"])
+    with ipc.new_file(str(paths["ipc"]), SCHEMA) as w:
+        for b in table.to_batches(max_chunksize=5):
+            w.write_batch(b)
+    return paths
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "gz", "zst", "parquet", "csv", "ipc"])
+def test_every_format_splits_into_exact_deterministic_batches(tmp_path: Path, kind: str):
+    path = write_all(tmp_path)[kind]
+    [f] = sources.discover([str(path)])
+    rows = sources.count_rows(f)
+    assert rows == 23
+    batches = sources.split(f, rows, 10, "fp")
+    assert [(b.start, b.stop) for b in batches] == [(0, 10), (10, 20), (20, 23)]
+    assert [b.key for b in batches] == [b.key for b in sources.split(f, rows, 10, "fp")]
+    out = list(sources.read(f, [(b.start, b.stop) for b in batches], SCHEMA))
+    got = [r for batch, bad in out for r in batch.to_pylist()]
+    assert got == ROWS and all(not bad for _, bad in out)
+    # a single range in the middle reads exactly those rows
+    [(batch, _)] = list(sources.read(f, [(10, 20)], SCHEMA))
+    assert batch.column("id").to_pylist() == list(range(10, 20))
+
+
+def test_changed_file_changes_only_its_keys(tmp_path: Path):
+    paths = write_all(tmp_path)
+    before = {f.url: f.identity for f in sources.discover([str(tmp_path)])}
+    paths["jsonl"].write_bytes(paths["jsonl"].read_bytes() + b'{"id": 99, "text": "new"}\n')
+    after = {f.url: f.identity for f in sources.discover([str(tmp_path)])}
+    changed = {u for u in after if after[u] != before[u]}
+    assert changed == {str(paths["jsonl"])}
+
+
+def test_bad_records_are_set_aside_with_file_line_and_error(tmp_path: Path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(
+        b'{"id": 1, "text": "ok"}\n'
+        b'{"id": 2, "text": "unterminated\n'
+        b'\xff\xfe not utf8\n'
+        b'{"id": "three", "text": "wrong type"}\n'
+        b'[1, 2]\n'
+        b'{"id": 6, "text": "ok too"}'  # torn last line without newline, but valid
+    )
+    [f] = sources.discover([str(path)])
+    assert sources.count_rows(f) == 6
+    [(batch, bad)] = list(sources.read(f, [(0, 6)], SCHEMA))
+    assert batch.column("id").to_pylist() == [1, 6]
+    assert [b.row for b in bad] == [2, 3, 4, 5]
+    assert all(b.file == str(path) and b.error for b in bad)
+
+
+def test_missing_input_and_unknown_extension_are_clear(tmp_path: Path):
+    with pytest.raises(InputError, match="does not exist"):
+        sources.discover([str(tmp_path / "nope.jsonl")])
+    (tmp_path / "x.txt").write_text("hi")
+    with pytest.raises(InputError, match="no readable files"):
+        sources.discover([str(tmp_path)])
+
+
+def test_globs_and_folders_are_sorted_and_deduplicated(tmp_path: Path):
+    write_all(tmp_path)
+    files = sources.discover([str(tmp_path / "*.jsonl*"), str(tmp_path)])
+    assert [Path(f.url).name for f in files] == ["a.jsonl", "b.jsonl.gz", "c.jsonl.zst", "d.parquet",
+                                                 "e.csv", "f.arrow"]
