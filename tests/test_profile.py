@@ -23,7 +23,7 @@ def test_shipped_profiles_validate_against_demo(root: Path, name: str, monkeypat
 
 def test_unknown_key_names_key_and_file(tmp_path: Path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('batch_rows = 10\nbatchrows = 5\n[stages.embed]\nnum_gpu = 1\n')
+    bad.write_text("batch_rows = 10\nbatchrows = 5\n[stages.embed]\nnum_gpu = 1\n")
     with pytest.raises(ConfigError) as info:
         load_profile(str(bad))
     text = str(info.value)
@@ -39,13 +39,14 @@ def test_wrong_type_is_named(tmp_path: Path):
 
 def test_set_overrides_profile_keys_and_stage_params(root: Path, monkeypatch):
     monkeypatch.chdir(root)
-    profile = apply_overrides(load_profile("local-cpu"), ["batch_rows=123", "quality.min_words=3",
-                                                          "embed.num_cpus=0.25"])
+    profile = apply_overrides(
+        load_profile("local-cpu"), ["batch_rows=123", "quality.min_words=3", "embed.num_cpus=0.25"]
+    )
     assert profile.batch_rows == 123
     specs = {s.name: s for s in profile.apply(load_pipeline("demo"))}
     assert specs["quality"].stage.min_words == 3
     assert specs["embed"].resources.num_cpus == 0.25
-    with pytest.raises(ConfigError, match="unknown stage.*nosuch"):
+    with pytest.raises(ConfigError, match=r"unknown stage.*nosuch"):
         apply_overrides(load_profile("local-cpu"), ["nosuch.x=1"]).apply(load_pipeline("demo"))
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         apply_overrides(load_profile("local-cpu"), ["batch_rows"])

@@ -38,9 +38,9 @@ def test_with_params_coerces_strings_to_field_types():
 
 
 def test_with_params_names_unknown_parameter_and_bad_type():
-    with pytest.raises(ConfigError, match="no parameter 'nope'.*factor"):
+    with pytest.raises(ConfigError, match=r"no parameter 'nope'.*factor"):
         Scale().with_params(nope=1)
-    with pytest.raises(ConfigError, match="scale.factor.*int"):
+    with pytest.raises(ConfigError, match=r"scale.factor.*int"):
         Scale().with_params(factor="many")
 
 

@@ -115,8 +115,9 @@ def execute(
 
     t0 = time.monotonic()
     state = session.state
+    state.check_version()
+    the_plan = plan(session, verify)  # bad input fails here, before anything is written
     state.prepare()
-    the_plan = plan(session, verify)
     job_id = job_id or new_job_id(session.pipeline.name)
     record: dict[str, Any] = {
         "job_id": job_id,

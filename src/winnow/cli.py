@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from winnow import api
@@ -157,7 +158,7 @@ def verify(state: str | None, full: bool, as_json: bool) -> None:
         click.echo(json.dumps(result, sort_keys=True))
     else:
         for p in result["mismatches"]:
-            _out.print(f"[red]MISMATCH[/red] {p['stage']} {p['key'][:16]}…: {p['problem']}")
+            _out.print(f"[red]MISMATCH[/red] {p['stage']} {p['key'][:16]}…: {escape(p['problem'])}")
         _out.print(
             f"checked {result['checked']} artifacts ({'full' if full else 'size'}): "
             f"{len(result['mismatches'])} mismatches"
@@ -250,10 +251,12 @@ def _print_summary(record: dict[str, Any]) -> None:
     for p in record.get("poison_batches") or []:
         _out.print(
             f"[red]failed batch[/red] {p['stage']} {p['source']['file']} rows "
-            f"{p['source']['start']}-{p['source']['stop']}: {p['error_type']}: {p['message'][:200]}"
+            f"{p['source']['start']}-{p['source']['stop']}: {p['error_type']}: {escape(p['message'][:200])}"
         )
     for p in record.get("integrity_failures") or []:
-        _out.print(f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {p['message']}")
+        _out.print(
+            f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {escape(p['message'])}"
+        )
     _out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
 
 
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except WinnowError as exc:
-        _err.print(f"[red]error:[/red] {exc}", highlight=False)
+        _err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err.print("interrupted")

@@ -109,9 +109,8 @@ def source_batches(
                 state.write_source_index(f.identity, {"url": f.url, "rows": rows})
     out = []
     for f in files:
-        rows = counted.get(f.identity)
-        if rows is None:
-            rows = int((state.source_index(f.identity) or {})["rows"])
+        cached = counted.get(f.identity)
+        rows = cached if cached is not None else int((state.source_index(f.identity) or {})["rows"])
         out.extend(sources.split(f, rows, profile.batch_rows, reader_fp))
     return out
 

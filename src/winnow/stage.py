@@ -100,7 +100,7 @@ class Stage:
                 )
             current = getattr(self, key)
             coerced[key] = _coerce(self.stage_name, key, value, current)
-        return dataclasses.replace(self, **coerced)  # type: ignore[type-var]
+        return dataclasses.replace(self, **coerced)
 
 
 def _coerce(stage: str, key: str, value: Any, current: Any) -> Any:

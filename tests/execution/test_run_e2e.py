@@ -24,15 +24,21 @@ SETS = ["batch_rows=500"]
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             logging_level="WARNING")
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
+    )
     yield
     ray.shutdown()
 
 
 def session(tmp: Path, inputs: list[str], sets: list[str] = ()):
-    return api.resolve_session("demo", "local-cpu", inputs, str(tmp / "out"), str(tmp / "state"),
-                               [*SETS, *sets])
+    return api.resolve_session(
+        "demo", "local-cpu", inputs, str(tmp / "out"), str(tmp / "state"), [*SETS, *sets]
+    )
+
+
+def inputs_args(inputs: list[str]) -> list[str]:
+    return [arg for i in inputs for arg in ("--input", i)]
 
 
 def digests(record: dict) -> list[str]:
@@ -69,8 +75,9 @@ def test_run_then_rerun_skips_everything(local_ray, tmp_path, demo_inputs, monke
     assert {"job_started", "checkpoint", "job_finished"} <= kinds
 
 
-def test_parameter_change_reruns_that_stage_and_downstream_only(local_ray, tmp_path, demo_inputs,
-                                                              monkeypatch):
+def test_parameter_change_reruns_that_stage_and_downstream_only(
+    local_ray, tmp_path, demo_inputs, monkeypatch
+):
     monkeypatch.chdir(ROOT)
     base = api.execute(session(tmp_path, demo_inputs))
     changed = session(tmp_path, demo_inputs, ["quality.min_words=20"])
@@ -97,8 +104,9 @@ def test_identical_output_bytes_are_stored_once(local_ray, tmp_path, demo_inputs
     assert set(found) <= set(store.sizes())
 
 
-def test_flipped_byte_is_caught_by_verify_full_and_recomputed(local_ray, tmp_path, demo_inputs,
-                                                             monkeypatch):
+def test_flipped_byte_is_caught_by_verify_full_and_recomputed(
+    local_ray, tmp_path, demo_inputs, monkeypatch
+):
     monkeypatch.chdir(ROOT)
     first = api.execute(session(tmp_path, demo_inputs))
     manifest = api.read_manifest(first["manifest"])
@@ -120,11 +128,15 @@ def test_flipped_byte_is_caught_by_verify_full_and_recomputed(local_ray, tmp_pat
     again = api.execute(session(tmp_path, demo_inputs))
     assert again["counts"]["embed"]["run"] == 1 and again["counts"]["quality"]["run"] == 0
     assert digests(again) == digests(first)
-    assert api.open_state(str(tmp_path / "state")) and run_cli(
-        "verify", "--full", "--state", str(tmp_path / "state")).returncode == 0
+    assert (
+        api.open_state(str(tmp_path / "state"))
+        and run_cli("verify", "--full", "--state", str(tmp_path / "state")).returncode == 0
+    )
 
 
-def test_run_verify_full_recomputes_a_damaged_artifact(local_ray, tmp_path, demo_inputs, monkeypatch):
+def test_run_verify_full_recomputes_a_damaged_artifact(
+    local_ray, tmp_path, demo_inputs, monkeypatch
+):
     monkeypatch.chdir(ROOT)
     first = api.execute(session(tmp_path, demo_inputs))
     victim = api.read_manifest(first["manifest"])["batches"][0]["artifact"]
@@ -139,16 +151,40 @@ def test_run_verify_full_recomputes_a_damaged_artifact(local_ray, tmp_path, demo
 
 
 def test_sigkill_of_the_driver_then_rerun_gives_identical_output(tmp_path, demo_inputs):
-    clean = run_json("run", "demo", "--profile", "local-cpu", "--set", "batch_rows=300",
-                     "--state", str(tmp_path / "clean-state"), "--output", str(tmp_path / "clean-out"),
-                     *sum((["--input", i] for i in demo_inputs), []))
-    args = ["run", "demo", "--profile", "local-cpu", "--set", "batch_rows=300",
-            "--state", str(tmp_path / "state"), "--output", str(tmp_path / "out"),
-            *sum((["--input", i] for i in demo_inputs), [])]
+    clean = run_json(
+        "run",
+        "demo",
+        "--profile",
+        "local-cpu",
+        "--set",
+        "batch_rows=300",
+        "--state",
+        str(tmp_path / "clean-state"),
+        "--output",
+        str(tmp_path / "clean-out"),
+        *inputs_args(demo_inputs),
+    )
+    args = [
+        "run",
+        "demo",
+        "--profile",
+        "local-cpu",
+        "--set",
+        "batch_rows=300",
+        "--state",
+        str(tmp_path / "state"),
+        "--output",
+        str(tmp_path / "out"),
+        *inputs_args(demo_inputs),
+    ]
     segments = tmp_path / "state" / "stages" / "embed" / "segments"
-    proc = subprocess.Popen([sys.executable, "-m", "winnow.cli", *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "winnow.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (segments.exists() and any(segments.iterdir())):
         time.sleep(0.05)
@@ -168,9 +204,20 @@ def test_sigkill_of_the_driver_then_rerun_gives_identical_output(tmp_path, demo_
 
 
 def test_cli_run_json_and_rerun(tmp_path, demo_inputs):
-    args = ["run", "demo", "--profile", "local-cpu", "--set", "batch_rows=1000",
-            "--state", str(tmp_path / "state"), "--output", str(tmp_path / "out"),
-            "--input", demo_inputs[0]]
+    args = [
+        "run",
+        "demo",
+        "--profile",
+        "local-cpu",
+        "--set",
+        "batch_rows=1000",
+        "--state",
+        str(tmp_path / "state"),
+        "--output",
+        str(tmp_path / "out"),
+        "--input",
+        demo_inputs[0],
+    ]
     first = run_json(*args)
     assert set(first) >= {"job_id", "status", "counts", "rows_in", "rows_out", "manifest"}
     assert first["status"] == "SUCCEEDED" and first["counts"]["embed"]["run"] == 2

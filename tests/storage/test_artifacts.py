@@ -21,7 +21,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
 
 
 def batch(n: int = 100) -> pa.RecordBatch:
-    return pa.RecordBatch.from_pydict({"id": list(range(n)), "text": [f"row {i}" for i in range(n)]})
+    return pa.RecordBatch.from_pydict(
+        {"id": list(range(n)), "text": [f"row {i}" for i in range(n)]}
+    )
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "ipc", "jsonl"])
@@ -77,5 +79,13 @@ def test_digests_that_are_not_sha256_are_rejected(store: ArtifactStore, bad: str
     with pytest.raises(IntegrityError):
         check_digest(bad)
     with pytest.raises(IntegrityError):
-        store.verify(ArtifactRef(uri=f"x/{bad}.parquet", digest=bad, bytes=1, records=1,
-                                 schema_fp="", format="parquet"))
+        store.verify(
+            ArtifactRef(
+                uri=f"x/{bad}.parquet",
+                digest=bad,
+                bytes=1,
+                records=1,
+                schema_fp="",
+                format="parquet",
+            )
+        )

@@ -71,9 +71,9 @@ def test_bad_records_are_set_aside_with_file_line_and_error(tmp_path: Path):
     path.write_bytes(
         b'{"id": 1, "text": "ok"}\n'
         b'{"id": 2, "text": "unterminated\n'
-        b'\xff\xfe not utf8\n'
+        b"\xff\xfe not utf8\n"
         b'{"id": "three", "text": "wrong type"}\n'
-        b'[1, 2]\n'
+        b"[1, 2]\n"
         b'{"id": 6, "text": "ok too"}'  # torn last line without newline, but valid
     )
     [f] = sources.discover([str(path)])
@@ -95,5 +95,11 @@ def test_missing_input_and_unknown_extension_are_clear(tmp_path: Path):
 def test_globs_and_folders_are_sorted_and_deduplicated(tmp_path: Path):
     write_all(tmp_path)
     files = sources.discover([str(tmp_path / "*.jsonl*"), str(tmp_path)])
-    assert [Path(f.url).name for f in files] == ["a.jsonl", "b.jsonl.gz", "c.jsonl.zst", "d.parquet",
-                                                 "e.csv", "f.arrow"]
+    assert [Path(f.url).name for f in files] == [
+        "a.jsonl",
+        "b.jsonl.gz",
+        "c.jsonl.zst",
+        "d.parquet",
+        "e.csv",
+        "f.arrow",
+    ]

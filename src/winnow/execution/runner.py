@@ -118,7 +118,7 @@ class Runner:
         ]
         sizes = size_pools(self.specs, active)
         register_pipeline_code(self.specs)
-        worker = ray.remote(StageWorker)
+        worker: Any = ray.remote(StageWorker)
         self.pools: dict[str, list[Any]] = {}
         ready = []
         for spec in self.specs:
@@ -145,9 +145,9 @@ class Runner:
         self.outstanding_per_actor = {n: [0] * len(a) for n, a in self.pools.items()}
         self.readers = []
         if any(bp.first_run == 0 for bp in self.plan.batches):
-            reader = ray.remote(SourceReader)
+            reader_cls: Any = ray.remote(SourceReader)
             self.readers = [
-                reader.options(
+                reader_cls.options(
                     name=f"winnow:{self.job_id}:read:{i}", num_cpus=0, max_restarts=3
                 ).remote(
                     self.artifacts,
@@ -255,7 +255,7 @@ class Runner:
                 by_file.setdefault(f.plan.source.file.identity, []).append(f)
         streams: dict[str, tuple[Any, str, int]] = {}
         for n, (identity, flights) in enumerate(by_file.items()):
-            reader = self.readers[n % len(self.readers)]
+            reader: Any = self.readers[n % len(self.readers)]
             handle = f"{identity[:16]}-{n}"
             ranges = [(f.plan.source.start, f.plan.source.stop) for f in flights]
             reader.open.remote(handle, flights[0].plan.source.file, ranges)
@@ -268,6 +268,7 @@ class Runner:
         first = flight.plan.first_run
         flight.stage = first
         if first == 0:
+            reader: Any
             reader, handle, _ = streams[flight.plan.source.file.identity]
             flight.meta, flight.data = reader.next.options(num_returns=2).remote(handle)
         else:
@@ -277,7 +278,7 @@ class Runner:
     def _enter_stage(self, flight: Flight, queues: dict[int, deque[Flight]], retry: bool) -> None:
         if retry and flight.stage == 0:
             src = flight.plan.source
-            reader = random.choice(self.readers)
+            reader: Any = random.choice(self.readers)
             flight.meta, flight.data = reader.read_one.options(num_returns=2).remote(
                 src.file, src.start, src.stop
             )
@@ -338,12 +339,10 @@ class Runner:
         bp = flight.plan
         counts = self.counts[name]
         prior = bp.prior[i]
-        attempt = (
-            flight.attempts.get(i, (prior or {}).get("attempt", 0) if bp.actions[i] == RETRY else 0)
-            + 1
-        )
+        previous = int(prior.get("attempt", 0)) if prior and bp.actions[i] == RETRY else 0
+        attempt = flight.attempts.get(i, previous) + 1
         flight.attempts[i] = attempt
-        record = {
+        record: dict[str, Any] = {
             "stage": name,
             "key": bp.keys[i],
             "input_key": bp.keys[i - 1] if i else bp.source.key,

@@ -1,0 +1,923 @@
+"""Throughput benchmark: Winnow vs Ray Data vs Daft on the same Parquet input.
+
+Not a pytest test (run it directly, or ``make bench``)::
+
+    uv run --group bench --with pandas python tests/benchmarks/bench_throughput.py
+    uv run --group bench --with pandas python tests/benchmarks/bench_throughput.py --files 8 --skip-4x
+
+Every engine runs the same transform over the same input files: lowercase
+``text`` (``pyarrow.compute.utf8_lower``) and add ``text_len``
+(``utf8_length``, int32), keeping ``id``; output is Parquet with zstd.
+
+* Winnow: ``python -m winnow.cli run`` with the ``local-cpu`` profile's
+  settings (a benchmark copy of ``profiles/local-cpu.toml`` whose only stage
+  table is ``[stages.transform]``) and ``--set batch_rows=10000``. Every batch
+  is serialized to Parquet zstd, written, read back, SHA-256 re-hashed and
+  decoded before its checkpoint is written. The same command is then run a
+  second time against the same state (every batch skipped).
+* Ray Data: ``read_parquet -> map_batches(fn, batch_format="pyarrow") ->
+  write_parquet`` on a fresh local Ray.
+* Daft: ``read_parquet -> @daft.func.batch UDF on Arrow -> write_parquet``
+  (native runner).
+
+Each engine runs in its own subprocess, so no Ray instance is shared and the
+driver's peak RSS can be measured (psutil / ``/proc`` polling of the driver
+pid only; Ray's worker processes are not counted).
+
+Input: ``--files`` Parquet files (default 64) of ``--rows-per-file`` rows
+(default 10,000), columns ``id`` (int64) and ``text`` (random words, 200-2,000
+ASCII characters), generated deterministically once into ``.bench/``.
+
+Two clocks are reported per engine: ``engine s`` is the engine's own timing
+(Winnow: the job record's ``wall_s``, which includes starting and stopping
+Ray; Ray Data: ``ray.init`` to ``ray.shutdown``; Daft: read to written) and
+``process s`` is the whole subprocess, interpreter start and imports
+included. Rows/s and MB/s (MB = 10^6 bytes of uncompressed Arrow input:
+``id`` + ``text`` with offsets) use ``engine s``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_FILES = 64
+GENERATOR_VERSION = "v1"  # bump when the generator changes: the cache dir changes with it
+SEED = 20_240_617
+RESULT_MARK = "BENCH_RESULT "
+ENGINES = ("winnow", "raydata", "daft")
+LABELS = {"winnow": "Winnow", "raydata": "Ray Data", "daft": "Daft"}
+
+
+# --------------------------------------------------------------------------
+# The transform (Ray Data and Daft; Winnow's copy is in PIPELINE_SOURCE)
+# --------------------------------------------------------------------------
+
+
+def arrow_transform(table: pa.Table) -> pa.Table:
+    """Lowercase ``text`` and append ``text_len`` (characters, int32)."""
+    text = pc.utf8_lower(table.column("text"))
+    table = table.set_column(table.schema.get_field_index("text"), "text", text)
+    return table.append_column("text_len", pc.cast(pc.utf8_length(text), pa.int32()))
+
+
+PIPELINE_SOURCE = '''\
+"""Benchmark pipeline written by tests/benchmarks/bench_throughput.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from winnow import Pipeline, Resources, Stage
+
+
+@dataclass
+class Transform(Stage):
+    """Lowercase ``text`` and append ``text_len`` (characters, int32)."""
+
+    name = "transform"
+    version = "1"
+    resources = Resources(num_cpus=0.5, max_actors=2, min_actors=1)
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        text = pc.utf8_lower(batch.column("text"))
+        batch = batch.set_column(batch.schema.get_field_index("text"), "text", text)
+        return batch.append_column("text_len", pc.cast(pc.utf8_length(text), pa.int32()))
+
+
+pipeline = Pipeline(name="bench_transform", stages=[Transform()])
+'''
+
+
+# --------------------------------------------------------------------------
+# Input data: generated once, deterministically, into .bench/
+# --------------------------------------------------------------------------
+
+
+def _vocabulary() -> list[bytes]:
+    rng = np.random.default_rng(SEED)
+    letters = np.frombuffer(b"abcdefghijklmnopqrstuvwxyz", dtype=np.uint8)
+    words = []
+    for n in rng.integers(2, 13, size=20_000):
+        word = letters[rng.integers(0, 26, size=n)].tobytes()
+        r = rng.random()
+        if r < 0.25:
+            word = word[:1].upper() + word[1:]
+        elif r < 0.30:
+            word = word.upper()
+        words.append(word)
+    return words
+
+
+def _generate_file(path: Path, index: int, rows: int, vocab: list[bytes]) -> dict[str, int]:
+    """One file: ``id`` and ``text`` of random words, each 200-2,000 characters."""
+    rng = np.random.default_rng([SEED, index])
+    lengths = rng.integers(200, 2001, size=rows).astype(np.int64)
+    total = int(lengths.sum())
+    parts: list[bytes] = []
+    have = 0
+    while have < total:
+        idx = rng.integers(0, len(vocab), size=max(1024, (total - have) // 7))
+        chunk = b" ".join([vocab[i] for i in idx]) + b" "
+        parts.append(chunk)
+        have += len(chunk)
+    data = b"".join(parts)[:total]
+    offsets = np.zeros(rows + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    text = pa.StringArray.from_buffers(rows, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data))
+    ids = pa.array(np.arange(index * rows, (index + 1) * rows, dtype=np.int64))
+    table = pa.table({"id": ids, "text": text})
+    tmp = path.with_name(path.name + ".tmp")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=rows)
+    os.replace(tmp, path)
+    return {"rows": rows, "text_chars": total, "arrow_bytes": int(table.nbytes)}
+
+
+def _file_stats(path: Path) -> dict[str, int]:
+    """Rows, characters and Arrow bytes of a generated file (cached beside it)."""
+    sidecar = path.with_suffix(".json")
+    if sidecar.exists():
+        stats = json.loads(sidecar.read_text())
+        if stats.get("disk_bytes") == path.stat().st_size:
+            return stats
+    table = pq.read_table(path)
+    stats = {
+        "rows": table.num_rows,
+        "text_chars": int(pc.sum(pc.utf8_length(table.column("text"))).as_py() or 0),
+        "arrow_bytes": int(table.nbytes),
+        "disk_bytes": path.stat().st_size,
+    }
+    sidecar.write_text(json.dumps(stats))
+    return stats
+
+
+def ensure_input(data_root: Path, files: int, rows: int) -> tuple[Path, dict[str, int]]:
+    """Make sure ``files`` files exist; return their folder and totals.
+
+    Files are generated once into a pool (``.bench/pool-*``); each input
+    folder (``.bench/data-1x`` = 64 files, ``data-4x`` = 256, ``data-<n>f``
+    otherwise) holds hard links to the first ``files`` of them, so the 1x
+    files are also the first quarter of the 4x input.
+    """
+    pool = data_root / f"pool-{GENERATOR_VERSION}-r{rows}"
+    pool.mkdir(parents=True, exist_ok=True)
+    if rows == 10_000 and files == BASE_FILES:
+        name = "data-1x"
+    elif rows == 10_000 and files == 4 * BASE_FILES:
+        name = "data-4x"
+    else:
+        name = f"data-{files}f" + ("" if rows == 10_000 else f"-r{rows}")
+    folder = data_root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab: list[bytes] | None = None
+    totals = {"files": files, "rows": 0, "text_chars": 0, "arrow_bytes": 0, "disk_bytes": 0}
+    wanted = set()
+    t0 = time.perf_counter()
+    made = 0
+    for i in range(files):
+        fname = f"part-{i:05d}.parquet"
+        wanted.add(fname)
+        src = pool / fname
+        if not src.exists():
+            if vocab is None:
+                vocab = _vocabulary()
+                print(f"generating input files in {pool} ...", flush=True)
+            stats = _generate_file(src, i, rows, vocab)
+            stats["disk_bytes"] = src.stat().st_size
+            src.with_suffix(".json").write_text(json.dumps(stats))
+            made += 1
+        stats = _file_stats(src)
+        dst = folder / fname
+        if not dst.exists() or not os.path.samefile(src, dst):
+            with contextlib.suppress(FileNotFoundError):
+                dst.unlink()
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+        for k in ("rows", "text_chars", "arrow_bytes", "disk_bytes"):
+            totals[k] += stats[k]
+    for extra in folder.iterdir():  # the folder is ours: keep exactly the wanted files
+        if extra.name not in wanted:
+            extra.unlink() if extra.is_file() or extra.is_symlink() else shutil.rmtree(extra)
+    if made:
+        print(f"generated {made} files in {time.perf_counter() - t0:.1f}s", flush=True)
+    return folder, totals
+
+
+def warm_page_cache(folder: Path) -> None:
+    """Read every input file once so no engine pays for a cold cache alone."""
+    for path in sorted(folder.iterdir()):
+        with open(path, "rb") as fh:
+            while fh.read(8 << 20):
+                pass
+
+
+# --------------------------------------------------------------------------
+# Subprocesses: run, time, poll the driver's RSS
+# --------------------------------------------------------------------------
+
+
+class PeakRSS:
+    """Polls one process's resident set size (not its children's)."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        try:
+            import psutil
+
+            self._proc: Any = psutil.Process(pid)
+        except Exception:  # psutil missing or the process already gone: /proc only
+            self._proc = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        rss = 0
+        if self._proc is not None:
+            with contextlib.suppress(Exception):
+                rss = self._proc.memory_info().rss
+        # VmHWM is the kernel's high-water mark of RSS: catches peaks between polls.
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+                if line.startswith(("VmHWM:", "VmRSS:")):
+                    rss = max(rss, int(line.split()[1]) * 1024)
+        self.peak = max(self.peak, rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def stop(self) -> int | None:
+        self._stop.set()
+        self._thread.join()
+        return self.peak or None
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("RAY_ADDRESS", "WINNOW_STATE"):
+        env.pop(key, None)  # always a fresh embedded Ray, never an existing cluster
+    env["PYTHONUNBUFFERED"] = "1"
+    # Under `uv run` (as `make bench` is), Ray >= 2.43 otherwise packages the working
+    # directory and builds a fresh uv venv for the job's workers: tens of seconds of
+    # start-up that would be charged to Winnow and Ray Data. Workers use this interpreter.
+    env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
+    env.setdefault("RAY_DEDUP_LOGS", "0")
+    return env
+
+
+def run_process(cmd: list[str], log_dir: Path, tag: str, timeout: float) -> dict[str, Any]:
+    """Run ``cmd``; return rc, wall seconds, driver peak RSS and the output files."""
+    out_path, err_path = log_dir / f"{tag}.stdout", log_dir / f"{tag}.stderr"
+    with open(out_path, "wb") as out, open(err_path, "wb") as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=err, start_new_session=True
+        )
+        rss = PeakRSS(proc.pid)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            rc = -signal.SIGKILL
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            peak = rss.stop()
+        wall = time.perf_counter() - t0
+    return {
+        "rc": rc,
+        "timed_out": rc == -signal.SIGKILL,
+        "process_s": wall,
+        "peak_rss": peak,
+        "stdout": out_path.read_text(errors="replace"),
+        "stderr": err_path.read_text(errors="replace"),
+    }
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the child we started (its own session: it and what it spawned)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def last_json(text: str, prefix: str = "") -> dict[str, Any] | None:
+    for line in reversed(text.splitlines()):
+        line = line.strip()
+        if prefix:
+            if not line.startswith(prefix):
+                continue
+            line = line[len(prefix) :]
+        if line.startswith("{"):
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(line)
+                if isinstance(value, dict):
+                    return value
+    return None
+
+
+def tail(text: str, lines: int = 40) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def output_check(rows: int | None, chars: int | None, expected: dict[str, int]) -> tuple[bool, str]:
+    if rows is None:
+        return False, "no output"
+    ok = rows == expected["rows"] and chars == expected["text_chars"]
+    if ok:
+        return True, "ok"
+    return (
+        False,
+        f"rows {rows:,}/{expected['rows']:,}, text_len sum {chars}/{expected['text_chars']}",
+    )
+
+
+def parquet_totals(paths: list[Any], filesystem: Any = None) -> tuple[int, int]:
+    """Rows and sum(text_len) over Parquet files (reads only ``text_len``)."""
+    rows = chars = 0
+    for path in paths:
+        if filesystem is not None:
+            with filesystem.open(path, "rb") as fh:
+                col = pq.read_table(fh, columns=["text_len"]).column("text_len")
+        else:
+            col = pq.read_table(path, columns=["text_len"]).column("text_len")
+        rows += len(col)
+        chars += int(pc.sum(col).as_py() or 0)
+    return rows, chars
+
+
+# --------------------------------------------------------------------------
+# Winnow
+# --------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
+        )
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def write_winnow_files(folder: Path) -> tuple[Path, Path]:
+    """The benchmark pipeline module and a profile with local-cpu's top-level keys."""
+    pipeline = folder / "bench_transform.py"
+    pipeline.write_text(PIPELINE_SOURCE)
+    base = tomllib.loads((ROOT / "profiles" / "local-cpu.toml").read_text())
+    lines = [
+        "# Written by tests/benchmarks/bench_throughput.py: profiles/local-cpu.toml's",
+        "# top-level keys, with a stage table for the benchmark's only stage.",
+        'name = "local-cpu-bench"',
+    ]
+    for key, value in base.items():
+        if key not in ("stages", "name"):
+            lines.append(f"{key} = {_toml_value(value)}")
+    lines += ["", "[stages.transform]", "num_cpus = 0.5", "min_actors = 1", "max_actors = 2", ""]
+    profile = folder / "local-cpu-bench.toml"
+    profile.write_text("\n".join(lines))
+    return pipeline, profile
+
+
+def winnow_command(
+    pipeline: Path, profile: Path, input_dir: Path, out: Path, state: Path, batch_rows: int
+) -> list[str]:
+    return [
+        sys.executable, "-m", "winnow.cli", "run", str(pipeline),
+        "--profile", str(profile),
+        "--input", str(input_dir),
+        "--output", str(out),
+        "--state", str(state),
+        "--set", f"batch_rows={batch_rows}",
+        "--json",
+    ]  # fmt: skip
+
+
+def winnow_output_totals(record: dict[str, Any]) -> tuple[int, int]:
+    from winnow.api import read_manifest
+    from winnow.storage.fs import resolve
+
+    manifest = read_manifest(record["manifest"])
+    rows = chars = 0
+    for entry in manifest["batches"]:
+        if not entry["artifact"]:
+            continue
+        fs, path = resolve(entry["artifact"]["uri"], {})
+        r, c = parquet_totals([path], filesystem=fs)
+        rows += r
+        chars += c
+    return rows, chars
+
+
+def run_winnow(
+    work: Path,
+    files: Path,
+    input_dir: Path,
+    expected: dict[str, int],
+    batch_rows: int,
+    timeout: float,
+    tag: str,
+    rerun: bool,
+) -> list[dict[str, Any]]:
+    """First run (and, with ``rerun``, the same command again on the same state)."""
+    pipeline, profile = files / "bench_transform.py", files / "local-cpu-bench.toml"
+    out, state = work / f"{tag}-output", work / f"{tag}-state"
+    cmd = winnow_command(pipeline, profile, input_dir, out, state, batch_rows)
+    results = []
+    for attempt in ("first", "rerun") if rerun else ("first",):
+        name = f"{tag}-{attempt}"
+        print(f"running {name}: {' '.join(cmd)}", flush=True)
+        proc = run_process(cmd, work, name, timeout)
+        record = last_json(proc["stdout"])
+        res: dict[str, Any] = {
+            "engine": "winnow",
+            "run": name,
+            "rc": proc["rc"],
+            "process_s": proc["process_s"],
+            "peak_rss": proc["peak_rss"],
+            "stderr_tail": tail(proc["stderr"]),
+            "stdout_tail": tail(proc["stdout"], 10),
+            "command": cmd,
+        }
+        if record:
+            res.update(
+                status=record.get("status"),
+                engine_s=record.get("wall_s"),
+                rows_out=record.get("rows_out"),
+                skipped_fraction=record.get("skipped_fraction"),
+                counts=record.get("counts"),
+                job_id=record.get("job_id"),
+            )
+        ok = proc["rc"] == 0 and record is not None and record.get("status") == "SUCCEEDED"
+        if ok and attempt == "first":
+            assert record is not None
+            rows, chars = winnow_output_totals(record)
+            res["check_ok"], res["check"] = output_check(rows, chars, expected)
+        elif ok:
+            full_skip = record is not None and record.get("skipped_fraction") == 1.0
+            res["check_ok"] = full_skip
+            res["check"] = (
+                "all skipped"
+                if full_skip
+                else (f"skipped_fraction {record.get('skipped_fraction') if record else None}")
+            )
+        else:
+            res["check_ok"] = False
+            res["check"] = "FAILED" if not proc["timed_out"] else "TIMED OUT"
+        res["ok"] = ok and res["check_ok"]
+        results.append(res)
+        if not ok:
+            break
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(state, ignore_errors=True)
+    return results
+
+
+# --------------------------------------------------------------------------
+# Ray Data and Daft (worker side: runs inside the subprocess)
+# --------------------------------------------------------------------------
+
+
+def worker_raydata(input_dir: str, output_dir: str, batch_rows: int) -> dict[str, Any]:
+    import ray
+    import ray.data
+
+    t0 = time.perf_counter()
+    ray.init(
+        address="local",
+        num_cpus=os.cpu_count() or 1,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        _node_ip_address="127.0.0.1",
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    t_ready = time.perf_counter()
+    ds = ray.data.read_parquet(input_dir)
+    ds = ds.map_batches(arrow_transform, batch_format="pyarrow", batch_size=batch_rows)
+    ds.write_parquet(output_dir, compression="zstd")
+    t_done = time.perf_counter()
+    ray.shutdown()
+    t_end = time.perf_counter()
+    return {
+        "engine_s": t_end - t0,
+        "startup_s": t_ready - t0,
+        "pipeline_s": t_done - t_ready,
+        "version": ray.__version__,
+    }
+
+
+def worker_daft(input_dir: str, output_dir: str, batch_rows: int) -> dict[str, Any]:
+    import daft
+    from daft import DataType, col
+
+    @daft.func.batch(
+        return_dtype=DataType.struct({"text": DataType.string(), "text_len": DataType.int32()}),
+        unnest=True,
+    )
+    def transform(text: daft.Series) -> pa.Array:
+        out = arrow_transform(pa.table({"text": text.to_arrow()}))
+        return pa.StructArray.from_arrays(
+            [out.column("text").combine_chunks(), out.column("text_len").combine_chunks()],
+            names=["text", "text_len"],
+        )
+
+    t0 = time.perf_counter()
+    df = daft.read_parquet(input_dir)
+    df = df.select(col("id"), transform(col("text")))
+    df.write_parquet(output_dir, compression="zstd")
+    t_done = time.perf_counter()
+    return {"engine_s": t_done - t0, "pipeline_s": t_done - t0, "version": daft.__version__}
+
+
+def worker_main(engine: str, input_dir: str, output_dir: str, batch_rows: int) -> None:
+    fn = {"raydata": worker_raydata, "daft": worker_daft}[engine]
+    result = fn(input_dir, output_dir, batch_rows)
+    written = sorted(str(p) for p in Path(output_dir).rglob("*.parquet"))
+    result["rows_out"], result["text_chars_out"] = parquet_totals(written)
+    result["files_out"] = len(written)
+    print(RESULT_MARK + json.dumps(result), flush=True)
+
+
+def run_other(
+    engine: str,
+    work: Path,
+    input_dir: Path,
+    expected: dict[str, int],
+    batch_rows: int,
+    timeout: float,
+) -> dict[str, Any]:
+    out = work / f"{engine}-output"
+    cmd = [
+        sys.executable, str(Path(__file__).resolve()),
+        "--worker", engine,
+        "--input", str(input_dir),
+        "--output", str(out),
+        "--batch-rows", str(batch_rows),
+    ]  # fmt: skip
+    print(f"running {engine}", flush=True)
+    proc = run_process(cmd, work, engine, timeout)
+    result = last_json(proc["stdout"], RESULT_MARK)
+    res: dict[str, Any] = {
+        "engine": engine,
+        "run": engine,
+        "rc": proc["rc"],
+        "process_s": proc["process_s"],
+        "peak_rss": proc["peak_rss"],
+        "stderr_tail": tail(proc["stderr"]),
+        "stdout_tail": tail(proc["stdout"], 10),
+    }
+    if proc["rc"] == 0 and result:
+        res.update(result)
+        res["status"] = "SUCCEEDED"
+        res["check_ok"], res["check"] = output_check(
+            result["rows_out"], result["text_chars_out"], expected
+        )
+    else:
+        res["status"] = "TIMED OUT" if proc["timed_out"] else "FAILED"
+        res["check_ok"], res["check"] = False, res["status"]
+    res["ok"] = res["status"] == "SUCCEEDED" and res["check_ok"]
+    shutil.rmtree(out, ignore_errors=True)
+    return res
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def _mib(n: int | None) -> str:
+    return "-" if not n else f"{n / 2**20:,.0f} MiB"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def print_report(
+    results: dict[str, Any], totals: dict[str, int], totals4: dict[str, int] | None, args: Any
+) -> None:
+    mb = totals["arrow_bytes"] / 1e6
+    print()
+    print("=" * 100)
+    print(
+        f"Input: {totals['files']} Parquet files x {args.rows_per_file:,} rows = "
+        f"{totals['rows']:,} rows; {mb:,.1f} MB uncompressed Arrow (id + text), "
+        f"{totals['disk_bytes'] / 1e6:,.1f} MB on disk (zstd); batch_rows={args.batch_rows:,}"
+    )
+    print(
+        f"Machine: {os.cpu_count()} CPUs, {platform.python_version()}, load average "
+        f"{results['load_before']} before / {results['load_after']} after"
+    )
+    print(f"Versions: {results['versions']}")
+    print()
+    header = (
+        "engine",
+        "status",
+        "engine s",
+        "process s",
+        "rows/s",
+        "MB/s",
+        "driver peak RSS",
+        "output",
+    )
+    rows = []
+    speed: dict[str, float] = {}
+    proc_speed: dict[str, float] = {}
+    order = [
+        ("winnow", "Winnow (local-cpu, full verify)"),
+        ("winnow_rerun", "Winnow rerun (all skipped)"),
+        ("raydata", "Ray Data"),
+        ("daft", "Daft"),
+    ]
+    for key, label in order:
+        r = results.get(key)
+        if r is None:
+            continue
+        eng = r.get("engine_s")
+        is_rerun = key == "winnow_rerun"
+        rps = totals["rows"] / eng if eng and r["ok"] and not is_rerun else None
+        mbs = mb / eng if eng and r["ok"] and not is_rerun else None
+        if rps:
+            speed[key] = rps
+            proc_speed[key] = totals["rows"] / r["process_s"]
+        rows.append(
+            (
+                label,
+                r.get("status") or f"rc={r['rc']}",
+                _num(eng, ".2f"),
+                _num(r.get("process_s"), ".2f"),
+                _num(rps, ",.0f"),
+                _num(mbs, ",.1f"),
+                _mib(r.get("peak_rss")),
+                r.get("check", "-"),
+            )
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    line = "  ".join(f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths))
+    print(line.format(*header))
+    print("  ".join("-" * w for w in widths))
+    for row in rows:
+        print(line.format(*row))
+    print()
+    for other in ("raydata", "daft"):
+        if "winnow" in speed and other in speed:
+            print(
+                f"Winnow / {LABELS[other]} throughput: {speed['winnow'] / speed[other]:.2f}x "
+                f"(engine clock), {proc_speed['winnow'] / proc_speed[other]:.2f}x (process clock)"
+            )
+        elif other in args.engines and "winnow" in args.engines:
+            print(f"Winnow / {LABELS[other]} throughput: n/a (a run failed)")
+    first, rerun = results.get("winnow"), results.get("winnow_rerun")
+    if first and rerun and first.get("engine_s") and rerun.get("engine_s"):
+        print(
+            f"Winnow all-skipped rerun: {rerun['engine_s']:.2f}s vs first run {first['engine_s']:.2f}s "
+            f"= {rerun['engine_s'] / first['engine_s']:.1%} of the first run (engine clock); "
+            f"process clock {rerun['process_s']:.2f}s / {first['process_s']:.2f}s = "
+            f"{rerun['process_s'] / first['process_s']:.1%}; skipped_fraction="
+            f"{rerun.get('skipped_fraction')}"
+        )
+    if first:
+        msg = f"Winnow driver peak RSS: 1x ({totals['rows']:,} rows) {_mib(first.get('peak_rss'))}"
+        four = results.get("winnow_4x")
+        if four and totals4:
+            msg += f"; 4x ({totals4['rows']:,} rows) {_mib(four.get('peak_rss'))}"
+            if four.get("peak_rss") and first.get("peak_rss"):
+                msg += f" ({four['peak_rss'] / first['peak_rss']:.2f}x the 1x peak)"
+            if not four["ok"]:
+                msg += f" [4x run {four.get('status') or 'FAILED'}: {four.get('check')}]"
+            elif four.get("engine_s"):
+                msg += (
+                    f"; 4x throughput {totals4['rows'] / four['engine_s']:,.0f} rows/s, "
+                    f"{totals4['arrow_bytes'] / 1e6 / four['engine_s']:,.1f} MB/s"
+                )
+        elif args.skip_4x:
+            msg += "; 4x skipped (--skip-4x)"
+        print(msg)
+    print(
+        "\nNotes: rows/s and MB/s use the engine clock (Winnow: job wall_s incl. Ray start/stop; "
+        "Ray Data: ray.init..ray.shutdown; Daft: read..write, native runner, no Ray). "
+        "Driver peak RSS is the driver process only (Ray workers excluded); Daft does its work "
+        "inside that process. MB = 10^6 bytes of uncompressed Arrow input."
+    )
+    failed = [r for k, r in results.items() if isinstance(r, dict) and "ok" in r and not r["ok"]]
+    for r in failed:
+        print(f"\n--- {r['run']} failed (rc={r['rc']}, {r.get('check')}) ---")
+        if r.get("command"):
+            print("command: " + " ".join(r["command"]))
+        print("stderr (tail):\n" + textwrap.indent(r.get("stderr_tail") or "(empty)", "  "))
+        print("stdout (tail):\n" + textwrap.indent(r.get("stdout_tail") or "(empty)", "  "))
+
+
+def _versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = []
+    for pkg in ("winnow", "ray", "daft", "pyarrow"):
+        try:
+            out.append(f"{pkg} {version(pkg)}")
+        except PackageNotFoundError:
+            out.append(f"{pkg} (not installed)")
+    return ", ".join(out)
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def _preflight(engines: list[str]) -> dict[str, str]:
+    """Engines whose packages are missing, with the reason (checked in a child, cheaply)."""
+    probes = {"raydata": "import ray.data", "daft": "import daft"}
+    missing = {}
+    for engine in engines:
+        if engine not in probes:
+            continue
+        proc = subprocess.run(
+            [sys.executable, "-c", probes[engine]], capture_output=True, text=True, env=child_env()
+        )
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["?"])[-1]
+            missing[engine] = last
+    return missing
+
+
+# --------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Winnow vs Ray Data vs Daft throughput on the same generated Parquet input."
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--files", type=int, default=None, help=f"input files (default {BASE_FILES})")
+    size.add_argument(
+        "--scale",
+        type=float,
+        default=None,
+        help=f"fraction of the {BASE_FILES} files for a quick run (0.125 = 8 files)",
+    )
+    p.add_argument("--rows-per-file", type=int, default=10_000)
+    p.add_argument(
+        "--batch-rows", type=int, default=10_000, help="Winnow batch_rows; Ray Data batch_size"
+    )
+    p.add_argument(
+        "--engines",
+        default=",".join(ENGINES),
+        help="comma-separated subset of winnow,raydata,daft",
+    )
+    p.add_argument("--skip-4x", action="store_true", help="skip Winnow's 4x-input RSS run")
+    p.add_argument("--data-root", type=Path, default=ROOT / ".bench", help="input cache folder")
+    p.add_argument("--workdir", type=Path, default=None, help="parent of the temporary run folder")
+    p.add_argument("--keep-outputs", action="store_true", help="keep the temporary run folder")
+    p.add_argument("--timeout", type=float, default=3600, help="seconds per engine subprocess")
+    p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON")
+    # Internal: the Ray Data / Daft subprocess.
+    p.add_argument("--worker", choices=("raydata", "daft"), help=argparse.SUPPRESS)
+    p.add_argument("--input", help=argparse.SUPPRESS)
+    p.add_argument("--output", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return args
+    if args.scale is not None:
+        if args.scale <= 0:
+            p.error("--scale must be > 0")
+        args.files = max(1, round(BASE_FILES * args.scale))
+    if args.files is None:
+        args.files = BASE_FILES
+    if args.files < 1 or args.rows_per_file < 1 or args.batch_rows < 1:
+        p.error("--files, --rows-per-file and --batch-rows must be >= 1")
+    args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    unknown = sorted(set(args.engines) - set(ENGINES))
+    if unknown or not args.engines:
+        p.error(f"--engines: unknown {unknown}; choose from {','.join(ENGINES)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        worker_main(args.worker, args.input, args.output, args.batch_rows)
+        return 0
+
+    missing = _preflight(args.engines)
+    for engine, why in missing.items():
+        hint = (
+            " (Ray Data needs pandas: run with `uv run --group bench --with pandas ...`)"
+            if engine == "raydata"
+            else ""
+        )
+        print(f"warning: skipping {engine}: {why}{hint}", file=sys.stderr)
+    engines = [e for e in args.engines if e not in missing]
+    if not engines:
+        print("error: no engine can run", file=sys.stderr)
+        return 2
+
+    input_dir, totals = ensure_input(args.data_root, args.files, args.rows_per_file)
+    want_4x = "winnow" in engines and not args.skip_4x
+    input4, totals4 = (
+        ensure_input(args.data_root, 4 * args.files, args.rows_per_file)
+        if want_4x
+        else (None, None)
+    )
+
+    if args.workdir:
+        args.workdir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="winnow-bench-", dir=args.workdir))
+    results: dict[str, Any] = {"load_before": _load(), "versions": _versions()}
+    try:
+        files = work / "winnow-files"
+        files.mkdir()
+        write_winnow_files(files)
+        warm_page_cache(input_dir)
+        for engine in engines:
+            if engine == "winnow":
+                runs = run_winnow(
+                    work, files, input_dir, totals, args.batch_rows, args.timeout, "winnow-1x", True
+                )
+                results["winnow"] = runs[0]
+                if len(runs) > 1:
+                    results["winnow_rerun"] = runs[1]
+            else:
+                results[engine] = run_other(
+                    engine, work, input_dir, totals, args.batch_rows, args.timeout
+                )
+        if want_4x and input4 is not None:
+            warm_page_cache(input4)
+            results["winnow_4x"] = run_winnow(
+                work,
+                files,
+                input4,
+                totals4 or {},
+                args.batch_rows,
+                args.timeout,
+                "winnow-4x",
+                False,
+            )[0]
+        results["load_after"] = _load()
+        print_report(results, totals, totals4, args)
+        if args.json_out:
+            payload = {
+                "input": totals,
+                "input_4x": totals4,
+                "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+                "results": results,
+            }
+            args.json_out.write_text(json.dumps(payload, indent=1, default=str))
+    finally:
+        if args.keep_outputs:
+            print(f"kept run folder {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    ok = all(r["ok"] for k, r in results.items() if isinstance(r, dict) and "ok" in r)
+    return 0 if ok and not missing else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

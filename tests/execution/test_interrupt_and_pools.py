@@ -1,0 +1,90 @@
+"""Ctrl-C/SIGTERM stop cleanly with exit 130; pools always fit (no 2-core deadlock)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import ray
+
+from tests.conftest import ROOT, run_json
+from winnow.errors import ConfigError
+from winnow.execution.cluster import size_pools
+from winnow.pipeline import StageSpec
+from winnow.stage import Resources, Stage
+
+pytestmark = pytest.mark.slow
+
+
+class Noop(Stage):
+    name = "noop"
+
+
+def spec(name: str, **res: float) -> StageSpec:
+    stage = Noop()
+    stage.name = name  # type: ignore[misc]
+    return StageSpec(stage=stage, resources=Resources(**res))  # type: ignore[arg-type]
+
+
+def test_pools_shrink_to_fit_two_cores_and_impossible_requests_are_refused():
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
+    )
+    try:
+        specs = [
+            spec("a", num_cpus=1, min_actors=1, max_actors=2),
+            spec("b", num_cpus=1, min_actors=1, max_actors=2),
+        ]
+        assert size_pools(specs, [True, True]) == {"a": 1, "b": 1}
+        with pytest.raises(ConfigError, match="need 3 CPU"):
+            size_pools([*specs, spec("c", num_cpus=1)], [True, True, True])
+        with pytest.raises(ConfigError, match=r"asks for 1 GPU.*local-cpu"):
+            size_pools([spec("g", num_cpus=0.5, num_gpus=1)], [True])
+        assert size_pools(specs, [True, False]) == {"a": 2}
+    finally:
+        ray.shutdown()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_stops_cleanly_with_exit_130_and_rerun_finishes(tmp_path: Path, demo_inputs, sig):
+    args = [
+        "run",
+        "demo",
+        "--profile",
+        "local-cpu",
+        "--set",
+        "batch_rows=200",
+        "--state",
+        str(tmp_path / "state"),
+        "--output",
+        str(tmp_path / "out"),
+        *[a for i in demo_inputs for a in ("--input", i)],
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "winnow.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    segments = tmp_path / "state" / "stages" / "normalize" / "segments"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (segments.exists() and any(segments.iterdir())):
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    jobs = [json.loads(p.read_text()) for p in (tmp_path / "state" / "jobs").glob("*.json")]
+    assert [j["status"] for j in jobs] == ["CANCELLED"]
+    done = jobs[0]["counts"]["normalize"]["run"]
+    assert done > 0
+    resumed = run_json(*args)
+    assert resumed["status"] == "SUCCEEDED"
+    assert resumed["counts"]["normalize"]["skipped"] >= done
