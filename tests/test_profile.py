@@ -4,7 +4,7 @@ import pytest
 
 from winnow.errors import ConfigError
 from winnow.pipeline import load_pipeline
-from winnow.profile import apply_overrides, load_profile
+from winnow.profile import apply_overrides, check_set_stages, load_profile, unused_stage_tables
 
 
 @pytest.mark.parametrize("name", ["local-cpu", "gpu-single", "high-throughput"])
@@ -46,8 +46,8 @@ def test_set_overrides_profile_keys_and_stage_params(root: Path, monkeypatch):
     specs = {s.name: s for s in profile.apply(load_pipeline("demo"))}
     assert specs["quality"].stage.min_words == 3
     assert specs["embed"].resources.num_cpus == 0.25
-    with pytest.raises(ConfigError, match=r"unknown stage.*nosuch"):
-        apply_overrides(load_profile("local-cpu"), ["nosuch.x=1"]).apply(load_pipeline("demo"))
+    with pytest.raises(ConfigError, match=r"no stage 'nosuch'.*normalize"):
+        check_set_stages(["nosuch.x=1"], load_pipeline("demo"))
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         apply_overrides(load_profile("local-cpu"), ["batch_rows"])
 
@@ -56,3 +56,14 @@ def test_missing_profile_lists_available(root: Path, monkeypatch):
     monkeypatch.chdir(root)
     with pytest.raises(ConfigError, match="local-cpu"):
         load_profile("nope")
+
+
+def test_shared_profile_tables_for_other_pipelines_are_ignored_and_reported(
+    root: Path, monkeypatch
+):
+    monkeypatch.chdir(root)
+    paced = load_pipeline("tests/pipelines/paced.py")
+    profile = load_profile("local-cpu")
+    assert unused_stage_tables(profile, paced) == ["annotate", "embed", "normalize", "quality"]
+    assert [s.name for s in profile.apply(paced)] == ["pace", "upper"]
+    assert unused_stage_tables(profile, load_pipeline("demo")) == []

@@ -22,7 +22,13 @@ from typing import Any
 from winnow.errors import StageFailed, UsageError
 from winnow.pipeline import Pipeline, load_pipeline
 from winnow.plan import SKIP, Plan, make_plan
-from winnow.profile import Profile, apply_overrides, load_profile
+from winnow.profile import (
+    Profile,
+    apply_overrides,
+    check_set_stages,
+    load_profile,
+    unused_stage_tables,
+)
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import FAILED, SUCCEEDED
 from winnow.storage.fs import join, resolve, to_url, write_atomic
@@ -42,6 +48,7 @@ class Session:
     state: State
     artifacts: ArtifactStore
     output_url: str
+    notes: list[str]
 
 
 def open_state(url: str | None = None, storage_options: dict[str, Any] | None = None) -> State:
@@ -62,6 +69,14 @@ def resolve_session(
     if sets:
         prof = apply_overrides(prof, sets)
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
+    check_set_stages(sets or [], pipe)
+    notes = []
+    unused = unused_stage_tables(prof, pipe)
+    if unused:
+        notes.append(
+            f"profile {prof.name!r} configures stage(s) {', '.join(unused)} that pipeline "
+            f"{pipe.name!r} does not have; those tables are ignored"
+        )
     prof.apply(pipe)  # validates stage names, params and resources early
     st = State(state or default_state_url(), prof.storage_options)
     st.check_version()
@@ -73,7 +88,7 @@ def resolve_session(
             inputs = pipe.sample_inputs(os.path.join(SAMPLES_DIR, pipe.name))
         if not inputs:
             raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
-    return Session(pipe, prof, list(inputs), st, artifacts, output_url)
+    return Session(pipe, prof, list(inputs), st, artifacts, output_url, notes)
 
 
 def plan(session: Session, verify: str | None = None) -> Plan:

@@ -94,6 +94,8 @@ def run(
     from winnow.progress import StageBars
 
     session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
+    for note in session.notes:
+        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
     stop = threading.Event()
     _install_signal_handlers(stop)
     progress = None if as_json else StageBars(_err)
@@ -125,6 +127,8 @@ def plan(
 ) -> None:
     """Dry run: per stage, how many batches will run, be skipped or retried, and why."""
     session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
+    for note in session.notes:
+        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
     the_plan = api.plan(session, verify)
     data = the_plan.to_dict()
     if as_json:

@@ -58,13 +58,7 @@ class Profile(BaseModel):
     def apply(self, pipeline: Pipeline) -> list[StageSpec]:
         """Resolve the pipeline's stages under this profile (copies, never mutation)."""
         known = set(pipeline.stage_names())
-        unknown = sorted(set(self.stages) - known)
-        if unknown:
-            raise ConfigError(
-                f"profile {self.name!r} configures unknown stage(s) {', '.join(unknown)}; "
-                f"pipeline {pipeline.name!r} has {', '.join(pipeline.stage_names())}"
-            )
-        params = {n: o.params for n, o in self.stages.items() if o.params}
+        params = {n: o.params for n, o in self.stages.items() if o.params and n in known}
         if params:
             pipeline = pipeline.with_stage_params(params)
         specs = []
@@ -95,6 +89,23 @@ class Profile(BaseModel):
 
 
 _SECRET_HINTS = ("secret", "token", "password", "key", "credential", "session")
+
+
+def unused_stage_tables(profile: Profile, pipeline: Pipeline) -> list[str]:
+    """Stage tables of a shared profile that this pipeline does not have."""
+    return sorted(set(profile.stages) - set(pipeline.stage_names()))
+
+
+def check_set_stages(sets: list[str], pipeline: Pipeline) -> None:
+    """``--set <stage>.<param>`` must name a stage of the pipeline (a typo is an error)."""
+    known = pipeline.stage_names()
+    for item in sets:
+        key = item.split("=", 1)[0].strip()
+        if "." in key and key.split(".", 1)[0] not in known:
+            raise ConfigError(
+                f"--set {item!r}: pipeline {pipeline.name!r} has no stage "
+                f"{key.split('.', 1)[0]!r}; its stages are {', '.join(known)}"
+            )
 
 
 def redact(options: Any) -> Any:

@@ -54,11 +54,13 @@ def test_pools_shrink_to_fit_two_cores_and_impossible_requests_are_refused():
 def test_signal_stops_cleanly_with_exit_130_and_rerun_finishes(tmp_path: Path, demo_inputs, sig):
     args = [
         "run",
-        "demo",
+        "tests/pipelines/paced.py",
         "--profile",
         "local-cpu",
         "--set",
         "batch_rows=200",
+        "--set",
+        "pace.delay_s=0.4",
         "--state",
         str(tmp_path / "state"),
         "--output",
@@ -72,7 +74,7 @@ def test_signal_stops_cleanly_with_exit_130_and_rerun_finishes(tmp_path: Path, d
         stderr=subprocess.PIPE,
         text=True,
     )
-    segments = tmp_path / "state" / "stages" / "normalize" / "segments"
+    segments = tmp_path / "state" / "stages" / "pace" / "segments"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (segments.exists() and any(segments.iterdir())):
         time.sleep(0.05)
@@ -83,8 +85,8 @@ def test_signal_stops_cleanly_with_exit_130_and_rerun_finishes(tmp_path: Path, d
     assert "interrupted" in err
     jobs = [json.loads(p.read_text()) for p in (tmp_path / "state" / "jobs").glob("*.json")]
     assert [j["status"] for j in jobs] == ["CANCELLED"]
-    done = jobs[0]["counts"]["normalize"]["run"]
+    done = jobs[0]["counts"]["pace"]["run"]
     assert done > 0
     resumed = run_json(*args)
     assert resumed["status"] == "SUCCEEDED"
-    assert resumed["counts"]["normalize"]["skipped"] >= done
+    assert resumed["counts"]["pace"]["skipped"] >= done

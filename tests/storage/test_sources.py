@@ -103,3 +103,18 @@ def test_globs_and_folders_are_sorted_and_deduplicated(tmp_path: Path):
         "e.csv",
         "f.arrow",
     ]
+
+
+def test_without_a_schema_a_value_of_another_type_is_a_bad_record(tmp_path: Path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(
+        b'{"id": 1, "text": null}\n'
+        b'{"id": "seven", "text": "wrong type for id"}\n'
+        b'{"id": 3, "text": "ok"}\n'
+    )
+    [f] = sources.discover([str(path)])
+    [(batch, bad)] = list(sources.read(f, [(0, 3)], None))
+    assert batch.column("id").to_pylist() == [1, 3]
+    assert batch.column("text").to_pylist() == [None, "ok"]
+    assert [b.row for b in bad] == [2]
+    assert "seven" in bad[0].raw

@@ -14,6 +14,7 @@ import socket
 import time
 import traceback
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -52,6 +53,14 @@ def as_batch(table: pa.Table) -> pa.RecordBatch:
     return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=table.schema)
 
 
+@dataclass
+class _Stream:
+    file: sources.SourceFile
+    ranges: list[tuple[int, int]]
+    batches: Iterator[tuple[pa.RecordBatch, list[sources.BadRecord]]]
+    position: int = 0
+
+
 class SourceReader:
     """Streams source files; keeps open streams between calls."""
 
@@ -69,17 +78,33 @@ class SourceReader:
         self.streams: dict[str, Iterator[tuple[pa.RecordBatch, list[sources.BadRecord]]]] = {}
 
     def open(self, handle: str, file: sources.SourceFile, ranges: list[tuple[int, int]]) -> None:
-        self.streams[handle] = sources.read(file, ranges, self.schema, self.storage_options)
+        ranges = sorted(ranges)
+        self.streams[handle] = _Stream(file, ranges, self._read(file, ranges))
 
     def next(self, handle: str) -> tuple[dict[str, Any], pa.RecordBatch]:
-        """The next batch of an open stream and a small record about it."""
+        """The next batch of an open stream and a small record about it.
+
+        A batch that fails to read fails alone: the stream reopens after it.
+        """
         stream = self.streams[handle]
-        try:
-            batch, bad = next(stream)
-        except StopIteration:
+        if stream.position >= len(stream.ranges):
             del self.streams[handle]
-            raise RuntimeError(f"stream {handle} is exhausted") from None
+            raise RuntimeError(f"stream {handle} is exhausted")
+        stream.position += 1
+        try:
+            batch, bad = next(stream.batches)
+        except Exception:
+            rest = stream.ranges[stream.position :]
+            stream.batches = self._read(stream.file, rest) if rest else iter(())
+            raise
+        if stream.position == len(stream.ranges):
+            del self.streams[handle]
         return self._meta(batch, bad), batch
+
+    def _read(
+        self, file: sources.SourceFile, ranges: list[tuple[int, int]]
+    ) -> Iterator[tuple[pa.RecordBatch, list[sources.BadRecord]]]:
+        return sources.read(file, ranges, self.schema, self.storage_options)
 
     def read_one(
         self, file: sources.SourceFile, start: int, stop: int

@@ -404,6 +404,8 @@ def _parse_jsonl_slow(
         return _to_batch([v for _, _, v in good], schema), bad
     except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
         pass
+    if schema is None:
+        schema = _infer_schema([v for _, _, v in good])
     # Some record does not fit the schema: find which, one by one.
     kept = []
     for number, line, value in good:
@@ -432,6 +434,23 @@ def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Record
     return pa.RecordBatch.from_pylist(
         [{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema
     )
+
+
+def _infer_schema(rows: list[dict[str, Any]]) -> pa.Schema:
+    """Without a declared schema, each field takes the type of its first non-null value."""
+    types: dict[str, pa.DataType] = {}
+    for row in rows:
+        for name, value in row.items():
+            if value is None or (name in types and types[name] != pa.null()):
+                continue
+            try:
+                types[name] = pa.array([value]).type
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                continue
+    for row in rows:
+        for name in row:
+            types.setdefault(name, pa.null())
+    return pa.schema([pa.field(n, t) for n, t in types.items()])
 
 
 def _only(schema: pa.Schema, value: dict[str, Any]) -> pa.Schema:
