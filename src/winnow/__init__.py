@@ -25,10 +25,23 @@ def __getattr__(name: str) -> object:
         "resolve_session",
         "execute",
         "plan",
-        "verify_state",
         "output_table",
+        "retry_session",
     }:
         import importlib
 
         return getattr(importlib.import_module("winnow.api"), name)
+    if name in {
+        "status",
+        "inspect_job",
+        "inspect_batch",
+        "inspect_artifact",
+        "verify_state",
+        "gc",
+        "export",
+        "quarantined",
+    }:
+        import importlib
+
+        return getattr(importlib.import_module("winnow.datatools"), name)
     raise AttributeError(name)

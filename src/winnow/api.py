@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from winnow.errors import StageFailed, UsageError
-from winnow.pipeline import Pipeline, load_pipeline
+from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
 from winnow.plan import SKIP, Plan, make_plan
 from winnow.profile import (
     Profile,
@@ -49,6 +49,22 @@ class Session:
     artifacts: ArtifactStore
     output_url: str
     notes: list[str]
+    pipeline_file: str | None = None
+
+
+def run(
+    pipeline: str | Pipeline,
+    profile: str | Profile | None = None,
+    inputs: list[str] | None = None,
+    output: str | None = None,
+    state: str | None = None,
+    sets: list[str] | None = None,
+    verify: str | None = None,
+    address: str | None = None,
+) -> dict[str, Any]:
+    """Resolve and run a pipeline; return its job record (what `winnow run --json` prints)."""
+    session = resolve_session(pipeline, profile, inputs, output, state, sets)
+    return execute(session, verify=verify, address=address)
 
 
 def open_state(url: str | None = None, storage_options: dict[str, Any] | None = None) -> State:
@@ -88,10 +104,11 @@ def resolve_session(
             inputs = pipe.sample_inputs(os.path.join(SAMPLES_DIR, pipe.name))
         if not inputs:
             raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
-    return Session(pipe, prof, list(inputs), st, artifacts, output_url, notes)
+    pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))
+    return Session(pipe, prof, list(inputs), st, artifacts, output_url, notes, pipeline_file)
 
 
-def plan(session: Session, verify: str | None = None) -> Plan:
+def plan(session: Session, verify: str | None = None, only_failed: bool = False) -> Plan:
     """Per stage: how many batches will run, be skipped or be retried, and why."""
     previous = _previous_fingerprints(session)
     return make_plan(
@@ -102,6 +119,7 @@ def plan(session: Session, verify: str | None = None) -> Plan:
         session.artifacts,
         verify=verify,
         previous_fingerprints=previous,
+        only_failed=only_failed,
     )
 
 
@@ -123,6 +141,7 @@ def execute(
     progress: Any = None,
     stop: threading.Event | None = None,
     job_id: str | None = None,
+    only_failed: bool = False,
 ) -> dict[str, Any]:
     """Run a resolved session to the end; return the job record (the summary)."""
     from winnow.execution.cluster import connect
@@ -131,12 +150,15 @@ def execute(
     t0 = time.monotonic()
     state = session.state
     state.check_version()
-    the_plan = plan(session, verify)  # bad input fails here, before anything is written
+    the_plan = plan(
+        session, verify, only_failed
+    )  # bad input fails here, before anything is written
     state.prepare()
     job_id = job_id or new_job_id(session.pipeline.name)
     record: dict[str, Any] = {
         "job_id": job_id,
         "pipeline": session.pipeline.name,
+        "pipeline_file": session.pipeline_file,
         "profile": session.profile.redacted(),
         "status": "RUNNING",
         "created_at": now_iso(),
@@ -303,76 +325,33 @@ def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None 
     return pa.concat_tables(tables) if tables else pa.table({})
 
 
-def verify_state(
-    state: State,
-    full: bool = False,
-    storage_options: dict[str, Any] | None = None,
-    mark: bool = True,
-) -> dict[str, Any]:
-    """Re-check every committed artifact against its checkpoint.
+def retry_session(
+    state: str | None = None, job_id: str | None = None, profile: str | Profile | None = None
+) -> Session:
+    """The session that re-runs a job's failed batches: its pipeline, inputs and output.
 
-    Size is checked from one listing per artifact root; ``full`` re-hashes and
-    decodes every artifact. Mismatches get a FAILED checkpoint (when ``mark``)
-    so the next run recomputes them.
+    The job's own resolved profile is reused unless ``profile`` is given; a
+    profile whose secrets were redacted in the record needs ``profile``.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from winnow.errors import IntegrityError
-
-    store_cache: dict[str, ArtifactStore] = {}
-    sizes_cache: dict[str, dict[str, int]] = {}
-    checkpoints = state.checkpoints(job_id=f"verify-{secrets.token_hex(3)}")
-    checked = 0
-    problems: list[dict[str, Any]] = []
-
-    def store_for(uri: str) -> ArtifactStore:
-        root = uri.rsplit("/", 3)[0]
-        if root not in store_cache:
-            store_cache[root] = ArtifactStore(root, storage_options)
-        return store_cache[root]
-
-    def check(rec: dict[str, Any]) -> str | None:
-        ref = ArtifactRef(**rec["artifact"])
-        store = store_for(ref.uri)
-        if full:
-            try:
-                store.verify(ref)
-            except IntegrityError as exc:
-                return str(exc)
-            return None
-        root = store.root_url
-        if root not in sizes_cache:
-            sizes_cache[root] = store.sizes()
-        size = sizes_cache[root].get(ref.digest)
-        if size is None:
-            return f"artifact {ref.uri} is missing"
-        if size != ref.bytes:
-            return f"artifact {ref.uri}: bytes {size} != {ref.bytes}"
-        return None
-
-    for stage in checkpoints.stages():
-        records = [r for r in checkpoints.load(stage).records.values() if r["status"] == SUCCEEDED]
-        with ThreadPoolExecutor(max_workers=8 if full else 1) as pool:
-            results = list(pool.map(check, records))
-        for rec, problem in zip(records, results, strict=True):
-            checked += 1
-            if problem is None:
-                continue
-            problems.append({"stage": stage, "key": rec["key"], "problem": problem})
-            if mark:
-                failed = {
-                    **rec,
-                    "status": FAILED,
-                    "ts": time.time(),
-                    "error": {"type": "IntegrityError", "message": problem, "traceback": ""},
-                }
-                checkpoints.append(failed)
-    checkpoints.flush()
-    if problems:
-        state.append_events(
-            [
-                event("integrity", "verify", stage=p["stage"], key=p["key"], message=p["problem"])
-                for p in problems
-            ]
-        )
-    return {"checked": checked, "mismatches": problems, "full": full}
+    st = open_state(state)
+    st.check_version()
+    if job_id is None:
+        jobs = st.list_jobs()
+        if not jobs:
+            raise UsageError(f"state {st.display()!r} has no jobs to retry")
+        job_id = jobs[0]["job_id"]
+    record = st.read_job(job_id)
+    if profile is None:
+        recorded = record.get("profile") or {}
+        if "***" in repr(recorded):
+            raise UsageError(
+                f"job {job_id}'s profile had secrets (redacted in its record); "
+                "pass the profile again with --profile"
+            )
+        profile = Profile.model_validate(recorded)
+    pipeline = record.get("pipeline_file") or record["pipeline"]
+    if not os.path.exists(pipeline):
+        pipeline = record["pipeline"]
+    return resolve_session(
+        pipeline, profile, list(record.get("inputs") or []), record.get("output_url"), state
+    )

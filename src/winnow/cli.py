@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from winnow import api
+from winnow import api, cli_data
 from winnow.errors import Interrupted, WinnowError
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
@@ -91,15 +91,52 @@ def run(
     address: str | None,
 ) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
-    from winnow.progress import StageBars
-
     session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
+    _run_session(session, verify, address, as_json)
+
+
+@cli.command()
+@click.option("--failed", is_flag=True, required=True, help="Re-run failed and poison batches.")
+@click.option("--job", "job_id", default=None, help="The job to retry (default: the latest).")
+@click.option("--state", default=None, help="State root URL.")
+@click.option("--profile", "-p", default=None, help="Profile (default: the job's own, resolved).")
+@click.option("--address", default=None, help="Ray cluster to attach to.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+def retry(
+    failed: bool,
+    job_id: str | None,
+    state: str | None,
+    profile: str | None,
+    address: str | None,
+    as_json: bool,
+) -> None:
+    """Re-run only the batches that failed (poison batches included) in a job's state."""
+    session = api.retry_session(state, job_id, profile)
+    _run_session(session, None, address, as_json, only_failed=failed)
+
+
+def _run_session(
+    session: api.Session,
+    verify: str | None,
+    address: str | None,
+    as_json: bool,
+    only_failed: bool = False,
+) -> None:
+    from winnow.progress import StageBars  # imports Ray: only when a run starts
+
     for note in session.notes:
         _err.print(f"[yellow]note:[/yellow] {escape(note)}")
     stop = threading.Event()
     _install_signal_handlers(stop)
     progress = None if as_json else StageBars(_err)
-    record = api.execute(session, verify=verify, address=address, progress=progress, stop=stop)
+    record = api.execute(
+        session,
+        verify=verify,
+        address=address,
+        progress=progress,
+        stop=stop,
+        only_failed=only_failed,
+    )
     if as_json:
         click.echo(json.dumps(_summary(record), sort_keys=True))
     else:
@@ -145,31 +182,6 @@ def plan(
         res = f"{r['num_cpus']:g} CPU, {r['num_gpus']:g} GPU x {r['min_actors']}-{r['max_actors']}"
         table.add_row(s["name"], str(s["run"]), str(s["retry"]), str(s["skip"]), why, res)
     _out.print(table)
-
-
-@cli.command()
-@click.option("--state", default=None, help="State root URL.")
-@click.option(
-    "--full", is_flag=True, help="Re-hash and decode every artifact (default: size only)."
-)
-@click.option("--json", "as_json", is_flag=True)
-def verify(state: str | None, full: bool, as_json: bool) -> None:
-    """Re-check every committed artifact; mark mismatches so the next run recomputes them."""
-    st = api.open_state(state)
-    st.check_version()
-    result = api.verify_state(st, full=full)
-    if as_json:
-        click.echo(json.dumps(result, sort_keys=True))
-    else:
-        for p in result["mismatches"]:
-            _out.print(f"[red]MISMATCH[/red] {p['stage']} {p['key'][:16]}…: {escape(p['problem'])}")
-        _out.print(
-            f"checked {result['checked']} artifacts ({'full' if full else 'size'}): "
-            f"{len(result['mismatches'])} mismatches"
-            + (" — marked FAILED; the next run recomputes them" if result["mismatches"] else "")
-        )
-    if result["mismatches"]:
-        sys.exit(1)
 
 
 @cli.command()
@@ -262,6 +274,9 @@ def _print_summary(record: dict[str, Any]) -> None:
             f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {escape(p['message'])}"
         )
     _out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
+
+
+cli_data.register(cli)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

@@ -123,8 +123,13 @@ def make_plan(
     artifacts: ArtifactStore,
     verify: str | None = None,
     previous_fingerprints: dict[str, str] | None = None,
+    only_failed: bool = False,
 ) -> Plan:
-    """Decide run/skip/retry for every (stage, batch), reading state only."""
+    """Decide run/skip/retry for every (stage, batch), reading state only.
+
+    ``only_failed`` keeps just the batches with a FAILED checkpoint at some
+    stage (``winnow retry --failed``).
+    """
     specs = profile.apply(pipeline)
     files = sources.discover(inputs, profile.storage_options)
     batches = source_batches(files, state, profile, pipeline)
@@ -165,6 +170,8 @@ def make_plan(
             prior.append(rec)
         plans.append(BatchPlan(sb, keys, actions, reasons, prior))
 
+    if only_failed:
+        plans = [bp for bp in plans if RETRY in bp.actions]
     if verify == "full":
         _verify_skips(plans, artifacts)
     for bp in plans:

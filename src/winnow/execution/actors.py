@@ -75,7 +75,7 @@ class SourceReader:
         self.schema = schema
         self.on_bad_record = on_bad_record
         self.storage_options = storage_options
-        self.streams: dict[str, Iterator[tuple[pa.RecordBatch, list[sources.BadRecord]]]] = {}
+        self.streams: dict[str, _Stream] = {}
 
     def open(self, handle: str, file: sources.SourceFile, ranges: list[tuple[int, int]]) -> None:
         ranges = sorted(ranges)

@@ -8,6 +8,7 @@ caller writes the checkpoint last.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import re
@@ -21,12 +22,12 @@ from winnow.errors import IntegrityError
 from winnow.storage import formats
 from winnow.storage.fs import is_local, join, resolve, to_url
 
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: `$` also matches before "\n"
 
 
 def check_digest(digest: str) -> str:
     """Reject anything but 64 lowercase hex, so no path can leave the store."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise IntegrityError(f"{digest!r} is not a SHA-256 digest (64 lowercase hex)")
     return digest
 
@@ -92,14 +93,24 @@ class ArtifactStore:
                 return self.verify(expected, check_schema=False)
             except IntegrityError:
                 pass  # a damaged copy: overwrite it below
+        if not is_local(self.fs):
+            # An object store publishes a whole object on PUT (there is no rename to
+            # make atomic): write the final key, then read it back and verify it.
+            self._write(final, data)
+            self._invalidate(final)
+            try:
+                ref = self._verify_path(final, expected, check_schema=False)
+            except BaseException:
+                self._remove(final)
+                raise
+            return ref
         tmp = join(self.root, "tmp", f"{digest}.{uuid.uuid4().hex}.partial")
         self._write(tmp, data)
         try:
             ref = self._verify_path(tmp, expected, check_schema=False)
             self._publish(tmp, final)
         except BaseException:
-            if self._exists(tmp):
-                self.fs.rm_file(tmp)
+            self._remove(tmp)
             raise
         return ArtifactRef(**{**ref.to_dict(), "uri": to_url(self.fs, final)})
 
@@ -164,12 +175,23 @@ class ArtifactStore:
         out = {}
         for path, info in listing.items():
             digest = posixpath.basename(path).partition(".")[0]
-            if _DIGEST.match(digest):
+            if _DIGEST.fullmatch(digest):
                 out[digest] = int(info.get("size") or 0)
         return out
 
     def _exists(self, path: str) -> bool:
+        self._invalidate(path)
         return bool(self.fs.exists(path))
+
+    def _invalidate(self, path: str) -> None:
+        """Drop a listing cache entry (s3fs) so a fresh write is seen by the next check."""
+        invalidate = getattr(self.fs, "invalidate_cache", None)
+        if invalidate is not None:
+            invalidate(path)
+
+    def _remove(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(path)
 
     def _write(self, path: str, data: bytes) -> None:
         if is_local(self.fs):

@@ -63,10 +63,7 @@ class CheckpointStore:
             data = contents.get(path)
             if data is None:
                 continue  # removed by a concurrent compaction; its records live on
-            for line in data.splitlines():
-                if not line.strip():
-                    continue
-                rec = json.loads(line)
+            for rec in _parse_segment(data):
                 prev = records.get(rec["key"])
                 if prev is None or rec["ts"] >= prev["ts"]:
                     records[rec["key"]] = rec
@@ -120,10 +117,29 @@ class CheckpointStore:
 
     def stages(self) -> list[str]:
         base = join(self.root, "stages")
+        # Another process may have added a stage since this filesystem instance last
+        # listed here, and s3fs would answer from its listing cache.
+        self.fs.invalidate_cache(base)
         try:
             return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False))
         except FileNotFoundError:
             return []
+
+
+def _parse_segment(data: bytes) -> list[dict[str, Any]]:
+    """A segment's records; a torn last line (a write cut short) is left out.
+
+    Every complete record ends with a newline, and no proper prefix of a JSON
+    object parses, so a torn line is exactly an unparseable unterminated tail.
+    """
+    *lines, tail = data.split(b"\n")
+    out = [json.loads(line) for line in lines if line.strip()]
+    if tail.strip():
+        try:
+            out.append(json.loads(tail))
+        except ValueError:
+            pass
+    return out
 
 
 def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:

@@ -16,6 +16,7 @@ import os
 import posixpath
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,6 +39,7 @@ class State:
         self.url = url
         self.storage_options = storage_options or {}
         self.fs, self.root = resolve(url, self.storage_options)
+        self._event_seq = 0
 
     # -- version -----------------------------------------------------------
     def version(self) -> str | None:
@@ -97,17 +99,21 @@ class State:
 
     # -- events ------------------------------------------------------------
     def append_events(self, events: list[dict[str, Any]]) -> None:
-        """Append events to today's journal file, one JSON object per line.
+        """Append events to today's journal, one JSON object per line.
 
-        A torn last line left by a crash is terminated first, so a new record
-        is never glued onto it.
+        On a local disk the journal is ``events/YYYY-MM-DD.jsonl``, appended in
+        place; a torn last line left by a crash is terminated first, so a new
+        record is never glued onto it. Object stores cannot append, and several
+        machines may write at once, so there each flush is its own immutable
+        part ``events/YYYY-MM-DD/<ms>-<host>-<pid>-<seq>.jsonl``; readers merge
+        both forms.
         """
         if not events:
             return
         now = datetime.now(UTC)
-        path = join(self.root, "events", f"{now:%Y-%m-%d}.jsonl")
         payload = "".join(json.dumps(e, separators=(",", ":"), default=str) + "\n" for e in events)
         if is_local(self.fs):
+            path = join(self.root, "events", f"{now:%Y-%m-%d}.jsonl")
             os.makedirs(posixpath.dirname(path), exist_ok=True)
             with open(path, "a+b") as fh:
                 if fh.tell() > 0:
@@ -118,13 +124,44 @@ class State:
                 fh.flush()
                 os.fsync(fh.fileno())
             return
+        self._event_seq += 1
+        name = f"{int(time.time() * 1000):013d}-{socket.gethostname()}-{os.getpid()}-{self._event_seq:06d}"
+        write_atomic(
+            self.fs, join(self.root, "events", f"{now:%Y-%m-%d}", f"{name}.jsonl"), payload.encode()
+        )
+
+    def event_files(self) -> list[str]:
+        """Journal files and parts, oldest first."""
         try:
-            old = self.fs.cat_file(path)
+            paths = [p for p in self.fs.find(join(self.root, "events")) if p.endswith(".jsonl")]
         except FileNotFoundError:
-            old = b""
-        if old and not old.endswith(b"\n"):
-            old += b"\n"
-        write_atomic(self.fs, path, old + payload.encode())
+            return []
+        return sorted(paths, key=lambda p: p[len(self.root) :].replace(".jsonl", ""))
+
+    def read_events(self, job_id: str | None = None) -> Journal:
+        """Every event in the journal (optionally one job's), with any torn tails noted."""
+        journal = Journal([], [])
+        paths = self.event_files()
+        contents = self.fs.cat(paths, on_error="omit") if paths else {}
+        for path in paths:
+            data = contents.get(path, b"")
+            lines = data.split(b"\n")
+            for number, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except ValueError:
+                    if number == len(lines):  # an unterminated last line: a torn append
+                        journal.torn.append(f"{to_url(self.fs, path)}:{number}")
+                        continue
+                    raise StateError(
+                        f"event journal {to_url(self.fs, path)} line {number} is not JSON; "
+                        "run `winnow gateway start --recover` to truncate and replay it"
+                    ) from None
+                if job_id is None or item.get("job_id") == job_id:
+                    journal.events.append(item)
+        return journal
 
     # -- source index ------------------------------------------------------
     def source_index(self, identity: str) -> dict[str, Any] | None:
@@ -142,6 +179,12 @@ class State:
 
     def display(self) -> str:
         return to_url(self.fs, self.root)
+
+
+@dataclass
+class Journal:
+    events: list[dict[str, Any]]
+    torn: list[str]  # "file:line" of unterminated last lines (tolerated)
 
 
 def event(kind: str, job_id: str, **fields: Any) -> dict[str, Any]:

@@ -1,0 +1,248 @@
+"""CLI commands for the tools around a run: status, inspect, verify, gc, export."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from winnow import api, datatools
+from winnow.storage.state import State
+
+_out = Console() if sys.stdout.isatty() else Console(width=120)
+
+state_option = click.option(
+    "--state", default=None, help="State root URL (default $WINNOW_STATE or .winnow/state/v1)."
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def _state(url: str | None) -> State:
+    st = api.open_state(url)
+    st.check_version()
+    return st
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, sort_keys=True, default=str))
+
+
+@click.command()
+@state_option
+@click.option("--full", is_flag=True, help="Re-hash and decode every artifact (default: size).")
+@json_option
+def verify(state: str | None, full: bool, as_json: bool) -> None:
+    """Re-check every committed artifact; mark mismatches so the next run recomputes them."""
+    result = datatools.verify_state(_state(state), full=full)
+    if as_json:
+        _echo_json(result)
+    else:
+        for p in result["mismatches"]:
+            _out.print(f"[red]MISMATCH[/red] {p['stage']} {p['key'][:16]}…: {escape(p['problem'])}")
+        _out.print(
+            f"checked {result['checked']} artifacts ({'full' if full else 'size'}): "
+            f"{len(result['mismatches'])} mismatches"
+            + (" — marked FAILED; the next run recomputes them" if result["mismatches"] else "")
+        )
+    if result["mismatches"]:
+        sys.exit(1)
+
+
+@click.command()
+@state_option
+@json_option
+@click.option("--watch", is_flag=True, help="Refresh until interrupted.")
+@click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
+def status(state: str | None, as_json: bool, watch: bool, interval: float) -> None:
+    """Jobs, queue depth, per-stage counts, throughput, failures, quarantined records."""
+    st = _state(state)
+    if as_json and not watch:
+        _echo_json(datatools.status(st))
+        return
+    if not watch:
+        _out.print(_status_view(datatools.status(st)))
+        return
+    with Live(_status_view(datatools.status(st)), console=_out, auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                data = datatools.status(st)
+                if as_json:
+                    _echo_json(data)
+                else:
+                    live.update(_status_view(data), refresh=True)
+        except KeyboardInterrupt:
+            return
+
+
+def _status_view(data: dict[str, Any]) -> Group:
+    q = data["queue"]
+    head = (
+        f"state {data['state_url']}: pending {q['pending']}, running {q['running']}, "
+        f"succeeded {q['succeeded']}, failed {q['failed']}, cancelled {q['cancelled']}; "
+        f"failed batches {data['failed_batches']}, quarantined records "
+        f"{data['quarantined_records']}"
+    )
+    jobs = Table(title="recent jobs")
+    for col in ("job", "status", "created", "wall s", "rows out", "rows/s", "note"):
+        jobs.add_column(col)
+    for j in data["jobs"]:
+        jobs.add_row(
+            j["job_id"],
+            str(j.get("status")),
+            str(j.get("created_at", "")),
+            str(j.get("wall_s", "")),
+            str(j.get("rows_out", "")),
+            str(j.get("throughput_rows_s", "")),
+            j.get("note", ""),
+        )
+    stages = Table(title="checkpoints by stage")
+    for col in ("stage", "succeeded", "failed", "rows in", "rows out", "quarantined"):
+        stages.add_column(col)
+    for name, s in data["stages"].items():
+        stages.add_row(
+            name,
+            str(s["succeeded"]),
+            str(s["failed"]),
+            f"{s['rows_in']:,}",
+            f"{s['rows_out']:,}",
+            str(s["quarantined_records"]),
+        )
+    parts: list[Any] = [head, jobs, stages]
+    for f in data["failures"][:10]:
+        parts.append(
+            f"[red]failed[/red] {f['stage']} {f['key'][:16]} attempt {f['attempt']}: "
+            f"{f['error_type']}: {escape(f['message'][:160])}"
+        )
+    return Group(*parts)
+
+
+@click.group()
+def inspect() -> None:
+    """Look at one job, batch or artifact."""
+
+
+@inspect.command("job")
+@click.option("--id", "job_id", required=True, help="Job id (see `winnow jobs`).")
+@state_option
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown"]), default="table")
+@json_option
+def inspect_job(job_id: str, state: str | None, fmt: str, as_json: bool) -> None:
+    """A job's run log: state before/after/delta, per-stage counts and timings, errors."""
+    info = datatools.inspect_job(_state(state), job_id)
+    if as_json:
+        _echo_json(info)
+    elif fmt == "markdown":
+        click.echo(datatools.job_markdown(info))
+    else:
+        _out.print(datatools.job_markdown(info), markup=False, highlight=False)
+
+
+@inspect.command("batch")
+@click.argument("key")
+@state_option
+@json_option
+def inspect_batch(key: str, state: str | None, as_json: bool) -> None:
+    """One batch's checkpoints per stage and its history across attempts."""
+    info = datatools.inspect_batch(_state(state), key)
+    if as_json:
+        _echo_json(info)
+        return
+    _out.print(f"batch {info['batch']}")
+    for rec in info["stages"]:
+        src = rec.get("source") or {}
+        err = rec.get("error") or {}
+        _out.print(
+            f"  {rec['stage']}: {rec['status']} attempt {rec.get('attempt')} job {rec.get('job_id')}"
+            f" {src.get('file')} rows {src.get('start')}-{src.get('stop')}"
+            + (f" — {err.get('type')}: {escape(str(err.get('message'))[:200])}" if err else "")
+        )
+    for e in info["history"]:
+        _out.print(
+            f"  {e['ts']} {e['type']} {e.get('stage', '')} attempt {e.get('attempt', '')} "
+            f"{e.get('error', '')}"
+        )
+
+
+@inspect.command("artifact")
+@click.argument("digest")
+@state_option
+@json_option
+def inspect_artifact(digest: str, state: str | None, as_json: bool) -> None:
+    """An artifact's lineage: source file and rows, stage chain, checkpoint and job."""
+    info = datatools.inspect_artifact(_state(state), digest)
+    if as_json:
+        _echo_json(info)
+        return
+    art = info["artifact"]
+    _out.print(
+        f"{art['uri']}\n  {art['bytes']:,} bytes, {art['records']:,} records, {art['format']}"
+    )
+    for use in info["checkpoints"]:
+        src = use.get("source") or {}
+        _out.print(
+            f"  {use['stage']} {use['status']} job {use['job_id']} attempt {use['attempt']}: "
+            f"{src.get('file')} rows {src.get('start')}-{src.get('stop')}"
+        )
+        _out.print(
+            "    " + " -> ".join(f"{c['stage']}:{str(c['digest'])[:12]}" for c in use["chain"])
+        )
+
+
+@click.command()
+@state_option
+@click.option("--apply", is_flag=True, help="Remove what is listed (default: only list).")
+@click.option(
+    "--grace",
+    default=datatools.GC_GRACE_S,
+    show_default=True,
+    help="Seconds: anything younger is kept (a live run may be about to commit it).",
+)
+@json_option
+def gc(state: str | None, apply: bool, grace: float, as_json: bool) -> None:
+    """List (then, with --apply, remove) unreferenced artifacts and stale temporaries."""
+    result = datatools.gc(_state(state), apply=apply, grace_s=grace)
+    if as_json:
+        _echo_json(result)
+        return
+    for c in result["candidates"]:
+        _out.print(f"{'removed' if apply else 'would remove'} {c['kind']} {c['path']}")
+    _out.print(
+        f"{len(result['candidates'])} objects, {result['bytes']:,} bytes "
+        f"{'removed' if apply else 'reclaimable (rerun with --apply)'}; "
+        f"{result['kept_young']} younger than {grace:.0f}s kept"
+        + (f"; live jobs: {', '.join(result['live_jobs'])}" if result["live_jobs"] else "")
+    )
+
+
+@click.command()
+@click.argument("job_id")
+@click.option("--to", "to", required=True, help="Target URL: a folder, or a .parquet/.jsonl file.")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet")
+@state_option
+@json_option
+def export(job_id: str, to: str, fmt: str, state: str | None, as_json: bool) -> None:
+    """Write JOB's output as one dataset in source order."""
+    if to.endswith(".jsonl"):
+        fmt = "jsonl"
+    result = datatools.export(_state(state), job_id, to, fmt)
+    if as_json:
+        _echo_json(result)
+        return
+    _out.print(
+        f"exported {result['rows']:,} rows of {job_id} to {to} ({len(result['files'])} files)"
+    )
+    if result["missing_batches"]:
+        _out.print(f"[yellow]{result['missing_batches']} batches had no output (failed)[/yellow]")
+
+
+def register(group: click.Group) -> None:
+    for command in (verify, status, inspect, gc, export):
+        group.add_command(command)
