@@ -16,32 +16,33 @@ __all__ = [
 ]
 
 
+# The API pulls in storage (fsspec); import it lazily so `stage`/`pipeline`
+# users do not pay for it.
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "run",
+            "open_state",
+            "resolve_session",
+            "execute",
+            "plan",
+            "output_table",
+            "retry_session",
+        ),
+        "winnow.api",
+    ),
+    **dict.fromkeys(
+        ("status", "inspect_job", "inspect_batch", "inspect_artifact", "verify_state", "gc"),
+        "winnow.datatools",
+    ),
+    **dict.fromkeys(("export", "quarantined"), "winnow.outputs"),
+}
+
+
 def __getattr__(name: str) -> object:
-    # The API pulls in storage (fsspec); import it lazily so `stage`/`pipeline`
-    # users do not pay for it.
-    if name in {
-        "run",
-        "open_state",
-        "resolve_session",
-        "execute",
-        "plan",
-        "output_table",
-        "retry_session",
-    }:
-        import importlib
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(name)
+    import importlib
 
-        return getattr(importlib.import_module("winnow.api"), name)
-    if name in {
-        "status",
-        "inspect_job",
-        "inspect_batch",
-        "inspect_artifact",
-        "verify_state",
-        "gc",
-        "export",
-        "quarantined",
-    }:
-        import importlib
-
-        return getattr(importlib.import_module("winnow.datatools"), name)
-    raise AttributeError(name)
+    return getattr(importlib.import_module(module), name)

@@ -214,6 +214,7 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
         "job_id",
         "pipeline",
         "status",
+        "batches",
         "counts",
         "rows_in",
         "rows_out",

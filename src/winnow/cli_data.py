@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from winnow import api, datatools
+from winnow import api, datatools, outputs
 from winnow.storage.state import State
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
@@ -232,7 +232,7 @@ def export(job_id: str, to: str, fmt: str, state: str | None, as_json: bool) -> 
     """Write JOB's output as one dataset in source order."""
     if to.endswith(".jsonl"):
         fmt = "jsonl"
-    result = datatools.export(_state(state), job_id, to, fmt)
+    result = outputs.export(_state(state), job_id, to, fmt)
     if as_json:
         _echo_json(result)
         return

@@ -7,6 +7,7 @@ racing it.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -25,9 +26,17 @@ class Pace(Stage):
     resources = Resources(num_cpus=0.5, max_actors=1)
 
     delay_s: float = 0.0
+    # While the file ``fail_flag`` exists, a batch holding an ``id`` divisible by
+    # ``fail_mod`` raises: a transient failure a test can switch off.
+    fail_flag: str = ""
+    fail_mod: int = 1000
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         time.sleep(self.delay_s)
+        if self.fail_flag and os.path.exists(self.fail_flag):
+            ids = batch.column("id").to_pylist()
+            if any(isinstance(i, int) and i % self.fail_mod == 0 for i in ids):
+                raise RuntimeError(f"flaky upstream: {self.fail_flag} exists")
         return batch
 
 

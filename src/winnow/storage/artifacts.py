@@ -115,7 +115,9 @@ class ArtifactStore:
         return ArtifactRef(**{**ref.to_dict(), "uri": to_url(self.fs, final)})
 
     def read_bytes(self, uri: str) -> bytes:
-        data: bytes = self.fs.cat_file(self.path_of(uri))
+        path = self.path_of(uri)
+        self._invalidate(path)
+        data: bytes = self.fs.cat_file(path)
         return data
 
     def read(self, ref: ArtifactRef | dict[str, Any]) -> pa.Table:
@@ -136,6 +138,7 @@ class ArtifactStore:
         return self._verify_path(self.path_of(ref.uri), ref, check_schema)
 
     def _verify_path(self, path: str, ref: ArtifactRef, check_schema: bool) -> ArtifactRef:
+        self._invalidate(path)
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
@@ -184,7 +187,12 @@ class ArtifactStore:
         return bool(self.fs.exists(path))
 
     def _invalidate(self, path: str) -> None:
-        """Drop a listing cache entry (s3fs) so a fresh write is seen by the next check."""
+        """Drop cached listings (s3fs) so the next check or read sees the object as it is.
+
+        s3fs answers ``exists`` and the size lookup inside ``cat_file`` from a
+        listing cached by an earlier call (``sizes()`` caches every shard), so an
+        object another process wrote since would read as missing.
+        """
         invalidate = getattr(self.fs, "invalidate_cache", None)
         if invalidate is not None:
             invalidate(path)

@@ -9,6 +9,7 @@ segments of a stage are compacted into one. The latest record per key wins.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import posixpath
 import threading
@@ -53,6 +54,10 @@ class CheckpointStore:
     def load(self, stage: str) -> StageCheckpoints:
         """Read every segment of a stage; the newest record per key wins."""
         directory = self.stage_dir(stage)
+        # s3fs keeps a listing cached by an earlier call and answers the size lookup
+        # of each `cat` from it: a segment another process wrote since would read as
+        # missing and be dropped. Dropping the entry makes `find` cache a fresh one.
+        self.fs.invalidate_cache(directory)
         try:
             paths = sorted(p for p in self.fs.find(directory) if p.endswith(".jsonl"))
         except FileNotFoundError:
@@ -135,10 +140,8 @@ def _parse_segment(data: bytes) -> list[dict[str, Any]]:
     *lines, tail = data.split(b"\n")
     out = [json.loads(line) for line in lines if line.strip()]
     if tail.strip():
-        try:
+        with contextlib.suppress(ValueError):
             out.append(json.loads(tail))
-        except ValueError:
-            pass
     return out
 
 
