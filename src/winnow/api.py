@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -142,19 +143,46 @@ def execute(
     stop: threading.Event | None = None,
     job_id: str | None = None,
     only_failed: bool = False,
+    notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Run a resolved session to the end; return the job record (the summary)."""
-    from winnow.execution.cluster import connect
-    from winnow.execution.runner import Runner
+    """Run a resolved session to the end under the pipeline lock; return the job record.
 
+    Raises:
+        LockHeld: another live run of this pipeline holds the state's lock.
+    """
     t0 = time.monotonic()
     state = session.state
     state.check_version()
-    the_plan = plan(
-        session, verify, only_failed
-    )  # bad input fails here, before anything is written
+    # Bad input fails while planning, before anything is written.
+    the_plan = plan(session, verify, only_failed)
     state.prepare()
     job_id = job_id or new_job_id(session.pipeline.name)
+    lock, note = state.locks().acquire(session.pipeline.name, job_id)
+    try:
+        if note:
+            (notify or _stderr)(note)
+        return _execute_locked(session, the_plan, job_id, address, progress, stop, t0)
+    finally:
+        lock.release()
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _execute_locked(
+    session: Session,
+    the_plan: Plan,
+    job_id: str,
+    address: str | None,
+    progress: Any,
+    stop: threading.Event | None,
+    t0: float,
+) -> dict[str, Any]:
+    from winnow.execution.cluster import connect
+    from winnow.execution.runner import Runner
+
+    state = session.state
     record: dict[str, Any] = {
         "job_id": job_id,
         "pipeline": session.pipeline.name,

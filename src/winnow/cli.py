@@ -136,6 +136,7 @@ def _run_session(
         progress=progress,
         stop=stop,
         only_failed=only_failed,
+        notify=lambda note: _err.print(f"[yellow]note:[/yellow] {escape(note)}"),
     )
     if as_json:
         click.echo(json.dumps(_summary(record), sort_keys=True))

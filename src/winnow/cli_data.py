@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from winnow import api, datatools, outputs
+from winnow.errors import UsageError
 from winnow.storage.state import State
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
@@ -243,6 +244,53 @@ def export(job_id: str, to: str, fmt: str, state: str | None, as_json: bool) -> 
         _out.print(f"[yellow]{result['missing_batches']} batches had no output (failed)[/yellow]")
 
 
+@click.group()
+def lock() -> None:
+    """The pipeline locks: one run of a pipeline per state at a time."""
+
+
+@lock.command("status")
+@state_option
+@json_option
+def lock_status(state: str | None, as_json: bool) -> None:
+    """Every pipeline lock in the state: holder, lease, and whether it is stale."""
+    st = _state(state)
+    locks = [{**vars(info), "stale": info.stale_reason()} for info in st.locks().list()]
+    for item in locks:
+        item.pop("token", None)
+    if as_json:
+        _echo_json({"locks": locks})
+        return
+    if not locks:
+        _out.print("no pipeline locks held")
+    for info, item in zip(st.locks().list(), locks, strict=False):
+        verdict = (
+            f"[yellow]stale[/yellow]: {item['stale']}" if item["stale"] else "[green]live[/green]"
+        )
+        _out.print(f"{info.pipeline}: {escape(info.describe())} — {verdict}")
+
+
+@lock.command("release")
+@click.argument("pipeline")
+@click.option("--force", is_flag=True, help="Release even a lock whose holder may be alive.")
+@state_option
+def lock_release(pipeline: str, force: bool, state: str | None) -> None:
+    """Break PIPELINE's lock (a stale one, or any with --force)."""
+    store = _state(state).locks()
+    info = store.read(pipeline)
+    if info is None:
+        _out.print(f"{pipeline}: no lock held")
+        return
+    reason = info.stale_reason()
+    if reason is None and not force:
+        raise UsageError(
+            f"{pipeline}'s lock is held by a live run ({info.describe()}); "
+            "stop that run, or pass --force if you are sure it is dead"
+        )
+    store.release(pipeline)
+    _out.print(f"released {pipeline}'s lock ({info.describe()}; {reason or 'forced'})")
+
+
 def register(group: click.Group) -> None:
-    for command in (verify, status, inspect, gc, export):
+    for command in (verify, status, inspect, gc, export, lock):
         group.add_command(command)

@@ -23,6 +23,7 @@ from typing import Any
 from winnow.errors import StateError
 from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.fs import ensure_writable, is_local, join, resolve, to_url, write_atomic
+from winnow.storage.locks import LockStore
 
 STATE_VERSION = "state/v1"
 DEFAULT_STATE = ".winnow/state/v1"
@@ -67,6 +68,9 @@ class State:
     # -- checkpoints -------------------------------------------------------
     def checkpoints(self, job_id: str = "", flush_every: int = 256) -> CheckpointStore:
         return CheckpointStore(self.fs, self.root, job_id, flush_every)
+
+    def locks(self) -> LockStore:
+        return LockStore(self.fs, self.root)
 
     # -- jobs --------------------------------------------------------------
     def job_path(self, job_id: str) -> str:

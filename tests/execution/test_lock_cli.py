@@ -1,0 +1,90 @@
+"""Two runs of one pipeline on one state: the second is refused; a killed holder's lock is stale."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT, run_cli, run_json
+
+
+def test_concurrent_run_is_refused_and_a_killed_holder_is_taken_over(
+    tmp_path: Path, demo_inputs: list[str]
+):
+    where = ["--state", str(tmp_path / "state"), "--output", str(tmp_path / "out")]
+    args = [
+        "run",
+        "tests/pipelines/paced.py",
+        "--set",
+        "batch_rows=300",
+        "--set",
+        "pace.delay_s=1.0",
+        *where,
+        *[a for i in demo_inputs for a in ("--input", i)],
+    ]
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "winnow.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    lock_file = tmp_path / "state" / "locks" / "paced.json"
+    deadline = time.monotonic() + 120
+    while not lock_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lock_file.exists(), holder.stderr.read() if holder.poll() is not None else "no lock"
+    held = json.loads(lock_file.read_text())
+    try:
+        second = run_cli(*args)
+        assert second.returncode == 2, second.stderr
+        assert "already running" in second.stderr
+        assert held["job_id"] in second.stderr and str(holder.pid) in second.stderr
+        assert not list((tmp_path / "state" / "jobs").glob("*.json")) or all(
+            json.loads(p.read_text())["job_id"] == held["job_id"]
+            for p in (tmp_path / "state" / "jobs").glob("*.json")
+        )  # the refused run wrote no job record
+
+        status = json.loads(run_cli("lock", "status", "--json", *where[:2]).stdout)
+        [lock] = status["locks"]
+        assert lock["job_id"] == held["job_id"] and lock["stale"] is None
+        refused = run_cli("lock", "release", "paced", *where[:2])
+        assert refused.returncode == 2 and "--force" in refused.stderr
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+
+    status = json.loads(run_cli("lock", "status", "--json", *where[:2]).stdout)
+    assert "is gone" in status["locks"][0]["stale"]
+    resumed = run_cli(*args, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "took over a stale lock" in resumed.stderr
+    assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "SUCCEEDED"
+    assert not lock_file.exists()  # released at the end of the run
+
+
+def test_force_release(tmp_path: Path):
+    state = tmp_path / "state"
+    (state / "locks").mkdir(parents=True)
+    (state / "locks" / "demo.json").write_text(
+        json.dumps(
+            {
+                "pipeline": "demo",
+                "job_id": "demo-x",
+                "host": "elsewhere",
+                "pid": 1,
+                "started_at": time.time(),
+                "lease_expires": time.time() + 600,
+                "token": "t",
+            }
+        )
+    )
+    out = run_cli("lock", "release", "demo", "--force", "--state", str(state))
+    assert out.returncode == 0, out.stderr
+    assert "released demo's lock" in out.stdout and "forced" in out.stdout
+    assert not (state / "locks" / "demo.json").exists()
+    assert run_json("lock", "status", "--state", str(state)) == {"locks": []}
