@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -15,20 +16,34 @@ from rich.table import Table
 
 from winnow import api, datatools, outputs
 from winnow.errors import UsageError
+from winnow.profile import load_profile
 from winnow.storage.state import State
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 
-state_option = click.option(
-    "--state", default=None, help="State root URL (default $WINNOW_STATE or .winnow/state/v1)."
-)
+
+def state_option(fn: Any) -> Any:
+    """``--state`` (and ``--profile`` for its storage options), given to ``fn`` as a State."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, state: str | None, profile: str | None, **kwargs: Any) -> Any:
+        options = load_profile(profile).storage_options if profile else None
+        st = api.open_state(state, options)
+        st.check_version()
+        return fn(*args, state=st, **kwargs)
+
+    wrapper = click.option(
+        "--profile",
+        "-p",
+        default=None,
+        help="Profile whose storage_options reach the state (endpoint, credentials).",
+    )(wrapper)
+    return click.option(
+        "--state", default=None, help="State root URL (default $WINNOW_STATE or .winnow/state/v1)."
+    )(wrapper)
+
+
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-
-
-def _state(url: str | None) -> State:
-    st = api.open_state(url)
-    st.check_version()
-    return st
 
 
 def _echo_json(data: Any) -> None:
@@ -39,9 +54,9 @@ def _echo_json(data: Any) -> None:
 @state_option
 @click.option("--full", is_flag=True, help="Re-hash and decode every artifact (default: size).")
 @json_option
-def verify(state: str | None, full: bool, as_json: bool) -> None:
+def verify(state: State, full: bool, as_json: bool) -> None:
     """Re-check every committed artifact; mark mismatches so the next run recomputes them."""
-    result = datatools.verify_state(_state(state), full=full)
+    result = datatools.verify_state(state, full=full)
     if as_json:
         _echo_json(result)
     else:
@@ -61,9 +76,9 @@ def verify(state: str | None, full: bool, as_json: bool) -> None:
 @json_option
 @click.option("--watch", is_flag=True, help="Refresh until interrupted.")
 @click.option("--interval", default=2.0, show_default=True, help="Seconds between refreshes.")
-def status(state: str | None, as_json: bool, watch: bool, interval: float) -> None:
+def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
     """Jobs, queue depth, per-stage counts, throughput, failures, quarantined records."""
-    st = _state(state)
+    st = state
     if as_json and not watch:
         _echo_json(datatools.status(st))
         return
@@ -135,9 +150,9 @@ def inspect() -> None:
 @state_option
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown"]), default="table")
 @json_option
-def inspect_job(job_id: str, state: str | None, fmt: str, as_json: bool) -> None:
+def inspect_job(job_id: str, state: State, fmt: str, as_json: bool) -> None:
     """A job's run log: state before/after/delta, per-stage counts and timings, errors."""
-    info = datatools.inspect_job(_state(state), job_id)
+    info = datatools.inspect_job(state, job_id)
     if as_json:
         _echo_json(info)
     elif fmt == "markdown":
@@ -150,9 +165,9 @@ def inspect_job(job_id: str, state: str | None, fmt: str, as_json: bool) -> None
 @click.argument("key")
 @state_option
 @json_option
-def inspect_batch(key: str, state: str | None, as_json: bool) -> None:
+def inspect_batch(key: str, state: State, as_json: bool) -> None:
     """One batch's checkpoints per stage and its history across attempts."""
-    info = datatools.inspect_batch(_state(state), key)
+    info = datatools.inspect_batch(state, key)
     if as_json:
         _echo_json(info)
         return
@@ -176,9 +191,9 @@ def inspect_batch(key: str, state: str | None, as_json: bool) -> None:
 @click.argument("digest")
 @state_option
 @json_option
-def inspect_artifact(digest: str, state: str | None, as_json: bool) -> None:
+def inspect_artifact(digest: str, state: State, as_json: bool) -> None:
     """An artifact's lineage: source file and rows, stage chain, checkpoint and job."""
-    info = datatools.inspect_artifact(_state(state), digest)
+    info = datatools.inspect_artifact(state, digest)
     if as_json:
         _echo_json(info)
         return
@@ -207,9 +222,9 @@ def inspect_artifact(digest: str, state: str | None, as_json: bool) -> None:
     help="Seconds: anything younger is kept (a live run may be about to commit it).",
 )
 @json_option
-def gc(state: str | None, apply: bool, grace: float, as_json: bool) -> None:
+def gc(state: State, apply: bool, grace: float, as_json: bool) -> None:
     """List (then, with --apply, remove) unreferenced artifacts and stale temporaries."""
-    result = datatools.gc(_state(state), apply=apply, grace_s=grace)
+    result = datatools.gc(state, apply=apply, grace_s=grace)
     if as_json:
         _echo_json(result)
         return
@@ -229,11 +244,11 @@ def gc(state: str | None, apply: bool, grace: float, as_json: bool) -> None:
 @click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet")
 @state_option
 @json_option
-def export(job_id: str, to: str, fmt: str, state: str | None, as_json: bool) -> None:
+def export(job_id: str, to: str, fmt: str, state: State, as_json: bool) -> None:
     """Write JOB's output as one dataset in source order."""
     if to.endswith(".jsonl"):
         fmt = "jsonl"
-    result = outputs.export(_state(state), job_id, to, fmt)
+    result = outputs.export(state, job_id, to, fmt)
     if as_json:
         _echo_json(result)
         return
@@ -252,9 +267,9 @@ def lock() -> None:
 @lock.command("status")
 @state_option
 @json_option
-def lock_status(state: str | None, as_json: bool) -> None:
+def lock_status(state: State, as_json: bool) -> None:
     """Every pipeline lock in the state: holder, lease, and whether it is stale."""
-    st = _state(state)
+    st = state
     locks = [{**vars(info), "stale": info.stale_reason()} for info in st.locks().list()]
     for item in locks:
         item.pop("token", None)
@@ -274,9 +289,9 @@ def lock_status(state: str | None, as_json: bool) -> None:
 @click.argument("pipeline")
 @click.option("--force", is_flag=True, help="Release even a lock whose holder may be alive.")
 @state_option
-def lock_release(pipeline: str, force: bool, state: str | None) -> None:
+def lock_release(pipeline: str, force: bool, state: State) -> None:
     """Break PIPELINE's lock (a stale one, or any with --force)."""
-    store = _state(state).locks()
+    store = state.locks()
     info = store.read(pipeline)
     if info is None:
         _out.print(f"{pipeline}: no lock held")

@@ -299,6 +299,7 @@ def verify_state(
     decodes every artifact. Mismatches get a FAILED checkpoint (when ``mark``)
     so the next run recomputes them.
     """
+    storage_options = state.storage_options if storage_options is None else storage_options
     stores: dict[str, ArtifactStore] = {}
     sizes: dict[str, dict[str, int]] = {}
     checkpoints = state.checkpoints(job_id=f"verify-{int(time.time())}")
@@ -368,6 +369,7 @@ def gc(
     before its checkpoint is flushed, so a fresh unreferenced artifact may be
     one a run is about to commit.
     """
+    storage_options = state.storage_options if storage_options is None else storage_options
     store = state.checkpoints()
     referenced: set[str] = set()
     roots: set[str] = set()

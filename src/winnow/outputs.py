@@ -29,6 +29,7 @@ def export(
     ``to`` ending in ``.parquet``/``.jsonl`` gets one file; any other URL is a
     folder of ``part-NNNNN`` files, numbered in source order.
     """
+    storage_options = state.storage_options if storage_options is None else storage_options
     if fmt not in ("parquet", "jsonl"):
         raise UsageError(f"--format {fmt!r}: choose parquet or jsonl")
     record = state.read_job(job_id)
@@ -80,6 +81,7 @@ def quarantined(
     state: State, limit: int | None = None, storage_options: dict[str, Any] | None = None
 ) -> pa.Table:
     """Quarantined bad records (file, row, error, raw line) of every committed batch."""
+    storage_options = state.storage_options if storage_options is None else storage_options
     store = state.checkpoints()
     tables = []
     stores: dict[str, ArtifactStore] = {}
