@@ -1,23 +1,39 @@
-"""Contract suite for the artifact store: the same assertions on every backend."""
+"""Contract suite for the artifact store: the same assertions on every backend.
+
+Every test runs on ``memory://``, ``file://`` and ``s3://`` (a moto server on
+loopback, s3fs with its default caches); see ``conftest.py``.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import uuid
-from pathlib import Path
+import itertools
+import json
+import pickle
+import re
 
 import pyarrow as pa
 import pytest
 
+from tests.storage.conftest import Backend, CountingFS, count_s3_requests, peer
 from winnow.errors import IntegrityError
+from winnow.storage import formats
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore, check_digest
+from winnow.storage.fs import join, resolve
+
+FORMATS = ["parquet", "ipc", "jsonl"]
+WRITES = {"pipe", "pipe_file", "put_file", "open", "mv", "touch", "rm", "rm_file"}
+PUBLISHED = re.compile(r"^sha256/([0-9a-f]{2})/(\1[0-9a-f]{62})\.(parquet|arrow|jsonl)$")
 
 
-@pytest.fixture(params=["memory", "file"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
-    if request.param == "memory":
-        return ArtifactStore(f"memory://winnow-test-{uuid.uuid4().hex}/artifacts")
-    return ArtifactStore(str(tmp_path / "artifacts"))
+@pytest.fixture
+def store(backend: Backend) -> ArtifactStore:
+    return ArtifactStore(join(backend.url, "artifacts"), backend.storage_options)
+
+
+def other_instance(backend: Backend, store: ArtifactStore) -> ArtifactStore:
+    """The same store through another filesystem instance, like a Ray actor's."""
+    return ArtifactStore(store.root_url, peer(backend).storage_options)
 
 
 def batch(n: int = 100) -> pa.RecordBatch:
@@ -26,18 +42,55 @@ def batch(n: int = 100) -> pa.RecordBatch:
     )
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "ipc", "jsonl"])
-def test_put_is_content_addressed_verified_and_deduplicated(store: ArtifactStore, fmt: str):
+def stored(store: ArtifactStore) -> list[str]:
+    """Digests of every object under the store's root, from a fresh listing.
+
+    Fails on any object that is not a published artifact (a temporary or
+    partial write left behind).
+    """
+    try:
+        paths = store.fs.find(store.root)
+    except FileNotFoundError:
+        paths = []
+    digests = []
+    for path in paths:
+        relative = path[len(store.root) :].lstrip("/")
+        match = PUBLISHED.match(relative)
+        assert match, f"{relative!r} is left under the store and is not a published artifact"
+        digests.append(match.group(2))
+    return sorted(digests)
+
+
+def is_s3(store: ArtifactStore) -> bool:
+    return "s3" in store.fs.protocol
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_put_verify_read_round_trip(store: ArtifactStore, fmt: str):
     ref = store.put(batch(), fmt)
     data = store.read_bytes(ref.uri)
     assert hashlib.sha256(data).hexdigest() == ref.digest
-    assert len(data) == ref.bytes and ref.records == 100
-    assert f"/sha256/{ref.digest[:2]}/{ref.digest}." in ref.uri
-    again = store.put(batch(), fmt)
-    assert again.uri == ref.uri
-    assert list(store.sizes()) == [ref.digest]  # equal bytes stored once
-    assert store.read(ref).to_pylist() == batch().to_pylist() or fmt == "jsonl"
-    assert not store.fs.exists(f"{store.root}/tmp") or not store.fs.ls(f"{store.root}/tmp")
+    assert (ref.bytes, ref.records, ref.format) == (len(data), 100, fmt)
+    assert ref.uri.endswith(f"/sha256/{ref.digest[:2]}/{ref.digest}.{formats.EXTENSIONS[fmt]}")
+    fs, path = resolve(ref.uri, store.storage_options)  # the recorded URI is addressable
+    assert path == store.path_of(ref.uri) and fs.cat_file(path) == data
+    assert store.verify(ref) == ref
+    assert store.read(ref).to_pylist() == batch().to_pylist()
+    assert store.read(ref.to_dict()).num_rows == 100
+    assert stored(store) == [ref.digest]  # nothing temporary remains
+
+
+def test_equal_bytes_are_stored_once(store: ArtifactStore):
+    first = store.put(batch(), "parquet")
+    counting = CountingFS(store.fs)
+    store.fs = counting
+    with count_s3_requests(counting.wrapped) as requests:
+        again = store.put(batch(), "parquet")
+    assert again == first
+    assert not counting.calls.keys() & WRITES, counting.calls
+    assert requests["PutObject"] == 0
+    assert stored(store) == [first.digest]
+    assert store.sizes() == {first.digest: first.bytes}
 
 
 def test_serialization_is_deterministic(store: ArtifactStore):
@@ -45,18 +98,24 @@ def test_serialization_is_deterministic(store: ArtifactStore):
     assert store.put(batch(7), "parquet").digest != store.put(batch(8), "parquet").digest
 
 
-def test_flipped_byte_is_caught_and_put_repairs_it(store: ArtifactStore):
+@pytest.mark.parametrize("damaged_by", ["same instance", "other instance"])
+def test_damaged_artifact_is_caught_and_put_repairs_it(
+    backend: Backend, store: ArtifactStore, damaged_by: str
+):
     ref = store.put(batch(), "parquet")
-    path = store.path_of(ref.uri)
-    data = bytearray(store.fs.cat_file(path))
+    vandal = store if damaged_by == "same instance" else other_instance(backend, store)
+    path = vandal.path_of(ref.uri)
+    data = bytearray(vandal.fs.cat_file(path))
     data[len(data) // 2] ^= 0xFF
-    store.fs.pipe_file(path, bytes(data))
+    vandal.fs.pipe_file(path, bytes(data))
     with pytest.raises(IntegrityError, match="sha256"):
         store.verify(ref)
-    with pytest.raises(IntegrityError):
+    with pytest.raises(IntegrityError, match="SHA-256"):
         store.read(ref)
-    repaired = store.put(batch(), "parquet")
-    assert store.verify(repaired).digest == ref.digest
+    assert stored(store) == [ref.digest]  # a failed verify writes nothing
+    assert store.put(batch(), "parquet") == ref
+    assert store.verify(ref) == ref and vandal.verify(ref) == ref
+    assert stored(store) == [ref.digest]
 
 
 def test_truncated_artifact_reports_bytes(store: ArtifactStore):
@@ -67,17 +126,106 @@ def test_truncated_artifact_reports_bytes(store: ArtifactStore):
         store.verify(ref)
 
 
-def test_missing_artifact_is_reported(store: ArtifactStore):
+def test_missing_artifact_is_reported_and_put_restores_it(backend: Backend, store: ArtifactStore):
     ref = store.put(batch(), "parquet")
-    store.fs.rm_file(store.path_of(ref.uri))
+    assert store.sizes() == {ref.digest: ref.bytes}  # the listing is now cached (s3fs)
+    other_instance(backend, store).fs.rm_file(store.path_of(ref.uri))
     with pytest.raises(IntegrityError, match="missing"):
         store.verify(ref)
+    assert store.sizes() == {}
+    assert store.put(batch(), "parquet") == ref
+    assert store.verify(ref) == ref and stored(store) == [ref.digest]
 
 
-@pytest.mark.parametrize("bad", ["../../etc/passwd", "A" * 64, "abc", "0" * 63 + "/"])
+def same_shard_payloads(count: int) -> list[bytes]:
+    """One-record JSONL payloads whose digests share a shard (``sha256/<2 hex>/``)."""
+    shards: dict[str, list[bytes]] = {}
+    for i in itertools.count():
+        data = f'{{"i":{i}}}\n'.encode()
+        shard = shards.setdefault(hashlib.sha256(data).hexdigest()[:2], [])
+        shard.append(data)
+        if len(shard) == count:
+            return shard
+    raise AssertionError("unreachable")
+
+
+def test_fresh_write_by_another_instance_is_seen_by_the_next_check(
+    backend: Backend, store: ArtifactStore
+):
+    """The driver holds a listing of the shard (s3fs caches it); an actor adds to it."""
+    driver, actor = store, other_instance(backend, store)
+    first, *rest = same_shard_payloads(5)
+    early = driver.put_bytes(first, "jsonl", expected_records=1)
+    refs = {early.digest: early.bytes}
+    assert driver.sizes() == refs
+    for data in rest:
+        ref = actor.put_bytes(data, "jsonl", expected_records=1)
+        refs[ref.digest] = ref.bytes
+        # The driver's existence check must see the actor's object: no second upload.
+        counting = CountingFS(driver.fs)
+        driver.fs = counting
+        with count_s3_requests(counting.wrapped) as requests:
+            assert driver.put_bytes(data, "jsonl", expected_records=1) == ref
+        driver.fs = counting.wrapped
+        assert not counting.calls.keys() & WRITES, counting.calls
+        assert requests["PutObject"] == 0
+        assert driver.sizes() == refs
+    ref = actor.put_bytes(same_shard_payloads(6)[-1], "jsonl", expected_records=1)
+    assert driver.verify(ref) == ref  # read back, not answered "missing" from a listing
+    assert driver.read(ref).to_pylist() == [json.loads(same_shard_payloads(6)[-1])]
+    assert stored(driver) == sorted([*refs, ref.digest])
+
+
+def test_sizes_lists_every_artifact_in_one_listing(store: ArtifactStore):
+    assert store.sizes() == {}
+    refs = [store.put(batch(n), fmt) for n in range(1, 6) for fmt in FORMATS]
+    counting = CountingFS(store.fs)
+    store.fs = counting
+    with count_s3_requests(counting.wrapped) as requests:
+        sizes = store.sizes()
+    assert sizes == {r.digest: r.bytes for r in refs} and len(sizes) == 15
+    assert counting.calls == {"find": 1}
+    assert requests == ({"ListObjectsV2": 1} if is_s3(store) else {})
+
+
+@pytest.mark.parametrize(
+    ("data", "records", "problem"),
+    [
+        (formats.serialize(batch(), "parquet"), 99, "records 100 != 99"),
+        (b"PAR1 not really parquet", 1, "does not decode"),
+    ],
+    ids=["wrong-records", "undecodable"],
+)
+def test_failed_put_leaves_nothing_behind(
+    store: ArtifactStore, data: bytes, records: int, problem: str
+):
+    with pytest.raises(IntegrityError, match=problem):
+        store.put_bytes(data, "parquet", expected_records=records)
+    assert stored(store) == [] and store.sizes() == {}
+    ref = store.put(batch(), "parquet")  # and a later put is not fooled by a cache
+    assert store.verify(ref) == ref and stored(store) == [ref.digest]
+
+
+def test_store_pickles_to_the_same_root(store: ArtifactStore):
+    ref = store.put(batch(), "ipc")
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.read(ref).to_pylist() == batch().to_pylist()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["../../etc/passwd", "A" * 64, "abc", "0" * 63 + "/", "0" * 64 + "\n", "0" * 65, ""],
+    ids=["traversal", "upper-hex", "short", "slash", "trailing-newline", "long", "empty"],
+)
 def test_digests_that_are_not_sha256_are_rejected(store: ArtifactStore, bad: str):
+    counting = CountingFS(store.fs)
+    store.fs = counting
     with pytest.raises(IntegrityError):
         check_digest(bad)
+    with pytest.raises(IntegrityError):
+        store.path_for(bad, "parquet")
+    with pytest.raises(IntegrityError):
+        store.read_bytes(f"x/{bad}.parquet")
     with pytest.raises(IntegrityError):
         store.verify(
             ArtifactRef(
@@ -89,3 +237,9 @@ def test_digests_that_are_not_sha256_are_rejected(store: ArtifactStore, bad: str
                 format="parquet",
             )
         )
+    assert counting.calls == {}  # rejected before any storage call
+
+
+def test_unknown_extension_is_rejected(store: ArtifactStore):
+    with pytest.raises(IntegrityError, match="unknown extension"):
+        store.path_of(f"x/{'0' * 64}.csv")

@@ -57,9 +57,6 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
                 "(ray://HEAD:10001 or auto) or drop --address to run on an embedded local Ray."
             ) from None
         return True
-    # Under `uv run`, Ray would otherwise rebuild the project's environment for
-    # every worker; an embedded Ray shares this interpreter's environment.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     ray.init(
         address="local",
         num_cpus=num_cpus or os.cpu_count() or 1,

@@ -31,9 +31,10 @@ def resolve(url: str, storage_options: dict[str, Any] | None = None) -> tuple[An
             if extra
             else "install the fsspec implementation for it"
         )
+        cause = f"{exc}; {exc.__cause__}" if exc.__cause__ else str(exc)
         raise UsageError(
             f"{url!r} uses the {protocol}:// protocol, whose filesystem is not installed "
-            f"({exc}). Fix: {fix}."
+            f"({cause}). Fix: {fix}."
         ) from None
     except ValueError as exc:
         raise UsageError(f"{url!r} is not a storage URL fsspec understands ({exc})") from None
