@@ -1,6 +1,5 @@
 """Execution on Ray: actor pools, streaming batches, and the driver loop.
 
-
 Under `uv run`, Ray (by default) rebuilds the project's environment for every
 worker from pyproject.toml alone, which drops optional extras such as s3fs and
 costs seconds per start. An embedded Ray should share this interpreter's

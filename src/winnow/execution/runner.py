@@ -8,6 +8,7 @@ verified the artifact.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import random
@@ -205,6 +206,8 @@ class Runner:
             self._flush(force=True)
             self.progress.stop()
             self._stop_actors()
+            if todo:
+                self._compact()
         return Outcome(
             self.counts, self.finals, self.poisoned, self.integrity, self.stop.is_set(), self.errors
         )
@@ -463,6 +466,13 @@ class Runner:
             )
         )
         return True
+
+    def _compact(self) -> None:
+        """Merge each stage's segments once they pile up, so skip decisions stay cheap."""
+        for name in self.names:
+            # An optimisation only: when it fails the segments stay valid as they are.
+            with contextlib.suppress(OSError):
+                self.checkpoints.compact(name)
 
     def _count_skip(self, name: str, rec: dict[str, Any] | None) -> None:
         c = self.counts[name]
