@@ -212,6 +212,25 @@ def inspect_artifact(digest: str, state: State, as_json: bool) -> None:
         )
 
 
+@inspect.command("quarantine")
+@state_option
+@click.option("--limit", default=20, show_default=True, help="How many records to show.")
+@json_option
+def inspect_quarantine(state: State, limit: int, as_json: bool) -> None:
+    """Quarantined bad records: file, row, error and the raw line."""
+    table = outputs.quarantined(state, limit=limit)
+    rows = table.to_pylist()
+    if as_json:
+        _echo_json({"records": rows})
+        return
+    if not rows:
+        _out.print("no quarantined records")
+    for r in rows:
+        _out.print(
+            f"{r['file']}:{r['row']}: {escape(str(r['error']))}\n    {escape(str(r['raw'])[:200])}"
+        )
+
+
 @click.command()
 @state_option
 @click.option("--apply", is_flag=True, help="Remove what is listed (default: only list).")

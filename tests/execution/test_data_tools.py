@@ -44,6 +44,10 @@ def test_status_counts_match_the_job(ran: dict):
         assert data["stages"][stage]["rows_out"] == counts["rows_out"]
     assert data["quarantined_records"] == record["bad_records"] > 0
     assert data["failed_batches"] == 0
+    quarantine = cli_json("inspect", "quarantine", "--limit", "100", *ran["where"][:2])
+    assert len(quarantine["records"]) == record["bad_records"]
+    for bad in quarantine["records"]:
+        assert bad["file"].endswith((".jsonl", ".jsonl.gz")) and bad["row"] >= 1 and bad["error"]
 
 
 def test_inspect_job_prints_the_run_log(ran: dict):

@@ -142,9 +142,17 @@ class StageWorker:
         return ray.get_runtime_context().get_node_id()
 
     def run(
-        self, key: str, data: Any, source_meta: dict[str, Any] | None = None
+        self,
+        key: str,
+        data: Any,
+        source_meta: dict[str, Any] | None = None,
+        keep_output: bool = True,
     ) -> tuple[dict[str, Any], pa.RecordBatch | None]:
-        """Process one batch and commit its artifact; never raises for stage errors."""
+        """Process one batch and commit its artifact; never raises for stage errors.
+
+        The output batch goes back to the object store for the next stage only
+        when ``keep_output``; the last stage's output lives in its artifact alone.
+        """
         started = time.time()
         record: dict[str, Any] = {
             "key": key,
@@ -182,7 +190,7 @@ class StageWorker:
             rows_out=out.num_rows,
             duration_s=time.time() - started,
         )
-        return record, out
+        return record, out if keep_output else None
 
     def _load(self, data: Any) -> pa.RecordBatch:
         if isinstance(data, pa.RecordBatch):

@@ -298,7 +298,11 @@ class Runner:
             flight = queue.popleft()
             key = flight.plan.keys[i]
             meta = flight.meta if i == 0 else None
-            rec_ref, out_ref = actors[idx].run.options(num_returns=2).remote(key, flight.data, meta)
+            actions = flight.plan.actions
+            keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
+            rec_ref, out_ref = (
+                actors[idx].run.options(num_returns=2).remote(key, flight.data, meta, keep)
+            )
             load[idx] += 1
             outstanding[rec_ref] = (flight, idx, out_ref)
 

@@ -22,6 +22,7 @@ from winnow.errors import IntegrityError
 from winnow.storage import formats
 from winnow.storage.fs import is_local, join, resolve, to_url
 
+WRITE_ATTEMPTS = 3  # a commit whose read-back differs is rewritten this many times in all
 _DIGEST = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: `$` also matches before "\n"
 
 
@@ -93,18 +94,28 @@ class ArtifactStore:
                 return self.verify(expected, check_schema=False)
             except IntegrityError:
                 pass  # a damaged copy: overwrite it below
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            try:
+                return self._commit(data, final, expected)
+            except IntegrityError:
+                # What we read back is not what we wrote: a torn write or a short
+                # read. Nothing was published; write again, then give up loudly.
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _commit(self, data: bytes, final: str, expected: ArtifactRef) -> ArtifactRef:
         if not is_local(self.fs):
             # An object store publishes a whole object on PUT (there is no rename to
             # make atomic): write the final key, then read it back and verify it.
             self._write(final, data)
             self._invalidate(final)
             try:
-                ref = self._verify_path(final, expected, check_schema=False)
+                return self._verify_path(final, expected, check_schema=False)
             except BaseException:
                 self._remove(final)
                 raise
-            return ref
-        tmp = join(self.root, "tmp", f"{digest}.{uuid.uuid4().hex}.partial")
+        tmp = join(self.root, "tmp", f"{expected.digest}.{uuid.uuid4().hex}.partial")
         self._write(tmp, data)
         try:
             ref = self._verify_path(tmp, expected, check_schema=False)
@@ -126,6 +137,9 @@ class ArtifactStore:
             ref = ArtifactRef(**ref)
         data = self.read_bytes(ref.uri)
         digest = hashlib.sha256(data).hexdigest()
+        if digest != ref.digest:  # read once more: a short read is not a damaged artifact
+            data = self.read_bytes(ref.uri)
+            digest = hashlib.sha256(data).hexdigest()
         if digest != ref.digest:
             raise IntegrityError(
                 f"artifact {ref.uri}: SHA-256 is {digest}, checkpoint says {ref.digest}; "
