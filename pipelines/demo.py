@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import random
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -130,8 +132,11 @@ class Annotate(Stage):
 class Embed(Stage):
     """Hashed character-trigram embedding, L2-normalized (a stand-in text encoder).
 
-    The projection matrix is built in code from a seed (no download). Runs the
-    same math on CPU everywhere; the profile decides whether it asks for a GPU.
+    The "model" is a projection matrix built in code from a seed (no download),
+    loaded once per actor in ``setup()``. With ``device = "auto"`` it runs on a
+    CUDA GPU when CuPy (``pip install 'winnow[gpu]'``) and a device are present,
+    else on CPU, and says which once. CPU and GPU results agree within
+    ``GPU_TOLERANCE`` (float32 matrix products summed in another order).
     """
 
     name = "embed"
@@ -142,12 +147,23 @@ class Embed(Stage):
     buckets: int = 2048
     max_chars: int = 256
     seed: int = 7
+    device: str = "auto"  # auto | cpu | cuda
 
     def setup(self) -> None:
         rng = np.random.default_rng(self.seed)
         self._proj = rng.standard_normal((self.buckets, self.dim), dtype=np.float32) / np.sqrt(
             self.dim
         )
+        self._xp, self._on = _array_module(self.device)
+        self._gpu_proj = self._xp.asarray(self._proj) if self._on == "cuda" else None
+        self._nvml = _nvml_handle() if self._on == "cuda" else None
+        self._metrics: dict[str, object] = {"device": self._on}
+        logging.getLogger("winnow.demo").warning("embed: running on %s", self._describe())
+
+    def _describe(self) -> str:
+        if self._on == "cuda":
+            return "GPU (CuPy)"
+        return "CPU (no CUDA device or CuPy not installed; same math, slower)"
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         text = batch.column("text")
@@ -155,9 +171,14 @@ class Embed(Stage):
         for lo in range(0, batch.num_rows, 1024):
             chunk = text.slice(lo, 1024)
             out[lo : lo + len(chunk)] = self._embed(chunk)
+        if self._nvml is not None:
+            self._metrics.update(_nvml_sample(self._nvml))
         flat = pa.array(out.reshape(-1), type=pa.float32())
         emb = pa.FixedSizeListArray.from_arrays(flat, self.dim)
         return batch.append_column("embedding", emb)
+
+    def batch_metrics(self) -> dict[str, object]:
+        return dict(self._metrics)
 
     def _embed(self, text: pa.Array) -> np.ndarray:
         n = len(text)
@@ -183,9 +204,57 @@ class Embed(Stage):
         gram_ok = valid[:, 2:]
         rows = np.broadcast_to(np.arange(n)[:, None], grams.shape)
         counts = np.bincount((rows * self.buckets + grams)[gram_ok], minlength=n * self.buckets)
-        vec = counts.reshape(n, self.buckets).astype(np.float32) @ self._proj
+        dense = counts.reshape(n, self.buckets).astype(np.float32)
+        if self._gpu_proj is not None:
+            xp = self._xp
+            vec = xp.asarray(dense) @ self._gpu_proj
+            vec = vec / xp.maximum(xp.linalg.norm(vec, axis=1, keepdims=True), 1e-6)
+            return np.asarray(xp.asnumpy(vec), dtype=np.float32)
+        vec = dense @ self._proj
         norm = np.linalg.norm(vec, axis=1, keepdims=True)
         return vec / np.maximum(norm, 1e-6)
+
+
+GPU_TOLERANCE = 1e-5  # max absolute difference per component, CPU vs GPU
+
+
+def _array_module(device: str) -> tuple[Any, str]:
+    """(array module, "cuda" | "cpu") for the requested device."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"embed.device must be auto, cpu or cuda, not {device!r}")
+    if device == "cpu":
+        return np, "cpu"
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() > 0:
+            return cupy, "cuda"
+        problem = "no CUDA device"
+    except Exception as exc:  # ImportError, or CUDA driver errors
+        problem = f"CuPy unavailable ({type(exc).__name__}: {exc})"
+    if device == "cuda":
+        raise RuntimeError(
+            f"embed.device = 'cuda' but {problem}; install 'winnow[gpu]' on a GPU node"
+        )
+    return np, "cpu"
+
+
+def _nvml_handle() -> Any:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        return pynvml.nvmlDeviceGetHandleByIndex(0)
+    except Exception:  # NVML absent: the stage still runs, without telemetry
+        return None
+
+
+def _nvml_sample(handle: Any) -> dict[str, float]:
+    import pynvml
+
+    util = pynvml.nvmlDeviceGetUtilizationRates(handle)
+    mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
+    return {"gpu_util_pct": float(util.gpu), "gpu_mem_mb": round(mem.used / 2**20, 1)}
 
 
 _WORDS = [

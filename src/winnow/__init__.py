@@ -36,6 +36,7 @@ _LAZY = {
         "winnow.datatools",
     ),
     **dict.fromkeys(("export", "quarantined"), "winnow.outputs"),
+    **dict.fromkeys(("batch_records", "output_dataset", "stage_samples"), "winnow.explore"),
 }
 
 

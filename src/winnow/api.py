@@ -179,8 +179,7 @@ def _execute_locked(
     stop: threading.Event | None,
     t0: float,
 ) -> dict[str, Any]:
-    from winnow.execution.cluster import connect
-    from winnow.execution.runner import Runner
+    from winnow.execution.outcome import skipped_outcome
 
     state = session.state
     record: dict[str, Any] = {
@@ -216,9 +215,14 @@ def _execute_locked(
     outcome = None
     try:
         if the_plan.work:
+            from winnow.execution.cluster import connect
+            from winnow.execution.runner import Runner
+
             started_ray = connect(address, session.profile.ray_num_cpus)
-        runner = Runner(the_plan, state, session.artifacts, job_id, progress=progress, stop=stop)
-        outcome = runner.run()
+            runner = Runner(the_plan, state, session.artifacts, job_id, progress, stop)
+            outcome = runner.run()
+        else:
+            outcome = skipped_outcome(the_plan, progress)
     except StageFailed as exc:
         record.update(
             status=FAILED,

@@ -325,6 +325,18 @@ def lock_release(pipeline: str, force: bool, state: State) -> None:
     _out.print(f"released {pipeline}'s lock ({info.describe()}; {reason or 'forced'})")
 
 
+@click.command()
+@click.argument("job_id")
+@click.option("--to", "to", required=True, help="Where the HTML file goes (any fsspec URL).")
+@state_option
+def report(job_id: str, to: str, state: State) -> None:
+    """A self-contained HTML page about JOB: counts, plots, errors, quarantine."""
+    from winnow import report as reports
+
+    reports.write(state, job_id, to)
+    _out.print(f"wrote {to}")
+
+
 def register(group: click.Group) -> None:
-    for command in (verify, status, inspect, gc, export, lock):
+    for command in (verify, status, inspect, gc, export, lock, report):
         group.add_command(command)

@@ -17,7 +17,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from winnow.execution.runner import Progress as RunnerProgress
+from winnow.execution.outcome import Progress as RunnerProgress
 
 
 class RowsPerSecond(ProgressColumn):

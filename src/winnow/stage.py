@@ -62,6 +62,10 @@ class Stage:
     def teardown(self) -> None:
         """Release what ``setup`` acquired."""
 
+    def batch_metrics(self) -> dict[str, Any]:
+        """Small facts about the last ``process`` call (device, GPU use), kept in its checkpoint."""
+        return {}
+
     @property
     def stage_name(self) -> str:
         return self.name or type(self).__name__.lower()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from pathlib import Path
@@ -72,7 +73,6 @@ def test_demo_on_s3_reruns_from_elsewhere_and_no_secret_is_written(
     )
     assert exported.returncode == 0, exported.stderr
 
-    # Every object the runs wrote, every local file, and what they printed.
     fs = fsspec.filesystem(
         "s3",
         key="k",
@@ -80,12 +80,28 @@ def test_demo_on_s3_reruns_from_elsewhere_and_no_secret_is_written(
         client_kwargs={"endpoint_url": s3_server},
         skip_instance_cache=True,
     )
+    orphan_digest = hashlib.sha256(b"orphan").hexdigest()
+    orphan = f"{s3_bucket}/out/artifacts/sha256/{orphan_digest[:2]}/{orphan_digest}.parquet"
+    fs.pipe_file(orphan, b"orphan")
+    before = len(fs.find(f"{s3_bucket}/out/artifacts"))
+    gc = run_cli(
+        "gc", "--apply", "--grace", "0", "--json", "--state", state, "--profile", str(profile)
+    )
+    assert gc.returncode == 0, gc.stderr
+    assert [c["path"] for c in json.loads(gc.stdout)["candidates"]] == [orphan]
+    fs.invalidate_cache()
+    assert not fs.exists(orphan)
+    assert len(fs.find(f"{s3_bucket}/out/artifacts")) == before - 1
+    again = run_cli(*args, env=env, cwd=elsewhere)
+    assert json.loads(again.stdout.strip().splitlines()[-1])["skipped_fraction"] == 1.0
+
+    # Every object the runs wrote, every local file, and what they printed.
     written = {p: fs.cat_file(p) for p in fs.find(s3_bucket)}
     assert any("/jobs/" in p for p in written) and any("/events/" in p for p in written)
     local = {str(p): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p != profile}
     printed = {
         "stdout/stderr": "".join(
-            p.stdout + p.stderr for p in (first, second, status, verify, exported)
+            p.stdout + p.stderr for p in (first, second, status, verify, exported, gc, again)
         ).encode()
     }
     for secret in (planted_secret, planted_key, env_secret):

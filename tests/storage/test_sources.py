@@ -118,3 +118,17 @@ def test_without_a_schema_a_value_of_another_type_is_a_bad_record(tmp_path: Path
     assert batch.column("text").to_pylist() == [None, "ok"]
     assert [b.row for b in bad] == [2]
     assert "seven" in bad[0].raw
+
+
+def test_a_torn_gzip_keeps_its_readable_rows_and_quarantines_the_torn_line(tmp_path: Path):
+    raw = b"".join(json.dumps({"id": i, "text": "x" * 50}).encode() + b"\n" for i in range(100))
+    data = gzip.compress(raw)
+    path = tmp_path / "torn.jsonl.gz"
+    path.write_bytes(data[:-30])  # a copy cut short
+    [f] = sources.discover([str(path)])
+    rows = sources.count_rows(f)
+    assert 80 < rows < 100
+    [(batch, bad)] = list(sources.read(f, [(0, rows)], SCHEMA))
+    assert batch.column("id").to_pylist() == list(range(rows - 1))
+    [torn] = bad
+    assert torn.row == rows and torn.file == str(path) and "JSON" in torn.error

@@ -175,6 +175,9 @@ class StageWorker:
                     "process() must return a pyarrow.RecordBatch"
                 )
             record["process_s"] = time.perf_counter() - t0
+            metrics = self.stage.batch_metrics()
+            if metrics:
+                record["metrics"] = metrics
             t1 = time.perf_counter()
             ref = self.store.put(out, self.fmt, self.compression)
             record["commit_s"] = time.perf_counter() - t1

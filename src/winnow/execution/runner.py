@@ -25,28 +25,13 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskErro
 from winnow.errors import StageFailed
 from winnow.execution.actors import SourceReader, StageWorker
 from winnow.execution.cluster import register_pipeline_code, size_pools
+from winnow.execution.outcome import Outcome, Progress, StageCounts, count_skips
 from winnow.plan import RETRY, SKIP, BatchPlan, Plan
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.checkpoints import FAILED, SUCCEEDED, CheckpointStore
 from winnow.storage.state import State, event
 
 READY_TIMEOUT_S = 300.0
-
-
-@dataclass
-class StageCounts:
-    run: int = 0
-    skipped: int = 0
-    retried: int = 0
-    failed: int = 0
-    rows_in: int = 0
-    rows_out: int = 0
-    bytes_out: int = 0
-    bad_records: int = 0
-    busy_s: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
 
 
 @dataclass
@@ -60,24 +45,6 @@ class Flight:
     meta: Any = None
     attempts: dict[int, int] = field(default_factory=dict)
     final: dict[str, Any] | None = None
-
-
-@dataclass
-class Outcome:
-    counts: dict[str, StageCounts]
-    finals: list[dict[str, Any] | None]
-    poisoned: list[dict[str, Any]]
-    integrity: list[dict[str, Any]]
-    interrupted: bool
-    errors: dict[str, dict[str, Any]]
-
-
-class Progress:
-    """What the runner reports to a display; the default shows nothing."""
-
-    def start(self, totals: dict[str, int], done: dict[str, int]) -> None: ...
-    def advance(self, stage: str, rows: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 class Runner:
@@ -184,14 +151,7 @@ class Runner:
     def run(self) -> Outcome:
         plan = self.plan
         totals = {n: len(plan.batches) for n in self.names}
-        done = {n: 0 for n in self.names}
-        for order, bp in enumerate(plan.batches):
-            for i, name in enumerate(self.names):
-                if bp.actions[i] == SKIP:
-                    self._count_skip(name, bp.prior[i])
-                    done[name] += 1
-            if bp.first_run >= len(self.specs):
-                self.finals[order] = bp.prior[-1]
+        done = count_skips(plan, self.counts, self.finals)
         todo = deque(
             Flight(order, bp)
             for order, bp in enumerate(plan.batches)
@@ -372,6 +332,7 @@ class Runner:
                     "pid",
                     "rows_in",
                     "rows_out",
+                    "metrics",
                 )
                 if k in result
             },
@@ -477,14 +438,6 @@ class Runner:
             # An optimisation only: when it fails the segments stay valid as they are.
             with contextlib.suppress(OSError):
                 self.checkpoints.compact(name)
-
-    def _count_skip(self, name: str, rec: dict[str, Any] | None) -> None:
-        c = self.counts[name]
-        c.skipped += 1
-        if rec:
-            c.rows_in += rec.get("rows_in", 0)
-            c.rows_out += rec.get("rows_out", 0)
-            c.bad_records += rec.get("bad_records", 0)
 
     def _flush(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._last_flush < 2.0:

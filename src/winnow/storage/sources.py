@@ -169,7 +169,7 @@ def count_rows(file: SourceFile, storage_options: dict[str, Any] | None = None) 
             return sum(b.num_rows for b in _csv_reader(fh, None, []))
         lines = 0
         last = b"\n"
-        while chunk := fh.read(8 << 20):
+        for chunk in _chunks(fh, 8 << 20):
             lines += chunk.count(b"\n")
             last = chunk[-1:]
         return lines + (0 if last == b"\n" else 1)
@@ -318,10 +318,31 @@ def _concat(parts: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
     return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
 
 
+def _chunks(fh: Any, size: int) -> Iterator[bytes]:
+    """Read a stream to its end; a truncated compressed stream ends where it tears.
+
+    A .gz/.zst cut short (a copy interrupted mid-way) raises at the cut: what was
+    readable has been yielded, and the torn last line becomes a bad record.
+    """
+    read = getattr(fh, "read1", fh.read)  # read1: a tear loses no earlier data
+    while True:
+        try:
+            data = read(size)
+        except EOFError:
+            return
+        except Exception as exc:  # zstandard reports a torn frame as ZstdError
+            if type(exc).__name__ == "ZstdError":
+                return
+            raise
+        if not data:
+            return
+        yield data
+
+
 def _lines(fh: Any, chunk: int = 4 << 20) -> Iterator[bytes]:
     """Lines of a binary stream, read in large chunks (works on any decompressor)."""
     rest = b""
-    while data := fh.read(chunk):
+    for data in _chunks(fh, chunk):
         parts = (rest + data).split(b"\n")
         rest = parts.pop()
         for part in parts:

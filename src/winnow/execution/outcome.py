@@ -1,0 +1,84 @@
+"""What a run produced, and the skip accounting that needs no Ray.
+
+A rerun where every batch is skipped never starts (or imports) Ray: its
+outcome comes from the plan alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from winnow.plan import SKIP, Plan
+
+
+@dataclass
+class StageCounts:
+    run: int = 0
+    skipped: int = 0
+    retried: int = 0
+    failed: int = 0
+    rows_in: int = 0
+    rows_out: int = 0
+    bytes_out: int = 0
+    bad_records: int = 0
+    busy_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class Outcome:
+    counts: dict[str, StageCounts]
+    finals: list[dict[str, Any] | None]
+    poisoned: list[dict[str, Any]]
+    integrity: list[dict[str, Any]]
+    interrupted: bool
+    errors: dict[str, dict[str, Any]]
+
+
+class Progress:
+    """What the runner reports to a display; the default shows nothing."""
+
+    def start(self, totals: dict[str, int], done: dict[str, int]) -> None: ...
+    def advance(self, stage: str, rows: int) -> None: ...
+    def stop(self) -> None: ...
+
+
+def count_skips(
+    plan: Plan, counts: dict[str, StageCounts], finals: list[dict[str, Any] | None]
+) -> dict[str, int]:
+    """Count every skipped (stage, batch) and fill in finals committed before.
+
+    Returns batches already done per stage (for the progress display).
+    """
+    names = [s.name for s in plan.specs]
+    done = dict.fromkeys(names, 0)
+    for order, bp in enumerate(plan.batches):
+        for i, name in enumerate(names):
+            if bp.actions[i] != SKIP:
+                continue
+            c = counts[name]
+            c.skipped += 1
+            rec = bp.prior[i]
+            if rec:
+                c.rows_in += rec.get("rows_in", 0)
+                c.rows_out += rec.get("rows_out", 0)
+                c.bad_records += rec.get("bad_records", 0)
+            done[name] += 1
+        if bp.first_run >= len(names):
+            finals[order] = bp.prior[-1]
+    return done
+
+
+def skipped_outcome(plan: Plan, progress: Progress | None = None) -> Outcome:
+    """The outcome of a run with nothing to do."""
+    names = [s.name for s in plan.specs]
+    counts = {n: StageCounts() for n in names}
+    finals: list[dict[str, Any] | None] = [None] * len(plan.batches)
+    done = count_skips(plan, counts, finals)
+    if progress is not None:
+        progress.start(done, done)
+        progress.stop()
+    return Outcome(counts, finals, [], [], False, {})
