@@ -1,0 +1,1 @@
+"""The gateway: the long-running operations side (queue, scheduler, journal, snapshots)."""
