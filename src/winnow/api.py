@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from winnow.errors import StageFailed, UsageError
+from winnow.errors import StageFailed, StateError, UsageError
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
 from winnow.plan import SKIP, Plan, make_plan
 from winnow.profile import (
@@ -166,6 +166,18 @@ def execute(
         lock.release()
 
 
+QUEUE_FIELDS = ("request", "queued_at", "attempts", "requeued")
+
+
+def _queued_fields(state: State, job_id: str) -> dict[str, Any]:
+    """What a queued (PENDING) record of this job id holds that a run keeps."""
+    try:
+        prior = state.read_job(job_id)
+    except StateError:
+        return {}
+    return {k: prior[k] for k in QUEUE_FIELDS if k in prior}
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -182,7 +194,9 @@ def _execute_locked(
     from winnow.execution.outcome import skipped_outcome
 
     state = session.state
+    queued = _queued_fields(state, job_id)
     record: dict[str, Any] = {
+        **queued,
         "job_id": job_id,
         "pipeline": session.pipeline.name,
         "pipeline_file": session.pipeline_file,

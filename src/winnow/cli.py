@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from winnow import api, cli_data
+from winnow import api, cli_data, cli_gateway
 from winnow.errors import Interrupted, WinnowError
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
@@ -279,6 +279,7 @@ def _print_summary(record: dict[str, Any]) -> None:
 
 
 cli_data.register(cli)
+cli_gateway.register(cli)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

@@ -25,7 +25,10 @@ from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.fs import ensure_writable, is_local, join, resolve, to_url, write_atomic
 from winnow.storage.locks import LockStore
 
-STATE_VERSION = "state/v1"
+STATE_VERSION = "state/v1"  # what a fresh state is marked with
+# Versions this Winnow reads. state/v2 (written by `gateway migrate-state`) has
+# v1's layout; the bump marks a state that was copied, never changed in place.
+KNOWN_VERSIONS = ("state/v1", "state/v2")
 DEFAULT_STATE = ".winnow/state/v1"
 
 
@@ -51,9 +54,10 @@ class State:
 
     def check_version(self) -> None:
         found = self.version()
-        if found not in (None, STATE_VERSION):
+        if found is not None and found not in KNOWN_VERSIONS:
             raise StateError(
-                f"state {self.url!r} is version {found!r}; this Winnow reads {STATE_VERSION!r}. "
+                f"state {self.url!r} is version {found!r}; this Winnow reads "
+                f"{', '.join(KNOWN_VERSIONS)}. "
                 "Copy it with `winnow gateway migrate-state --source-root OLD --target-root NEW` "
                 "and pass --state NEW."
             )
@@ -123,7 +127,10 @@ class State:
                 if fh.tell() > 0:
                     fh.seek(-1, os.SEEK_END)
                     if fh.read(1) != b"\n":
-                        payload = "\n" + payload
+                        # Seal the torn line, and say so on the next line, so a reader
+                        # can tell a sealed torn append from corruption.
+                        seal = event("journal_torn_tail_sealed", "", file=path)
+                        payload = "\n" + json.dumps(seal, separators=(",", ":")) + "\n" + payload
                 fh.write(payload.encode())
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -156,7 +163,8 @@ class State:
                 try:
                     item = json.loads(line)
                 except ValueError:
-                    if number == len(lines):  # an unterminated last line: a torn append
+                    sealed = number < len(lines) and b"journal_torn_tail_sealed" in lines[number]
+                    if number == len(lines) or sealed:  # a torn append (sealed by the next one)
                         journal.torn.append(f"{to_url(self.fs, path)}:{number}")
                         continue
                     raise StateError(

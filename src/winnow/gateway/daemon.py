@@ -1,0 +1,410 @@
+"""The gateway daemon: takes PENDING jobs from the state's queue and runs them.
+
+One process, one scheduler loop on the main thread, jobs run in-process one at
+a time on a Ray started once (or attached with ``--address``), so a queue of
+small jobs does not pay Ray's start-up per job. Around it:
+
+* a PID file (``<run_dir>/gateway.pid``, created exclusively) refuses a second
+  instance and names the holder;
+* ``/health`` and Prometheus ``/metrics`` on 127.0.0.1;
+* a heartbeat and persisted runtime metrics in ``<state>/gateway/`` (what
+  ``gateway status`` reads), and periodic snapshots;
+* stuck-work detection: a RUNNING job whose process is gone, or whose lease
+  expired, is requeued;
+* SIGTERM/SIGINT: stop taking work, let in-flight batches commit, put the
+  unfinished job back in the queue, release its lock, flush, exit 0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import Counter as PromCounter
+
+from winnow import api
+from winnow.errors import UsageError
+from winnow.gateway import journal, queue, snapshots
+from winnow.storage.fs import join, write_atomic
+from winnow.storage.locks import LockHeld
+from winnow.storage.state import State, now_iso
+
+log = logging.getLogger("winnow.gateway")
+DEFAULT_RUN_DIR = ".winnow/gateway"
+DEFAULT_PORT = 8899
+LEASE_S = 300.0
+
+
+@dataclass
+class Settings:
+    state: str | None = None
+    run_dir: str = DEFAULT_RUN_DIR
+    port: int = DEFAULT_PORT
+    address: str | None = None
+    poll_s: float = 1.0
+    snapshot_every_s: float = 300.0
+    lease_s: float = LEASE_S
+    recover: bool = False
+
+
+@dataclass
+class Runtime:
+    """What the daemon knows about itself; persisted for ``gateway status``."""
+
+    started_at: str = field(default_factory=now_iso)
+    active: dict[str, Any] = field(default_factory=dict)
+    finished: Counter[str] = field(default_factory=Counter)
+    stages: dict[str, Counter[str]] = field(default_factory=dict)
+    last_snapshot: str | None = None
+
+
+class PidFile:
+    """``gateway.pid``: created exclusively; a dead holder's file is taken over."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.path = Path(run_dir) / "gateway.pid"
+
+    def holder(self) -> int | None:
+        try:
+            pid = int(self.path.read_text().split()[0])
+        except (FileNotFoundError, ValueError, IndexError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return pid
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                pid = self.holder()
+                if pid is not None and pid != os.getpid():
+                    raise UsageError(
+                        f"a gateway is already running (pid {pid}, pid file {self.path}); "
+                        "stop it with `winnow gateway stop`"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # its holder is gone: a stale file
+                continue
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{os.getpid()}\n")
+            return
+        raise UsageError(f"could not create {self.path}; another gateway raced for it")
+
+    def release(self) -> None:
+        if self.holder() in (None, os.getpid()):
+            self.path.unlink(missing_ok=True)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.up = Gauge("winnow_gateway_up", "1 while the scheduler runs", registry=r)
+        self.queue = Gauge(
+            "winnow_gateway_queue_depth", "Jobs by queue state", ["state"], registry=r
+        )
+        self.active = Gauge("winnow_gateway_active_jobs", "Jobs running now", registry=r)
+        self.finished = PromCounter(
+            "winnow_gateway_jobs_finished", "Jobs finished by status", ["status"], registry=r
+        )
+        self.requeued = PromCounter(
+            "winnow_gateway_jobs_requeued", "Stuck jobs put back in the queue", registry=r
+        )
+        self.batches = PromCounter(
+            "winnow_gateway_batches",
+            "Stage batches by outcome",
+            ["stage", "outcome"],
+            registry=r,
+        )
+        self.job_seconds = Histogram(
+            "winnow_gateway_job_seconds",
+            "Wall time of finished jobs",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 7200),
+            registry=r,
+        )
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state: State = api.open_state(settings.state)
+        self.pidfile = PidFile(settings.run_dir)
+        self.metrics = Metrics()
+        self.runtime = Runtime()
+        self.stop = threading.Event()
+        self.server: ThreadingHTTPServer | None = None
+        self._ray_started = False
+
+    # -- lifecycle ---------------------------------------------------------
+    def serve(self) -> int:
+        """Run until SIGTERM/SIGINT; return the exit code."""
+        self.state.check_version()
+        self.pidfile.acquire()
+        try:
+            self.state.prepare()
+            if self.settings.recover:
+                self._recover()
+            self._install_signals()
+            self._start_http()
+            self.metrics.up.set(1)
+            log.info("gateway started", extra={"fields": self._identity()})
+            self._loop()
+            return 0
+        finally:
+            self.metrics.up.set(0)
+            self._write_runtime(scheduler="stopped")
+            if self.server is not None:
+                self.server.shutdown()
+            if self._ray_started:
+                import ray
+
+                ray.shutdown()
+            self.pidfile.release()
+            log.info("gateway stopped", extra={"fields": {"pid": os.getpid()}})
+
+    def _identity(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "state": self.state.display(),
+            "port": self.settings.port,
+            "run_dir": self.settings.run_dir,
+        }
+
+    def _install_signals(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            log.info(
+                "stopping: no new jobs; in-flight batches commit first",
+                extra={"fields": {"signal": signal.Signals(signum).name}},
+            )
+            self.stop.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def _recover(self) -> None:
+        summary = journal.recover(self.state)
+        log.info("journal recovered", extra={"fields": summary})
+
+    # -- the scheduler -----------------------------------------------------
+    def _loop(self) -> None:
+        last_snapshot = 0.0
+        while not self.stop.is_set():
+            jobs = self.state.list_jobs()
+            self._requeue_stuck(jobs)
+            self._publish_depth(jobs)
+            self._write_runtime(scheduler="running")
+            if time.monotonic() - last_snapshot >= self.settings.snapshot_every_s:
+                self._snapshot()
+                last_snapshot = time.monotonic()
+            job = queue.next_pending(self.state)
+            if job is None:
+                self.stop.wait(self.settings.poll_s)
+                continue
+            self._run(job)
+        self._publish_depth(self.state.list_jobs())
+
+    def _requeue_stuck(self, jobs: list[dict[str, Any]]) -> None:
+        now = time.time()
+        for job in jobs:
+            if job.get("status") != queue.RUNNING or job["job_id"] in self.runtime.active:
+                continue
+            if "request" not in job:
+                continue  # a foreground `winnow run`: not ours to restart
+            reason = queue.runner_gone(job, now, self.settings.lease_s)
+            if reason:
+                queue.requeue(self.state, job, reason)
+                self.metrics.requeued.inc()
+                log.warning(
+                    "requeued a stuck job", extra={"fields": {"job": job["job_id"], "why": reason}}
+                )
+
+    def _run(self, job: dict[str, Any]) -> None:
+        job_id = job["job_id"]
+        request = job["request"]
+        job["attempts"] = int(job.get("attempts") or 0) + 1
+        job.update(status=queue.RUNNING, claimed_at=now_iso(), host=socket.gethostname())
+        job.update(pid=os.getpid(), heartbeat_at=now_iso())
+        self.state.write_job(job)
+        self.runtime.active[job_id] = {"pipeline": job.get("pipeline"), "since": now_iso()}
+        self.metrics.active.set(len(self.runtime.active))
+        self._write_runtime(scheduler="running")
+        log.info("job started", extra={"fields": {"job": job_id, "attempt": job["attempts"]}})
+        t0 = time.monotonic()
+        try:
+            session = api.resolve_session(
+                request["pipeline"],
+                request.get("profile"),
+                request.get("inputs"),
+                request.get("output"),
+                self.settings.state,
+                request.get("sets"),
+            )
+            self._ensure_ray(session.profile.ray_num_cpus)
+            record = api.execute(
+                session,
+                verify=request.get("verify"),
+                address=self.settings.address,
+                stop=self.stop,
+                job_id=job_id,
+                notify=lambda note: log.warning(note),
+            )
+        except LockHeld as exc:
+            queue.requeue(self.state, self.state.read_job(job_id), f"pipeline locked: {exc}")
+            self.stop.wait(self.settings.poll_s * 5)
+            return
+        except Exception as exc:  # a bad job must not take the scheduler down
+            log.error("job failed to run", extra={"fields": {"job": job_id, "error": repr(exc)}})
+            record = self.state.read_job(job_id)
+            if record.get("status") in (queue.PENDING, queue.RUNNING):
+                record.update(
+                    status="FAILED",
+                    finished_at=now_iso(),
+                    error={"type": type(exc).__name__, "message": str(exc)},
+                )
+                self.state.write_job(record)
+        finally:
+            self.runtime.active.pop(job_id, None)
+            self.metrics.active.set(len(self.runtime.active))
+        if record.get("status") == "CANCELLED" and self.stop.is_set():
+            # Stopped by the operator, not by the user: the job goes back to the queue.
+            queue.requeue(self.state, record, "gateway stopped while it ran")
+            record["status"] = queue.PENDING
+        status = str(record.get("status"))
+        self.runtime.finished[status] += 1
+        self.metrics.finished.labels(status).inc()
+        self.metrics.job_seconds.observe(time.monotonic() - t0)
+        for stage, c in (record.get("counts") or {}).items():
+            seen = self.runtime.stages.setdefault(stage, Counter())
+            for outcome in ("run", "skipped", "retried", "failed"):
+                seen[outcome] += int(c.get(outcome, 0))
+                self.metrics.batches.labels(stage, outcome).inc(int(c.get(outcome, 0)))
+        log.info("job finished", extra={"fields": {"job": job_id, "status": status}})
+
+    def _ensure_ray(self, num_cpus: int | None) -> None:
+        from winnow.execution.cluster import connect
+
+        if connect(self.settings.address, num_cpus):
+            self._ray_started = True
+
+    def _publish_depth(self, jobs: list[dict[str, Any]]) -> None:
+        for name, n in queue.depth(jobs).items():
+            self.metrics.queue.labels(name).set(n)
+
+    def _snapshot(self) -> None:
+        try:
+            path = snapshots.write_snapshot(self.state, "state-latest.json")
+        except Exception as exc:  # a snapshot is a convenience; never stop the scheduler
+            log.warning("snapshot failed", extra={"fields": {"error": str(exc)}})
+            return
+        self.runtime.last_snapshot = now_iso()
+        log.info("snapshot written", extra={"fields": {"path": str(path)}})
+
+    def _write_runtime(self, scheduler: str) -> None:
+        body = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "scheduler": scheduler,
+            "started_at": self.runtime.started_at,
+            "updated_at": now_iso(),
+            "port": self.settings.port,
+            "active_jobs": len(self.runtime.active),
+            "active": self.runtime.active,
+            "jobs": dict(self.runtime.finished),
+            "stages": {k: dict(v) for k, v in self.runtime.stages.items()},
+            "last_snapshot": self.runtime.last_snapshot,
+        }
+        write_atomic(self.state.fs, runtime_path(self.state), json.dumps(body, indent=1).encode())
+
+    # -- HTTP --------------------------------------------------------------
+    def _start_http(self) -> None:
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/health":
+                    body = json.dumps(
+                        {
+                            "status": "ok" if not gateway.stop.is_set() else "stopping",
+                            "pid": os.getpid(),
+                            "active_jobs": len(gateway.runtime.active),
+                        }
+                    ).encode()
+                    self._send(200, "application/json", body)
+                elif self.path.rstrip("/") == "/metrics":
+                    self._send(
+                        200, "text/plain; version=0.0.4", generate_latest(gateway.metrics.registry)
+                    )
+                else:
+                    self._send(404, "text/plain", b"not found: try /health or /metrics\n")
+
+            def _send(self, code: int, kind: str, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        try:
+            self.server = ThreadingHTTPServer(("127.0.0.1", self.settings.port), Handler)
+        except OSError as exc:
+            raise UsageError(
+                f"gateway cannot listen on 127.0.0.1:{self.settings.port} ({exc}); "
+                "pass another --port"
+            ) from None
+        self.settings.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, name="gateway-http", daemon=True).start()
+
+
+def runtime_path(state: State) -> str:
+    return join(state.root, "gateway", "runtime.json")
+
+
+def read_runtime(state: State) -> dict[str, Any] | None:
+    try:
+        return dict(json.loads(state.fs.cat_file(runtime_path(state))))
+    except FileNotFoundError:
+        return None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, message and the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        body = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        return json.dumps(body, default=str)
+
+
+def configure_logging() -> None:
+    level = os.environ.get("WINNOW_LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("winnow")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,169 @@
+"""State version migration: an explicit copy to a new root, never a change in place.
+
+``migrate_state`` copies every file of a state root to an empty target root
+(any fsspec URLs, on the same or different filesystems), then writes the
+target's ``VERSION`` (``state/v2``) and ``migration.json``. The source is only
+read, so a failed or regretted migration costs nothing but the target.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from collections import Counter
+from typing import Any
+
+from winnow.errors import StateError, UsageError
+from winnow.storage.fs import join, to_url, write_atomic
+from winnow.storage.state import KNOWN_VERSIONS, STATE_VERSION, State, now_iso
+
+TARGET_VERSION = "state/v2"
+KINDS = ("jobs", "stages", "events", "snapshots", "sources")
+# Not state but a moment of it: a lock belongs to a live run on the source, and
+# temporaries are writes that never finished.
+_SKIP_DIRS = ("locks",)
+_SKIP_MARKERS = (".tmp-", ".write-probe-")
+_OWN_FILES = ("VERSION", "migration.json")
+_STATE_ENTRIES = {*KINDS, *_SKIP_DIRS, *_OWN_FILES, "jobs-archive"}
+
+
+def migrate_state(
+    source_url: str,
+    target_url: str,
+    force: bool = False,
+    storage_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Copy the state at ``source_url`` to ``target_url`` and mark the copy ``state/v2``.
+
+    Returns:
+        What ``migration.json`` holds: source, target, from_version, to_version,
+        started_at, finished_at, ``copied`` (files by top-level folder: jobs,
+        stages, events, snapshots, sources, other), ``bytes``, ``skipped``.
+
+    Raises:
+        UsageError: source and target overlap, the source is empty or of an
+            unknown version, or the target is not empty and ``force`` is off.
+    """
+    started = now_iso()
+    source = State(source_url, storage_options)
+    target = State(target_url, storage_options)
+    _check_roots(source, target)
+    found = source.version()
+    if found is not None and found not in KNOWN_VERSIONS:
+        raise UsageError(
+            f"source {source.display()} is version {found!r}, which this Winnow does not "
+            f"read ({', '.join(KNOWN_VERSIONS)}); migrate it with the Winnow that wrote it"
+        )
+    files = _files(source)
+    if not files:
+        raise UsageError(f"source {source.display()} holds no state; check --source-root")
+    existing = _files(target)
+    if existing and not force:
+        raise UsageError(
+            f"target {target.display()} is not empty ({len(existing)} files); pick an empty "
+            "--target-root, or pass --force to clear it and copy again"
+        )
+    if existing:
+        _check_clearable(target, existing)
+        target.fs.rm(target.root, recursive=True)
+    copied: Counter[str] = Counter({k: 0 for k in (*KINDS, "other")})
+    skipped: Counter[str] = Counter()
+    written: dict[str, int] = {}
+    for rel in sorted(files):
+        top = rel.split("/", 1)[0]
+        if rel in _OWN_FILES:
+            continue  # written fresh below
+        if top in _SKIP_DIRS:
+            skipped[top] += 1
+            continue
+        if any(marker in posixpath.basename(rel) for marker in _SKIP_MARKERS):
+            skipped["temporary"] += 1
+            continue
+        data = source.fs.cat_file(join(source.root, rel))
+        write_atomic(target.fs, join(target.root, rel), data)
+        written[rel] = len(data)
+        copied[top if top in KINDS else "other"] += 1
+    _check_copy(source, target, written)
+    write_atomic(target.fs, join(target.root, "VERSION"), f"{TARGET_VERSION}\n".encode())
+    summary = {
+        "source": source.display(),
+        "target": target.display(),
+        "from_version": found or STATE_VERSION,
+        "to_version": TARGET_VERSION,
+        "started_at": started,
+        "finished_at": now_iso(),
+        "copied": dict(copied),
+        "bytes": sum(written.values()),
+        "skipped": dict(skipped),
+    }
+    write_atomic(
+        target.fs,
+        join(target.root, "migration.json"),
+        json.dumps(summary, indent=2, sort_keys=True).encode(),
+    )
+    summary["version_file"] = to_url(target.fs, join(target.root, "VERSION"))
+    summary["migration_file"] = to_url(target.fs, join(target.root, "migration.json"))
+    return summary
+
+
+def _check_roots(source: State, target: State) -> None:
+    """Refuse roots that overlap: clearing or filling one would change the other."""
+    same_fs = source.fs.unstrip_protocol("/") == target.fs.unstrip_protocol("/")
+    if not same_fs:
+        return
+    src, dst = source.root.rstrip("/"), target.root.rstrip("/")
+    if src == dst:
+        raise UsageError(
+            f"source and target are the same root ({source.display()}); a migration is a copy "
+            "to a new root, e.g. --target-root .winnow/state/v2"
+        )
+    if dst.startswith(src + "/"):
+        raise UsageError(
+            f"target {target.display()} is inside the source {source.display()}; "
+            "pick a --target-root outside it"
+        )
+    if src.startswith(dst + "/"):
+        raise UsageError(
+            f"source {source.display()} is inside the target {target.display()}; "
+            "pick a --target-root that does not contain it"
+        )
+
+
+def _check_clearable(target: State, existing: dict[str, int]) -> None:
+    """--force clears a state root, never a folder that holds anything else."""
+    foreign = sorted({rel.split("/", 1)[0] for rel in existing} - _STATE_ENTRIES)
+    if foreign:
+        raise UsageError(
+            f"target {target.display()} holds files that are not Winnow state "
+            f"({', '.join(foreign[:5])}); --force clears only a state root. Pick another "
+            "--target-root"
+        )
+
+
+def _files(state: State) -> dict[str, int]:
+    """Every file under a root, by path relative to it, with its size."""
+    invalidate = getattr(state.fs, "invalidate_cache", None)
+    if invalidate is not None:
+        invalidate(state.root)
+    try:
+        listing = state.fs.find(state.root, detail=True)
+    except FileNotFoundError:
+        return {}
+    root = state.root.rstrip("/")
+    return {
+        posixpath.relpath(path, root): int(info.get("size") or 0)
+        for path, info in listing.items()
+        if info.get("type", "file") != "directory"
+    }
+
+
+def _check_copy(source: State, target: State, written: dict[str, int]) -> None:
+    """Every copied file is in a fresh listing of the target, at the size written."""
+    found = _files(target)
+    wrong = [rel for rel, size in written.items() if found.get(rel) != size]
+    if wrong:
+        raise StateError(
+            f"migration to {target.display()} is incomplete: {len(wrong)} files missing or "
+            f"short (e.g. {wrong[:3]}); the source {source.display()} is untouched. "
+            "Rerun with --force"
+        )

@@ -1,0 +1,123 @@
+"""The job queue: PENDING job records in the state, claimed by the gateway.
+
+A queued job is an ordinary ``jobs/<job_id>.json`` record with status
+PENDING and a ``request`` (what ``winnow run`` would have been given). The
+gateway claims the oldest PENDING job, runs it under the same job id, and
+the run's record replaces the queued one (keeping ``request``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Any
+
+from winnow import api
+from winnow.storage import sources
+from winnow.storage.state import State, event, now_iso
+
+PENDING = "PENDING"
+RUNNING = "RUNNING"
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+MAX_ATTEMPTS = 3  # a job requeued this many times (its runner kept dying) is failed
+
+
+def enqueue(
+    pipeline: str,
+    profile: str | None = None,
+    inputs: list[str] | None = None,
+    output: str | None = None,
+    state: str | None = None,
+    sets: list[str] | None = None,
+    verify: str | None = None,
+) -> dict[str, Any]:
+    """Validate a run request (bad input fails here, exit 2) and queue it as PENDING."""
+    session = api.resolve_session(pipeline, profile, inputs, output, state, sets)
+    sources.discover(session.inputs, session.profile.storage_options)  # missing input: exit 2
+    st = session.state
+    st.prepare()
+    job_id = api.new_job_id(session.pipeline.name)
+    request = {
+        "pipeline": session.pipeline_file or pipeline,
+        "profile": profile,
+        "inputs": list(session.inputs),
+        "output": session.output_url,
+        "sets": list(sets or []),
+        "verify": verify,
+    }
+    record = {
+        "job_id": job_id,
+        "pipeline": session.pipeline.name,
+        "status": PENDING,
+        "created_at": now_iso(),
+        "queued_at": now_iso(),
+        "attempts": 0,
+        "request": request,
+        "enqueued_by": {"host": socket.gethostname(), "pid": os.getpid()},
+    }
+    st.write_job(record)
+    st.append_events([event("job_queued", job_id, pipeline=session.pipeline.name)])
+    return record
+
+
+def depth(jobs: list[dict[str, Any]]) -> dict[str, int]:
+    """Queue depth as the runbook words it: pending, running, done, failed."""
+    counts = {"pending": 0, "running": 0, "done": 0, "failed": 0}
+    for job in jobs:
+        status = job.get("status")
+        if status == PENDING:
+            counts["pending"] += 1
+        elif status == RUNNING:
+            counts["running"] += 1
+        elif status == "SUCCEEDED":
+            counts["done"] += 1
+        elif status in ("FAILED", "CANCELLED"):
+            counts["failed"] += 1
+    return counts
+
+
+def next_pending(state: State) -> dict[str, Any] | None:
+    """The oldest PENDING job, or None."""
+    # A PENDING record without a request (restored from a foreground run) cannot be run here.
+    pending = [j for j in state.list_jobs() if j.get("status") == PENDING and "request" in j]
+    pending.sort(key=lambda j: (j.get("queued_at") or j.get("created_at") or "", j["job_id"]))
+    return pending[0] if pending else None
+
+
+def requeue(state: State, record: dict[str, Any], reason: str) -> dict[str, Any]:
+    """Put a job whose runner is gone back in the queue (or fail it after MAX_ATTEMPTS)."""
+    attempts = int(record.get("attempts") or 0)
+    if attempts >= MAX_ATTEMPTS:
+        record.update(
+            status="FAILED",
+            finished_at=now_iso(),
+            error={"type": "Abandoned", "message": f"{reason}; gave up after {attempts} attempts"},
+        )
+        state.write_job(record)
+        state.append_events([event("job_abandoned", record["job_id"], reason=reason)])
+        return record
+    record.update(status=PENDING, requeued={"at": now_iso(), "reason": reason})
+    state.write_job(record)
+    state.append_events([event("job_requeued", record["job_id"], reason=reason)])
+    return record
+
+
+def runner_gone(record: dict[str, Any], now_s: float, lease_s: float) -> str | None:
+    """Why a RUNNING job's runner is gone (process dead on this host, or lease expired)."""
+    from datetime import datetime
+
+    host, pid = record.get("host"), record.get("pid")
+    if host == socket.gethostname() and pid:
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return f"its process {pid} is gone"
+        except PermissionError:
+            pass
+        return None
+    beat = record.get("heartbeat_at") or record.get("created_at")
+    if beat:
+        age = now_s - datetime.fromisoformat(beat).timestamp()
+        if age > lease_s:
+            return f"no heartbeat for {age:.0f}s (lease {lease_s:.0f}s)"
+    return None
