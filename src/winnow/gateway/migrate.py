@@ -24,7 +24,7 @@ KINDS = ("jobs", "stages", "events", "snapshots", "sources")
 _SKIP_DIRS = ("locks",)
 _SKIP_MARKERS = (".tmp-", ".write-probe-")
 _OWN_FILES = ("VERSION", "migration.json")
-_STATE_ENTRIES = {*KINDS, *_SKIP_DIRS, *_OWN_FILES, "jobs-archive"}
+_STATE_ENTRIES = {*KINDS, *_SKIP_DIRS, *_OWN_FILES, "jobs-archive", "gateway"}
 
 
 def migrate_state(
