@@ -144,6 +144,7 @@ def execute(
     job_id: str | None = None,
     only_failed: bool = False,
     notify: Callable[[str], None] | None = None,
+    reuse_actors: bool = False,
 ) -> dict[str, Any]:
     """Run a resolved session to the end under the pipeline lock; return the job record.
 
@@ -161,7 +162,7 @@ def execute(
     try:
         if note:
             (notify or _stderr)(note)
-        return _execute_locked(session, the_plan, job_id, address, progress, stop, t0)
+        return _execute_locked(session, the_plan, job_id, address, progress, stop, t0, reuse_actors)
     finally:
         lock.release()
 
@@ -190,6 +191,7 @@ def _execute_locked(
     progress: Any,
     stop: threading.Event | None,
     t0: float,
+    reuse_actors: bool = False,
 ) -> dict[str, Any]:
     from winnow.execution.outcome import skipped_outcome
 
@@ -233,7 +235,9 @@ def _execute_locked(
             from winnow.execution.runner import Runner
 
             started_ray = connect(address, session.profile.ray_num_cpus)
-            runner = Runner(the_plan, state, session.artifacts, job_id, progress, stop)
+            runner = Runner(
+                the_plan, state, session.artifacts, job_id, progress, stop, reuse=reuse_actors
+            )
             outcome = runner.run()
         else:
             outcome = skipped_outcome(the_plan, progress)

@@ -119,7 +119,8 @@ def start(
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-5:]
             raise UsageError("the gateway exited at start:\n" + "\n".join(tail))
-        if _health(port) is not None:
+        health = _health(port)
+        if health is not None and health.get("pid") == proc.pid:
             break
         time.sleep(0.2)
     else:

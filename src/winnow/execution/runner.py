@@ -9,9 +9,12 @@ verified the artifact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import heapq
 import itertools
+import json
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -57,6 +60,7 @@ class Runner:
         progress: Progress | None = None,
         stop: threading.Event | None = None,
         on_event: Callable[[list[dict[str, Any]]], None] | None = None,
+        reuse: bool = False,
     ) -> None:
         self.plan = plan
         self.profile = plan.profile
@@ -77,6 +81,7 @@ class Runner:
         self.integrity: list[dict[str, Any]] = []
         self.finals: list[dict[str, Any] | None] = [None] * len(plan.batches)
         self.abort = False
+        self.reuse = reuse  # keep actors for the next job in this process (the gateway)
         self._last_flush = time.monotonic()
 
     # -- setup -------------------------------------------------------------
@@ -88,11 +93,17 @@ class Runner:
         register_pipeline_code(self.specs)
         worker: Any = ray.remote(StageWorker)
         self.pools: dict[str, list[Any]] = {}
-        ready = []
+        self._keys: dict[str, tuple[Any, ...]] = {}
+        wanted = {spec.name: _stage_key(spec, self.artifacts, self.profile) for spec in self.specs}
+        reader_key = _reader_key(self.plan, self.artifacts)
+        if self.reuse:
+            _evict_idle_except({*wanted.values(), reader_key})
+        ready: list[tuple[str, Any]] = []
         for spec in self.specs:
             n = sizes.get(spec.name, 0)
-            actors = []
-            for i in range(n):
+            self._keys[spec.name] = wanted[spec.name]
+            actors = _take_idle(wanted[spec.name], n) if self.reuse else []
+            for i in range(len(actors), n):
                 r = spec.resources
                 actor = worker.options(
                     name=f"winnow:{self.job_id}:{spec.name}:{i}",
@@ -108,13 +119,16 @@ class Runner:
                     self.profile.compression,
                 )
                 actors.append(actor)
-                ready.append((spec.name, actor.ready.remote()))
+            ready.extend((spec.name, a.ready.remote()) for a in actors)
             self.pools[spec.name] = actors
         self.outstanding_per_actor = {n: [0] * len(a) for n, a in self.pools.items()}
         self.readers = []
+        self._keys["read"] = reader_key
         if any(bp.first_run == 0 for bp in self.plan.batches):
             reader_cls: Any = ray.remote(SourceReader)
-            self.readers = [
+            wanted_readers = self.profile.reader_actors
+            self.readers = _take_idle(reader_key, wanted_readers) if self.reuse else []
+            self.readers += [
                 reader_cls.options(
                     name=f"winnow:{self.job_id}:read:{i}", num_cpus=0, max_restarts=3
                 ).remote(
@@ -123,7 +137,7 @@ class Runner:
                     self.profile.on_bad_record,
                     self.profile.storage_options,
                 )
-                for i in range(self.profile.reader_actors)
+                for i in range(len(self.readers), wanted_readers)
             ]
         for name, ref in ready:
             try:
@@ -141,11 +155,14 @@ class Runner:
                 ) from None
 
     def _stop_actors(self) -> None:
-        for actors in getattr(self, "pools", {}).values():
+        keep = self.reuse and not self.abort and not self.stop.is_set()
+        groups = [*getattr(self, "pools", {}).items(), ("read", getattr(self, "readers", []))]
+        for name, actors in groups:
+            if keep and actors:
+                _IDLE.setdefault(self._keys[name], []).extend(actors)
+                continue
             for actor in actors:
                 ray.kill(actor, no_restart=True)
-        for actor in getattr(self, "readers", []):
-            ray.kill(actor, no_restart=True)
 
     # -- main loop ---------------------------------------------------------
     def run(self) -> Outcome:
@@ -446,6 +463,65 @@ class Runner:
         self.checkpoints.flush()
         events, self.events = self.events, []
         self.state.append_events(events)
+
+
+# Actors kept between jobs of one long-lived driver (the gateway), by what they
+# were built from: a job with the same stage code, parameters, resources and
+# artifact store reuses them instead of starting new worker processes.
+_IDLE: dict[tuple[Any, ...], list[Any]] = {}
+
+
+def _code_hash(obj: Any) -> str:
+    module = sys.modules.get(type(obj).__module__)
+    path = getattr(module, "__file__", None)
+    try:
+        with open(path or "", "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except OSError:
+        return type(obj).__module__
+
+
+def _stage_key(spec: Any, artifacts: ArtifactStore, profile: Any) -> tuple[Any, ...]:
+    r = spec.resources
+    return (
+        "stage",
+        spec.stage.fingerprint(),
+        _code_hash(spec.stage),
+        (r.num_cpus, r.num_gpus, r.memory_mb),
+        artifacts.root_url,
+        json.dumps(artifacts.storage_options, sort_keys=True, default=str),
+        profile.artifact_format,
+        profile.compression,
+    )
+
+
+def _reader_key(plan: Plan, artifacts: ArtifactStore) -> tuple[Any, ...]:
+    profile = plan.profile
+    return (
+        "read",
+        str(plan.pipeline.schema),
+        profile.on_bad_record,
+        artifacts.root_url,
+        json.dumps(profile.storage_options, sort_keys=True, default=str),
+    )
+
+
+def _take_idle(key: tuple[Any, ...], n: int) -> list[Any]:
+    idle = _IDLE.pop(key, [])
+    for actor in idle[n:]:
+        ray.kill(actor, no_restart=True)
+    return idle[:n]
+
+
+def _evict_idle_except(keys: set[tuple[Any, ...]]) -> None:
+    """Free the resources idle actors hold unless this job can use them."""
+    for key in [k for k in _IDLE if k not in keys]:
+        for actor in _IDLE.pop(key):
+            ray.kill(actor, no_restart=True)
+
+
+def release_idle_actors() -> None:
+    _evict_idle_except(set())
 
 
 def _cause(exc: BaseException) -> str:

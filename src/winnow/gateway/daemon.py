@@ -264,6 +264,7 @@ class Gateway:
                 stop=self.stop,
                 job_id=job_id,
                 notify=lambda note: log.warning(note),
+                reuse_actors=True,
             )
         except LockHeld as exc:
             queue.requeue(self.state, self.state.read_job(job_id), f"pipeline locked: {exc}")
