@@ -260,3 +260,27 @@ def test_concurrent_clients_each_job_runs_exactly_once(gw: Gw, demo_inputs: list
     events = api.open_state(gw.state).read_events().events
     started = Counter(e["job_id"] for e in events if e["type"] == "job_started")
     assert {j: started[j] for j in jobs} == dict.fromkeys(jobs, 1)
+
+
+def test_start_with_recover_repairs_a_corrupted_journal(gw: Gw):
+    state = api.open_state(gw.state)
+    state.prepare()
+    state.append_events([{"ts": "t", "type": "job_started", "job_id": "a"}])
+    day = next(Path(gw.state, "events").glob("*.jsonl"))
+    with open(day, "ab") as fh:
+        fh.write(b"\x00\x01 garbage in the middle\n")
+    state.append_events([{"ts": "t", "type": "job_finished", "job_id": "a"}])
+    with open(day, "ab") as fh:
+        fh.write(b'{"ts": "t", "type": "torn')  # and a torn tail
+    broken = run_cli("status", "--state", gw.state)
+    assert broken.returncode == 2 and "is not JSON" in broken.stderr and day.name in broken.stderr
+    gw.start("--recover")
+    deadline = time.monotonic() + 30
+    while "journal recovered" not in gw.log() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "journal recovered" in gw.log()
+    journal = api.open_state(gw.state).read_events()
+    assert [e["type"] for e in journal.events][:2] == ["job_started", "job_finished"]
+    assert journal.torn == []
+    assert list(Path(gw.state, "events", "corrupt").glob("*.bak"))
+    assert run_cli("status", "--state", gw.state).returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 import uuid
 from typing import Any
 
@@ -65,7 +66,8 @@ def write_atomic(fs: Any, path: str, data: bytes) -> None:
     """Write ``data`` so readers see the old content or the new, never a part.
 
     Local files go to a temporary name beside the target, are fsynced and
-    renamed over it; object stores publish a whole object on PUT.
+    renamed over it; object stores publish a whole object on PUT, which is
+    read back, and retried on a transient error or a mismatch.
     """
     parent = posixpath.dirname(path)
     if is_local(fs):
@@ -79,7 +81,26 @@ def write_atomic(fs: Any, path: str, data: bytes) -> None:
         return
     if "memory" in _protocols(fs):
         fs.makedirs(parent, exist_ok=True)
-    fs.pipe_file(path, data)
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
+        try:
+            fs.pipe_file(path, data)
+            invalidate = getattr(fs, "invalidate_cache", None)
+            if invalidate is not None:
+                invalidate(path)
+            if fs.cat_file(path) == data:
+                return
+            problem: BaseException = OSError(f"{path}: read back differs from what was written")
+        except _PERMANENT:
+            raise
+        except OSError as exc:  # transient: a 5xx, a reset connection, a full disk freed
+            problem = exc
+        if attempt == WRITE_ATTEMPTS:
+            raise problem
+        time.sleep(0.1 * 3 ** (attempt - 1))
+
+
+WRITE_ATTEMPTS = 4
+_PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
 
 
 def ensure_writable(fs: Any, root: str, what: str) -> None:

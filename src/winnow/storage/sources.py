@@ -159,7 +159,23 @@ def _open(file: SourceFile, storage_options: dict[str, Any] | None) -> Any:
 
 
 def count_rows(file: SourceFile, storage_options: dict[str, Any] | None = None) -> int:
-    """Rows in a file (lines for JSONL), streaming; Parquet and IPC use metadata."""
+    """Rows in a file (lines for JSONL), streaming; Parquet and IPC use metadata.
+
+    Raises:
+        InputError: the file is not a readable file of its format (exit 2, naming it).
+    """
+    try:
+        return _count_rows(file, storage_options)
+    except InputError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise InputError(
+            f"input {file.url!r} is not a readable {file.format} file ({type(exc).__name__}: "
+            f"{exc}); fix or remove it, or leave it out of --input"
+        ) from None
+
+
+def _count_rows(file: SourceFile, storage_options: dict[str, Any] | None) -> int:
     with _open(file, storage_options) as fh:
         if file.format == "parquet":
             return int(pq.ParquetFile(fh).metadata.num_rows)
