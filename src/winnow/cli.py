@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
     except WinnowError as exc:
-        _err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)
+        _err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _err.print("interrupted")

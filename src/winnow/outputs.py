@@ -46,6 +46,17 @@ def export(
     written: list[str] = []
     if single:
         fs.makedirs(root.rsplit("/", 1)[0], exist_ok=True)
+        schema = None
+        if to.endswith(".parquet") and entries:
+            # Batches of a schema-less pipeline may differ (a column all null in one):
+            # one file needs one schema, so unify first (metadata only).
+            schema = pa.unify_schemas(
+                [
+                    _artifact_schema(store_for(e["artifact"]["uri"], stores, storage_options), e)
+                    for e in entries
+                ],
+                promote_options="permissive",
+            )
         with open_url(to, "wb", **(storage_options or {})) as fh:
             writer = None
             for e in entries:
@@ -55,9 +66,10 @@ def export(
                     for batch in table.to_batches():
                         fh.write(serialize(batch, "jsonl"))
                     continue
+                assert schema is not None
                 if writer is None:
-                    writer = pq.ParquetWriter(fh, table.schema, compression="zstd")
-                writer.write_table(table)
+                    writer = pq.ParquetWriter(fh, schema, compression="zstd")
+                writer.write_table(_conform(table, schema))
             if writer is not None:
                 writer.close()
         written.append(to)
@@ -97,3 +109,21 @@ def quarantined(
         return pa.table({"file": [], "row": [], "error": [], "raw": []})
     table = pa.concat_tables(tables, promote_options="default")
     return table.slice(0, limit) if limit is not None else table
+
+
+def _artifact_schema(store: ArtifactStore, entry: dict[str, Any]) -> pa.Schema:
+    data = store.read_bytes(entry["artifact"]["uri"])
+    if entry["artifact"]["format"] == "parquet":
+        return pq.read_schema(pa.BufferReader(data))
+    return store.read(entry["artifact"]).schema
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` with ``schema``'s columns in its order (absent ones as nulls)."""
+    columns = [
+        table.column(f.name).cast(f.type)
+        if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -106,7 +106,9 @@ def source_batches(
         with ThreadPoolExecutor(max_workers=4) as pool:
             for f, rows in pool.map(count, missing):
                 counted[f.identity] = rows
-                state.write_source_index(f.identity, {"url": f.url, "rows": rows})
+        # Cache the counts only once every file has been read: bad input writes nothing.
+        for f in missing:
+            state.write_source_index(f.identity, {"url": f.url, "rows": counted[f.identity]})
     out = []
     for f in files:
         cached = counted.get(f.identity)

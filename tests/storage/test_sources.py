@@ -132,3 +132,14 @@ def test_a_torn_gzip_keeps_its_readable_rows_and_quarantines_the_torn_line(tmp_p
     assert batch.column("id").to_pylist() == list(range(rows - 1))
     [torn] = bad
     assert torn.row == rows and torn.file == str(path) and "JSON" in torn.error
+
+
+def test_invalid_utf8_inside_a_json_string_is_a_bad_record(tmp_path: Path):
+    path = tmp_path / "utf8.jsonl"
+    path.write_bytes(
+        b'{"id": 1, "text": "fine"}\n{"id": 2, "text": "caf\xe9"}\n{"id": 3, "text": "ok"}\n'
+    )
+    [f] = sources.discover([str(path)])
+    [(batch, bad)] = list(sources.read(f, [(0, 3)], SCHEMA))
+    assert batch.column("id").to_pylist() == [1, 3]
+    assert [b.row for b in bad] == [2] and "UnicodeDecodeError" in bad[0].error

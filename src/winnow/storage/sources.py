@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import posixpath
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -413,6 +414,7 @@ def _parse_jsonl(
             else None,
         )
         if table.num_rows == sum(1 for ln in lines if ln.strip()):
+            table.validate(full=True)  # Arrow's JSON reader does not check UTF-8; this does
             return _one_batch(table, schema), []
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
         pass
@@ -474,20 +476,26 @@ def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.Record
 
 
 def _infer_schema(rows: list[dict[str, Any]]) -> pa.Schema:
-    """Without a declared schema, each field takes the type of its first non-null value."""
-    types: dict[str, pa.DataType] = {}
+    """Without a declared schema, each field takes the type most of its values have.
+
+    A minority of values of another type (``"id": "seven"`` among integers)
+    then become bad records instead of deciding the column's type.
+    """
+    votes: dict[str, Counter[pa.DataType]] = {}
     for row in rows:
         for name, value in row.items():
-            if value is None or (name in types and types[name] != pa.null()):
+            counter = votes.setdefault(name, Counter())
+            if value is None:
                 continue
             try:
-                types[name] = pa.array([value]).type
+                counter[pa.array([value]).type] += 1
             except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
                 continue
-    for row in rows:
-        for name in row:
-            types.setdefault(name, pa.null())
-    return pa.schema([pa.field(n, t) for n, t in types.items()])
+    fields = []
+    for name, counter in votes.items():
+        kind = counter.most_common(1)[0][0] if counter else pa.null()
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
 
 
 def _only(schema: pa.Schema, value: dict[str, Any]) -> pa.Schema:
