@@ -17,6 +17,7 @@ import pytest
 
 from tests.conftest import run_cli
 from winnow import api
+from winnow.errors import StateError
 
 
 def free_port() -> int:
@@ -272,8 +273,9 @@ def test_start_with_recover_repairs_a_corrupted_journal(gw: Gw):
     state.append_events([{"ts": "t", "type": "job_finished", "job_id": "a"}])
     with open(day, "ab") as fh:
         fh.write(b'{"ts": "t", "type": "torn')  # and a torn tail
-    broken = run_cli("status", "--state", gw.state)
-    assert broken.returncode == 2 and "is not JSON" in broken.stderr and day.name in broken.stderr
+    with pytest.raises(StateError, match="is not JSON") as broken:
+        api.open_state(gw.state).read_events()
+    assert day.name in str(broken.value)
     gw.start("--recover")
     deadline = time.monotonic() + 30
     while "journal recovered" not in gw.log() and time.monotonic() < deadline:
