@@ -167,7 +167,7 @@ def execute(
         lock.release()
 
 
-QUEUE_FIELDS = ("request", "queued_at", "attempts", "requeued")
+QUEUE_FIELDS = ("request", "queued_at", "attempts", "requeued", "ray", "submitted_at")
 
 
 def _queued_fields(state: State, job_id: str) -> dict[str, Any]:

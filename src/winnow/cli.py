@@ -17,52 +17,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from winnow import api, cli_data, cli_gateway
+from winnow import api, cli_cluster, cli_data, cli_gateway
+from winnow.cli_options import session_options
 from winnow.errors import Interrupted, WinnowError
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 _err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
-
-
-def _session_options(fn: Any) -> Any:
-    options = [
-        click.option(
-            "--profile", "-p", default=None, help="Profile name from profiles/ or a TOML path."
-        ),
-        click.option(
-            "--input",
-            "inputs",
-            multiple=True,
-            help="Input file, folder or glob (any fsspec URL); repeatable.",
-        ),
-        click.option(
-            "--output",
-            default=None,
-            help=f"Where artifacts and manifests go (default {api.DEFAULT_OUTPUT}).",
-        ),
-        click.option(
-            "--state",
-            default=None,
-            help="State root URL (default $WINNOW_STATE or .winnow/state/v1).",
-        ),
-        click.option(
-            "--set",
-            "sets",
-            multiple=True,
-            metavar="KEY=VALUE",
-            help="Override a profile key or a stage parameter (<stage>.<param>=value).",
-        ),
-        click.option(
-            "--verify",
-            type=click.Choice(["size", "full"]),
-            default=None,
-            help="How committed artifacts are checked before a skip (full re-hashes).",
-        ),
-        click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -73,12 +33,14 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("pipeline")
-@_session_options
+@session_options
 @click.option(
     "--address",
     default=None,
-    help="Ray cluster to attach to (ray://HEAD:10001 or auto); default: embedded local Ray.",
+    help="Ray cluster to attach to (ray://HEAD:10001, HOST:6379 or auto); default: embedded "
+    "local Ray.",
 )
+@click.option("--job-id", default=None, hidden=True, help="Use this job id (winnow submit).")
 def run(
     pipeline: str,
     profile: str | None,
@@ -89,10 +51,11 @@ def run(
     verify: str | None,
     as_json: bool,
     address: str | None,
+    job_id: str | None,
 ) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
     session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
-    _run_session(session, verify, address, as_json)
+    _run_session(session, verify, address, as_json, job_id=job_id)
 
 
 @cli.command()
@@ -121,6 +84,7 @@ def _run_session(
     address: str | None,
     as_json: bool,
     only_failed: bool = False,
+    job_id: str | None = None,
 ) -> None:
     from winnow.progress import StageBars  # imports Ray: only when a run starts
 
@@ -136,6 +100,7 @@ def _run_session(
         progress=progress,
         stop=stop,
         only_failed=only_failed,
+        job_id=job_id,
         notify=lambda note: _err.print(f"[yellow]note:[/yellow] {escape(note)}"),
     )
     if as_json:
@@ -152,7 +117,7 @@ def _run_session(
 
 @cli.command()
 @click.argument("pipeline")
-@_session_options
+@session_options
 def plan(
     pipeline: str,
     profile: str | None,
@@ -280,6 +245,7 @@ def _print_summary(record: dict[str, Any]) -> None:
 
 cli_data.register(cli)
 cli_gateway.register(cli)
+cli_cluster.register(cli)
 
 
 def _install_signal_handlers(stop: threading.Event) -> None:

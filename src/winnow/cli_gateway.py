@@ -16,6 +16,7 @@ import click
 from rich.console import Console
 
 from winnow import api
+from winnow.cli_options import session_options
 from winnow.errors import UsageError
 from winnow.gateway import daemon, maintenance_cli, queue, snapshots
 
@@ -34,13 +35,7 @@ state_option = click.option(
 
 @click.command()
 @click.argument("pipeline")
-@click.option("--profile", "-p", default=None, help="Profile name or TOML path.")
-@click.option("--input", "inputs", multiple=True, help="Input file, folder or glob; repeatable.")
-@click.option("--output", default=None, help="Where artifacts and manifests go.")
-@state_option
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Profile/stage override.")
-@click.option("--verify", type=click.Choice(["size", "full"]), default=None)
-@click.option("--json", "as_json", is_flag=True, help="Print the queued job as JSON.")
+@session_options
 def enqueue(
     pipeline: str,
     profile: str | None,

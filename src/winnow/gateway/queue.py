@@ -30,8 +30,13 @@ def enqueue(
     state: str | None = None,
     sets: list[str] | None = None,
     verify: str | None = None,
+    submit_to: str | None = None,
 ) -> dict[str, Any]:
-    """Validate a run request (bad input fails here, exit 2) and queue it as PENDING."""
+    """Validate a run request (bad input fails here, exit 2) and queue it as PENDING.
+
+    With ``submit_to`` (a Jobs API address) the gateway submits the job to
+    that Ray cluster instead of running it itself, and follows it there.
+    """
     session = api.resolve_session(pipeline, profile, inputs, output, state, sets)
     sources.discover(session.inputs, session.profile.storage_options)  # missing input: exit 2
     st = session.state
@@ -45,6 +50,8 @@ def enqueue(
         "sets": list(sets or []),
         "verify": verify,
     }
+    if submit_to:
+        request["submit_to"] = submit_to
     record = {
         "job_id": job_id,
         "pipeline": session.pipeline.name,
