@@ -118,6 +118,11 @@ def _run_session(
 @cli.command()
 @click.argument("pipeline")
 @session_options
+@click.option(
+    "--address",
+    default=None,
+    help="Size the pools against this Ray cluster (default: this machine).",
+)
 def plan(
     pipeline: str,
     profile: str | None,
@@ -127,27 +132,42 @@ def plan(
     sets: tuple[str, ...],
     verify: str | None,
     as_json: bool,
+    address: str | None,
 ) -> None:
-    """Dry run: per stage, how many batches will run, be skipped or retried, and why."""
+    """Dry run: per stage, how many batches will run, be skipped or retried, and why;
+    how many actors of each stage the cluster can host."""
+    from winnow.execution.capacity import for_plan
+
     session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
     for note in session.notes:
         _err.print(f"[yellow]note:[/yellow] {escape(note)}")
     the_plan = api.plan(session, verify)
     data = the_plan.to_dict()
+    active = [s["run"] + s["retry"] > 0 for s in data["stages"]]
+    data["capacity"] = cap = for_plan(the_plan.specs, active, address, session.profile.ray_num_cpus)
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return
     table = Table(
         title=f"plan: {data['pipeline']} ({data['profile']}), {data['files']} files, {data['batches']} batches"
     )
-    for col in ("stage", "run", "retry", "skip", "why", "resources"):
+    for col in ("stage", "run", "retry", "skip", "why", "resources", "actors"):
         table.add_column(col)
     for s in data["stages"]:
         why = "; ".join(f"{k}: {v}" for k, v in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
         r = s["resources"]
         res = f"{r['num_cpus']:g} CPU, {r['num_gpus']:g} GPU x {r['min_actors']}-{r['max_actors']}"
-        table.add_row(s["name"], str(s["run"]), str(s["retry"]), str(s["skip"]), why, res)
+        actors = str(cap["actors"].get(s["name"], "-"))
+        table.add_row(s["name"], str(s["run"]), str(s["retry"]), str(s["skip"]), why, res, actors)
     _out.print(table)
+    c = cap["cluster"]
+    _out.print(
+        f"capacity: {c['source']}, {c['nodes']} node(s), {c['CPU']:g} CPU, {c['GPU']:g} GPU; "
+        f"GPUs: {cap['nvml']}",
+        highlight=False,
+    )
+    for problem in cap["problems"]:
+        _err.print(f"[red]cannot run:[/red] {escape(problem)}")
 
 
 @cli.command()

@@ -98,11 +98,22 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
             return
 
 
+def _job_note(job: dict[str, Any]) -> str:
+    ray = job.get("ray")
+    if not ray:
+        return str(job.get("note", ""))
+    text = f"ray {ray.get('submission_id')}"
+    if ray.get("status"):
+        text += f": {ray['status']}"
+    return f"{text}; {job['note']}" if job.get("note") else text
+
+
 def _status_view(data: dict[str, Any]) -> Group:
     q = data["queue"]
     head = (
         f"state {data['state_url']}: pending {q['pending']}, running {q['running']}, "
-        f"succeeded {q['succeeded']}, failed {q['failed']}, cancelled {q['cancelled']}; "
+        f"succeeded {q['succeeded']}, failed {q['failed']}, cancelled {q['cancelled']}, "
+        f"submitted {q['submitted']}; "
         f"failed batches {data['failed_batches']}, quarantined records "
         f"{data['quarantined_records']}"
     )
@@ -117,7 +128,7 @@ def _status_view(data: dict[str, Any]) -> Group:
             str(j.get("wall_s", "")),
             str(j.get("rows_out", "")),
             str(j.get("throughput_rows_s", "")),
-            j.get("note", ""),
+            _job_note(j),
         )
     stages = Table(title="checkpoints by stage")
     for col in ("stage", "succeeded", "failed", "rows in", "rows out", "quarantined"):

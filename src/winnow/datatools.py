@@ -47,9 +47,31 @@ def job_summary(record: dict[str, Any]) -> dict[str, Any]:
         out["counts"] = record["counts"]
     if record.get("poison_batches"):
         out["poison_batches"] = record["poison_batches"]
-    if record.get("status") == "RUNNING" and not _alive(record):
+    if record.get("ray"):
+        out["ray"] = ray_view(record)
+    elif record.get("status") == "RUNNING" and not _alive(record):
         out["note"] = "its process is gone (killed?); rerun the same command to finish"
+    ray = out.get("ray") or {}
+    if ray.get("note"):
+        out["note"] = ray["note"]
     return out
+
+
+def ray_view(record: dict[str, Any]) -> dict[str, Any]:
+    """A submitted job's Ray side; Ray is asked only while our record is unfinished."""
+    info = record["ray"]
+    view = {"submission_id": info.get("submission_id"), "dashboard_url": info.get("dashboard_url")}
+    if record.get("status") in ("SUBMITTED", "RUNNING"):
+        from winnow.execution.submit import ray_status
+
+        live = ray_status(record) or {}
+        view.update(live)
+        if live.get("status") in ("FAILED", "STOPPED", "SUCCEEDED"):
+            view["note"] = (
+                f"Ray says the job is {live['status']} but its record was never finished "
+                f"(driver lost): {live.get('message', '')}".strip()
+            )
+    return view
 
 
 def _alive(record: dict[str, Any]) -> bool:
@@ -107,6 +129,7 @@ def status(state: State, recent: int = 10) -> dict[str, Any]:
             "succeeded": queue["succeeded"],
             "failed": queue["failed"],
             "cancelled": queue["cancelled"],
+            "submitted": queue["submitted"],
         },
         "jobs": [job_summary(j) for j in jobs[:recent]],
         "stages": stages,
@@ -139,6 +162,7 @@ def inspect_job(state: State, job_id: str) -> dict[str, Any]:
     journal = state.read_events(job_id)
     return {
         "job": record,
+        "ray": ray_view(record) if record.get("ray") else None,
         "timings": timings,
         "events": dict(Counter(e.get("type", "?") for e in journal.events)),
         "journal_torn": journal.torn,
@@ -158,6 +182,14 @@ def job_markdown(info: dict[str, Any]) -> str:
         f"- rows in: {job.get('rows_in')}  rows out: {job.get('rows_out')}  "
         f"bad records: {job.get('bad_records')}",
         f"- output manifest: {job.get('manifest')}",
+    ]
+    ray = info.get("ray")
+    if ray:
+        lines.append(
+            f"- Ray job: `{ray.get('submission_id')}` at {ray.get('dashboard_url')}"
+            + (f", Ray status **{ray['status']}**" if ray.get("status") else "")
+        )
+    lines += [
         "",
         "## State before / after / delta",
         "",

@@ -90,3 +90,31 @@ def test_signal_stops_cleanly_with_exit_130_and_rerun_finishes(tmp_path: Path, d
     resumed = run_json(*args)
     assert resumed["status"] == "SUCCEEDED"
     assert resumed["counts"]["pace"]["skipped"] >= done
+
+
+def test_a_finished_stage_frees_its_cpus_and_the_next_pool_grows(tmp_path: Path, demo_inputs):
+    """2 CPUs: pace (1 CPU) and upper (1 CPU, up to 2 actors) start with one actor
+    each. Once every batch is past pace, its actor is stopped and upper, still
+    backlogged, grows to two actors."""
+    common = [
+        "tests/pipelines/paced.py",
+        *[a for p in demo_inputs for a in ("--input", p)],
+        "--set", "batch_rows=150",
+        "--set", "ray_num_cpus=2",
+        "--set", "max_in_flight=64",
+        "--set", "pace.num_cpus=1",
+        "--set", "upper.num_cpus=1",
+        "--set", "upper.max_actors=2",
+    ]  # fmt: skip
+    grown = run_json(
+        "run", *common, "--set", "upper.delay_s=0.25",
+        "--state", str(tmp_path / "s1"), "--output", str(tmp_path / "o1"),
+    )  # fmt: skip
+    assert grown["status"] == "SUCCEEDED"
+    from winnow import api
+
+    st = api.open_state(str(tmp_path / "s1"))
+    pids = {r["pid"] for r in st.checkpoints().load("upper").records.values()}
+    assert len(pids) == 2, pids
+    kinds = [e["type"] for e in st.read_events(grown["job_id"]).events]
+    assert "pool_retired" in kinds and "pool_grown" in kinds

@@ -49,12 +49,14 @@ class Upper(Stage):
     resources = Resources(num_cpus=0.5, max_actors=1)
 
     setup_error: str = ""  # when set, setup() raises it (a missing model, an absent GPU)
+    delay_s: float = 0.0
 
     def setup(self) -> None:
         if self.setup_error:
             raise RuntimeError(self.setup_error)
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        time.sleep(self.delay_s)
         text = pc.utf8_upper(batch.column("text"))
         return batch.set_column(batch.schema.get_field_index("text"), "text", text)
 

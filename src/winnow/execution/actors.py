@@ -21,6 +21,7 @@ import pyarrow as pa
 import ray
 
 from winnow.errors import IntegrityError
+from winnow.execution import telemetry
 from winnow.stage import Stage
 from winnow.storage import sources
 from winnow.storage.artifacts import ArtifactStore
@@ -136,7 +137,12 @@ class StageWorker:
         self.fmt = fmt
         self.compression = compression
         self.node = socket.gethostname()
+        self.node_id = ray.get_runtime_context().get_node_id()
         self.stage.setup()
+        gpus = ray.get_gpu_ids()
+        self.gpu_sampler = telemetry.GpuSampler(stage.stage_name, gpus) if gpus else None
+        if self.gpu_sampler is not None:
+            self.gpu_sampler.start()
 
     def ready(self) -> str:
         return ray.get_runtime_context().get_node_id()
@@ -157,14 +163,25 @@ class StageWorker:
         record: dict[str, Any] = {
             "key": key,
             "node": self.node,
+            "node_id": self.node_id,
             "pid": os.getpid(),
             "started_at": started,
         }
         if source_meta is not None:
             record["source_meta"] = source_meta
+        result = self._run(record, data)
+        telemetry.record_batch(self.stage.stage_name, result[0], self._bytes_in)
+        return result[0], result[1] if keep_output else None
+
+    def _run(
+        self, record: dict[str, Any], data: Any
+    ) -> tuple[dict[str, Any], pa.RecordBatch | None]:
+        started = record["started_at"]
+        self._bytes_in = 0
         try:
             batch = self._load(data)
             record["rows_in"] = batch.num_rows
+            self._bytes_in = batch.nbytes
             t0 = time.perf_counter()
             out = self.stage.process(batch)
             if isinstance(out, pa.Table):
@@ -193,7 +210,7 @@ class StageWorker:
             rows_out=out.num_rows,
             duration_s=time.time() - started,
         )
-        return record, out if keep_output else None
+        return record, out
 
     def _load(self, data: Any) -> pa.RecordBatch:
         if isinstance(data, pa.RecordBatch):
@@ -203,4 +220,6 @@ class StageWorker:
         raise TypeError(f"unexpected stage input {type(data).__name__}")
 
     def shutdown(self) -> None:
+        if self.gpu_sampler is not None:
+            self.gpu_sampler.close()
         self.stage.teardown()

@@ -14,6 +14,7 @@ from typing import Any
 import ray
 
 from winnow.errors import ConfigError, UsageError
+from winnow.execution.capacity import Capacity, fit_pools
 from winnow.pipeline import StageSpec
 
 
@@ -77,57 +78,20 @@ def register_pipeline_code(specs: list[StageSpec]) -> None:
             cloudpickle.register_pickle_by_value(module)
 
 
+def cluster_capacity() -> Capacity:
+    """What the connected Ray cluster has: totals and the largest single node."""
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    per_node = [n.get("Resources", {}) for n in nodes]
+    return Capacity.of(per_node, source="Ray cluster")
+
+
 def size_pools(specs: list[StageSpec], active: list[bool]) -> dict[str, int]:
     """Actors per stage: as many as wanted, within what the cluster can host.
 
     Raises:
         ConfigError: a stage's request can never be met on this cluster.
     """
-    total = ray.cluster_resources()
-    cpus = float(total.get("CPU", 0))
-    gpus = float(total.get("GPU", 0))
-    sizes: dict[str, int] = {}
-    for spec, on in zip(specs, active, strict=True):
-        if not on:
-            continue
-        r = spec.resources
-        if r.num_gpus > 0 and gpus < r.num_gpus:
-            raise ConfigError(
-                f"stage {spec.name!r} asks for {r.num_gpus} GPU per actor but the Ray cluster has "
-                f"{gpus:g} GPUs. Use a profile without GPU requests (--profile local-cpu) or "
-                f"--set {spec.name}.num_gpus=0, or run on a cluster with GPUs."
-            )
-        if r.num_cpus > cpus:
-            raise ConfigError(
-                f"stage {spec.name!r} asks for {r.num_cpus} CPUs per actor but the Ray cluster has "
-                f"{cpus:g}. Lower it with --set {spec.name}.num_cpus=..."
-            )
-        sizes[spec.name] = r.max_actors
-    by_name = {s.name: s for s in specs}
-
-    def need(kind: str) -> float:
-        attr = "num_cpus" if kind == "CPU" else "num_gpus"
-        return sum(getattr(by_name[n].resources, attr) * k for n, k in sizes.items())
-
-    # Shrink the largest pools first until every actor fits at once, so no
-    # actor waits forever for a CPU another stage holds.
-    for kind, have in (("CPU", cpus), ("GPU", gpus)):
-        while need(kind) > have + 1e-9:
-            attr = "num_cpus" if kind == "CPU" else "num_gpus"
-            candidates = [
-                n
-                for n, k in sizes.items()
-                if k > by_name[n].resources.min_actors and getattr(by_name[n].resources, attr) > 0
-            ]
-            if not candidates:
-                wants = ", ".join(
-                    f"{n}: {k} x {getattr(by_name[n].resources, attr):g}" for n, k in sizes.items()
-                )
-                raise ConfigError(
-                    f"the stages' actors need {need(kind):g} {kind} at once ({wants}) but the "
-                    f"cluster has {have:g}. Lower num_cpus/min_actors in the profile's "
-                    "[stages.<name>] tables, or use a bigger cluster."
-                )
-            biggest = max(candidates, key=lambda n: sizes[n])
-            sizes[biggest] -= 1
+    sizes, problems = fit_pools(specs, active, cluster_capacity())
+    if problems:
+        raise ConfigError(problems[0])
     return sizes

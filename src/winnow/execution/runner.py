@@ -9,12 +9,9 @@ verified the artifact.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
 import itertools
-import json
 import random
-import sys
 import threading
 import time
 from collections import deque
@@ -23,18 +20,31 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import GetTimeoutError, RayActorError, RayError, RayTaskError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from winnow.errors import StageFailed
-from winnow.execution.actors import SourceReader, StageWorker
+from winnow.execution import telemetry
+from winnow.execution.actors import SourceReader
 from winnow.execution.cluster import register_pipeline_code, size_pools
 from winnow.execution.outcome import Outcome, Progress, StageCounts, count_skips
+from winnow.execution.pools import (
+    IDLE,
+    READY_TIMEOUT_S,
+    SCALE_EVERY_S,
+    Pool,
+    create_actor,
+    evict_idle_except,
+    fits_now,
+    reader_key,
+    short_cause,
+    stage_key,
+    start_pools,
+    take_idle,
+)
 from winnow.plan import RETRY, SKIP, BatchPlan, Plan
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.checkpoints import FAILED, SUCCEEDED, CheckpointStore
 from winnow.storage.state import State, event
-
-READY_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -48,6 +58,9 @@ class Flight:
     meta: Any = None
     attempts: dict[int, int] = field(default_factory=dict)
     final: dict[str, Any] | None = None
+    # The committed artifact this stage's input came from: a retry reads it
+    # back instead of an object ref that may have died with its node.
+    input_artifact: dict[str, Any] | None = None
 
 
 class Runner:
@@ -83,6 +96,8 @@ class Runner:
         self.abort = False
         self.reuse = reuse  # keep actors for the next job in this process (the gateway)
         self._last_flush = time.monotonic()
+        self._starved_since: dict[int, float] = {}
+        self._last_scale = time.monotonic()
 
     # -- setup -------------------------------------------------------------
     def _start_actors(self) -> None:
@@ -91,43 +106,25 @@ class Runner:
         ]
         sizes = size_pools(self.specs, active)
         register_pipeline_code(self.specs)
-        worker: Any = ray.remote(StageWorker)
-        self.pools: dict[str, list[Any]] = {}
+        self.pools: dict[str, Pool] = {}
         self._keys: dict[str, tuple[Any, ...]] = {}
-        wanted = {spec.name: _stage_key(spec, self.artifacts, self.profile) for spec in self.specs}
-        reader_key = _reader_key(self.plan, self.artifacts)
+        wanted = {spec.name: stage_key(spec, self.artifacts, self.profile) for spec in self.specs}
+        readers_key = reader_key(self.plan, self.artifacts)
         if self.reuse:
-            _evict_idle_except({*wanted.values(), reader_key})
-        ready: list[tuple[str, Any]] = []
+            evict_idle_except({*wanted.values(), readers_key})
         for spec in self.specs:
-            n = sizes.get(spec.name, 0)
             self._keys[spec.name] = wanted[spec.name]
-            actors = _take_idle(wanted[spec.name], n) if self.reuse else []
-            for i in range(len(actors), n):
-                r = spec.resources
-                actor = worker.options(
-                    name=f"winnow:{self.job_id}:{spec.name}:{i}",
-                    num_cpus=r.num_cpus,
-                    num_gpus=r.num_gpus,
-                    memory=r.memory_mb * 1024 * 1024 if r.memory_mb else None,
-                    max_restarts=3,
-                    max_task_retries=0,
-                ).remote(
-                    spec.stage,
-                    self.artifacts,
-                    self.profile.artifact_format,
-                    self.profile.compression,
-                )
-                actors.append(actor)
-            ready.extend((spec.name, a.ready.remote()) for a in actors)
-            self.pools[spec.name] = actors
-        self.outstanding_per_actor = {n: [0] * len(a) for n, a in self.pools.items()}
+        idle = {
+            s.name: take_idle(wanted[s.name], sizes.get(s.name, 0)) if self.reuse else []
+            for s in self.specs
+        }
+        starting = start_pools(self.specs, sizes, idle, self.job_id, self.artifacts, self.profile)
         self.readers = []
-        self._keys["read"] = reader_key
+        self._keys["read"] = readers_key
         if any(bp.first_run == 0 for bp in self.plan.batches):
             reader_cls: Any = ray.remote(SourceReader)
             wanted_readers = self.profile.reader_actors
-            self.readers = _take_idle(reader_key, wanted_readers) if self.reuse else []
+            self.readers = take_idle(readers_key, wanted_readers) if self.reuse else []
             self.readers += [
                 reader_cls.options(
                     name=f"winnow:{self.job_id}:read:{i}", num_cpus=0, max_restarts=3
@@ -139,27 +136,20 @@ class Runner:
                 )
                 for i in range(len(self.readers), wanted_readers)
             ]
-        for name, ref in ready:
-            try:
-                ray.get(ref, timeout=READY_TIMEOUT_S)
-            except RayActorError as exc:
-                raise StageFailed(
-                    f"stage {name!r} could not start: its setup() failed: {_cause(exc)}",
-                    error_type="SetupFailed",
-                ) from None
-            except GetTimeoutError:
-                raise StageFailed(
-                    f"stage {name!r}: no actor started within {READY_TIMEOUT_S:.0f}s; the cluster "
-                    "cannot place its resource request (see `winnow plan`)",
-                    error_type="Unschedulable",
-                ) from None
+        self.pools, dropped = starting.wait()
+        if dropped:
+            self.events.append(event("pools_shrunk", self.job_id, dropped=dropped))
 
     def _stop_actors(self) -> None:
         keep = self.reuse and not self.abort and not self.stop.is_set()
-        groups = [*getattr(self, "pools", {}).items(), ("read", getattr(self, "readers", []))]
+        pools = getattr(self, "pools", {})
+        groups = [
+            *((n, p.actors) for n, p in pools.items()),
+            ("read", getattr(self, "readers", [])),
+        ]
         for name, actors in groups:
             if keep and actors:
-                _IDLE.setdefault(self._keys[name], []).extend(actors)
+                IDLE.setdefault(self._keys[name], []).extend(actors)
                 continue
             for actor in actors:
                 ray.kill(actor, no_restart=True)
@@ -210,18 +200,23 @@ class Runner:
                     self._enter_stage(flight, queues, retry=True)
                 for i, queue in queues.items():
                     self._dispatch(i, queue, outstanding)
+                self._autoscale(todo, waiting, queues, outstanding)
             if not outstanding:
                 if stopping or (not todo and not waiting and not any(queues.values())):
                     break
                 if waiting and not any(queues.values()):
                     time.sleep(max(0.0, min(0.2, waiting[0][0] - time.monotonic())))
+                elif any(queues.values()):
+                    time.sleep(0.05)  # work queued for actors that are being restarted
                 continue
             ready, _ = ray.wait(list(outstanding), num_returns=len(outstanding), timeout=0.1)
             for ref in ready:
                 flight, actor_idx, out_ref = outstanding.pop(ref)
-                name = self.names[flight.stage]
-                self.outstanding_per_actor[name][actor_idx] -= 1
+                pool = self.pools[self.names[flight.stage]]
+                pool.load[actor_idx] -= 1
                 result = self._result(ref, flight)
+                if result.get("error", {}).get("type") == "WorkerDied":
+                    pool.lost(actor_idx)
                 finished = self._handle(flight, result, out_ref, queues, waiting, tie)
                 if finished:
                     in_flight -= 1
@@ -252,11 +247,14 @@ class Runner:
             reader, handle, _ = streams[flight.plan.source.file.identity]
             flight.meta, flight.data = reader.next.options(num_returns=2).remote(handle)
         else:
-            flight.data = {"artifact": flight.plan.prior[first - 1]["artifact"]}  # type: ignore[index]
+            flight.input_artifact = flight.plan.prior[first - 1]["artifact"]  # type: ignore[index]
+            flight.data = {"artifact": flight.input_artifact}
         queues[first].append(flight)
 
     def _enter_stage(self, flight: Flight, queues: dict[int, deque[Flight]], retry: bool) -> None:
-        if retry and flight.stage == 0:
+        if retry and flight.stage > 0 and flight.input_artifact is not None:
+            flight.data = {"artifact": flight.input_artifact}
+        elif retry and flight.stage == 0:
             src = flight.plan.source
             reader: Any = random.choice(self.readers)
             flight.meta, flight.data = reader.read_one.options(num_returns=2).remote(
@@ -265,12 +263,12 @@ class Runner:
         queues[flight.stage].append(flight)
 
     def _dispatch(self, i: int, queue: deque[Flight], outstanding: dict[Any, Any]) -> None:
-        name = self.names[i]
-        load = self.outstanding_per_actor[name]
-        actors = self.pools[name]
+        pool = self.pools[self.names[i]]
+        pool.check()
+        self._watch_starved(i, queue, pool)
         while queue:
-            idx = min(range(len(load)), key=load.__getitem__)
-            if load[idx] >= 2:
+            idx = pool.pick()
+            if idx is None:
                 return
             flight = queue.popleft()
             key = flight.plan.keys[i]
@@ -278,10 +276,69 @@ class Runner:
             actions = flight.plan.actions
             keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
             rec_ref, out_ref = (
-                actors[idx].run.options(num_returns=2).remote(key, flight.data, meta, keep)
+                pool.actors[idx].run.options(num_returns=2).remote(key, flight.data, meta, keep)
             )
-            load[idx] += 1
+            pool.load[idx] += 1
             outstanding[rec_ref] = (flight, idx, out_ref)
+
+    def _autoscale(
+        self,
+        todo: deque[Flight],
+        waiting: list[tuple[float, int, Flight]],
+        queues: dict[int, deque[Flight]],
+        outstanding: dict[Any, tuple[Flight, int, Any]],
+    ) -> None:
+        """Every few seconds: stop the pools of stages no batch will reach again
+        (freeing their CPUs/GPUs), and grow a backlogged pool by one actor, up to
+        its max_actors, when the cluster has room for it now."""
+        now = time.monotonic()
+        if now - self._last_scale < SCALE_EVERY_S:
+            return
+        self._last_scale = now
+        lowest = min(
+            [
+                *(f.plan.first_run for f in todo),
+                *(f.stage for _, _, f in waiting),
+                *(i for i, q in queues.items() if q),
+                *(f.stage for f, _, _ in outstanding.values()),
+            ],
+            default=len(self.specs),
+        )
+        for i, spec in enumerate(self.specs):
+            pool = self.pools.get(spec.name)
+            if pool is None or not pool.actors:
+                continue
+            if i < lowest and not self.reuse and pool.live():
+                self.events.append(
+                    event("pool_retired", self.job_id, stage=spec.name, actors=pool.retire())
+                )
+                continue
+            backlog = len(queues[i]) > 0 and pool.pick() is None
+            if (
+                backlog
+                and len(pool.actors) < spec.resources.max_actors
+                and not pool.starting()
+                and fits_now(spec.resources)
+            ):
+                idx = len(pool.actors)
+                pool.add(create_actor(spec, idx, self.job_id, self.artifacts, self.profile))
+                self.events.append(
+                    event("pool_grown", self.job_id, stage=spec.name, actors=idx + 1)
+                )
+
+    def _watch_starved(self, i: int, queue: deque[Flight], pool: Pool) -> None:
+        """Fail with a clear error when a stage has work but no live actor for long."""
+        if not queue or pool.live():
+            self._starved_since.pop(i, None)
+            return
+        since = self._starved_since.setdefault(i, time.monotonic())
+        if time.monotonic() - since > READY_TIMEOUT_S:
+            raise StageFailed(
+                f"stage {self.names[i]!r} has work but none of its {len(pool.actors)} actors came "
+                f"back within {READY_TIMEOUT_S:.0f}s after they died: the cluster lost the "
+                "capacity to host them (see `winnow plan --address ...`); rerun to resume",
+                error_type="Unschedulable",
+            )
 
     def _result(self, ref: Any, flight: Flight) -> dict[str, Any]:
         try:
@@ -300,7 +357,7 @@ class Runner:
         except RayActorError as exc:
             return {
                 "status": FAILED,
-                "error": {"type": "WorkerDied", "message": _cause(exc), "traceback": ""},
+                "error": {"type": "WorkerDied", "message": short_cause(exc), "traceback": ""},
             }
         except RayError as exc:
             return {
@@ -346,6 +403,7 @@ class Runner:
                     "process_s",
                     "commit_s",
                     "node",
+                    "node_id",
                     "pid",
                     "rows_in",
                     "rows_out",
@@ -389,7 +447,12 @@ class Runner:
                 self.finals[flight.order] = record if nxt == i + 1 else bp.prior[-1]
                 return True
             flight.stage = nxt
-            flight.data = out_ref if nxt == i + 1 else {"artifact": bp.prior[nxt - 1]["artifact"]}  # type: ignore[index]
+            if nxt == i + 1:
+                flight.input_artifact = result["artifact"]
+                flight.data = out_ref
+            else:
+                flight.input_artifact = bp.prior[nxt - 1]["artifact"]  # type: ignore[index]
+                flight.data = {"artifact": flight.input_artifact}
             flight.meta = None
             queues[nxt].append(flight)
             return False
@@ -412,6 +475,7 @@ class Runner:
             return True
         if attempt < self.profile.max_attempts and not self.stop.is_set():
             counts.retried += 1
+            telemetry.record_retry(name)
             delay = self.profile.retry_backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
             self.events.append(
                 event(
@@ -463,67 +527,3 @@ class Runner:
         self.checkpoints.flush()
         events, self.events = self.events, []
         self.state.append_events(events)
-
-
-# Actors kept between jobs of one long-lived driver (the gateway), by what they
-# were built from: a job with the same stage code, parameters, resources and
-# artifact store reuses them instead of starting new worker processes.
-_IDLE: dict[tuple[Any, ...], list[Any]] = {}
-
-
-def _code_hash(obj: Any) -> str:
-    module = sys.modules.get(type(obj).__module__)
-    path = getattr(module, "__file__", None)
-    try:
-        with open(path or "", "rb") as fh:
-            return hashlib.sha256(fh.read()).hexdigest()
-    except OSError:
-        return type(obj).__module__
-
-
-def _stage_key(spec: Any, artifacts: ArtifactStore, profile: Any) -> tuple[Any, ...]:
-    r = spec.resources
-    return (
-        "stage",
-        spec.stage.fingerprint(),
-        _code_hash(spec.stage),
-        (r.num_cpus, r.num_gpus, r.memory_mb),
-        artifacts.root_url,
-        json.dumps(artifacts.storage_options, sort_keys=True, default=str),
-        profile.artifact_format,
-        profile.compression,
-    )
-
-
-def _reader_key(plan: Plan, artifacts: ArtifactStore) -> tuple[Any, ...]:
-    profile = plan.profile
-    return (
-        "read",
-        str(plan.pipeline.schema),
-        profile.on_bad_record,
-        artifacts.root_url,
-        json.dumps(profile.storage_options, sort_keys=True, default=str),
-    )
-
-
-def _take_idle(key: tuple[Any, ...], n: int) -> list[Any]:
-    idle = _IDLE.pop(key, [])
-    for actor in idle[n:]:
-        ray.kill(actor, no_restart=True)
-    return idle[:n]
-
-
-def _evict_idle_except(keys: set[tuple[Any, ...]]) -> None:
-    """Free the resources idle actors hold unless this job can use them."""
-    for key in [k for k in _IDLE if k not in keys]:
-        for actor in _IDLE.pop(key):
-            ray.kill(actor, no_restart=True)
-
-
-def release_idle_actors() -> None:
-    _evict_idle_except(set())
-
-
-def _cause(exc: BaseException) -> str:
-    text = str(exc)
-    return text.strip().splitlines()[-1][:500] if text.strip() else type(exc).__name__

@@ -130,8 +130,12 @@ def submit(
     job_id: str,
     pip: list[str],
     profile_file: str | None,
+    keep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Submit the resolved session; record it in the state; return the job record."""
+    """Submit the resolved session; record it in the state; return the job record.
+
+    ``keep``: fields of a queued record to carry over (request, attempts ...).
+    """
     opts = session.profile.storage_options
     notes: list[str] = []
     local: list[str] = []
@@ -188,6 +192,7 @@ def submit(
             runtime_env["pip"] = list(pip)
         submission_id = f"winnow-{job_id}"
         record = {
+            **(keep or {}),
             "job_id": job_id,
             "pipeline": session.pipeline.name,
             "pipeline_file": session.pipeline_file,
@@ -236,9 +241,7 @@ def submit(
     return record
 
 
-def follow(
-    address: str, token: str | None, submission_id: str, echo: Callable[[str], None]
-) -> str:
+def follow(address: str, token: str | None, submission_id: str, echo: Callable[[str], None]) -> str:
     """Stream the job's logs until it ends; return Ray's final status."""
     jobs = client(address, token)
 
@@ -296,5 +299,6 @@ def mark_lost(state: State, record: dict[str, Any], ray_state: dict[str, Any]) -
         },
     )
     state.write_job(record)
-    state.append_events([event("job_finished", record["job_id"], status="FAILED", error="RayJobEnded")])
-
+    state.append_events(
+        [event("job_finished", record["job_id"], status="FAILED", error="RayJobEnded")]
+    )

@@ -35,7 +35,7 @@ from prometheus_client import Counter as PromCounter
 
 from winnow import api
 from winnow.errors import UsageError
-from winnow.gateway import journal, queue, snapshots
+from winnow.gateway import cluster_jobs, journal, queue, snapshots
 from winnow.storage.fs import join, write_atomic
 from winnow.storage.locks import LockHeld
 from winnow.storage.state import State, now_iso
@@ -44,6 +44,7 @@ log = logging.getLogger("winnow.gateway")
 DEFAULT_RUN_DIR = ".winnow/gateway"
 DEFAULT_PORT = 8899
 LEASE_S = 300.0
+RECONCILE_EVERY_S = 10.0  # how often submitted jobs are checked with the Ray Jobs API
 
 
 @dataclass
@@ -133,6 +134,9 @@ class Metrics:
             ["stage", "outcome"],
             registry=r,
         )
+        self.submitted = PromCounter(
+            "winnow_gateway_jobs_submitted", "Queued jobs handed to a Ray cluster", registry=r
+        )
         self.job_seconds = Histogram(
             "winnow_gateway_job_seconds",
             "Wall time of finished jobs",
@@ -151,6 +155,7 @@ class Gateway:
         self.stop = threading.Event()
         self.server: ThreadingHTTPServer | None = None
         self._ray_started = False
+        self._last_reconcile = 0.0
 
     # -- lifecycle ---------------------------------------------------------
     def serve(self) -> int:
@@ -208,6 +213,7 @@ class Gateway:
         while not self.stop.is_set():
             jobs = self.state.list_jobs()
             self._requeue_stuck(jobs)
+            self._reconcile(jobs)
             self._publish_depth(jobs)
             self._write_runtime(scheduler="running")
             if time.monotonic() - last_snapshot >= self.settings.snapshot_every_s:
@@ -225,8 +231,8 @@ class Gateway:
         for job in jobs:
             if job.get("status") != queue.RUNNING or job["job_id"] in self.runtime.active:
                 continue
-            if "request" not in job:
-                continue  # a foreground `winnow run`: not ours to restart
+            if "request" not in job or "ray" in job:
+                continue  # a foreground run, or a cluster's (reconciled with Ray instead)
             reason = queue.runner_gone(job, now, self.settings.lease_s)
             if reason:
                 queue.requeue(self.state, job, reason)
@@ -235,9 +241,44 @@ class Gateway:
                     "requeued a stuck job", extra={"fields": {"job": job["job_id"], "why": reason}}
                 )
 
+    def _hand_to_cluster(self, job: dict[str, Any]) -> None:
+        job_id = job["job_id"]
+        job["attempts"] = int(job.get("attempts") or 0) + 1
+        try:
+            record = cluster_jobs.submit_queued(self.settings.state, job)
+        except Exception as exc:  # a bad job must not take the scheduler down
+            log.error("job submit failed", extra={"fields": {"job": job_id, "error": repr(exc)}})
+            job.update(
+                status="FAILED",
+                finished_at=now_iso(),
+                error={"type": type(exc).__name__, "message": str(exc)},
+            )
+            self.state.write_job(job)
+            self.metrics.finished.labels("FAILED").inc()
+            return
+        self.metrics.submitted.inc()
+        log.info(
+            "job submitted to the cluster",
+            extra={"fields": {"job": job_id, "ray": record["ray"]["submission_id"]}},
+        )
+
+    def _reconcile(self, jobs: list[dict[str, Any]]) -> None:
+        if time.monotonic() - self._last_reconcile < RECONCILE_EVERY_S:
+            return
+        self._last_reconcile = time.monotonic()
+        for job_id, ray_status in cluster_jobs.reconcile(self.state, jobs):
+            self.metrics.finished.labels("FAILED").inc()
+            log.warning(
+                "a submitted job ended on the cluster without finishing its record",
+                extra={"fields": {"job": job_id, "ray_status": ray_status}},
+            )
+
     def _run(self, job: dict[str, Any]) -> None:
         job_id = job["job_id"]
         request = job["request"]
+        if request.get("submit_to"):
+            self._hand_to_cluster(job)
+            return
         job["attempts"] = int(job.get("attempts") or 0) + 1
         job.update(status=queue.RUNNING, claimed_at=now_iso(), host=socket.gethostname())
         job.update(pid=os.getpid(), heartbeat_at=now_iso())

@@ -74,7 +74,7 @@ def depth(jobs: list[dict[str, Any]]) -> dict[str, int]:
         status = job.get("status")
         if status == PENDING:
             counts["pending"] += 1
-        elif status == RUNNING:
+        elif status in (RUNNING, "SUBMITTED"):  # SUBMITTED: running on a Ray cluster
             counts["running"] += 1
         elif status == "SUCCEEDED":
             counts["done"] += 1
