@@ -18,6 +18,7 @@ those processes (found by the cluster's own temp dir), nothing else of Ray's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -54,8 +55,10 @@ def up(args: argparse.Namespace) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     if (root / "cluster.json").exists():
         sys.exit(f"a loopback cluster is already recorded in {root}/cluster.json: run `down` first")
-    # Socket paths must stay short, so the temp dir is not under `root`.
-    temp = f"/tmp/wnl-{args.port}"
+    # Socket paths must stay short, so the temp dirs are not under `root`. Each
+    # node has its own, as separate machines would: sharing one makes every
+    # node's log monitor echo every worker's output.
+    temp = f"/tmp/wnl-{args.port}/"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
     token_path = root / "auth_token"
     if args.no_auth:
@@ -82,7 +85,6 @@ def up(args: argparse.Namespace) -> dict:
     }
     common = [
         f"--node-ip-address={HOST}",
-        f"--temp-dir={temp}",
         f"--object-store-memory={args.object_store_mb * 1024 * 1024}",
         "--min-worker-port=0",
         "--max-worker-port=0",
@@ -102,6 +104,7 @@ def up(args: argparse.Namespace) -> dict:
         f"--ray-client-server-port={args.client_port}",
         "--resources={\"winnow_head\": 1}",
         *[f"--{k}={v}" for k, v in head_ports.items()],
+        f"--temp-dir={temp}head",
         *common,
     ]
     _start(head, env, root / "head.log")
@@ -118,6 +121,7 @@ def up(args: argparse.Namespace) -> dict:
             f"--num-gpus={gpus}",
             f"--resources={json.dumps(resources)}",
             *[f"--{k_}={v}" for k_, v in ports.items()],
+            f"--temp-dir={temp}worker{k}",
             *common,
         ]
         _start(cmd, env, root / f"worker{k}.log")
@@ -160,7 +164,7 @@ def _wait_ready(info: dict, nodes: int, env: dict[str, str], timeout: float = 90
 
 
 def _pids(temp: str) -> list[int]:
-    """Every process started for this cluster: their command lines name its temp dir."""
+    """Every process started for this cluster: their command lines name its temp dirs."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -184,10 +188,8 @@ def down(args: argparse.Namespace) -> None:
     pids = _pids(info["temp_dir"])
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and (pids := _pids(info["temp_dir"])):
             time.sleep(0.2)

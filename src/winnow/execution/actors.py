@@ -78,6 +78,9 @@ class SourceReader:
         self.storage_options = storage_options
         self.streams: dict[str, _Stream] = {}
 
+    def ready(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
     def open(self, handle: str, file: sources.SourceFile, ranges: list[tuple[int, int]]) -> None:
         ranges = sorted(ranges)
         self.streams[handle] = _Stream(file, ranges, self._read(file, ranges))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sys
 import time
 from typing import Any
@@ -43,6 +44,11 @@ class Pool:
         free = [i for i in range(len(self.actors)) if i not in self.down]
         free = [i for i in free if self.load[i] < MAX_PER_ACTOR]
         return min(free, key=self.load.__getitem__) if free else None
+
+    def any_live(self) -> int:
+        """A random live actor (any actor when none is known to be live)."""
+        live = [i for i in range(len(self.actors)) if i not in self.down]
+        return random.choice(live or list(range(len(self.actors))))
 
     def live(self) -> int:
         return len(self.actors) - len(self.down)

@@ -20,13 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from winnow.errors import StageFailed
 from winnow.execution import telemetry
 from winnow.execution.actors import SourceReader
 from winnow.execution.cluster import register_pipeline_code, size_pools
-from winnow.execution.outcome import Outcome, Progress, StageCounts, count_skips
+from winnow.execution.failures import INFRA_ERRORS, MAX_INFRA_RETRIES, fetch_result
+from winnow.execution.outcome import (
+    Outcome,
+    Progress,
+    StageCounts,
+    checkpoint_record,
+    count_skips,
+)
 from winnow.execution.pools import (
     IDLE,
     READY_TIMEOUT_S,
@@ -36,7 +42,6 @@ from winnow.execution.pools import (
     evict_idle_except,
     fits_now,
     reader_key,
-    short_cause,
     stage_key,
     start_pools,
     take_idle,
@@ -61,6 +66,8 @@ class Flight:
     # The committed artifact this stage's input came from: a retry reads it
     # back instead of an object ref that may have died with its node.
     input_artifact: dict[str, Any] | None = None
+    reader: int | None = None  # the reader actor that read a stage-0 input
+    infra: int = 0  # failures of the cluster (an actor or node lost), not of the batch
 
 
 class Runner:
@@ -136,6 +143,7 @@ class Runner:
                 )
                 for i in range(len(self.readers), wanted_readers)
             ]
+        self.reader_pool = Pool(self.readers)
         self.pools, dropped = starting.wait()
         if dropped:
             self.events.append(event("pools_shrunk", self.job_id, dropped=dropped))
@@ -214,9 +222,15 @@ class Runner:
                 flight, actor_idx, out_ref = outstanding.pop(ref)
                 pool = self.pools[self.names[flight.stage]]
                 pool.load[actor_idx] -= 1
-                result = self._result(ref, flight)
-                if result.get("error", {}).get("type") == "WorkerDied":
-                    pool.lost(actor_idx)
+                result = fetch_result(ref)
+                kind = result.get("error", {}).get("type")
+                if kind in INFRA_ERRORS:
+                    # The actor, or for a source read the reader, may be gone.
+                    reader_lost = flight.stage == 0 and flight.reader is not None
+                    if kind == "WorkerDied" or not reader_lost:
+                        pool.lost(actor_idx)
+                    if reader_lost:
+                        self.reader_pool.lost(flight.reader)  # type: ignore[arg-type]
                 finished = self._handle(flight, result, out_ref, queues, waiting, tie)
                 if finished:
                     in_flight -= 1
@@ -230,11 +244,11 @@ class Runner:
                 by_file.setdefault(f.plan.source.file.identity, []).append(f)
         streams: dict[str, tuple[Any, str, int]] = {}
         for n, (identity, flights) in enumerate(by_file.items()):
-            reader: Any = self.readers[n % len(self.readers)]
+            idx = n % len(self.readers)
             handle = f"{identity[:16]}-{n}"
             ranges = [(f.plan.source.start, f.plan.source.stop) for f in flights]
-            reader.open.remote(handle, flights[0].plan.source.file, ranges)
-            streams[identity] = (reader, handle, len(flights))
+            self.readers[idx].open.remote(handle, flights[0].plan.source.file, ranges)
+            streams[identity] = (idx, handle, len(flights))
         return streams
 
     def _enter(
@@ -243,8 +257,9 @@ class Runner:
         first = flight.plan.first_run
         flight.stage = first
         if first == 0:
-            reader: Any
-            reader, handle, _ = streams[flight.plan.source.file.identity]
+            idx, handle, _ = streams[flight.plan.source.file.identity]
+            flight.reader = idx
+            reader: Any = self.readers[idx]
             flight.meta, flight.data = reader.next.options(num_returns=2).remote(handle)
         else:
             flight.input_artifact = flight.plan.prior[first - 1]["artifact"]  # type: ignore[index]
@@ -256,7 +271,8 @@ class Runner:
             flight.data = {"artifact": flight.input_artifact}
         elif retry and flight.stage == 0:
             src = flight.plan.source
-            reader: Any = random.choice(self.readers)
+            flight.reader = self.reader_pool.any_live()
+            reader: Any = self.readers[flight.reader]
             flight.meta, flight.data = reader.read_one.options(num_returns=2).remote(
                 src.file, src.start, src.stop
             )
@@ -265,6 +281,8 @@ class Runner:
     def _dispatch(self, i: int, queue: deque[Flight], outstanding: dict[Any, Any]) -> None:
         pool = self.pools[self.names[i]]
         pool.check()
+        if i == 0:
+            self.reader_pool.check()
         self._watch_starved(i, queue, pool)
         while queue:
             idx = pool.pick()
@@ -340,31 +358,6 @@ class Runner:
                 error_type="Unschedulable",
             )
 
-    def _result(self, ref: Any, flight: Flight) -> dict[str, Any]:
-        try:
-            result: dict[str, Any] = ray.get(ref)
-            return result
-        except RayTaskError as exc:  # the input (a source read) failed
-            cause = exc.cause if exc.cause is not None else exc
-            return {
-                "status": FAILED,
-                "error": {
-                    "type": type(cause).__name__,
-                    "message": str(cause)[:2000],
-                    "traceback": str(exc)[-8000:],
-                },
-            }
-        except RayActorError as exc:
-            return {
-                "status": FAILED,
-                "error": {"type": "WorkerDied", "message": short_cause(exc), "traceback": ""},
-            }
-        except RayError as exc:
-            return {
-                "status": FAILED,
-                "error": {"type": type(exc).__name__, "message": str(exc)[:2000], "traceback": ""},
-            }
-
     def _handle(
         self,
         flight: Flight,
@@ -383,42 +376,8 @@ class Runner:
         previous = int(prior.get("attempt", 0)) if prior and bp.actions[i] == RETRY else 0
         attempt = flight.attempts.get(i, previous) + 1
         flight.attempts[i] = attempt
-        record: dict[str, Any] = {
-            "stage": name,
-            "key": bp.keys[i],
-            "input_key": bp.keys[i - 1] if i else bp.source.key,
-            "batch": bp.source.key,
-            "source": {
-                "file": bp.source.file.url,
-                "start": bp.source.start,
-                "stop": bp.source.stop,
-            },
-            "attempt": attempt,
-            "job_id": self.job_id,
-            **{
-                k: result.get(k)
-                for k in (
-                    "started_at",
-                    "duration_s",
-                    "process_s",
-                    "commit_s",
-                    "node",
-                    "node_id",
-                    "pid",
-                    "rows_in",
-                    "rows_out",
-                    "metrics",
-                )
-                if k in result
-            },
-        }
-        meta = result.get("source_meta")
-        if meta:
-            record["source_rows"] = meta["rows"]
-            record["bad_records"] = meta.get("bad", 0)
-            if meta.get("quarantine"):
-                record["quarantine"] = meta["quarantine"]
-            counts.bad_records += meta.get("bad", 0)
+        record = checkpoint_record(name, i, bp, attempt, self.job_id, result)
+        counts.bad_records += record.get("bad_records", 0)
         status = result["status"]
         if status == SUCCEEDED:
             record.update(status=SUCCEEDED, artifact=result["artifact"])
@@ -473,10 +432,21 @@ class Runner:
             )
             self.abort = True  # fail fast: an integrity failure means storage is not trustworthy
             return True
-        if attempt < self.profile.max_attempts and not self.stop.is_set():
+        # A lost actor or node is not the batch's fault: it has its own budget,
+        # with backoff long enough for Ray to notice and restart the actor.
+        infra = error["type"] in INFRA_ERRORS
+        flight.infra += infra
+        may_retry = (
+            flight.infra <= MAX_INFRA_RETRIES
+            if infra
+            else attempt - flight.infra < self.profile.max_attempts
+        )
+        if may_retry and not self.stop.is_set():
             counts.retried += 1
             telemetry.record_retry(name)
-            delay = self.profile.retry_backoff_s * 2 ** (attempt - 1) * (0.5 + random.random())
+            tries = flight.infra if infra else attempt - flight.infra
+            base = max(self.profile.retry_backoff_s, 0.5) if infra else self.profile.retry_backoff_s
+            delay = min(30.0, base * 2 ** (tries - 1)) * (0.5 + random.random())
             self.events.append(
                 event(
                     "retry",
