@@ -187,6 +187,22 @@ def test_attached_run_honours_gpu_requests_on_the_fake_gpu_node(
 ) -> None:
     gpu_nodes = {nid for nid, n in _nodes(cluster).items() if n["resourcesTotal"].get("GPU")}
     assert len(gpu_nodes) == 1
+    # `plan` sizes the pools against the cluster before anything runs.
+    plan = run_cli(
+        "plan", "demo", "--profile", "gpu-single", "--input", demo_inputs[0],
+        "--address", cluster["gcs_address"], "--state", str(tmp_path / "state"), "--json",
+        env=cluster["env"],
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr
+    capacity = json.loads(plan.stdout)["capacity"]
+    assert capacity["cluster"]["nodes"] == 3 and capacity["cluster"]["GPU"] == 1
+    assert capacity["actors"]["embed"] == 1 and not capacity["problems"]
+    too_big = run_cli(
+        "plan", "demo", "--profile", "gpu-single", "--set", "embed.num_gpus=2",
+        "--input", demo_inputs[0], "--address", cluster["gcs_address"],
+        "--state", str(tmp_path / "state"), env=cluster["env"],
+    )  # fmt: skip
+    assert "cannot run: stage 'embed' asks for 2 GPU" in " ".join(too_big.stderr.split())
     proc = run_cli(
         "run", "demo", "--profile", "gpu-single", "--set", "batch_rows=1000",
         "--input", demo_inputs[0], "--address", cluster["gcs_address"],
