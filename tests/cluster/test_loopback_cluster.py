@@ -217,6 +217,18 @@ def test_attached_run_honours_gpu_requests_on_the_fake_gpu_node(
     assert proc.stderr.count("GPU telemetry off") == 1, proc.stderr[-3000:]
 
 
+def test_run_attaches_through_ray_client(
+    cluster: dict[str, Any], demo_inputs: list[str], tmp_path: Path
+) -> None:
+    proc = run_cli(
+        "run", "demo", "--profile", "local-cpu", "--input", demo_inputs[1],
+        "--address", cluster["client_address"], "--state", str(tmp_path / "state"),
+        "--output", str(tmp_path / "out"), "--json", env=cluster["env"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "SUCCEEDED"
+
+
 def test_prometheus_export_has_winnow_metrics(cluster: dict[str, Any]) -> None:
     """After the runs above, every metric family shows up with non-zero values."""
     wanted = {
