@@ -74,3 +74,34 @@ def test_unknown_state_version_names_the_migration(tmp_path: Path, demo_inputs):
 def test_help_documents_every_command(command: str):
     proc = run_cli(command, "--help")
     assert proc.returncode == 0 and "Usage:" in proc.stdout
+
+
+def test_unreachable_cluster_fails_fast_and_writes_no_job(tmp_path: Path, demo_inputs):
+    """Ray would retry an absent GCS for minutes; run exits 2 at once, no job record."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    for command in ("run", "plan"):
+        proc = run_cli(
+            command, "demo", "--input", demo_inputs[0], "--address", f"127.0.0.1:{port}",
+            *base(tmp_path), timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert "nothing answers there" in proc.stderr and "loopback.py up" in proc.stderr
+        assert not (tmp_path / "state" / "jobs").exists() or not any(
+            (tmp_path / "state" / "jobs").iterdir()
+        )
+
+
+def test_submit_needs_a_jobs_api_address(tmp_path: Path, demo_inputs):
+    env = {"RAY_ADDRESS": ""}
+    proc = run_cli("submit", "demo", "--input", demo_inputs[0], *base(tmp_path), env=env)
+    assert proc.returncode == 2 and "--address http://HEAD:8265" in proc.stderr
+    proc = run_cli(
+        "submit", "demo", "--input", demo_inputs[0], "--address", "ray://127.0.0.1:10001",
+        *base(tmp_path),
+    )  # fmt: skip
+    assert proc.returncode == 2 and "not a Jobs API address" in proc.stderr
+    assert_nothing_written(tmp_path)

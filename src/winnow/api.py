@@ -215,6 +215,21 @@ def _execute_locked(
         "plan": the_plan.to_dict()["stages"],
         "state_before": the_plan.before,
     }
+    started_ray = False
+    if the_plan.work:
+        # Attach and check the cluster can host every stage before anything
+        # is written: a wrong address or an impossible request exits 2 clean.
+        from winnow.execution.cluster import connect, size_pools
+
+        started_ray = connect(address, session.profile.ray_num_cpus)
+        try:
+            size_pools(the_plan.specs, the_plan.active_stages())
+        except BaseException:
+            if started_ray:
+                import ray
+
+                ray.shutdown()
+            raise
     state.write_job(record)
     state.append_events(
         [
@@ -227,14 +242,11 @@ def _execute_locked(
             )
         ]
     )
-    started_ray = False
     outcome = None
     try:
         if the_plan.work:
-            from winnow.execution.cluster import connect
             from winnow.execution.runner import Runner
 
-            started_ray = connect(address, session.profile.ray_num_cpus)
             runner = Runner(
                 the_plan, state, session.artifacts, job_id, progress, stop, reuse=reuse_actors
             )

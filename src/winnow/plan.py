@@ -65,6 +65,10 @@ class Plan:
     def work(self) -> int:
         return sum(1 for b in self.batches if b.first_run < len(self.specs))
 
+    def active_stages(self) -> list[bool]:
+        """Per stage: whether any batch runs it (only those get actors)."""
+        return [any(b.actions[i] != SKIP for b in self.batches) for i in range(len(self.specs))]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "pipeline": self.pipeline.name,

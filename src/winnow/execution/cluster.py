@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -50,6 +51,7 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         "configure_logging": True,
     }
     if address:
+        _check_reachable(address)
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -66,6 +68,26 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         **common,
     )
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, not minutes, when nothing listens at HOST:PORT.
+
+    Ray retries a GCS it cannot reach for minutes before giving up.
+    """
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or "/" in target:
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UsageError(
+            f"cannot attach to the Ray cluster at {address!r}: nothing answers there "
+            f"({exc.strerror or exc}). Start the cluster (e.g. `uv run python "
+            "cluster/loopback.py up`), check the address (HEAD:6379, ray://HEAD:10001 or "
+            "auto), or drop --address to run on an embedded local Ray."
+        ) from None
 
 
 def register_pipeline_code(specs: list[StageSpec]) -> None:

@@ -108,10 +108,7 @@ class Runner:
 
     # -- setup -------------------------------------------------------------
     def _start_actors(self) -> None:
-        active = [
-            any(bp.actions[i] != SKIP for bp in self.plan.batches) for i in range(len(self.specs))
-        ]
-        sizes = size_pools(self.specs, active)
+        sizes = size_pools(self.specs, self.plan.active_stages())
         register_pipeline_code(self.specs)
         self.pools: dict[str, Pool] = {}
         self._keys: dict[str, tuple[Any, ...]] = {}
