@@ -30,11 +30,34 @@ import urllib.request
 from pathlib import Path
 
 HOST = "127.0.0.1"
+MARKER = "WINNOW_LOOPBACK_CLUSTER"
 
 
 def ray_cli() -> list[str]:
-    exe = Path(sys.executable).with_name("ray")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "ray.scripts.scripts"]
+    """`ray` as this script runs it: through `ray_start_on_loopback` below."""
+    return [sys.executable, str(Path(__file__).resolve()), "_ray"]
+
+
+def ray_start_on_loopback(argv: list[str]) -> None:
+    """Ray's own CLI, except that 127.0.0.1 stays the node's address.
+
+    `ray start --node-ip-address=127.0.0.1` swaps in the machine's routable IP,
+    and a node whose address is not loopback binds its GCS, raylet, agent and
+    Ray Client ports on every interface: anyone on the network could then run
+    code on it. With the address kept, every port binds 127.0.0.1.
+    """
+    from ray._private import ray_constants, services
+
+    services.resolve_ip_for_localhost = lambda host: host
+    # The nodes' environment says "one machine" (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0,
+    # see `up`), so that every Ray process they start resolves 127.0.0.1 to
+    # itself; only this launcher needs to be let past the guard that refuses a
+    # worker node on a one-machine Ray.
+    ray_constants.ENABLE_RAY_CLUSTER = True
+    from ray.scripts.scripts import main as ray_main
+
+    sys.argv = ["ray", *argv]
+    ray_main()
 
 
 def node_ports(base: int, k: int) -> dict[str, int]:
@@ -60,6 +83,14 @@ def up(args: argparse.Namespace) -> dict:
     # node's log monitor echo every worker's output.
     temp = f"/tmp/wnl-{args.port}/"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
+    # Every process of this cluster inherits the marker, so `down` finds them
+    # all, even those that renamed themselves (ray::DashboardAgent) or whose
+    # command line names no temp dir (the Ray Client server).
+    env[MARKER] = str(root)
+    # Ray resolves 127.0.0.1 to the machine's routable IP unless told it runs
+    # on one machine; the processes the nodes start (Ray Client servers, job
+    # drivers) must keep 127.0.0.1 to reach a GCS bound there.
+    env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     token_path = root / "auth_token"
     if args.no_auth:
         env["RAY_AUTH_MODE"] = "disabled"
@@ -163,19 +194,31 @@ def _wait_ready(info: dict, nodes: int, env: dict[str, str], timeout: float = 90
     sys.exit(f"the loopback cluster did not come up within {timeout:.0f}s ({last})")
 
 
-def _pids(temp: str) -> list[int]:
-    """Every process started for this cluster: their command lines name its temp dirs."""
-    found = []
+def _pids(info: dict) -> list[int]:
+    """Every process started for this cluster: its command line names the
+    cluster's temp dir, or its environment carries the cluster's marker."""
+    marker = f"{MARKER}={info['dir']}".encode()
+    found: set[int] = set()
+    parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
+        pid = int(entry.name)
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            parents[pid] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
             continue
-        if temp in cmdline:
-            found.append(int(entry.name))
-    return found
+        if info["temp_dir"] in cmdline or marker in environ:
+            found.add(pid)
+    # And their descendants, whatever they did to their environment.
+    grew = True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= more
+        grew = bool(more)
+    return sorted(found)
 
 
 def down(args: argparse.Namespace) -> None:
@@ -185,13 +228,13 @@ def down(args: argparse.Namespace) -> None:
         print(f"no loopback cluster recorded in {root}")
         return
     info = json.loads(path.read_text())
-    pids = _pids(info["temp_dir"])
+    pids = _pids(info)
     for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and (pids := _pids(info["temp_dir"])):
+        while time.monotonic() < deadline and (pids := _pids(info)):
             time.sleep(0.2)
         if not pids:
             break
@@ -204,11 +247,14 @@ def status(args: argparse.Namespace) -> None:
     if not path.exists():
         sys.exit(f"no loopback cluster recorded in {path.parent}: start one with `up`")
     info = json.loads(path.read_text())
-    info["processes"] = len(_pids(info["temp_dir"]))
+    info["processes"] = len(_pids(info))
     print(json.dumps(info, indent=2))
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["_ray"]:
+        ray_start_on_loopback(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--dir", default=".winnow/loopback", help="where cluster.json is kept")

@@ -9,6 +9,7 @@ mid-run (last: the cluster is smaller afterwards).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -62,12 +63,24 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
     finally:
         down = subprocess.run([*script, "down", *where], capture_output=True, text=True)
         assert down.returncode == 0, down.stdout + down.stderr
-        assert not _cluster_pids(info["temp_dir"]), "loopback processes left behind"
+        assert not loopback._pids(info), "loopback processes left behind"
 
 
-def _cluster_pids(temp_dir: str) -> list[int]:
-    out = subprocess.run(["pgrep", "-f", temp_dir], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+def _load_loopback() -> Any:
+    spec = importlib.util.spec_from_file_location("loopback", ROOT / "cluster" / "loopback.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+loopback = _load_loopback()
+
+
+def _client_server_logs(info: dict[str, Any]) -> str:
+    """The Ray Client servers' logs, for a failed attach's report."""
+    logs = sorted(Path(info["temp_dir"], "head").glob("session_*/logs/ray_client_server*.err"))
+    return "".join(f"\n--- {p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in logs)
 
 
 def _get(url: str, token: str | None) -> Any:
@@ -225,8 +238,27 @@ def test_run_attaches_through_ray_client(
         "--address", cluster["client_address"], "--state", str(tmp_path / "state"),
         "--output", str(tmp_path / "out"), "--json", env=cluster["env"],
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, (
+        proc.stdout[-2000:] + proc.stderr[-3000:] + _client_server_logs(cluster)
+    )
     assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "SUCCEEDED"
+
+
+def test_every_port_of_the_cluster_is_on_loopback(cluster: dict[str, Any]) -> None:
+    """Ray's ports run code for whoever reaches them: none may listen beyond
+    127.0.0.1 (Ray would otherwise bind the machine's routable address)."""
+    import psutil
+
+    pids = set(loopback._pids(cluster))
+    listening = [
+        (c.laddr.ip, c.laddr.port, c.pid)
+        for c in psutil.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN and c.pid in pids
+    ]
+    ports = {port for _, port, _ in listening}
+    assert BASE_PORT in ports and DASHBOARD_PORT in ports and CLIENT_PORT in ports, listening
+    exposed = [entry for entry in listening if entry[0] not in ("127.0.0.1", "::ffff:127.0.0.1")]
+    assert not exposed, exposed
 
 
 def test_prometheus_export_has_winnow_metrics(cluster: dict[str, Any]) -> None:

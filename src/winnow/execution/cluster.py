@@ -52,6 +52,8 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
     }
     if address:
         _check_reachable(address)
+        if _is_loopback(address):
+            _keep_loopback()
         try:
             ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -60,6 +62,7 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
                 "(ray://HEAD:10001 or auto) or drop --address to run on an embedded local Ray."
             ) from None
         return True
+    _keep_loopback()
     ray.init(
         address="local",
         num_cpus=num_cpus or os.cpu_count() or 1,
@@ -68,6 +71,27 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         **common,
     )
     return True
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.removeprefix("ray://").rpartition(":")[0].strip("[]")
+    return host == "localhost" or host == "::1" or host.startswith("127.")
+
+
+def _keep_loopback() -> None:
+    """Keep an embedded Ray, or a driver of a loopback cluster, on 127.0.0.1.
+
+    Ray swaps 127.0.0.1 for the machine's routable IP, and a node whose address
+    is not loopback binds its GCS, raylet and agent ports on every interface,
+    where anyone on the network could run code on it. Telling Ray it runs on
+    one machine (what it assumes on macOS and Windows) keeps the address, and
+    so every port, on loopback; the environment variable carries that to the
+    processes Ray starts from here.
+    """
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
 def _check_reachable(address: str) -> None:
