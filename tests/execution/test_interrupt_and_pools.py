@@ -107,7 +107,7 @@ def test_a_finished_stage_frees_its_cpus_and_the_next_pool_grows(tmp_path: Path,
         "--set", "upper.max_actors=2",
     ]  # fmt: skip
     grown = run_json(
-        "run", *common, "--set", "upper.delay_s=0.25",
+        "run", *common, "--set", "upper.delay_s=0.4",
         "--state", str(tmp_path / "s1"), "--output", str(tmp_path / "o1"),
     )  # fmt: skip
     assert grown["status"] == "SUCCEEDED"

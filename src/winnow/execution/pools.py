@@ -23,7 +23,7 @@ READY_TIMEOUT_S = 300.0
 OPTIONAL_GRACE_S = 30.0  # how long a pool waits for actors beyond min_actors
 MAX_PER_ACTOR = 2  # tasks queued on one actor: one running, one waiting
 PROBE_EVERY_S = 1.0
-SCALE_EVERY_S = 3.0  # how often pools are grown or retired
+SCALE_EVERY_S = 1.0  # how often pools are grown or retired (one GCS call each time)
 
 
 class Pool:
