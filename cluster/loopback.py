@@ -133,7 +133,7 @@ def up(args: argparse.Namespace) -> dict:
         f"--dashboard-host={HOST}",
         f"--dashboard-port={args.dashboard_port}",
         f"--ray-client-server-port={args.client_port}",
-        "--resources={\"winnow_head\": 1}",
+        '--resources={"winnow_head": 1}',
         *[f"--{k}={v}" for k, v in head_ports.items()],
         f"--temp-dir={temp}head",
         *common,
@@ -275,7 +275,9 @@ def main() -> None:
         print(f"  attach:    --address {info['gcs_address']}  (or {info['client_address']})")
         print(f"  dashboard: {info['dashboard_url']}")
         if info["auth_token_path"]:
-            print(f"  token:     export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={info['auth_token_path']}")
+            print(
+                f"  token:     export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH={info['auth_token_path']}"
+            )
         print("  stop:      uv run python cluster/loopback.py down")
     elif args.command == "down":
         down(args)
