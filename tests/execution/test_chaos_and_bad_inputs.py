@@ -96,9 +96,23 @@ def _kill_group(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _stage_workers() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::StageWorker"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
+def _stage_workers(driver: int) -> list[int]:
+    """Stage actors of this driver's embedded Ray, not those of a killed
+    driver's Ray that is still shutting down."""
+    import psutil
+
+    try:
+        below = psutil.Process(driver).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in below:
+        try:
+            if "ray::StageWorker" in " ".join(child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 @pytest.mark.slow
@@ -132,11 +146,11 @@ def test_chaos_five_driver_kills_and_five_worker_kills_then_identical_export(
             start_new_session=True,
         )
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _stage_workers():
+        while time.monotonic() < deadline and not _stage_workers(proc.pid):
             time.sleep(0.05)
         # one worker actor killed at a random moment of this attempt...
         time.sleep(rng.uniform(0.2, 1.5))
-        workers = _stage_workers()
+        workers = _stage_workers(proc.pid)
         if workers and proc.poll() is None:
             os.kill(rng.choice(workers), signal.SIGKILL)
             worker_kills += 1
