@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -80,8 +81,10 @@ def up(args: argparse.Namespace) -> dict:
         sys.exit(f"a loopback cluster is already recorded in {root}/cluster.json: run `down` first")
     # Socket paths must stay short, so the temp dirs are not under `root`. Each
     # node has its own, as separate machines would: sharing one makes every
-    # node's log monitor echo every worker's output.
-    temp = f"/tmp/wnl-{args.port}/"
+    # node's log monitor echo every worker's output. The name is this cluster's
+    # own (port and dir), so `down` never matches another cluster's processes
+    # and its logs never mix with an earlier cluster's.
+    temp = f"/tmp/wnl-{args.port}-{hashlib.sha256(str(root).encode()).hexdigest()[:8]}/"
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_ENABLE_UV_RUN_RUNTIME_ENV="0")
     # Every process of this cluster inherits the marker, so `down` finds them
     # all, even those that renamed themselves (ray::DashboardAgent) or whose
@@ -105,6 +108,9 @@ def up(args: argparse.Namespace) -> dict:
     # A dead node is declared dead after about 5 s instead of about 30 s.
     env.setdefault("RAY_health_check_period_ms", "1000")
     env.setdefault("RAY_health_check_failure_threshold", "5")
+    # The head's Ray Client proxy starts a server process per ray:// driver and
+    # gives it 30 s to answer; a busy 2-core machine can need longer.
+    env.setdefault("RAY_CLIENT_SERVER_CHECK_CHANNEL_TIMEOUT_S", "120")
     info = {
         "dir": str(root),
         "temp_dir": temp,

@@ -78,8 +78,8 @@ loopback = _load_loopback()
 
 
 def _client_server_logs(info: dict[str, Any]) -> str:
-    """The Ray Client servers' logs, for a failed attach's report."""
-    logs = sorted(Path(info["temp_dir"], "head").glob("session_*/logs/ray_client_server*.err"))
+    """This cluster's Ray Client server logs, for a failed attach's report."""
+    logs = sorted(Path(info["temp_dir"], "head").glob("session_latest/logs/ray_client_server*"))
     return "".join(f"\n--- {p.name}:\n{p.read_text(errors='replace')[-2000:]}" for p in logs)
 
 

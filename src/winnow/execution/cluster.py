@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,8 @@ import ray
 from winnow.errors import ConfigError, UsageError
 from winnow.execution.capacity import Capacity, fit_pools
 from winnow.pipeline import StageSpec
+
+log = logging.getLogger(__name__)
 
 
 def connect(address: str | None, num_cpus: int | None = None) -> bool:
@@ -54,13 +57,7 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         _check_reachable(address)
         if _is_loopback(address):
             _keep_loopback()
-        try:
-            ray.init(address=address, **common)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise UsageError(
-                f"cannot attach to the Ray cluster at {address!r} ({exc}). Check the address "
-                "(ray://HEAD:10001 or auto) or drop --address to run on an embedded local Ray."
-            ) from None
+        _attach(address, common)
         return True
     _keep_loopback()
     ray.init(
@@ -71,6 +68,41 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         **common,
     )
     return True
+
+
+# What the head's Ray Client proxy answers when the per-client server it
+# starts for each ray:// driver died or was not ready in time (a busy head):
+# a fresh attempt gets a fresh server, so these are worth retrying.
+CLIENT_SERVER_START_FAILURES = (
+    "Starting Ray client server failed",
+    "Proxy failed to Connect to backend",
+)
+ATTACH_ATTEMPTS = 3
+
+
+def _attach(address: str, common: dict[str, Any]) -> None:
+    attempts = ATTACH_ATTEMPTS if address.startswith("ray://") else 1
+    for attempt in range(1, attempts + 1):
+        try:
+            ray.init(address=address, **common)
+            return
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            transient = any(s in str(exc) for s in CLIENT_SERVER_START_FAILURES)
+            if transient and attempt < attempts:
+                log.warning(
+                    "the Ray Client server at %s failed to start a server for this driver "
+                    "(attempt %d of %d); retrying",
+                    address,
+                    attempt,
+                    attempts,
+                )
+                ray.shutdown()
+                time.sleep(2.0 * attempt)
+                continue
+            raise UsageError(
+                f"cannot attach to the Ray cluster at {address!r} ({exc}). Check the address "
+                "(ray://HEAD:10001 or auto) or drop --address to run on an embedded local Ray."
+            ) from None
 
 
 def _is_loopback(address: str) -> bool:

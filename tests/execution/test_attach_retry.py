@@ -1,0 +1,78 @@
+"""Attaching through ray:// retries only what the head's client proxy reports
+as a failed start of its per-driver server; other errors fail at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import ray
+
+from winnow.errors import UsageError
+from winnow.execution import cluster
+
+SERVER_DIED = (
+    "Initialization failure from server:\nRuntimeError: Starting Ray client server failed. "
+    "See ray_client_server_23000.err for detailed logs."
+)
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """ray.init answers with the queued outcomes, in order; no real cluster
+    can be made to fail this way on demand."""
+    seen: list[Any] = []
+    monkeypatch.setattr(cluster.time, "sleep", lambda s: seen.append(("sleep", s)))
+    monkeypatch.setattr(ray, "shutdown", lambda: seen.append("shutdown"))
+    return seen
+
+
+def _init_answers(monkeypatch: pytest.MonkeyPatch, calls: list[Any], *outcomes: Any) -> None:
+    queue = list(outcomes)
+
+    def fake_init(address: str, **_: Any) -> None:
+        calls.append(("init", address))
+        outcome = queue.pop(0)
+        if outcome is not None:
+            raise outcome
+
+    monkeypatch.setattr(ray, "init", fake_init)
+
+
+def test_a_client_server_that_failed_to_start_is_retried(
+    monkeypatch: pytest.MonkeyPatch, calls: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    _init_answers(monkeypatch, calls, ConnectionAbortedError(SERVER_DIED), None)
+    cluster._attach("ray://127.0.0.1:10001", {})
+    assert calls == [
+        ("init", "ray://127.0.0.1:10001"), "shutdown", ("sleep", 2.0),
+        ("init", "ray://127.0.0.1:10001"),
+    ]  # fmt: skip
+    assert "attempt 1 of 3" in caplog.text
+
+
+def test_retries_stop_after_the_last_attempt_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, calls: list[Any]
+) -> None:
+    _init_answers(monkeypatch, calls, *[ConnectionAbortedError(SERVER_DIED)] * 3)
+    with pytest.raises(UsageError, match="cannot attach to the Ray cluster at 'ray://h:1'"):
+        cluster._attach("ray://h:1", {})
+    assert [c for c in calls if isinstance(c, tuple) and c[0] == "init"] == [
+        ("init", "ray://h:1")
+    ] * 3
+
+
+@pytest.mark.parametrize(
+    ("address", "error"),
+    [
+        ("ray://h:1", ConnectionError("authentication failed: bad token")),
+        ("127.0.0.1:6379", ConnectionAbortedError(SERVER_DIED)),  # not a Ray Client address
+    ],
+)
+def test_other_failures_are_not_retried(
+    monkeypatch: pytest.MonkeyPatch, calls: list[Any], address: str, error: Exception
+) -> None:
+    _init_answers(monkeypatch, calls, error)
+    with pytest.raises(UsageError, match="drop --address"):
+        cluster._attach(address, {})
+    assert calls == [("init", address)]
