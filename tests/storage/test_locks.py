@@ -84,11 +84,14 @@ def test_expired_lease_of_another_host_is_taken_over(store: LockStore, request):
 
 
 def test_lease_is_renewed_while_held(store: LockStore):
-    lock, _ = store.acquire("demo", "job-1", lease_s=0.6)
+    # The lease is renewed every lease_s / 3; 2 s leaves a loaded CI machine room to
+    # schedule the renewal thread, while the check still runs past the first expiry.
+    lock, _ = store.acquire("demo", "job-1", lease_s=2.0)
     first = store.read("demo").lease_expires
-    time.sleep(0.8)
-    assert store.read("demo").lease_expires > first
-    assert store.read("demo").stale_reason() is None
+    time.sleep(max(0.0, first - time.time()) + 0.3)
+    renewed = store.read("demo")
+    assert renewed.lease_expires > first
+    assert renewed.stale_reason() is None
     lock.release()
     assert store.list() == []
 
