@@ -6,12 +6,14 @@ share one content-addressed artifact.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
@@ -26,6 +28,10 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+DICTIONARY_SAMPLE = 1024  # leading values of a text column looked at to choose its encoding
+DICTIONARY_MAX_DISTINCT = 0.5  # dictionary-encode when at most this share of them is distinct
+
+
 def serialize(batch: pa.RecordBatch, fmt: str, compression: str = "zstd") -> bytes:
     """Encode one batch as Parquet, Arrow IPC (file) or JSONL bytes."""
     batch = batch.replace_schema_metadata(None)
@@ -37,6 +43,7 @@ def serialize(batch: pa.RecordBatch, fmt: str, compression: str = "zstd") -> byt
             compression=None if compression == "none" else compression,
             row_group_size=max(batch.num_rows, 1),
             store_schema=True,
+            use_dictionary=dictionary_columns(batch),
         )
         return sink.getvalue().to_pybytes()
     if fmt == "ipc":
@@ -56,6 +63,48 @@ def serialize(batch: pa.RecordBatch, fmt: str, compression: str = "zstd") -> byt
     raise ValueError(f"unknown artifact format {fmt!r}")
 
 
+def dictionary_columns(batch: pa.RecordBatch) -> bool | list[str]:
+    """The Parquet columns worth dictionary-encoding: all but high-cardinality text.
+
+    Parquet writers try a dictionary for every column and fall back to plain
+    encoding once it grows too big; for long, mostly distinct strings (the
+    documents a curation pipeline carries) that attempt hashes every value for
+    nothing and costs about 40% of the write. A text column whose leading
+    values are mostly distinct is written plain; every other column keeps the
+    dictionary. The choice depends on the batch's values alone, so equal
+    batches still give equal bytes.
+    """
+    plain = set()
+    for field, column in zip(batch.schema, batch.columns, strict=True):
+        if not _is_text(field.type):
+            continue
+        sample = column.slice(0, DICTIONARY_SAMPLE)
+        valid = len(sample) - sample.null_count
+        if valid and pc.count_distinct(sample).as_py() > DICTIONARY_MAX_DISTINCT * valid:
+            plain.add(field.name)
+    if not plain:
+        return True
+    return [path for path in _leaf_paths(batch.schema) if path.split(".", 1)[0] not in plain]
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
+    """Parquet's dotted path of every leaf column of ``schema`` (nested ones too)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(schema.empty_table(), sink)
+    parquet_schema = pq.read_metadata(pa.BufferReader(sink.getvalue())).schema
+    return tuple(parquet_schema.column(i).path for i in range(len(parquet_schema)))
+
+
 @dataclass(frozen=True)
 class Decoded:
     records: int
@@ -65,7 +114,9 @@ class Decoded:
 def decode(data: bytes, fmt: str) -> pa.Table:
     """Decode artifact bytes fully into a table."""
     if fmt == "parquet":
-        return pq.read_table(pa.BufferReader(data))
+        # ParquetFile, not read_table: read_table goes through pyarrow.dataset,
+        # whose import (pandas with it) costs a worker seconds on its first batch.
+        return pq.ParquetFile(pa.BufferReader(data)).read()
     if fmt == "ipc":
         return ipc.open_file(pa.BufferReader(data)).read_all()
     if fmt == "jsonl":
