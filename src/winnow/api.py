@@ -219,16 +219,14 @@ def _execute_locked(
     if the_plan.work:
         # Attach and check the cluster can host every stage before anything
         # is written: a wrong address or an impossible request exits 2 clean.
-        from winnow.execution.cluster import connect, size_pools
+        from winnow.execution.cluster import connect, shutdown, size_pools
 
         started_ray = connect(address, session.profile.ray_num_cpus)
         try:
             size_pools(the_plan.specs, the_plan.active_stages())
         except BaseException:
             if started_ray:
-                import ray
-
-                ray.shutdown()
+                shutdown()
             raise
     state.write_job(record)
     state.append_events(
@@ -265,9 +263,9 @@ def _execute_locked(
         raise
     finally:
         if started_ray:
-            import ray
+            from winnow.execution.cluster import shutdown
 
-            ray.shutdown()
+            shutdown()
     wall = time.monotonic() - t0
     _finish_record(record, the_plan, outcome, wall)
     manifest = _write_manifest(session, job_id, the_plan, outcome.finals)

@@ -152,16 +152,14 @@ def for_plan(
     """What `winnow plan` reports: capacity, actors per stage, problems, GPUs seen by NVML."""
     devices, nvml_note = nvml_devices()
     if address or os.environ.get("RAY_ADDRESS"):
-        import ray
-
-        from winnow.execution.cluster import cluster_capacity, connect
+        from winnow.execution.cluster import cluster_capacity, connect, shutdown
 
         started = connect(address)
         try:
             cap = cluster_capacity()
         finally:
             if started:
-                ray.shutdown()
+                shutdown()
     else:
         cap = Capacity.local(ray_num_cpus, len(devices))
     sizes, problems = fit_pools(specs, active, cap)

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -44,6 +45,25 @@ def _keep_signal_handlers() -> Iterator[None]:
         for sig, handler in saved.items():
             if handler is not None:
                 signal.signal(sig, handler)
+
+
+def shutdown() -> None:
+    """``ray.shutdown()``, less the second it waits on the embedded node's monitor.
+
+    Ray stops the GCS before the autoscaler monitor; the monitor's SIGTERM
+    handler then tries to report its own end to the stopped GCS and is only
+    killed after a one-second grace period, on every run. An embedded
+    single-node Ray has nothing to autoscale, so Winnow stops its monitor
+    first, with SIGKILL (no handler runs, nothing is reported). A driver
+    attached to a cluster owns no such process: this is plain ``ray.shutdown()``.
+    """
+    node = getattr(ray._private.worker, "_global_node", None)
+    processes = getattr(node, "all_processes", None) or {}
+    for info in processes.get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, []):
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            info.process.kill()
+            info.process.wait(timeout=5)
+    ray.shutdown()
 
 
 def _init(address: str | None, num_cpus: int | None) -> bool:
@@ -96,7 +116,7 @@ def _attach(address: str, common: dict[str, Any]) -> None:
                     attempt,
                     attempts,
                 )
-                ray.shutdown()
+                shutdown()
                 time.sleep(2.0 * attempt)
                 continue
             raise UsageError(

@@ -178,9 +178,9 @@ class Gateway:
             if self.server is not None:
                 self.server.shutdown()
             if self._ray_started:
-                import ray
+                from winnow.execution.cluster import shutdown
 
-                ray.shutdown()
+                shutdown()
             self.pidfile.release()
             log.info("gateway stopped", extra={"fields": {"pid": os.getpid()}})
 
