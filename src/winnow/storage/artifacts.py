@@ -216,11 +216,21 @@ class ArtifactStore:
             self.fs.rm_file(path)
 
     def _write(self, path: str, data: bytes) -> None:
-        if is_local(self.fs):
-            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        self.fs.pipe_file(path, data)
+        self._in_folder(path, lambda: self.fs.pipe_file(path, data))
 
     def _publish(self, tmp: str, final: str) -> None:
-        if is_local(self.fs):
-            self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-        self.fs.mv(tmp, final)
+        self._in_folder(final, lambda: self.fs.mv(tmp, final))
+
+    def _in_folder(self, path: str, write: Any) -> None:
+        """Run ``write``; on a local disk whose folder for ``path`` is missing, make it once.
+
+        The shard folders exist after the first few hundred artifacts, so
+        asking first would cost two calls per artifact for nothing.
+        """
+        try:
+            write()
+        except FileNotFoundError:
+            if not is_local(self.fs):
+                raise
+            self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
+            write()
