@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import pyarrow as pa
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from winnow.storage import formats
@@ -69,3 +74,34 @@ def test_parquet_artifacts_round_trip_and_are_deterministic():
     decoded = formats.check(data, "parquet")
     assert decoded.records == batch.num_rows
     assert decoded.schema_fp == formats.schema_fingerprint(table.schema)
+
+
+def test_writing_and_verifying_an_artifact_does_not_import_pandas(tmp_path):
+    """pandas costs a stage worker about a second of CPU to import; the artifact path needs none.
+
+    The batch reaches the child as Arrow IPC, since building one from Python
+    lists (pa.array) imports pandas itself.
+    """
+    stream = tmp_path / "batch.arrows"
+    batch = _mixed(300)
+    with ipc.new_stream(str(stream), batch.schema) as writer:
+        writer.write_batch(batch)
+    code = textwrap.dedent(
+        """
+        import sys
+        import pyarrow as pa
+        import pyarrow.ipc as ipc
+        from winnow.storage import formats
+
+        batch = ipc.open_stream(pa.OSFile(sys.argv[1])).read_next_batch()
+        for fmt in ("parquet", "ipc"):
+            data = formats.serialize(batch, fmt)
+            assert formats.check(data, fmt).records == batch.num_rows
+            assert formats.decode(data, fmt).num_rows == batch.num_rows
+        print("pandas imported" if "pandas" in sys.modules else "no pandas")
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(stream)], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "no pandas"
