@@ -98,26 +98,29 @@ def chain_key(fingerprint: str, input_key: str) -> str:
 def source_batches(
     files: list[sources.SourceFile], state: State, profile: Profile, pipeline: Pipeline
 ) -> list[sources.SourceBatch]:
-    """Split files into batches, caching each file's row count in the state."""
+    """Split files into batches, caching each file's row count (and row groups) in the state.
+
+    An index written before row groups were recorded lacks ``row_group_rows``:
+    its file is read as one stream, which is always correct.
+    """
     reader_fp = sources.reader_fingerprint(pipeline.schema, profile.on_bad_record)
     missing = [f for f in files if state.source_index(f.identity) is None]
 
-    def count(f: sources.SourceFile) -> tuple[sources.SourceFile, int]:
-        return f, sources.count_rows(f, profile.storage_options)
+    def stats(f: sources.SourceFile) -> tuple[sources.SourceFile, dict[str, int]]:
+        return f, sources.file_stats(f, profile.storage_options)
 
-    counted = {}
+    counted: dict[str, dict[str, Any]] = {}
     if missing:
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for f, rows in pool.map(count, missing):
-                counted[f.identity] = rows
+            for f, found in pool.map(stats, missing):
+                counted[f.identity] = found
         # Cache the counts only once every file has been read: bad input writes nothing.
         for f in missing:
-            state.write_source_index(f.identity, {"url": f.url, "rows": counted[f.identity]})
+            state.write_source_index(f.identity, {"url": f.url, **counted[f.identity]})
     out = []
     for f in files:
-        cached = counted.get(f.identity)
-        rows = cached if cached is not None else int((state.source_index(f.identity) or {})["rows"])
-        out.extend(sources.split(f, rows, profile.batch_rows, reader_fp))
+        found = counted.get(f.identity) or state.source_index(f.identity) or {}
+        out.extend(sources.split(f, found, profile.batch_rows, reader_fp))
     return out
 
 

@@ -44,11 +44,11 @@ def write_all(d: Path) -> dict[str, Path]:
 def test_every_format_splits_into_exact_deterministic_batches(tmp_path: Path, kind: str):
     path = write_all(tmp_path)[kind]
     [f] = sources.discover([str(path)])
-    rows = sources.count_rows(f)
-    assert rows == 23
-    batches = sources.split(f, rows, 10, "fp")
+    stats = sources.file_stats(f)
+    assert stats["rows"] == 23
+    batches = sources.split(f, stats, 10, "fp")
     assert [(b.start, b.stop) for b in batches] == [(0, 10), (10, 20), (20, 23)]
-    assert [b.key for b in batches] == [b.key for b in sources.split(f, rows, 10, "fp")]
+    assert [b.key for b in batches] == [b.key for b in sources.split(f, stats, 10, "fp")]
     out = list(sources.read(f, [(b.start, b.stop) for b in batches], SCHEMA))
     got = [r for batch, bad in out for r in batch.to_pylist()]
     assert got == ROWS and all(not bad for _, bad in out)
@@ -77,7 +77,7 @@ def test_bad_records_are_set_aside_with_file_line_and_error(tmp_path: Path):
         b'{"id": 6, "text": "ok too"}'  # torn last line without newline, but valid
     )
     [f] = sources.discover([str(path)])
-    assert sources.count_rows(f) == 6
+    assert sources.file_stats(f) == {"rows": 6}
     [(batch, bad)] = list(sources.read(f, [(0, 6)], SCHEMA))
     assert batch.column("id").to_pylist() == [1, 6]
     assert [b.row for b in bad] == [2, 3, 4, 5]
@@ -126,7 +126,7 @@ def test_a_torn_gzip_keeps_its_readable_rows_and_quarantines_the_torn_line(tmp_p
     path = tmp_path / "torn.jsonl.gz"
     path.write_bytes(data[:-30])  # a copy cut short
     [f] = sources.discover([str(path)])
-    rows = sources.count_rows(f)
+    rows = sources.file_stats(f)["rows"]
     assert 80 < rows < 100
     [(batch, bad)] = list(sources.read(f, [(0, rows)], SCHEMA))
     assert batch.column("id").to_pylist() == list(range(rows - 1))
@@ -143,3 +143,47 @@ def test_invalid_utf8_inside_a_json_string_is_a_bad_record(tmp_path: Path):
     [(batch, bad)] = list(sources.read(f, [(0, 3)], SCHEMA))
     assert batch.column("id").to_pylist() == [1, 3]
     assert [b.row for b in bad] == [2] and "UnicodeDecodeError" in bad[0].error
+
+
+@pytest.mark.parametrize(
+    ("group_rows", "batch_rows", "by_range"),
+    [
+        (7, 14, True),  # groups of 7, 7, 7, 2: every batch of 14 starts on a group
+        (7, 7, True),
+        (7, 10, False),  # batches would start mid-group and decode rows twice
+        (30, 10, False),  # one group bigger than a batch: read it once, as a stream
+        (23, 23, True),
+    ],
+)
+def test_parquet_batches_are_read_by_range_only_when_they_align_with_row_groups(
+    tmp_path: Path, group_rows: int, batch_rows: int, by_range: bool
+):
+    path = tmp_path / "g.parquet"
+    pq.write_table(pa.Table.from_pylist(ROWS, schema=SCHEMA), path, row_group_size=group_rows)
+    [f] = sources.discover([str(path)])
+    stats = sources.file_stats(f)
+    assert stats == {"rows": 23, "row_group_rows": min(group_rows, 23)}
+    batches = sources.split(f, stats, batch_rows, "fp")
+    assert {b.by_range for b in batches} == {by_range}
+    # either way a range reads exactly its rows
+    for b in batches:
+        [(batch, _)] = list(sources.read(f, [(b.start, b.stop)], SCHEMA))
+        assert batch.column("id").to_pylist() == list(range(b.start, b.stop))
+
+
+def test_uneven_row_groups_and_other_formats_are_read_as_one_stream(tmp_path: Path):
+    path = tmp_path / "uneven.parquet"
+    table = pa.Table.from_pylist(ROWS, schema=SCHEMA)
+    with pq.ParquetWriter(path, SCHEMA) as writer:
+        writer.write_table(table.slice(0, 3))
+        writer.write_table(table.slice(3, 20))
+    [f] = sources.discover([str(path)])
+    assert sources.file_stats(f) == {"rows": 23, "row_group_rows": 0}
+    assert not any(b.by_range for b in sources.split(f, sources.file_stats(f), 3, "fp"))
+    for kind, p in write_all(tmp_path).items():
+        if kind != "parquet":
+            [f] = sources.discover([str(p)])
+            assert not any(b.by_range for b in sources.split(f, sources.file_stats(f), 5, "fp"))
+    # a row count cached before row groups were recorded: read as a stream
+    [f] = sources.discover([str(write_all(tmp_path)["parquet"])])
+    assert not any(b.by_range for b in sources.split(f, {"rows": 23}, 7, "fp"))

@@ -1,9 +1,9 @@
 """Ray actors: source readers and stage workers.
 
 A stage worker owns one stage instance (``setup()`` once), runs ``process`` on
-each batch it is sent, writes the output as a verified artifact and returns a
-small record plus the output batch (which stays in Ray's object store for the
-next stage). Exceptions from the stage are caught and returned as a record so
+each batch it is sent (or, given a ``SourceRange``, reads itself), writes the
+output as a verified artifact and returns a small record plus the output
+batch (which stays in Ray's object store for the next stage). Exceptions from the stage are caught and returned as a record so
 the driver decides about retries; nothing here writes checkpoints.
 """
 
@@ -121,14 +121,43 @@ class SourceReader:
         self.streams.pop(handle, None)
 
     def _meta(self, batch: pa.RecordBatch, bad: list[sources.BadRecord]) -> dict[str, Any]:
-        if bad and self.on_bad_record == "fail":
-            first = bad[0]
-            raise ValueError(
-                f"bad record at {first.file} row {first.row}: {first.error} "
-                "(profile on_bad_record = 'fail'; set 'quarantine' or 'skip' to keep going)"
-            )
-        quarantine = _quarantine(self.store, bad) if self.on_bad_record == "quarantine" else None
-        return {"rows": batch.num_rows + len(bad), "bad": len(bad), "quarantine": quarantine}
+        return source_meta(self.store, batch, bad, self.on_bad_record)
+
+
+def source_meta(
+    store: ArtifactStore, batch: pa.RecordBatch, bad: list[sources.BadRecord], on_bad_record: str
+) -> dict[str, Any]:
+    """The small record about one source batch: rows read, bad ones, their quarantine."""
+    if bad and on_bad_record == "fail":
+        first = bad[0]
+        raise ValueError(
+            f"bad record at {first.file} row {first.row}: {first.error} "
+            "(profile on_bad_record = 'fail'; set 'quarantine' or 'skip' to keep going)"
+        )
+    quarantine = _quarantine(store, bad) if on_bad_record == "quarantine" else None
+    return {"rows": batch.num_rows + len(bad), "bad": len(bad), "quarantine": quarantine}
+
+
+@dataclass(frozen=True)
+class SourceRange:
+    """Rows ``[start, stop)`` of a source file, read by the first stage's actor itself.
+
+    Used for files a worker can read a range of without reading what comes
+    before it (Parquet, by row group): the batch then skips the reader actor and
+    the copy through the object store.
+    """
+
+    file: sources.SourceFile
+    start: int
+    stop: int
+    schema: pa.Schema | None
+    on_bad_record: str
+    storage_options: dict[str, Any]
+
+    def read(self, store: ArtifactStore) -> tuple[dict[str, Any], pa.RecordBatch]:
+        ranges = [(self.start, self.stop)]
+        batch, bad = next(sources.read(self.file, ranges, self.schema, self.storage_options))
+        return source_meta(store, batch, bad, self.on_bad_record), batch
 
 
 class StageWorker:
@@ -172,6 +201,12 @@ class StageWorker:
         }
         if source_meta is not None:
             record["source_meta"] = source_meta
+        if isinstance(data, SourceRange):
+            try:
+                record["source_meta"], data = data.read(self.store)
+            except Exception as exc:  # a batch that fails to read fails alone, as with a reader
+                record.update(status="FAILED", error=_error(exc), duration_s=time.time() - started)
+                return record, None
         result = self._run(record, data)
         telemetry.record_batch(self.stage.stage_name, result[0], self._bytes_in)
         return result[0], result[1] if keep_output else None

@@ -1,7 +1,8 @@
 """The driver loop: stream batches through the stage pools with bounded work.
 
 The driver holds only keys, object refs and small records. Arrow batches move
-reader -> stage -> stage through Ray's object store. A batch's checkpoint is
+reader -> stage -> stage through Ray's object store (a first stage reads
+batches aligned with Parquet row groups itself; see ``inputs``). A batch's checkpoint is
 written (buffered into a segment) only after its stage actor has published and
 verified the artifact.
 """
@@ -23,9 +24,9 @@ import ray
 
 from winnow.errors import StageFailed
 from winnow.execution import telemetry
-from winnow.execution.actors import SourceReader
 from winnow.execution.cluster import register_pipeline_code, size_pools
 from winnow.execution.failures import INFRA_ERRORS, MAX_INFRA_RETRIES, fetch_result
+from winnow.execution.inputs import SourceInputs
 from winnow.execution.outcome import (
     Outcome,
     Progress,
@@ -123,24 +124,10 @@ class Runner:
             for s in self.specs
         }
         starting = start_pools(self.specs, sizes, idle, self.job_id, self.artifacts, self.profile)
-        self.readers = []
         self._keys["read"] = readers_key
-        if any(bp.first_run == 0 for bp in self.plan.batches):
-            reader_cls: Any = ray.remote(SourceReader)
-            wanted_readers = self.profile.reader_actors
-            self.readers = take_idle(readers_key, wanted_readers) if self.reuse else []
-            self.readers += [
-                reader_cls.options(
-                    name=f"winnow:{self.job_id}:read:{i}", num_cpus=0, max_restarts=3
-                ).remote(
-                    self.artifacts,
-                    self.plan.pipeline.schema,
-                    self.profile.on_bad_record,
-                    self.profile.storage_options,
-                )
-                for i in range(len(self.readers), wanted_readers)
-            ]
-        self.reader_pool = Pool(self.readers)
+        self.inputs = SourceInputs(
+            self.plan, self.artifacts, self.job_id, readers_key if self.reuse else None
+        )
         self.pools, dropped = starting.wait()
         if dropped:
             self.events.append(event("pools_shrunk", self.job_id, dropped=dropped))
@@ -150,7 +137,7 @@ class Runner:
         pools = getattr(self, "pools", {})
         groups = [
             *((n, p.actors) for n, p in pools.items()),
-            ("read", getattr(self, "readers", [])),
+            ("read", self.inputs.readers if hasattr(self, "inputs") else []),
         ]
         for name, actors in groups:
             if keep and actors:
@@ -188,7 +175,7 @@ class Runner:
         queues: dict[int, deque[Flight]] = {i: deque() for i in range(len(self.specs))}
         waiting: list[tuple[float, int, Flight]] = []  # retry heap
         outstanding: dict[Any, tuple[Flight, int, Any]] = {}
-        streams = self._plan_streams(todo)
+        self.inputs.open(f.plan for f in todo)
         tie = itertools.count()
         in_flight = 0
         limit = self.profile.max_in_flight
@@ -198,7 +185,7 @@ class Runner:
                 while todo and in_flight < limit:
                     flight = todo.popleft()
                     in_flight += 1
-                    self._enter(flight, queues, streams)
+                    self._enter(flight, queues)
                 now = time.monotonic()
                 while waiting and waiting[0][0] <= now:
                     _, _, flight = heapq.heappop(waiting)
@@ -227,37 +214,17 @@ class Runner:
                     if kind == "WorkerDied" or not reader_lost:
                         pool.lost(actor_idx)
                     if reader_lost:
-                        self.reader_pool.lost(flight.reader)  # type: ignore[arg-type]
+                        self.inputs.pool.lost(flight.reader)  # type: ignore[arg-type]
                 finished = self._handle(flight, result, out_ref, queues, waiting, tie)
                 if finished:
                     in_flight -= 1
             self._flush()
 
-    def _plan_streams(self, todo: deque[Flight]) -> dict[str, tuple[Any, str, int]]:
-        """Group batches that start from the source into one read stream per file."""
-        by_file: dict[str, list[Flight]] = {}
-        for f in todo:
-            if f.plan.first_run == 0:
-                by_file.setdefault(f.plan.source.file.identity, []).append(f)
-        streams: dict[str, tuple[Any, str, int]] = {}
-        for n, (identity, flights) in enumerate(by_file.items()):
-            idx = n % len(self.readers)
-            handle = f"{identity[:16]}-{n}"
-            ranges = [(f.plan.source.start, f.plan.source.stop) for f in flights]
-            self.readers[idx].open.remote(handle, flights[0].plan.source.file, ranges)
-            streams[identity] = (idx, handle, len(flights))
-        return streams
-
-    def _enter(
-        self, flight: Flight, queues: dict[int, deque[Flight]], streams: dict[str, Any]
-    ) -> None:
+    def _enter(self, flight: Flight, queues: dict[int, deque[Flight]]) -> None:
         first = flight.plan.first_run
         flight.stage = first
         if first == 0:
-            idx, handle, _ = streams[flight.plan.source.file.identity]
-            flight.reader = idx
-            reader: Any = self.readers[idx]
-            flight.meta, flight.data = reader.next.options(num_returns=2).remote(handle)
+            flight.meta, flight.data, flight.reader = self.inputs.first(flight.plan)
         else:
             flight.input_artifact = flight.plan.prior[first - 1]["artifact"]  # type: ignore[index]
             flight.data = {"artifact": flight.input_artifact}
@@ -267,19 +234,14 @@ class Runner:
         if retry and flight.stage > 0 and flight.input_artifact is not None:
             flight.data = {"artifact": flight.input_artifact}
         elif retry and flight.stage == 0:
-            src = flight.plan.source
-            flight.reader = self.reader_pool.any_live()
-            reader: Any = self.readers[flight.reader]
-            flight.meta, flight.data = reader.read_one.options(num_returns=2).remote(
-                src.file, src.start, src.stop
-            )
+            flight.meta, flight.data, flight.reader = self.inputs.again(flight.plan)
         queues[flight.stage].append(flight)
 
     def _dispatch(self, i: int, queue: deque[Flight], outstanding: dict[Any, Any]) -> None:
         pool = self.pools[self.names[i]]
         pool.check()
         if i == 0:
-            self.reader_pool.check()
+            self.inputs.pool.check()
         self._watch_starved(i, queue, pool)
         while queue:
             idx = pool.pick()

@@ -3,16 +3,14 @@
 A batch's key depends on the file's identity (URL, size, and mtime, ETag or
 version) and its row range, so an unchanged input maps to the same batches on
 every run and a changed file re-processes only its own batches. Files are read
-as streams; nothing reads a whole file into memory.
+as streams, or a Parquet batch aligned with row groups by its own row groups;
+nothing reads a whole file into memory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import posixpath
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,11 +18,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from winnow.errors import InputError
+from winnow.storage import jsonl
 from winnow.storage.fs import is_local, resolve, to_url
+from winnow.storage.jsonl import MAX_RAW, BadRecord
 
 _FORMATS = {
     ".jsonl": "jsonl",
@@ -38,7 +37,6 @@ _FORMATS = {
     ".feather": "ipc",
 }
 _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "lzma"}
-MAX_RAW = 4096
 
 
 @dataclass(frozen=True)
@@ -57,13 +55,19 @@ class SourceFile:
 
 @dataclass(frozen=True)
 class SourceBatch:
-    """Rows ``[start, stop)`` of one file; ``key`` is the batch's identity."""
+    """Rows ``[start, stop)`` of one file; ``key`` is the batch's identity.
+
+    ``by_range``: the batch can be read on its own, touching no rows outside
+    its range (see ``range_readable``); otherwise its file is read as one
+    stream from the start.
+    """
 
     file: SourceFile
     index: int
     start: int
     stop: int
     key: str
+    by_range: bool = False
 
 
 def detect(path: str) -> tuple[str, str | None] | None:
@@ -142,13 +146,31 @@ def reader_fingerprint(schema: pa.Schema | None, on_bad_record: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def split(file: SourceFile, rows: int, batch_rows: int, reader_fp: str) -> list[SourceBatch]:
+def split(
+    file: SourceFile, stats: dict[str, Any], batch_rows: int, reader_fp: str
+) -> list[SourceBatch]:
+    """``file``'s batches, from its ``file_stats`` (row count, row groups)."""
+    rows = int(stats["rows"])
+    by_range = range_readable(file, stats, batch_rows)
     batches = []
     for index, start in enumerate(range(0, rows, batch_rows)):
         stop = min(start + batch_rows, rows)
         key = hashlib.sha256(f"{file.identity}|{reader_fp}|{start}|{stop}".encode()).hexdigest()
-        batches.append(SourceBatch(file, index, start, stop, key))
+        batches.append(SourceBatch(file, index, start, stop, key, by_range))
     return batches
+
+
+def range_readable(file: SourceFile, stats: dict[str, Any], batch_rows: int) -> bool:
+    """Whether each batch of ``file`` can be read alone without reading extra rows.
+
+    A Parquet file whose row groups all hold the same number of rows (the last
+    may hold fewer), a divisor of ``batch_rows``: every batch then starts on a
+    row-group boundary and decodes exactly its own row groups. Any other file
+    (row groups larger than a batch or unaligned, JSONL, CSV, IPC) is read as
+    one stream, so no row is decoded twice.
+    """
+    group = int(stats.get("row_group_rows") or 0)
+    return file.format == "parquet" and group > 0 and batch_rows % group == 0
 
 
 def _open(file: SourceFile, storage_options: dict[str, Any] | None) -> Any:
@@ -163,14 +185,24 @@ def _open(file: SourceFile, storage_options: dict[str, Any] | None) -> Any:
         raise InputError(f"input {file.url!r} cannot be opened ({exc})") from None
 
 
-def count_rows(file: SourceFile, storage_options: dict[str, Any] | None = None) -> int:
-    """Rows in a file (lines for JSONL), streaming; Parquet and IPC use metadata.
+def file_stats(file: SourceFile, storage_options: dict[str, Any] | None = None) -> dict[str, int]:
+    """``rows`` in a file (lines for JSONL), streaming; Parquet and IPC use metadata.
+
+    For Parquet also ``row_group_rows``: the rows of each row group when all
+    but the last hold the same number, else 0.
 
     Raises:
         InputError: the file is not a readable file of its format (exit 2, naming it).
     """
     try:
-        return _count_rows(file, storage_options)
+        if file.format == "parquet":
+            with _open(file, storage_options) as fh:
+                meta = pq.ParquetFile(fh).metadata
+            groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+            uniform = bool(groups) and all(n == groups[0] for n in groups[:-1])
+            uniform = uniform and groups[-1] <= groups[0]
+            return {"rows": int(meta.num_rows), "row_group_rows": groups[0] if uniform else 0}
+        return {"rows": _count_rows(file, storage_options)}
     except InputError:
         raise
     except (pa.ArrowException, OSError, ValueError) as exc:
@@ -182,29 +214,16 @@ def count_rows(file: SourceFile, storage_options: dict[str, Any] | None = None) 
 
 def _count_rows(file: SourceFile, storage_options: dict[str, Any] | None) -> int:
     with _open(file, storage_options) as fh:
-        if file.format == "parquet":
-            return int(pq.ParquetFile(fh).metadata.num_rows)
         if file.format == "ipc":
             return sum(b.num_rows for b in _ipc_batches(fh))
         if file.format == "csv":
             return sum(b.num_rows for b in _csv_reader(fh, None, []))
         lines = 0
         last = b"\n"
-        for chunk in _chunks(fh, 8 << 20):
+        for chunk in jsonl.chunks(fh, 8 << 20):
             lines += chunk.count(b"\n")
             last = chunk[-1:]
         return lines + (0 if last == b"\n" else 1)
-
-
-@dataclass
-class BadRecord:
-    file: str
-    row: int
-    error: str
-    raw: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "row": self.row, "error": self.error, "raw": self.raw}
 
 
 def read(
@@ -217,7 +236,7 @@ def read(
     ranges = sorted(ranges)
     with _open(file, storage_options) as fh:
         if file.format == "jsonl":
-            yield from _read_jsonl(file, fh, ranges, schema)
+            yield from jsonl.read(file.url, fh, ranges, schema)
             return
         bad: list[BadRecord] = []
         if file.format == "parquet":
@@ -337,178 +356,3 @@ def _concat(parts: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
     if not parts:
         return pa.RecordBatch.from_pylist([], schema=schema)
     return pa.Table.from_batches(parts).combine_chunks().to_batches()[0]
-
-
-def _chunks(fh: Any, size: int) -> Iterator[bytes]:
-    """Read a stream to its end; a truncated compressed stream ends where it tears.
-
-    A .gz/.zst cut short (a copy interrupted mid-way) raises at the cut: what was
-    readable has been yielded, and the torn last line becomes a bad record.
-    """
-    read = getattr(fh, "read1", fh.read)  # read1: a tear loses no earlier data
-    while True:
-        try:
-            data = read(size)
-        except EOFError:
-            return
-        except Exception as exc:  # zstandard reports a torn frame as ZstdError
-            if type(exc).__name__ == "ZstdError":
-                return
-            raise
-        if not data:
-            return
-        yield data
-
-
-def _lines(fh: Any, chunk: int = 4 << 20) -> Iterator[bytes]:
-    """Lines of a binary stream, read in large chunks (works on any decompressor)."""
-    rest = b""
-    for data in _chunks(fh, chunk):
-        parts = (rest + data).split(b"\n")
-        rest = parts.pop()
-        for part in parts:
-            yield part + b"\n"
-    if rest:
-        yield rest
-
-
-def _read_jsonl(
-    file: SourceFile, fh: Any, ranges: Sequence[tuple[int, int]], schema: pa.Schema | None
-) -> Iterator[tuple[pa.RecordBatch, list[BadRecord]]]:
-    pending = list(ranges)
-    lines: list[bytes] = []
-    first_row = pending[0][0] if pending else 0
-    for row, raw in enumerate(_lines(fh)):
-        if not pending:
-            return
-        start, stop = pending[0]
-        if start <= row < stop:
-            if not lines:
-                first_row = row
-            lines.append(raw)
-        if row + 1 == stop:
-            yield _parse_jsonl(file.url, lines, first_row, schema)
-            lines = []
-            pending.pop(0)
-    if pending and lines:
-        yield _parse_jsonl(file.url, lines, first_row, schema)
-        pending.pop(0)
-    if pending:
-        raise InputError(
-            f"input {file.url!r} ended before line {pending[0][1]}; it changed while being read"
-        )
-
-
-def _parse_jsonl(
-    url: str, lines: list[bytes], first_row: int, schema: pa.Schema | None
-) -> tuple[pa.RecordBatch, list[BadRecord]]:
-    data = b"".join(lines)
-    if not data.endswith(b"\n"):
-        data += b"\n"
-    try:
-        table = pajson.read_json(
-            io.BytesIO(data),
-            read_options=pajson.ReadOptions(
-                block_size=max(len(data) + 1, 1 << 20), use_threads=False
-            ),
-            parse_options=pajson.ParseOptions(
-                explicit_schema=schema, unexpected_field_behavior="ignore"
-            )
-            if schema is not None
-            else None,
-        )
-        if table.num_rows == sum(1 for ln in lines if ln.strip()):
-            table.validate(full=True)  # Arrow's JSON reader does not check UTF-8; this does
-            return _one_batch(table, schema), []
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
-        pass
-    return _parse_jsonl_slow(url, lines, first_row, schema)
-
-
-def _parse_jsonl_slow(
-    url: str, lines: list[bytes], first_row: int, schema: pa.Schema | None
-) -> tuple[pa.RecordBatch, list[BadRecord]]:
-    """Line-by-line parse that sets bad records aside instead of failing the batch."""
-    good: list[tuple[int, bytes, dict[str, Any]]] = []
-    bad: list[BadRecord] = []
-    for offset, line in enumerate(lines):
-        if not line.strip():
-            continue
-        number = first_row + offset + 1
-        try:
-            value = json.loads(line)
-            if not isinstance(value, dict):
-                raise ValueError(f"expected a JSON object, got {type(value).__name__}")
-        except ValueError as exc:
-            bad.append(_bad(url, number, exc, line))
-            continue
-        good.append((number, line, value))
-    try:
-        return _to_batch([v for _, _, v in good], schema), bad
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        pass
-    if schema is None:
-        schema = _infer_schema([v for _, _, v in good])
-    # Some record does not fit the schema: find which, one by one.
-    kept = []
-    for number, line, value in good:
-        try:
-            _to_batch([value], schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
-            bad.append(_bad(url, number, exc, line))
-            continue
-        kept.append(value)
-    bad.sort(key=lambda b: b.row)
-    return _to_batch(kept, schema), bad
-
-
-def _bad(url: str, number: int, exc: BaseException, line: bytes) -> BadRecord:
-    return BadRecord(
-        url,
-        number,
-        f"{type(exc).__name__}: {exc}"[:500],
-        line[:MAX_RAW].decode("utf-8", "replace").rstrip("\n"),
-    )
-
-
-def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.RecordBatch:
-    if schema is None:
-        return pa.RecordBatch.from_pylist(rows)
-    return pa.RecordBatch.from_pylist(
-        [{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema
-    )
-
-
-def _infer_schema(rows: list[dict[str, Any]]) -> pa.Schema:
-    """Without a declared schema, each field takes the type most of its values have.
-
-    A minority of values of another type (``"id": "seven"`` among integers)
-    then become bad records instead of deciding the column's type.
-    """
-    votes: dict[str, Counter[pa.DataType]] = {}
-    for row in rows:
-        for name, value in row.items():
-            counter = votes.setdefault(name, Counter())
-            if value is None:
-                continue
-            try:
-                counter[pa.array([value]).type] += 1
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-                continue
-    fields = []
-    for name, counter in votes.items():
-        kind = counter.most_common(1)[0][0] if counter else pa.null()
-        fields.append(pa.field(name, kind))
-    return pa.schema(fields)
-
-
-def _only(schema: pa.Schema, value: dict[str, Any]) -> pa.Schema:
-    return pa.schema([f for f in schema if f.name in value])
-
-
-def _one_batch(table: pa.Table, schema: pa.Schema | None) -> pa.RecordBatch:
-    table = table.combine_chunks()
-    batches = table.to_batches()
-    if batches:
-        return batches[0]
-    return pa.RecordBatch.from_pylist([], schema=schema or table.schema)

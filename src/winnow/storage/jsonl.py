@@ -1,0 +1,201 @@
+"""JSON Lines input: lines read in large chunks from any decompressor, parsed
+by Arrow, with malformed lines set aside as bad records instead of failing
+their batch."""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pajson
+
+from winnow.errors import InputError
+
+MAX_RAW = 4096
+
+
+@dataclass
+class BadRecord:
+    file: str
+    row: int
+    error: str
+    raw: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "row": self.row, "error": self.error, "raw": self.raw}
+
+
+def chunks(fh: Any, size: int) -> Iterator[bytes]:
+    """Read a stream to its end; a truncated compressed stream ends where it tears.
+
+    A .gz/.zst cut short (a copy interrupted mid-way) raises at the cut: what was
+    readable has been yielded, and the torn last line becomes a bad record.
+    """
+    read = getattr(fh, "read1", fh.read)  # read1: a tear loses no earlier data
+    while True:
+        try:
+            data = read(size)
+        except EOFError:
+            return
+        except Exception as exc:  # zstandard reports a torn frame as ZstdError
+            if type(exc).__name__ == "ZstdError":
+                return
+            raise
+        if not data:
+            return
+        yield data
+
+
+def _lines(fh: Any, chunk: int = 4 << 20) -> Iterator[bytes]:
+    """Lines of a binary stream, read in large chunks (works on any decompressor)."""
+    rest = b""
+    for data in chunks(fh, chunk):
+        parts = (rest + data).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if rest:
+        yield rest
+
+
+def read(
+    url: str, fh: Any, ranges: Sequence[tuple[int, int]], schema: pa.Schema | None
+) -> Iterator[tuple[pa.RecordBatch, list[BadRecord]]]:
+    pending = list(ranges)
+    lines: list[bytes] = []
+    first_row = pending[0][0] if pending else 0
+    for row, raw in enumerate(_lines(fh)):
+        if not pending:
+            return
+        start, stop = pending[0]
+        if start <= row < stop:
+            if not lines:
+                first_row = row
+            lines.append(raw)
+        if row + 1 == stop:
+            yield _parse(url, lines, first_row, schema)
+            lines = []
+            pending.pop(0)
+    if pending and lines:
+        yield _parse(url, lines, first_row, schema)
+        pending.pop(0)
+    if pending:
+        raise InputError(
+            f"input {url!r} ended before line {pending[0][1]}; it changed while being read"
+        )
+
+
+def _parse(
+    url: str, lines: list[bytes], first_row: int, schema: pa.Schema | None
+) -> tuple[pa.RecordBatch, list[BadRecord]]:
+    data = b"".join(lines)
+    if not data.endswith(b"\n"):
+        data += b"\n"
+    try:
+        table = pajson.read_json(
+            io.BytesIO(data),
+            read_options=pajson.ReadOptions(
+                block_size=max(len(data) + 1, 1 << 20), use_threads=False
+            ),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"
+            )
+            if schema is not None
+            else None,
+        )
+        if table.num_rows == sum(1 for ln in lines if ln.strip()):
+            table.validate(full=True)  # Arrow's JSON reader does not check UTF-8; this does
+            return _one_batch(table, schema), []
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
+        pass
+    return _parse_slow(url, lines, first_row, schema)
+
+
+def _parse_slow(
+    url: str, lines: list[bytes], first_row: int, schema: pa.Schema | None
+) -> tuple[pa.RecordBatch, list[BadRecord]]:
+    """Line-by-line parse that sets bad records aside instead of failing the batch."""
+    good: list[tuple[int, bytes, dict[str, Any]]] = []
+    bad: list[BadRecord] = []
+    for offset, line in enumerate(lines):
+        if not line.strip():
+            continue
+        number = first_row + offset + 1
+        try:
+            value = json.loads(line)
+            if not isinstance(value, dict):
+                raise ValueError(f"expected a JSON object, got {type(value).__name__}")
+        except ValueError as exc:
+            bad.append(_bad(url, number, exc, line))
+            continue
+        good.append((number, line, value))
+    try:
+        return _to_batch([v for _, _, v in good], schema), bad
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+        pass
+    if schema is None:
+        schema = _infer_schema([v for _, _, v in good])
+    # Some record does not fit the schema: find which, one by one.
+    kept = []
+    for number, line, value in good:
+        try:
+            _to_batch([value], schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError) as exc:
+            bad.append(_bad(url, number, exc, line))
+            continue
+        kept.append(value)
+    bad.sort(key=lambda b: b.row)
+    return _to_batch(kept, schema), bad
+
+
+def _bad(url: str, number: int, exc: BaseException, line: bytes) -> BadRecord:
+    return BadRecord(
+        url,
+        number,
+        f"{type(exc).__name__}: {exc}"[:500],
+        line[:MAX_RAW].decode("utf-8", "replace").rstrip("\n"),
+    )
+
+
+def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.RecordBatch:
+    if schema is None:
+        return pa.RecordBatch.from_pylist(rows)
+    return pa.RecordBatch.from_pylist(
+        [{f.name: r.get(f.name) for f in schema} for r in rows], schema=schema
+    )
+
+
+def _infer_schema(rows: list[dict[str, Any]]) -> pa.Schema:
+    """Without a declared schema, each field takes the type most of its values have.
+
+    A minority of values of another type (``"id": "seven"`` among integers)
+    then become bad records instead of deciding the column's type.
+    """
+    votes: dict[str, Counter[pa.DataType]] = {}
+    for row in rows:
+        for name, value in row.items():
+            counter = votes.setdefault(name, Counter())
+            if value is None:
+                continue
+            try:
+                counter[pa.array([value]).type] += 1
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
+                continue
+    fields = []
+    for name, counter in votes.items():
+        kind = counter.most_common(1)[0][0] if counter else pa.null()
+        fields.append(pa.field(name, kind))
+    return pa.schema(fields)
+
+
+def _one_batch(table: pa.Table, schema: pa.Schema | None) -> pa.RecordBatch:
+    table = table.combine_chunks()
+    batches = table.to_batches()
+    if batches:
+        return batches[0]
+    return pa.RecordBatch.from_pylist([], schema=schema or table.schema)
