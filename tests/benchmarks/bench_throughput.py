@@ -21,7 +21,9 @@ Every engine runs the same transform over the same input files: lowercase
   (native runner).
 
 Unless ``--skip-4x``, Winnow (for its driver's RSS and throughput) and Daft
-then run again on 4x the input, where fixed start-up costs weigh less.
+then run again on 4x the input, where fixed start-up costs weigh less; the
+report also gives each engine's marginal rate from 1x to 4x (extra rows over
+extra seconds), in which fixed costs cancel out.
 
 Each engine runs in its own subprocess, so no Ray instance is shared and the
 driver's peak RSS can be measured (psutil / ``/proc`` polling of the driver
@@ -748,6 +750,19 @@ def print_report(
                 f"({four['engine_s']:.2f}s), Daft {d4:,.0f} rows/s ({daft4['engine_s']:.2f}s, "
                 f"peak RSS {_mib(daft4.get('peak_rss'))}): Winnow / Daft {w4 / d4:.2f}x"
             )
+            marginal = {
+                LABELS[e]: (totals4["rows"] - totals["rows"]) / (r4["engine_s"] - r1["engine_s"])
+                for e, r1, r4 in (("winnow", first, four), ("daft", results.get("daft"), daft4))
+                if r1 and r1.get("ok") and r4["engine_s"] > r1.get("engine_s", 1e9)
+            }
+            if len(marginal) == 2:
+                # Fixed costs (Ray start/stop, actor start) cancel out: the rate
+                # each engine keeps once it runs.
+                w, d = marginal["Winnow"], marginal["Daft"]
+                print(
+                    f"Marginal rate, 1x -> 4x (extra rows / extra engine seconds): Winnow "
+                    f"{w:,.0f} rows/s, Daft {d:,.0f} rows/s: Winnow / Daft {w / d:.2f}x"
+                )
         else:
             print(f"At 4x: Winnow / Daft n/a (Daft 4x run {daft4.get('check')})")
     print(

@@ -6,7 +6,7 @@ Layout (any fsspec URL, default ``.winnow/state/v1``)::
     stages/<stage>/segments/     checkpoint segments (see checkpoints.py)
     jobs/<job_id>.json           job records (audit trail)
     events/YYYY-MM-DD.jsonl      append-only event journal
-    sources/<identity>.json      cached row counts of input files
+    sources/<identity>.json      cached row counts (Parquet: row-group size) of input files
 """
 
 from __future__ import annotations
