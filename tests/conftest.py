@@ -14,6 +14,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "pipelines"))
 
 
+@pytest.fixture(scope="module")
+def local_ray():
+    """A 2-CPU local Ray shared by one test module (its runs attach, not start)."""
+    import ray
+
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
+    )
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

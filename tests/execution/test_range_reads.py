@@ -11,7 +11,6 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from tests.conftest import ROOT
 from winnow import api
@@ -19,15 +18,6 @@ from winnow.execution import pools
 from winnow.storage import sources
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
-    )
-    yield
-    ray.shutdown()
 
 
 def parquet_copy(demo_inputs: list[str], folder: Path, row_group_size: int) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import ray
 
 from tests.conftest import ROOT, run_cli, run_json
 from winnow import api
@@ -20,15 +19,6 @@ from winnow.storage.artifacts import ArtifactStore
 
 pytestmark = pytest.mark.slow
 SETS = ["batch_rows=500"]
-
-
-@pytest.fixture(scope="module")
-def local_ray():
-    ray.init(
-        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
-    )
-    yield
-    ray.shutdown()
 
 
 def session(tmp: Path, inputs: list[str], sets: list[str] = ()):
