@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,6 +76,25 @@ def test_unknown_state_version_names_the_migration(tmp_path: Path, demo_inputs):
 def test_help_documents_every_command(command: str):
     proc = run_cli(command, "--help")
     assert proc.returncode == 0 and "Usage:" in proc.stdout
+
+
+def test_commands_from_other_modules_load_when_named():
+    """Every lazily loaded command resolves to itself; `run` loads none of them."""
+    import click
+
+    from winnow import cli
+
+    ctx = click.Context(cli.cli)
+    listed = cli.cli.list_commands(ctx)
+    assert {"run", "plan", "retry", "jobs", *cli.LAZY_COMMANDS} <= set(listed)
+    for name in cli.LAZY_COMMANDS:
+        command = cli.cli.get_command(ctx, name)
+        assert isinstance(command, click.Command) and command.name == name
+    gateway = cli.cli.get_command(ctx, "gateway")
+    assert isinstance(gateway, click.Group) and "snapshot" in gateway.list_commands(ctx)
+    probe = "import sys, winnow.cli; print(sorted(m for m in sys.modules if 'gateway' in m))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_unreachable_cluster_fails_fast_and_writes_no_job(tmp_path: Path, demo_inputs):

@@ -117,7 +117,3 @@ def _report(info: dict[str, Any], as_json: bool) -> None:
         lines.append(f"error      {info['error'].get('type')}: {info['error'].get('message')}")
     for line in lines:
         _out.print(escape(line), highlight=False)
-
-
-def register(cli: click.Group) -> None:
-    cli.add_command(submit)

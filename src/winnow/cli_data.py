@@ -346,8 +346,3 @@ def report(job_id: str, to: str, state: State) -> None:
 
     reports.write(state, job_id, to)
     _out.print(f"wrote {to}")
-
-
-def register(group: click.Group) -> None:
-    for command in (verify, status, inspect, gc, export, lock, report):
-        group.add_command(command)

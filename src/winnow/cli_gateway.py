@@ -266,7 +266,4 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
-def register(group: click.Group) -> None:
-    group.add_command(enqueue)
-    maintenance_cli.register(gateway)
-    group.add_command(gateway)
+maintenance_cli.register(gateway)
