@@ -14,7 +14,11 @@ Every engine runs the same transform over the same input files: lowercase
   table is ``[stages.transform]``) and ``--set batch_rows=10000``. Every batch
   is serialized to Parquet zstd, written, read back, SHA-256 re-hashed and
   decoded before its checkpoint is written. The same command is then run a
-  second time against the same state (every batch skipped).
+  second time against the same state (every batch skipped). Then once more
+  on a fresh state, attached with ``--address`` to a local Ray head started
+  beforehand with ``ray start --head`` (its own port and temp dir): the run a
+  user gets on a workstation or cluster where Ray is already up, without the
+  seconds an embedded Ray takes to start and stop.
 * Ray Data: ``read_parquet -> map_batches(fn, batch_format="pyarrow") ->
   write_parquet`` on a fresh local Ray.
 * Daft: ``read_parquet -> @daft.func.batch UDF on Arrow -> write_parquet``
@@ -51,6 +55,7 @@ import os
 import platform
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -466,11 +471,17 @@ def run_winnow(
     timeout: float,
     tag: str,
     rerun: bool,
+    address: str | None = None,
 ) -> list[dict[str, Any]]:
-    """First run (and, with ``rerun``, the same command again on the same state)."""
+    """First run (and, with ``rerun``, the same command again on the same state).
+
+    With ``address`` the run attaches to that Ray instead of starting its own.
+    """
     pipeline, profile = files / "bench_transform.py", files / "local-cpu-bench.toml"
     out, state = work / f"{tag}-output", work / f"{tag}-state"
     cmd = winnow_command(pipeline, profile, input_dir, out, state, batch_rows)
+    if address:
+        cmd += ["--address", address]
     results = []
     for attempt in ("first", "rerun") if rerun else ("first",):
         name = f"{tag}-{attempt}"
@@ -519,6 +530,42 @@ def run_winnow(
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
     return results
+
+
+@contextlib.contextmanager
+def running_ray(work: Path, timeout: float = 120) -> Any:
+    """A local Ray head started with ``ray start --block`` for the length of the block.
+
+    Yields ``(address, seconds ray start took)``. Its own port and temp dir, so
+    no other Ray on the machine is touched; stopped with its process group.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    temp = work / "ray"
+    cmd = [
+        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        "--port", str(port), "--num-cpus", str(os.cpu_count() or 1),
+        "--include-dashboard=false", "--node-ip-address", "127.0.0.1",
+        "--temp-dir", str(temp), "--disable-usage-stats",
+    ]  # fmt: skip
+    log = open(work / "ray-start.log", "w+b")  # noqa: SIM115 - closed below
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        while b"Ray runtime started" not in (work / "ray-start.log").read_bytes():
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                raise RuntimeError(
+                    "`ray start --head` did not come up:\n"
+                    + tail((work / "ray-start.log").read_text(errors="replace"))
+                )
+            time.sleep(0.05)
+        yield f"127.0.0.1:{port}", time.perf_counter() - t0
+    finally:
+        _kill_group(proc)
+        log.close()
 
 
 # --------------------------------------------------------------------------
@@ -674,6 +721,7 @@ def print_report(
     order = [
         ("winnow", "Winnow (local-cpu, full verify)"),
         ("winnow_rerun", "Winnow rerun (all skipped)"),
+        ("winnow_running_ray", "Winnow on a running Ray"),
         ("raydata", "Ray Data"),
         ("daft", "Daft"),
     ]
@@ -715,6 +763,17 @@ def print_report(
             )
         elif other in args.engines and "winnow" in args.engines:
             print(f"Winnow / {LABELS[other]} throughput: n/a (a run failed)")
+    warm = results.get("winnow_running_ray")
+    if warm and "winnow_running_ray" in speed:
+        line = (
+            f"Winnow on a running Ray (`ray start --head` beforehand, which took "
+            f"{warm['ray_start_s']:.2f}s; `winnow run --address`): {warm['engine_s']:.2f}s"
+        )
+        if "daft" in speed:
+            line += f"; / Daft {speed['winnow_running_ray'] / speed['daft']:.2f}x (engine clock)"
+        print(line)
+    elif warm:
+        print(f"Winnow on a running Ray: {warm.get('status') or 'FAILED'} ({warm.get('check')})")
     first, rerun = results.get("winnow"), results.get("winnow_rerun")
     if first and rerun and first.get("engine_s") and rerun.get("engine_s"):
         print(
@@ -767,6 +826,7 @@ def print_report(
             print(f"At 4x: Winnow / Daft n/a (Daft 4x run {daft4.get('check')})")
     print(
         "\nNotes: rows/s and MB/s use the engine clock (Winnow: job wall_s incl. Ray start/stop; "
+        "on a running Ray: attach, actor start and detach only; "
         "Ray Data: ray.init..ray.shutdown; Daft: read..write, native runner, no Ray). "
         "Driver peak RSS is the driver process only (Ray workers excluded); Daft does its work "
         "inside that process. MB = 10^6 bytes of uncompressed Arrow input."
@@ -915,6 +975,20 @@ def main(argv: list[str] | None = None) -> int:
                 results["winnow"] = runs[0]
                 if len(runs) > 1:
                     results["winnow_rerun"] = runs[1]
+                with running_ray(work) as (address, ray_start_s):
+                    warm = run_winnow(
+                        work,
+                        files,
+                        input_dir,
+                        totals,
+                        args.batch_rows,
+                        args.timeout,
+                        "winnow-1x-running-ray",
+                        False,
+                        address,
+                    )[0]
+                warm["ray_start_s"] = ray_start_s
+                results["winnow_running_ray"] = warm
             else:
                 results[engine] = run_other(
                     engine, work, input_dir, totals, args.batch_rows, args.timeout

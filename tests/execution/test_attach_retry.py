@@ -76,3 +76,18 @@ def test_other_failures_are_not_retried(
     with pytest.raises(UsageError, match="drop --address"):
         cluster._attach(address, {})
     assert calls == [("init", address)]
+
+
+@pytest.mark.parametrize(("mode", "hinted"), [(None, True), ("disabled", True), ("token", False)])
+def test_a_refused_attach_names_token_auth_unless_it_is_on(
+    monkeypatch: pytest.MonkeyPatch, calls: list[Any], mode: str | None, hinted: bool
+) -> None:
+    """Ray reports a refused token only in its C++ log, as a plain failed connection."""
+    if mode is None:
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    _init_answers(monkeypatch, calls, ConnectionError("Failed to connect to Ray cluster at h:1"))
+    with pytest.raises(UsageError) as caught:
+        cluster._attach("10.0.0.5:6379", {})
+    assert ("set RAY_AUTH_MODE=token here" in str(caught.value)) is hinted

@@ -77,6 +77,7 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         _check_reachable(address)
         if _is_loopback(address):
             _keep_loopback()
+            _use_local_token()
         _attach(address, common)
         return True
     _keep_loopback()
@@ -119,9 +120,16 @@ def _attach(address: str, common: dict[str, Any]) -> None:
                 shutdown()
                 time.sleep(2.0 * attempt)
                 continue
+            hint = ""
+            if os.environ.get(AUTH_MODE, "").lower() != "token":
+                hint = (
+                    f" If the cluster uses token auth, set {AUTH_MODE}=token here (token in "
+                    "RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token)."
+                )
             raise UsageError(
                 f"cannot attach to the Ray cluster at {address!r} ({exc}). Check the address "
                 "(ray://HEAD:10001 or auto) or drop --address to run on an embedded local Ray."
+                + hint
             ) from None
 
 
@@ -144,6 +152,27 @@ def _keep_loopback() -> None:
 
     ray_constants.ENABLE_RAY_CLUSTER = False
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+
+AUTH_MODE = "RAY_AUTH_MODE"
+
+
+def _use_local_token() -> None:
+    """Attach to a Ray on this machine with this machine's token, if there is one.
+
+    ``ray start`` turns token auth on by itself when a token exists (and any
+    embedded ``ray.init()`` writes one to ``~/.ray/auth_token``), as does a
+    driver given ``address="auto"``; a driver given an explicit address does
+    not, and is refused after 20 s of retries. A loopback address is this
+    machine, so its token goes to no one else. ``RAY_AUTH_MODE``, when set, wins.
+    """
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+    if os.environ.get(AUTH_MODE) is not None:
+        return
+    if AuthenticationTokenLoader.instance().has_token(ignore_auth_mode=True):
+        os.environ[AUTH_MODE] = "token"
+        Config.initialize("")  # Ray reads the mode from its cached config
 
 
 def _check_reachable(address: str) -> None:
