@@ -28,7 +28,11 @@ listening = [
     for c in psutil.net_connections(kind="inet")
     if c.status == psutil.CONN_LISTEN and c.pid in pids
 ]
-print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "listening": listening}))
+api_server = [
+    p.pid for p in me.children(recursive=True) if "dashboard/dashboard.py" in " ".join(p.cmdline())
+]
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "listening": listening,
+                  "api_server": api_server}))
 ray.shutdown()
 """
 
@@ -46,6 +50,9 @@ def test_every_port_of_the_embedded_ray_is_on_loopback() -> None:
     assert "gcs_server" in names and "raylet" in names, seen["listening"]
     exposed = [s for s in seen["listening"] if s[0] not in ("127.0.0.1", "::ffff:127.0.0.1")]
     assert not exposed, exposed
+    # Ray starts its dashboard process even with include_dashboard=False, for usage
+    # stats only, and waits about 1.3 s for it; the embedded Ray goes without.
+    assert seen["api_server"] == [], seen
 
 
 SHUTDOWN_PROBE = """

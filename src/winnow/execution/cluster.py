@@ -81,14 +81,36 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         _attach(address, common)
         return True
     _keep_loopback()
-    ray.init(
-        address="local",
-        num_cpus=num_cpus or os.cpu_count() or 1,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
-        **common,
-    )
+    with _without_api_server():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            **common,
+        )
     return True
+
+
+@contextlib.contextmanager
+def _without_api_server() -> Iterator[None]:
+    """Start the embedded Ray without the API server process it starts regardless.
+
+    With ``include_dashboard=False`` Ray still starts its dashboard process,
+    loading only the usage-stats module, and ``ray.init()`` polls until it has
+    registered: about 1.3 s of every embedded run, spent importing aiohttp and
+    the dashboard on a machine that may have two cores. ``ray.init()`` turns
+    usage stats off for the clusters it starts, and nothing else in that process
+    serves one (the Jobs API and state API are not loaded either); Ray treats an
+    API server that failed to start as no reason to stop the node.
+    """
+    node_class = ray._private.node.Node
+    original = node_class.start_api_server
+    node_class.start_api_server = lambda self, **_: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        node_class.start_api_server = original  # type: ignore[method-assign]
 
 
 # What the head's Ray Client proxy answers when the per-client server it
