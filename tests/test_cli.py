@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 
 
 def assert_nothing_written(tmp_path: Path) -> None:
@@ -99,11 +99,7 @@ def test_commands_from_other_modules_load_when_named():
 
 def test_unreachable_cluster_fails_fast_and_writes_no_job(tmp_path: Path, demo_inputs):
     """Ray would retry an absent GCS for minutes; run exits 2 at once, no job record."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed once the block ends: nothing listens there
+    port = free_port()  # nothing listens there
     for command in ("run", "plan"):
         proc = run_cli(
             command, "demo", "--input", demo_inputs[0], "--address", f"127.0.0.1:{port}",

@@ -307,7 +307,7 @@ def test_gateway_submits_queued_jobs_and_reconciles_a_lost_driver(
     """`submit --queue` leaves a PENDING job; the gateway submits it to the
     cluster. A second job's driver is SIGKILLed: Ray ends the job and the
     gateway marks its record FAILED (RayJobEnded) instead of leaving it RUNNING."""
-    from tests.gateway.test_daemon import free_port
+    from tests.conftest import free_port
 
     env = cluster["env"]
     state = str(tmp_path / "state")
