@@ -57,29 +57,37 @@ def test_every_port_of_the_embedded_ray_is_on_loopback() -> None:
 
 SHUTDOWN_PROBE = """
 import json, psutil, ray
-from winnow.execution.cluster import connect, shutdown
+from winnow.execution import cluster
 
-assert connect(None, num_cpus=1)
+def cmd(p):
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
+
+node_class, utils, services = ray._private.node.Node, ray._private.utils, ray._private.services
+before = [node_class.start_monitor, node_class.start_api_server,
+          utils.get_dashboard_dependency_error, services.get_node]
+assert cluster.connect(None, num_cpus=1)
 ray.get(ray.remote(lambda: 1).remote())
 node = ray._private.worker._global_node
-monitor = node.all_processes["monitor"][0].process
-terminated = []  # Ray's own shutdown SIGTERMs a live monitor and waits up to 1 s on it
-monitor_terminate = monitor.terminate
-monitor.terminate = lambda: (terminated.append(1), monitor_terminate())
 children = psutil.Process().children(recursive=True)
-shutdown()
+after = [node_class.start_monitor, node_class.start_api_server,
+         utils.get_dashboard_dependency_error, services.get_node]
+cluster.shutdown()
 gone, alive = psutil.wait_procs(children, timeout=30)
 print(json.dumps({
     "initialized": ray.is_initialized(),
-    "monitor_returncode": monitor.returncode,
-    "monitor_terminated_by_ray": bool(terminated),
+    "monitor": "monitor" in node.all_processes,
+    "monitor_children": [p.pid for p in children if "autoscaler/_private/monitor.py" in cmd(p)],
+    "hooks_restored": before == after,
     "alive": [p.name() for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
 }))
 """
 
 
-def test_shutdown_stops_the_embedded_monitor_first_and_leaves_no_process() -> None:
-    """The monitor is killed outright before Ray's shutdown reaches it; nothing is left."""
+def test_embedded_ray_starts_no_monitor_and_shutdown_leaves_no_process() -> None:
+    """One node for one run has nothing to autoscale: no monitor, Ray's hooks put back."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     proc = subprocess.run(
         [sys.executable, "-c", SHUTDOWN_PROBE], cwd=ROOT, env=env, capture_output=True,
@@ -88,7 +96,7 @@ def test_shutdown_stops_the_embedded_monitor_first_and_leaves_no_process() -> No
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["initialized"] is False
-    assert seen["monitor_returncode"] == -9, seen
-    assert seen["monitor_terminated_by_ray"] is False, seen
+    assert seen["monitor"] is False and seen["monitor_children"] == [], seen
+    assert seen["hooks_restored"] is True, seen
     assert seen["alive"] == [], seen
     assert "autoscaler" not in proc.stderr.lower(), proc.stderr[-3000:]

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import ray
 
 from winnow.errors import ConfigError, UsageError
+from winnow.execution import embedded
 from winnow.execution.capacity import Capacity, fit_pools
 from winnow.pipeline import StageSpec
 
@@ -48,21 +48,7 @@ def _keep_signal_handlers() -> Iterator[None]:
 
 
 def shutdown() -> None:
-    """``ray.shutdown()``, less the second it waits on the embedded node's monitor.
-
-    Ray stops the GCS before the autoscaler monitor; the monitor's SIGTERM
-    handler then tries to report its own end to the stopped GCS and is only
-    killed after a one-second grace period, on every run. An embedded
-    single-node Ray has nothing to autoscale, so Winnow stops its monitor
-    first, with SIGKILL (no handler runs, nothing is reported). A driver
-    attached to a cluster owns no such process: this is plain ``ray.shutdown()``.
-    """
-    node = getattr(ray._private.worker, "_global_node", None)
-    processes = getattr(node, "all_processes", None) or {}
-    for info in processes.get(ray._private.ray_constants.PROCESS_TYPE_MONITOR, []):
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            info.process.kill()
-            info.process.wait(timeout=5)
+    """Disconnect from Ray; stop the embedded Ray if this process started it."""
     ray.shutdown()
 
 
@@ -81,36 +67,8 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         _attach(address, common)
         return True
     _keep_loopback()
-    with _without_api_server():
-        ray.init(
-            address="local",
-            num_cpus=num_cpus or os.cpu_count() or 1,
-            include_dashboard=False,
-            _node_ip_address="127.0.0.1",
-            **common,
-        )
+    embedded.start(num_cpus or os.cpu_count() or 1, common)
     return True
-
-
-@contextlib.contextmanager
-def _without_api_server() -> Iterator[None]:
-    """Start the embedded Ray without the API server process it starts regardless.
-
-    With ``include_dashboard=False`` Ray still starts its dashboard process,
-    loading only the usage-stats module, and ``ray.init()`` polls until it has
-    registered: about 1.3 s of every embedded run, spent importing aiohttp and
-    the dashboard on a machine that may have two cores. ``ray.init()`` turns
-    usage stats off for the clusters it starts, and nothing else in that process
-    serves one (the Jobs API and state API are not loaded either); Ray treats an
-    API server that failed to start as no reason to stop the node.
-    """
-    node_class = ray._private.node.Node
-    original = node_class.start_api_server
-    node_class.start_api_server = lambda self, **_: None  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        node_class.start_api_server = original  # type: ignore[method-assign]
 
 
 # What the head's Ray Client proxy answers when the per-client server it

@@ -1,0 +1,151 @@
+"""Starting the embedded local Ray of `winnow run` without what one machine never uses.
+
+`ray.init()` starts a node built for clusters: an autoscaler monitor, a
+dashboard process, a probe of the dashboard's dependencies, and a wait for the
+raylet that polls once a second. On a laptop with two cores each of these is
+paid before the first batch, on every run. Here they are left out for the
+length of `ray.init()` only, through four of Ray's private hooks; each
+change falls back to Ray's own behaviour if a Ray release renames the hook
+(then the run is only slower, never different). Recheck on a Ray upgrade.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import ray
+
+log = logging.getLogger(__name__)
+
+# The modules Ray imports (ray/dashboard/optional_deps.py) to decide whether its
+# dashboard agent may load its full set of modules or only the minimal ones.
+DASHBOARD_DEPENDENCIES = (
+    "aiohttp",
+    "aiohttp_cors",
+    "grpc",
+    "opencensus",
+    "opentelemetry.exporter.prometheus",
+    "opentelemetry.proto",
+    "prometheus_client",
+    "pydantic",
+)
+# Processes of a node connect to its local sockets (the raylet's own client of
+# its object store, workers to the raylet) with retries, a second apart by
+# default: when the raylet's store thread is still mapping its memory (about
+# half the starts on two cores) the raylet loses a whole second. Retry every
+# 20 ms instead, within the same 10 s budget. Task events feed the dashboard's
+# task table and Ray's state API, neither of which an embedded Ray runs; the
+# driver would spend about 0.25 s of every shutdown flushing them.
+SYSTEM_CONFIG = {
+    "raylet_client_connect_timeout_milliseconds": 20,
+    "raylet_client_num_connect_attempts": 500,
+    "task_events_report_interval_ms": 0,
+}
+REGISTRATION_POLL_S = 0.02
+REGISTRATION_TIMEOUT_S = 10.0  # then Ray's own once-a-second wait, and its errors
+
+
+def start(num_cpus: int, common: dict[str, Any]) -> None:
+    """``ray.init()`` of a single-node Ray on 127.0.0.1, started lean."""
+    with _lean_node():
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            _node_ip_address="127.0.0.1",
+            _system_config=SYSTEM_CONFIG,
+            **common,
+        )
+
+
+@contextlib.contextmanager
+def _lean_node() -> Iterator[None]:
+    """Swap three of Ray's node start-up steps for lean ones, then put them back.
+
+    * No dashboard process (API server). With ``include_dashboard=False`` Ray
+      still starts it for usage stats alone (which ``ray.init()`` turns off) and
+      polls about 1.3 s for it to register; nothing else in it is loaded.
+    * No autoscaler monitor: one node started for one run has nothing to
+      scale, and a live monitor makes ``ray.shutdown()`` wait a second on it
+      (its SIGTERM handler reports to a GCS that is already gone).
+    * Dashboard dependencies are looked up, not imported: Ray imports aiohttp,
+      OpenTelemetry and the rest in the driver (about 0.3 s of CPU) only to
+      learn whether they are installed.
+    * The driver waits for its raylet's registration in 20 ms steps. Ray asks
+      the GCS once, 0.1 s after starting the raylet, and on a miss (always,
+      on two cores: the raylet takes 0.6-0.9 s) sleeps a whole second before
+      asking again.
+    """
+    node_class = ray._private.node.Node
+    utils = ray._private.utils
+    services = ray._private.services
+    swaps: list[tuple[Any, str, Callable[..., Any]]] = [
+        (node_class, "start_api_server", lambda self, **_: None),
+        (node_class, "start_monitor", lambda self: None),
+        (utils, "get_dashboard_dependency_error", _missing_dashboard_dependency),
+        (services, "get_node", _registered_node(getattr(services, "get_node", None))),
+    ]
+    saved = []
+    for owner, name, replacement in swaps:
+        original = getattr(owner, name, None)
+        if original is None:
+            log.debug("Ray has no %s.%s; starting with Ray's own step", owner.__name__, name)
+            continue
+        saved.append((owner, name, original))
+        setattr(owner, name, replacement)
+    try:
+        yield
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+def _missing_dashboard_dependency() -> ImportError | None:
+    for name in DASHBOARD_DEPENDENCIES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return ImportError(f"No module named {name!r}")
+    return None
+
+
+def _registered_node(original: Callable[[str, str], Any] | None) -> Callable[[str, str], Any]:
+    def get_node(gcs_address: str, node_id: str) -> Any:
+        assert original is not None
+        _await_registration(gcs_address, node_id)
+        return original(gcs_address, node_id)  # Ray's own call: its errors, its timeout
+
+    return get_node
+
+
+def _await_registration(gcs_address: str, node_id: str) -> bool:
+    """Whether the GCS listed ``node_id`` alive before the wait gave up.
+
+    Anything unexpected (an older Ray's client, an RPC error) ends the wait:
+    Ray's own ``get_node`` that follows then waits, and fails, as it always has.
+    """
+    try:
+        from ray._raylet import GcsClient  # type: ignore[attr-defined]
+        from ray.core.generated.gcs_pb2 import GcsNodeInfo  # type: ignore[attr-defined]
+        from ray.core.generated.gcs_service_pb2 import (  # type: ignore[attr-defined]
+            GetAllNodeInfoRequest,
+        )
+
+        client = GcsClient(address=gcs_address)
+        selector = [GetAllNodeInfoRequest.NodeSelector(node_id=bytes.fromhex(node_id))]
+        alive = GcsNodeInfo.GcsNodeState.ALIVE
+        deadline = time.monotonic() + REGISTRATION_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if client.get_all_node_info(timeout=5, node_selectors=selector, state_filter=alive):
+                return True
+            time.sleep(REGISTRATION_POLL_S)
+    except Exception as exc:  # any failure: Ray's own wait takes over
+        log.debug("waiting for the raylet's registration failed (%s); Ray's own wait follows", exc)
+    return False
