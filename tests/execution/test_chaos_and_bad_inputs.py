@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import zstandard
 
 from tests.conftest import ROOT, run_cli, run_json
 from winnow import api
@@ -43,6 +44,10 @@ def test_a_folder_of_malformed_inputs_quarantines_each_bad_record_and_loses_no_g
     assert 300 < kept.num_rows < 400 and len(torn) == 1
     good_rows += kept.num_rows
     expected_bad["a-truncated.jsonl.gz"] = 1
+    # a single-block .zst cut short: no row is readable, the tear itself is quarantined
+    zst = zstandard.ZstdCompressor().compress(b"".join(_good(i) for i in range(500, 600)))
+    (src / "a-truncated.jsonl.zst").write_bytes(zst[: len(zst) - 20])
+    expected_bad["a-truncated.jsonl.zst"] = 1
     # binary junk between good lines
     junk = _good(1000) + os.urandom(300).replace(b"\n", b"") + b"\n" + _good(1001)
     (src / "b-junk.jsonl").write_bytes(junk)
@@ -86,6 +91,8 @@ def test_a_folder_of_malformed_inputs_quarantines_each_bad_record_and_loses_no_g
     for b in bad:
         by_file[Path(b["file"]).name] = by_file.get(Path(b["file"]).name, 0) + 1
         assert b["row"] >= 1 and b["error"]
+        if Path(b["file"]).name.startswith("a-truncated"):
+            assert b["error"].startswith("TruncatedInput"), b
     assert by_file == expected_bad
     ids = api.output_table(record).column("id").to_pylist()
     assert len(ids) == len(set(ids))

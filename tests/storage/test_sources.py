@@ -131,7 +131,58 @@ def test_a_torn_gzip_keeps_its_readable_rows_and_quarantines_the_torn_line(tmp_p
     [(batch, bad)] = list(sources.read(f, [(0, rows)], SCHEMA))
     assert batch.column("id").to_pylist() == list(range(rows - 1))
     [torn] = bad
-    assert torn.row == rows and torn.file == str(path) and "JSON" in torn.error
+    assert torn.row == rows and torn.file == str(path)
+    assert torn.error.startswith("TruncatedInput") and "copy it again" in torn.error
+    assert torn.raw and raw.splitlines()[rows - 1].startswith(torn.raw.encode())
+
+
+def _lines(ids: range) -> bytes:
+    return b"".join(json.dumps({"id": i, "text": "x" * 50}).encode() + b"\n" for i in ids)
+
+
+def test_a_single_block_zst_cut_short_is_a_bad_record_not_an_empty_file(tmp_path: Path):
+    """zstandard's own reader ends quietly at a tear: the whole file read as empty."""
+    path = tmp_path / "torn.jsonl.zst"
+    path.write_bytes(zstandard.ZstdCompressor().compress(_lines(range(100)))[:-20])
+    [f] = sources.discover([str(path)])
+    assert sources.file_stats(f)["rows"] == 1  # the tear stands for the lost rows
+    [(batch, bad)] = list(sources.read(f, [(0, 1)], SCHEMA))
+    assert batch.num_rows == 0
+    [torn] = bad
+    assert torn.row == 1 and torn.error.startswith("TruncatedInput")
+
+
+def test_a_zst_cut_between_frames_keeps_every_complete_row_and_says_so(tmp_path: Path):
+    """Cut right after a frame: every line read is whole, yet rows are missing."""
+    compressor = zstandard.ZstdCompressor()
+    first = compressor.compress(_lines(range(40)))
+    second = compressor.compress(_lines(range(40, 80)))
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(first + second[:10])
+    [f] = sources.discover([str(path)])
+    rows = sources.file_stats(f)["rows"]
+    assert rows == 41
+    batches = list(sources.read(f, [(0, 20), (20, 41)], SCHEMA))
+    assert [b.num_rows for b, _ in batches] == [20, 20]
+    [torn] = batches[1][1]
+    assert torn.row == 41 and torn.raw == "" and torn.error.startswith("TruncatedInput")
+    # an intact file of several frames reads whole, with nothing set aside
+    path.write_bytes(first + second)
+    [f] = sources.discover([str(path)])
+    [(batch, bad)] = list(sources.read(f, [(0, 80)], SCHEMA))
+    assert batch.column("id").to_pylist() == list(range(80)) and bad == []
+
+
+@pytest.mark.parametrize("suffix", ["csv.gz", "csv.zst"])
+def test_a_compressed_csv_cut_short_is_a_named_input_error(tmp_path: Path, suffix: str):
+    raw = b"id,text\n" + b"".join(f"{i},{'x' * 50}\n".encode() for i in range(2000))
+    data = gzip.compress(raw) if suffix.endswith("gz") else zstandard.ZstdCompressor().compress(raw)
+    path = tmp_path / f"torn.{suffix}"
+    path.write_bytes(data[:-30])
+    [f] = sources.discover([str(path)])
+    with pytest.raises(InputError, match="cut short") as err:
+        sources.file_stats(f)
+    assert str(path) in str(err.value) and "copy it again" in str(err.value)
 
 
 def test_invalid_utf8_inside_a_json_string_is_a_bad_record(tmp_path: Path):

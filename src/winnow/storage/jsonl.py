@@ -30,37 +30,64 @@ class BadRecord:
         return {"file": self.file, "row": self.row, "error": self.error, "raw": self.raw}
 
 
-def chunks(fh: Any, size: int) -> Iterator[bytes]:
-    """Read a stream to its end; a truncated compressed stream ends where it tears.
+class TornStream(Exception):
+    """A compressed stream ends before its end marker: the file was cut short."""
 
-    A .gz/.zst cut short (a copy interrupted mid-way) raises at the cut: what was
-    readable has been yielded, and the torn last line becomes a bad record.
+
+def chunks(fh: Any, size: int) -> Iterator[bytes]:
+    """Read a stream to its end, yielding every readable byte before a tear.
+
+    Raises:
+        TornStream: after the last readable bytes, when a .gz/.zst stream is cut
+            short (a copy interrupted mid-way).
     """
     read = getattr(fh, "read1", fh.read)  # read1: a tear loses no earlier data
     while True:
         try:
             data = read(size)
         except EOFError:
-            return
+            raise TornStream() from None
         except Exception as exc:  # zstandard reports a torn frame as ZstdError
             if type(exc).__name__ == "ZstdError":
-                return
+                raise TornStream() from None
             raise
         if not data:
             return
         yield data
 
 
-def _lines(fh: Any, chunk: int = 4 << 20) -> Iterator[bytes]:
-    """Lines of a binary stream, read in large chunks (works on any decompressor)."""
+def count_lines(fh: Any) -> int:
+    """Rows of a JSONL stream: its lines, plus one for a torn tail (see ``read``)."""
+    lines = 0
+    last = b"\n"
+    try:
+        for chunk in chunks(fh, 8 << 20):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    except TornStream:
+        return lines + 1
+    return lines + (0 if last == b"\n" else 1)
+
+
+def _lines(fh: Any, chunk: int = 4 << 20) -> Iterator[tuple[bytes, bool]]:
+    """Lines of a binary stream, read in large chunks (works on any decompressor).
+
+    Each comes with whether it is the torn tail of a stream cut short: what was
+    left after its last complete line, possibly nothing, stands for the rows
+    lost with the rest of the file.
+    """
     rest = b""
-    for data in chunks(fh, chunk):
-        parts = (rest + data).split(b"\n")
-        rest = parts.pop()
-        for part in parts:
-            yield part + b"\n"
+    try:
+        for data in chunks(fh, chunk):
+            parts = (rest + data).split(b"\n")
+            rest = parts.pop()
+            for part in parts:
+                yield part + b"\n", False
+    except TornStream:
+        yield rest, True
+        return
     if rest:
-        yield rest
+        yield rest, False
 
 
 def read(
@@ -68,26 +95,48 @@ def read(
 ) -> Iterator[tuple[pa.RecordBatch, list[BadRecord]]]:
     pending = list(ranges)
     lines: list[bytes] = []
+    torn: list[BadRecord] = []
     first_row = pending[0][0] if pending else 0
-    for row, raw in enumerate(_lines(fh)):
+    for row, (raw, is_torn) in enumerate(_lines(fh)):
         if not pending:
             return
         start, stop = pending[0]
         if start <= row < stop:
             if not lines:
                 first_row = row
+            if is_torn:
+                torn.append(_torn(url, row + 1, raw))
+                raw = b"\n"  # a blank line: parsed as nothing, numbering kept
             lines.append(raw)
         if row + 1 == stop:
-            yield _parse(url, lines, first_row, schema)
-            lines = []
+            yield _with(_parse(url, lines, first_row, schema), torn)
+            lines, torn = [], []
             pending.pop(0)
     if pending and lines:
-        yield _parse(url, lines, first_row, schema)
+        yield _with(_parse(url, lines, first_row, schema), torn)
         pending.pop(0)
     if pending:
         raise InputError(
             f"input {url!r} ended before line {pending[0][1]}; it changed while being read"
         )
+
+
+def _torn(url: str, number: int, tail: bytes) -> BadRecord:
+    return BadRecord(
+        url,
+        number,
+        f"TruncatedInput: the compressed stream ends without its end marker, so lines from "
+        f"{number} on are missing (the file was cut short, e.g. by an interrupted copy); "
+        "copy it again and rerun",
+        tail[:MAX_RAW].decode("utf-8", "replace"),
+    )
+
+
+def _with(
+    parsed: tuple[pa.RecordBatch, list[BadRecord]], torn: list[BadRecord]
+) -> tuple[pa.RecordBatch, list[BadRecord]]:
+    batch, bad = parsed
+    return batch, bad + torn  # the torn tail is the file's last row
 
 
 def _parse(

@@ -24,6 +24,7 @@ from winnow.errors import InputError
 from winnow.storage import jsonl
 from winnow.storage.fs import is_local, resolve, to_url
 from winnow.storage.jsonl import MAX_RAW, BadRecord
+from winnow.storage.zstd import ZstdReader
 
 _FORMATS = {
     ".jsonl": "jsonl",
@@ -180,6 +181,8 @@ def _open(file: SourceFile, storage_options: dict[str, Any] | None) -> Any:
             # Arrow's own file reads without a Python file object in between
             # (about a quarter less time per Parquet batch on a local disk).
             return pa.OSFile(path)
+        if file.compression == "zstd":
+            return ZstdReader(fs.open(path, "rb"))  # notices a .zst cut short
         return fs.open(path, "rb", compression=file.compression)
     except (FileNotFoundError, PermissionError) as exc:
         raise InputError(f"input {file.url!r} cannot be opened ({exc})") from None
@@ -205,6 +208,11 @@ def file_stats(file: SourceFile, storage_options: dict[str, Any] | None = None) 
         return {"rows": _count_rows(file, storage_options)}
     except InputError:
         raise
+    except EOFError as exc:  # a CSV's compressed stream breaks off (JSONL keeps its rows)
+        raise InputError(
+            f"input {file.url!r} is cut short ({exc}): the copy was interrupted or the file "
+            "is damaged; copy it again, or leave it out of --input"
+        ) from None
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise InputError(
             f"input {file.url!r} is not a readable {file.format} file ({type(exc).__name__}: "
@@ -218,12 +226,7 @@ def _count_rows(file: SourceFile, storage_options: dict[str, Any] | None) -> int
             return sum(b.num_rows for b in _ipc_batches(fh))
         if file.format == "csv":
             return sum(b.num_rows for b in _csv_reader(fh, None, []))
-        lines = 0
-        last = b"\n"
-        for chunk in jsonl.chunks(fh, 8 << 20):
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-        return lines + (0 if last == b"\n" else 1)
+        return jsonl.count_lines(fh)
 
 
 def read(
