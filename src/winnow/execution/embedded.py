@@ -6,7 +6,8 @@ raylet that polls once a second. On a laptop with two cores each of these is
 paid before the first batch, on every run. Here they are left out for the
 length of `ray.init()` only, through four of Ray's private hooks; each
 change falls back to Ray's own behaviour if a Ray release renames the hook
-(then the run is only slower, never different). Recheck on a Ray upgrade.
+(then the run is only slower, never different). Three settings of Ray's
+system config (``SYSTEM_CONFIG``) do the rest. Recheck on a Ray upgrade.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def start(num_cpus: int, common: dict[str, Any]) -> None:
 
 @contextlib.contextmanager
 def _lean_node() -> Iterator[None]:
-    """Swap three of Ray's node start-up steps for lean ones, then put them back.
+    """Swap four of Ray's node start-up steps for lean ones, then put them back.
 
     * No dashboard process (API server). With ``include_dashboard=False`` Ray
       still starts it for usage stats alone (which ``ray.init()`` turns off) and
