@@ -118,6 +118,26 @@ def test_damaged_artifact_is_caught_and_put_repairs_it(
     assert stored(store) == [ref.digest]
 
 
+def test_a_read_back_that_differs_only_in_content_fails_the_commit(
+    store: ArtifactStore, monkeypatch: pytest.MonkeyPatch
+):
+    """Same length, one byte flipped on the way back: no artifact is published."""
+    cat_file = store.fs.cat_file
+
+    def flipped(path: str, *args: object, **kwargs: object) -> bytes:
+        data = bytearray(cat_file(path, *args, **kwargs))
+        data[len(data) // 2] ^= 0x01
+        return bytes(data)
+
+    monkeypatch.setattr(store.fs, "cat_file", flipped)
+    with pytest.raises(IntegrityError, match="sha256"):
+        store.put(batch(), "parquet")
+    monkeypatch.undo()
+    assert stored(store) == []
+    ref = store.put(batch(), "parquet")  # an honest read-back commits
+    assert store.verify(ref) == ref
+
+
 def test_truncated_artifact_reports_bytes(store: ArtifactStore):
     ref = store.put(batch(), "jsonl")
     path = store.path_of(ref.uri)
