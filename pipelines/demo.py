@@ -30,21 +30,59 @@ SCHEMA = pa.schema(
 _LETTERS = np.zeros(256, dtype=np.int64)
 _LETTERS[ord("A") : ord("Z") + 1] = 1
 _LETTERS[ord("a") : ord("z") + 1] = 1
+# What RE2's \s matches (Perl's class, ASCII only): every other byte, each byte
+# of a multi-byte UTF-8 character included, is part of a word (\S).
+_SPACE = np.zeros(256, dtype=bool)
+_SPACE[[ord(c) for c in "\t\n\f\r "]] = True
 
 
-def ascii_letter_ratio(text: pa.Array) -> pa.Array:
-    """Share of bytes that are ASCII letters, per row (vectorized over the buffer)."""
+def _bytes_and_offsets(text: pa.Array) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The array as binary, its row offsets from 0, and the bytes they index."""
     text = pc.cast(text, pa.binary())
     if isinstance(text, pa.ChunkedArray):
         text = text.combine_chunks()
     n = len(text)
     offsets = np.frombuffer(text.buffers()[1], dtype=np.int32)[text.offset : text.offset + n + 1]
-    if n == 0 or offsets[-1] == offsets[0]:
-        return pa.array(np.zeros(n))
-    data = np.frombuffer(text.buffers()[2], dtype=np.uint8)[offsets[0] : offsets[-1]]
+    data = np.frombuffer(text.buffers()[2] or b"", dtype=np.uint8)[offsets[0] : offsets[-1]]
+    return text, offsets - offsets[0], data
+
+
+def ascii_letter_count(text: pa.Array) -> pa.Array:
+    """ASCII letters per row (null stays null): ``count_substring_regex(text,
+    "[A-Za-z]")`` without the regex, which costs 10x more."""
+    text, rel, data = _bytes_and_offsets(text)
     cumulative = np.zeros(len(data) + 1, dtype=np.int64)
     np.cumsum(_LETTERS[data], out=cumulative[1:])
-    rel = offsets - offsets[0]
+    counts = cumulative[rel[1:]] - cumulative[rel[:-1]]
+    return pa.array(counts, mask=_nulls(text))
+
+
+def word_count(text: pa.Array) -> pa.Array:
+    """Runs of non-space bytes per row (null stays null): ``count_substring_regex(
+    text, r"\S+")`` without the regex."""
+    text, rel, data = _bytes_and_offsets(text)
+    word = ~_SPACE[data]
+    after_word = np.zeros_like(word)  # the byte before is part of a word of the same row
+    after_word[1:] = word[:-1]
+    after_word[rel[:-1][rel[:-1] < len(data)]] = False
+    starts = word & ~after_word
+    cumulative = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(starts, out=cumulative[1:])
+    return pa.array(cumulative[rel[1:]] - cumulative[rel[:-1]], mask=_nulls(text))
+
+
+def _nulls(text: pa.Array) -> np.ndarray | None:
+    return None if text.null_count == 0 else np.asarray(text.is_null())
+
+
+def ascii_letter_ratio(text: pa.Array) -> pa.Array:
+    """Share of bytes that are ASCII letters, per row (vectorized over the buffer)."""
+    text, rel, data = _bytes_and_offsets(text)
+    n = len(text)
+    if n == 0 or len(data) == 0:
+        return pa.array(np.zeros(n))
+    cumulative = np.zeros(len(data) + 1, dtype=np.int64)
+    np.cumsum(_LETTERS[data], out=cumulative[1:])
     counts = cumulative[rel[1:]] - cumulative[rel[:-1]]
     lengths = np.maximum(rel[1:] - rel[:-1], 1)
     return pa.array(counts / lengths)
@@ -81,8 +119,8 @@ class QualityFilter(Stage):
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         text = batch.column("text")
         length = pc.utf8_length(text)
-        words = pc.count_substring_regex(text, r"\S+")
-        alpha = pc.count_substring_regex(text, r"[A-Za-z]")
+        words = word_count(text)
+        alpha = ascii_letter_count(text)
         ratio = pc.divide(pc.cast(alpha, pa.float64()), pc.max_element_wise(length, 1))
         first = pc.utf8_slice_codeunits(text, 0, 24)
         repeats = pc.count_substring(text, pattern="lorem lorem")
