@@ -40,7 +40,9 @@ def head_with_default_token(tmp_path: Path) -> Iterator[tuple[str, dict[str, str
     start = subprocess.run(
         [*ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
          "--include-dashboard=false", "--node-ip-address=127.0.0.1", f"--temp-dir={temp}",
-         "--disable-usage-stats"],
+         "--disable-usage-stats",
+         # not Ray's fixed default (52365), which any other Ray on the machine holds
+         f"--dashboard-agent-listen-port={free_port()}"],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     try:
