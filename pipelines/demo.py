@@ -51,10 +51,7 @@ def ascii_letter_count(text: pa.Array) -> pa.Array:
     """ASCII letters per row (null stays null): ``count_substring_regex(text,
     "[A-Za-z]")`` without the regex, which costs 10x more."""
     text, rel, data = _bytes_and_offsets(text)
-    cumulative = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum(_LETTERS[data], out=cumulative[1:])
-    counts = cumulative[rel[1:]] - cumulative[rel[:-1]]
-    return pa.array(counts, mask=_nulls(text))
+    return pa.array(_row_sums(_LETTERS[data], rel), mask=_nulls(text))
 
 
 def word_count(text: pa.Array) -> pa.Array:
@@ -65,10 +62,14 @@ def word_count(text: pa.Array) -> pa.Array:
     after_word = np.zeros_like(word)  # the byte before is part of a word of the same row
     after_word[1:] = word[:-1]
     after_word[rel[:-1][rel[:-1] < len(data)]] = False
-    starts = word & ~after_word
-    cumulative = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum(starts, out=cumulative[1:])
-    return pa.array(cumulative[rel[1:]] - cumulative[rel[:-1]], mask=_nulls(text))
+    return pa.array(_row_sums(word & ~after_word, rel), mask=_nulls(text))
+
+
+def _row_sums(values: np.ndarray, rel: np.ndarray) -> np.ndarray:
+    """Per row, the sum of ``values`` (one per byte) over the row's bytes."""
+    cumulative = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(values, out=cumulative[1:])
+    return cumulative[rel[1:]] - cumulative[rel[:-1]]
 
 
 def _nulls(text: pa.Array) -> np.ndarray | None:
@@ -81,9 +82,7 @@ def ascii_letter_ratio(text: pa.Array) -> pa.Array:
     n = len(text)
     if n == 0 or len(data) == 0:
         return pa.array(np.zeros(n))
-    cumulative = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum(_LETTERS[data], out=cumulative[1:])
-    counts = cumulative[rel[1:]] - cumulative[rel[:-1]]
+    counts = _row_sums(_LETTERS[data], rel)
     lengths = np.maximum(rel[1:] - rel[:-1], 1)
     return pa.array(counts / lengths)
 
