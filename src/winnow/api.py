@@ -22,7 +22,7 @@ from typing import Any
 
 from winnow.errors import StageFailed, StateError, UsageError
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
-from winnow.plan import SKIP, Plan, make_plan
+from winnow.plan import SKIP, History, Plan, make_plan
 from winnow.profile import (
     Profile,
     apply_overrides,
@@ -51,6 +51,7 @@ class Session:
     output_url: str
     notes: list[str]
     pipeline_file: str | None = None
+    rerun: str | None = None  # this stage and those after it recompute every batch
 
 
 def run(
@@ -62,9 +63,13 @@ def run(
     sets: list[str] | None = None,
     verify: str | None = None,
     address: str | None = None,
+    rerun: str | None = None,
 ) -> dict[str, Any]:
-    """Resolve and run a pipeline; return its job record (what `winnow run --json` prints)."""
-    session = resolve_session(pipeline, profile, inputs, output, state, sets)
+    """Resolve and run a pipeline; return its job record (what `winnow run --json` prints).
+
+    ``rerun`` names a stage to recompute for every batch, with the stages after it.
+    """
+    session = resolve_session(pipeline, profile, inputs, output, state, sets, rerun)
     return execute(session, verify=verify, address=address)
 
 
@@ -80,6 +85,7 @@ def resolve_session(
     output: str | None = None,
     state: str | None = None,
     sets: list[str] | None = None,
+    rerun: str | None = None,
 ) -> Session:
     """Load everything a run needs and validate it; writes nothing."""
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -87,6 +93,8 @@ def resolve_session(
         prof = apply_overrides(prof, sets)
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
     check_set_stages(sets or [], pipe)
+    if rerun is not None:
+        pipe.stage_index(rerun)
     notes = []
     unused = unused_stage_tables(prof, pipe)
     if unused:
@@ -106,12 +114,11 @@ def resolve_session(
         if not inputs:
             raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
     pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))
-    return Session(pipe, prof, list(inputs), st, artifacts, output_url, notes, pipeline_file)
+    return Session(pipe, prof, list(inputs), st, artifacts, output_url, notes, pipeline_file, rerun)
 
 
 def plan(session: Session, verify: str | None = None, only_failed: bool = False) -> Plan:
     """Per stage: how many batches will run, be skipped or be retried, and why."""
-    previous = _previous_fingerprints(session)
     return make_plan(
         session.pipeline,
         session.profile,
@@ -119,16 +126,24 @@ def plan(session: Session, verify: str | None = None, only_failed: bool = False)
         session.state,
         session.artifacts,
         verify=verify,
-        previous_fingerprints=previous,
+        history=_history(session),
         only_failed=only_failed,
+        rerun=session.rerun,
     )
 
 
-def _previous_fingerprints(session: Session) -> dict[str, str]:
+def _history(session: Session) -> History:
+    """What the last run of this pipeline recorded: stage fingerprints and inputs read."""
+    history = History()
     for job in session.state.list_jobs():
         if job.get("pipeline") == session.pipeline.name and job.get("stages"):
-            return {s["name"]: s["fingerprint"] for s in job["stages"]}
-    return {}
+            history.stages = {s["name"]: s for s in job["stages"]}
+            break
+    inputs = session.state.read_inputs(session.pipeline.name)
+    history.files = dict(inputs.get("files") or {})
+    history.batch_rows = inputs.get("batch_rows")
+    history.reader = inputs.get("reader")
+    return history
 
 
 def new_job_id(pipeline: str) -> str:
@@ -211,7 +226,7 @@ def _execute_locked(
         "inputs": [f.url for f in the_plan.files],
         "state_url": state.display(),
         "output_url": to_url(*resolve(session.output_url, session.profile.storage_options)),
-        "stages": [{"name": s.name, "fingerprint": s.fingerprint} for s in the_plan.stages],
+        "stages": [{**s.parts, "fingerprint": s.fingerprint} for s in the_plan.stages],
         "plan": the_plan.to_dict()["stages"],
         "state_before": the_plan.before,
     }
@@ -271,6 +286,14 @@ def _execute_locked(
     manifest = _write_manifest(session, job_id, the_plan, outcome.finals)
     record["manifest"] = manifest
     state.write_job(record)
+    state.write_inputs(
+        session.pipeline.name,
+        {
+            "files": {f.url: f.identity for f in the_plan.files},
+            "batch_rows": session.profile.batch_rows,
+            "reader": the_plan.reader,
+        },
+    )
     state.append_events(
         [
             event(

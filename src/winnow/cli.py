@@ -35,6 +35,7 @@ LAZY_COMMANDS = {
     ),
     **dict.fromkeys(("enqueue", "gateway"), "winnow.cli_gateway"),
     "submit": "winnow.cli_cluster",
+    "invalidate": "winnow.cli_rerun",
 }
 
 
@@ -68,6 +69,13 @@ def cli() -> None:
     help="Ray cluster to attach to (ray://HEAD:10001, HOST:6379 or auto); default: embedded "
     "local Ray.",
 )
+@click.option(
+    "--rerun",
+    "rerun",
+    default=None,
+    metavar="STAGE",
+    help="Recompute every batch of STAGE and of the stages after it, committed or not.",
+)
 @click.option("--job-id", default=None, hidden=True, help="Use this job id (winnow submit).")
 def run(
     pipeline: str,
@@ -79,10 +87,11 @@ def run(
     verify: str | None,
     as_json: bool,
     address: str | None,
+    rerun: str | None,
     job_id: str | None,
 ) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
-    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
+    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets), rerun)
     _run_session(session, verify, address, as_json, job_id=job_id)
 
 
@@ -151,6 +160,13 @@ def _run_session(
     default=None,
     help="Size the pools against this Ray cluster (default: this machine).",
 )
+@click.option(
+    "--rerun",
+    "rerun",
+    default=None,
+    metavar="STAGE",
+    help="Recompute every batch of STAGE and of the stages after it, committed or not.",
+)
 def plan(
     pipeline: str,
     profile: str | None,
@@ -161,12 +177,13 @@ def plan(
     verify: str | None,
     as_json: bool,
     address: str | None,
+    rerun: str | None,
 ) -> None:
     """Dry run: per stage, how many batches will run, be skipped or retried, and why;
     how many actors of each stage the cluster can host."""
     from winnow.execution.capacity import for_plan
 
-    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
+    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets), rerun)
     for note in session.notes:
         _err.print(f"[yellow]note:[/yellow] {escape(note)}")
     the_plan = api.plan(session, verify)

@@ -67,6 +67,16 @@ class Pipeline:
     def stage_names(self) -> list[str]:
         return [s.stage_name for s in self.stages]
 
+    def stage_index(self, name: str, option: str = "--rerun") -> int:
+        """Position of the stage called ``name``; a ConfigError naming ``option`` if none."""
+        names = self.stage_names()
+        if name not in names:
+            raise ConfigError(
+                f"{option} {name!r}: pipeline {self.name!r} has no such stage "
+                f"(its stages: {', '.join(names)})"
+            )
+        return names.index(name)
+
     def with_stage_params(self, overrides: dict[str, dict[str, Any]]) -> Pipeline:
         """Return a copy where each named stage has its parameters replaced."""
         known = set(self.stage_names())

@@ -13,12 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from winnow.errors import IntegrityError
+from winnow.errors import ConfigError, IntegrityError
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
+from winnow.stage import fingerprint_of
 from winnow.storage import sources
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED
+from winnow.storage.checkpoints import FAILED, INVALIDATED, SUCCEEDED
 from winnow.storage.state import State
 
 SKIP, RUN, RETRY = "skip", "run", "retry"
@@ -47,6 +48,7 @@ class BatchPlan:
 class StagePlan:
     name: str
     fingerprint: str
+    parts: dict[str, Any] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     reasons: Counter[str] = field(default_factory=Counter)
 
@@ -60,6 +62,7 @@ class Plan:
     batches: list[BatchPlan]
     stages: list[StagePlan]
     before: dict[str, dict[str, int]]
+    reader: str = ""
 
     @property
     def work(self) -> int:
@@ -124,6 +127,62 @@ def source_batches(
     return out
 
 
+@dataclass
+class History:
+    """What the previous run of a pipeline recorded, to explain what changed since.
+
+    Args:
+        stages: per stage name, its ``fingerprint_parts()`` and ``fingerprint``.
+        files: per input URL, the file identity it had.
+        batch_rows: the batch size the batches were cut with.
+        reader: the reader fingerprint (schema, bad-record policy) they were read with.
+    """
+
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    batch_rows: int | None = None
+    reader: str | None = None
+
+
+def stage_change(
+    name: str, prev: dict[str, Any] | None, parts: dict[str, Any], fp: str
+) -> str | None:
+    """Why stage ``name``'s fingerprint differs from the previous run's, or None if it does not."""
+    if prev is None or prev.get("fingerprint") == fp:
+        return None
+    if "params" not in prev:  # recorded before fingerprints covered code
+        return f"{name}: fingerprint changed (checkpoints from before code-aware fingerprints)"
+    causes = []
+    if prev.get("version") != parts["version"]:
+        causes.append(f"{name} version {prev.get('version')} -> {parts['version']}")
+    old, new = prev.get("params") or {}, parts["params"]
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            causes.append(f"{name} parameter {key} {_show(old.get(key))} -> {_show(new.get(key))}")
+    if prev.get("code") != parts["code"]:
+        causes.append(f"code of stage {name} changed")
+    return "; ".join(causes) or f"{name}: fingerprint changed"
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def source_change(sb: sources.SourceBatch, history: History, batch_rows: int, reader: str) -> str:
+    """Why a source batch is new to the first stage."""
+    old = history.files.get(sb.file.url)
+    if old is not None and old != sb.file.identity:
+        return "input file changed"
+    if history.batch_rows is not None and history.batch_rows != batch_rows:
+        return f"batch_rows changed {history.batch_rows} -> {batch_rows} (batch boundaries moved)"
+    if history.reader is not None and history.reader != reader:
+        return "input schema or on_bad_record changed"
+    if history.files and old is None:
+        return "new input file"
+    return "new batch"
+
+
 def make_plan(
     pipeline: Pipeline,
     profile: Profile,
@@ -131,17 +190,21 @@ def make_plan(
     state: State,
     artifacts: ArtifactStore,
     verify: str | None = None,
-    previous_fingerprints: dict[str, str] | None = None,
+    history: History | None = None,
     only_failed: bool = False,
+    rerun: str | None = None,
 ) -> Plan:
     """Decide run/skip/retry for every (stage, batch), reading state only.
 
     ``only_failed`` keeps just the batches with a FAILED checkpoint at some
-    stage (``winnow retry --failed``).
+    stage (``winnow retry --failed``). ``rerun`` names a stage that, with
+    every stage after it, recomputes every batch (``--rerun STAGE``).
     """
     specs = profile.apply(pipeline)
+    forced = None if rerun is None else _rerun_index(pipeline, specs, rerun)
     files = sources.discover(inputs, profile.storage_options)
     batches = source_batches(files, state, profile, pipeline)
+    reader = sources.reader_fingerprint(pipeline.schema, profile.on_bad_record)
     verify = verify or profile.verify
     store = state.checkpoints()
     loaded = {spec.name: store.load(spec.name).records for spec in specs}
@@ -150,29 +213,48 @@ def make_plan(
         for name, records in loaded.items()
     }
     sizes = artifacts.sizes() if any(loaded.values()) else {}
-    prev = previous_fingerprints or {}
-    changed_from: str | None = None
+    history = history or History()
     stage_plans = []
-    stage_reason_new = []
+    changes: list[str | None] = []
     for spec in specs:
-        fp = spec.stage.fingerprint()
-        if changed_from is None and spec.name in prev and prev[spec.name] != fp:
-            changed_from = spec.name
-            stage_reason_new.append(f"{spec.name} parameters or version changed")
-        elif changed_from is not None:
-            stage_reason_new.append(f"upstream stage {changed_from} changed")
-        else:
-            stage_reason_new.append("new batch")
-        stage_plans.append(StagePlan(spec.name, fp))
+        parts = spec.stage.fingerprint_parts()
+        fp = fingerprint_of(parts)
+        changes.append(stage_change(spec.name, history.stages.get(spec.name), parts, fp))
+        stage_plans.append(StagePlan(spec.name, fp, parts))
 
     plans = []
     for sb in batches:
         key = sb.key
         keys, actions, reasons, prior = [], [], [], []
+        first_new: int | None = None
+        invalidated: str | None = None
         for i, spec in enumerate(specs):
             key = chain_key(stage_plans[i].fingerprint, key)
             rec = loaded[spec.name].get(key)
-            action, reason = _decide(rec, sizes, stage_reason_new[i])
+            if rec is None and first_new is None:
+                first_new = i
+            why_new = (
+                _why_new(
+                    i,
+                    i if first_new is None else first_new,
+                    changes,
+                    specs,
+                    sb,
+                    history,
+                    profile,
+                    reader,
+                )
+                if rec is None
+                else ""
+            )
+            action, reason = _decide(rec, sizes, why_new)
+            if forced is not None and i >= forced and action == SKIP:
+                action, reason = RUN, f"--rerun {specs[forced].name}"
+            elif invalidated is not None and action == SKIP:
+                # Its input is being recomputed because it was wrong: so is its output.
+                action, reason = RUN, f"upstream stage {invalidated} invalidated"
+            if rec is not None and rec["status"] == INVALIDATED and invalidated is None:
+                invalidated = spec.name
             keys.append(key)
             actions.append(action)
             reasons.append(reason)
@@ -187,7 +269,39 @@ def make_plan(
         for i, sp in enumerate(stage_plans):
             sp.counts[bp.actions[i]] += 1
             sp.reasons[bp.reasons[i]] += 1
-    return Plan(pipeline, profile, specs, files, plans, stage_plans, before)
+    return Plan(pipeline, profile, specs, files, plans, stage_plans, before, reader)
+
+
+def _why_new(
+    i: int,
+    first_new: int,
+    changes: list[str | None],
+    specs: list[StageSpec],
+    sb: sources.SourceBatch,
+    history: History,
+    profile: Profile,
+    reader: str,
+) -> str:
+    """Why stage ``i`` of a batch has no checkpoint under its key (used only if it has none)."""
+    if first_new == i:
+        if changes[i]:
+            return str(changes[i])
+        if i == 0:
+            return source_change(sb, history, profile.batch_rows, reader)
+        return "new batch"
+    if first_new == 0 and not changes[0]:
+        return source_change(sb, history, profile.batch_rows, reader)
+    return f"upstream stage {specs[first_new].name} changed"
+
+
+def _rerun_index(pipeline: Pipeline, specs: list[StageSpec], rerun: str) -> int:
+    pipeline.stage_index(rerun)  # names the stages when there is no such one
+    names = [s.name for s in specs]
+    if rerun not in names:
+        raise ConfigError(
+            f"--rerun {rerun!r}: the profile disables that stage; enable it or pick another"
+        )
+    return names.index(rerun)
 
 
 def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) -> tuple[str, str]:
@@ -195,16 +309,21 @@ def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) 
         return RUN, new_reason
     status = rec["status"]
     if status == SUCCEEDED:
-        art = rec["artifact"]
-        size = sizes.get(art["digest"])
-        if size is None:
-            return RUN, "artifact missing"
-        if size != art["bytes"]:
-            return RUN, "artifact size differs from checkpoint"
+        quarantine = (rec.get("quarantine") or {}).get("artifact")
+        for what, art in (("artifact", rec["artifact"]), ("quarantine artifact", quarantine)):
+            if art is None:
+                continue
+            size = sizes.get(art["digest"])
+            if size is None:
+                return RUN, f"{what} missing"
+            if size != art["bytes"]:
+                return RUN, f"{what} size differs from checkpoint"
         return SKIP, "committed"
     if status == FAILED:
         err = (rec.get("error") or {}).get("type", "error")
         return RETRY, f"failed before ({err}), attempt {rec.get('attempt', 1) + 1}"
+    if status == INVALIDATED:
+        return RUN, "invalidated (winnow invalidate)"
     return RUN, "interrupted attempt"
 
 
@@ -216,8 +335,11 @@ def _verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
         bp, i = item
         rec = bp.prior[i]
         assert rec is not None
+        quarantine = (rec.get("quarantine") or {}).get("artifact")
         try:
             artifacts.verify(ArtifactRef(**rec["artifact"]))
+            if quarantine:
+                artifacts.verify(ArtifactRef(**quarantine))
         except IntegrityError as exc:
             return bp, i, str(exc)
         return bp, i, None

@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import types
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import pyarrow as pa
 
 from winnow.errors import ConfigError
+from winnow.fingerprint import code_digest
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,23 @@ class Stage:
     """Base class of every stage.
 
     Subclasses set ``name`` and ``version`` and override ``process``. Their
-    dataclass fields are their parameters and are part of the fingerprint.
+    dataclass fields are their parameters. The fingerprint, which keys every
+    batch the stage commits, covers the name, the version, the parameters and
+    the code (see ``winnow.fingerprint``), so editing any of them recomputes
+    the stage and those after it. Two class attributes say when you know better:
+
+    * ``neutral_params``: parameters that do not change the output (a batch
+      size, a device, a log level), left out of the fingerprint;
+    * ``pin_to_version``: leave the code out of the fingerprint; only bumping
+      ``version`` (or a parameter) recomputes. For stages whose code changes
+      often without changing what they output.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     resources: ClassVar[Resources] = Resources()
+    neutral_params: ClassVar[tuple[str, ...]] = ()
+    pin_to_version: ClassVar[bool] = False
 
     def setup(self) -> None:
         """Load models or other per-actor state; called once per actor."""
@@ -76,16 +89,29 @@ class Stage:
             return {}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
-    def fingerprint(self) -> str:
-        """SHA-256 over name, version, class and parameters (not resources)."""
-        payload = {
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """What the fingerprint covers: name, version, parameters (less the
+        neutral ones) and the code digest (``None`` when pinned to the version).
+
+        Not the resources, and not the file or module the stage lives in.
+        """
+        params = self.params()
+        unknown = sorted(set(self.neutral_params) - set(params))
+        if unknown:
+            raise ConfigError(
+                f"stage {self.stage_name!r} declares neutral_params {', '.join(unknown)} that are "
+                f"not among its parameters ({', '.join(params) or 'none'}); fix the names"
+            )
+        return {
             "name": self.stage_name,
-            "version": self.version,
-            "class": f"{type(self).__module__}.{type(self).__qualname__}",
-            "params": self.params(),
+            "version": str(self.version),
+            "params": {k: _canonical(v) for k, v in params.items() if k not in self.neutral_params},
+            "code": None if self.pin_to_version else code_digest(type(self)),
         }
-        text = json.dumps(payload, sort_keys=True, default=repr, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()
+
+    def fingerprint(self) -> str:
+        """SHA-256 over ``fingerprint_parts()``."""
+        return fingerprint_of(self.fingerprint_parts())
 
     def with_params(self, **changes: Any) -> Stage:
         """Return a copy with parameters changed, coercing strings to field types."""
@@ -105,6 +131,25 @@ class Stage:
             current = getattr(self, key)
             coerced[key] = _coerce(self.stage_name, key, value, current)
         return dataclasses.replace(self, **coerced)
+
+
+def fingerprint_of(parts: dict[str, Any]) -> str:
+    """The fingerprint of a stage's ``fingerprint_parts()``."""
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"stage/v2|{text}".encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """A parameter value as stable JSON: user functions and classes by their code."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, (type, types.FunctionType)):
+        return {"code": code_digest(value)}
+    return repr(value)
 
 
 def _coerce(stage: str, key: str, value: Any, current: Any) -> Any:

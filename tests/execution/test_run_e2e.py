@@ -75,7 +75,7 @@ def test_parameter_change_reruns_that_stage_and_downstream_only(
     by_stage = {s["name"]: s for s in the_plan["stages"]}
     assert by_stage["normalize"]["skip"] == 9 and by_stage["normalize"]["run"] == 0
     assert by_stage["quality"]["run"] == 9 and by_stage["embed"]["run"] == 9
-    assert by_stage["quality"]["reasons"] == {"quality parameters or version changed": 9}
+    assert by_stage["quality"]["reasons"] == {"quality parameter min_words 8 -> 20": 9}
     assert by_stage["embed"]["reasons"] == {"upstream stage quality changed": 9}
     rec = api.execute(changed)
     assert rec["counts"]["normalize"]["run"] == 0 and rec["counts"]["normalize"]["skipped"] == 9

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from winnow.plan import SKIP, Plan
+from winnow.plan import SKIP, Plan, StagePlan
 
 
 @dataclass
@@ -99,11 +99,17 @@ RESULT_KEYS = (
 
 
 def checkpoint_record(
-    name: str, i: int, bp: Any, attempt: int, job_id: str, result: dict[str, Any]
+    stage: StagePlan, i: int, bp: Any, attempt: int, job_id: str, result: dict[str, Any]
 ) -> dict[str, Any]:
-    """The checkpoint record of stage ``i`` (``name``) for batch ``bp`` (status set by the caller)."""
+    """The checkpoint record of stage ``i`` for batch ``bp`` (status set by the caller).
+
+    It names the fingerprint and version the batch was computed under, so
+    ``winnow invalidate --version`` can select what one stage version made.
+    """
     record: dict[str, Any] = {
-        "stage": name,
+        "stage": stage.name,
+        "fingerprint": stage.fingerprint,
+        "stage_version": stage.parts.get("version"),
         "key": bp.keys[i],
         "input_key": bp.keys[i - 1] if i else bp.source.key,
         "batch": bp.source.key,

@@ -335,7 +335,7 @@ class Runner:
         previous = int(prior.get("attempt", 0)) if prior and bp.actions[i] == RETRY else 0
         attempt = flight.attempts.get(i, previous) + 1
         flight.attempts[i] = attempt
-        record = checkpoint_record(name, i, bp, attempt, self.job_id, result)
+        record = checkpoint_record(self.plan.stages[i], i, bp, attempt, self.job_id, result)
         counts.bad_records += record.get("bad_records", 0)
         status = result["status"]
         if status == SUCCEEDED:

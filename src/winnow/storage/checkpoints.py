@@ -24,7 +24,29 @@ from winnow.storage.fs import join, write_atomic
 RUNNING = "RUNNING"
 SUCCEEDED = "SUCCEEDED"
 FAILED = "FAILED"
-STATUSES = (RUNNING, SUCCEEDED, FAILED)
+INVALIDATED = "INVALIDATED"  # `winnow invalidate`: recompute on the next run
+STATUSES = (RUNNING, SUCCEEDED, FAILED, INVALIDATED)
+
+
+@dataclass(frozen=True)
+class Damage:
+    """A part of a state file that could not be read, and was skipped.
+
+    Attributes:
+        path: the file's path on its filesystem (what a repair rewrites).
+        url: the same file as a URL, for messages.
+        line: 1-based line number; 0 when the whole file is unreadable.
+        reason: what is wrong with it.
+    """
+
+    path: str
+    url: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.url}:{self.line}" if self.line else self.url
+        return f"{where}: {self.reason}"
 
 
 @dataclass

@@ -7,6 +7,7 @@ Layout (any fsspec URL, default ``.winnow/state/v1``)::
     jobs/<job_id>.json           job records (audit trail)
     events/YYYY-MM-DD.jsonl      append-only event journal
     sources/<identity>.json      cached row counts (Parquet: row-group size) of input files
+    inputs/<pipeline>.json       what a pipeline's last run read (explains the next plan)
 """
 
 from __future__ import annotations
@@ -215,3 +216,16 @@ def now_iso() -> str:
 
 def monotonic() -> float:
     return time.monotonic()
+    def read_inputs(self, pipeline: str) -> dict[str, Any]:
+        """What the last run of ``pipeline`` read (file identities, batch size), or {}."""
+        try:
+            data = json.loads(self.fs.cat_file(join(self.root, "inputs", f"{pipeline}.json")))
+        except (FileNotFoundError, ValueError):
+            return {}  # only explains reruns: a missing or damaged one costs nothing
+        return dict(data) if isinstance(data, dict) else {}
+
+    def write_inputs(self, pipeline: str, data: dict[str, Any]) -> None:
+        write_atomic(
+            self.fs, join(self.root, "inputs", f"{pipeline}.json"), json.dumps(data).encode()
+        )
+
