@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from winnow.errors import StageFailed, StateError, UsageError
+from winnow.errors import StateError, StorageFailed, UsageError, WinnowError
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
 from winnow.plan import SKIP, History, Plan, make_plan
 from winnow.profile import (
@@ -160,8 +161,12 @@ def execute(
     only_failed: bool = False,
     notify: Callable[[str], None] | None = None,
     reuse_actors: bool = False,
+    started: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run a resolved session to the end under the pipeline lock; return the job record.
+
+    ``started`` is set once the job is recorded and its batches begin to run
+    (before that, an interrupt leaves nothing behind).
 
     Raises:
         LockHeld: another live run of this pipeline holds the state's lock.
@@ -177,9 +182,56 @@ def execute(
     try:
         if note:
             (notify or _stderr)(note)
-        return _execute_locked(session, the_plan, job_id, address, progress, stop, t0, reuse_actors)
+        # Holding the lock proves no other run of this pipeline is alive here.
+        for lost in reconcile_lost_jobs(state, session.pipeline.name, exclude=job_id):
+            (notify or _stderr)(
+                f"job {lost} was left RUNNING by a driver that is gone; marked FAILED"
+            )
+        return _execute_locked(
+            session, the_plan, job_id, address, progress, stop, t0, reuse_actors, started
+        )
     finally:
         lock.release()
+
+
+def reconcile_lost_jobs(
+    state: State, locked_pipeline: str | None = None, exclude: str | None = None
+) -> list[str]:
+    """Mark RUNNING jobs whose driver is gone as FAILED (error ``DriverLost``); return their ids.
+
+    A job counts as lost when its driver ran on this host and its process is
+    gone, or, for ``locked_pipeline`` (whose lock the caller holds, so no run
+    of it is alive anywhere), whatever host it ran on. Jobs submitted to a
+    cluster are Ray's to report (``winnow status`` asks it), and queued jobs
+    the gateway's (it requeues them).
+    """
+    from winnow.datatools import _alive
+
+    lost = []
+    for job in state.list_jobs():
+        if job.get("status") != "RUNNING" or job["job_id"] == exclude:
+            continue
+        if job.get("ray") or job.get("request"):
+            continue  # Ray reports a cluster's jobs; the gateway requeues its own
+        if job.get("pipeline") != locked_pipeline and _alive(job):
+            continue
+        job.update(
+            status=FAILED,
+            finished_at=job.get("finished_at") or now_iso(),
+            error={
+                "type": "DriverLost",
+                "message": f"its driver (pid {job.get('pid')} on {job.get('host')}) is gone: "
+                "killed or crashed mid-run; committed batches stay committed, rerun the same "
+                "command to finish",
+            },
+        )
+        try:
+            state.write_job(job)
+        except OSError:
+            continue  # a read-only state: the caller still shows it as lost
+        state.append_events([event("job_lost", job["job_id"], pid=job.get("pid"))])
+        lost.append(job["job_id"])
+    return lost
 
 
 QUEUE_FIELDS = ("request", "queued_at", "attempts", "requeued", "ray", "submitted_at")
@@ -207,9 +259,8 @@ def _execute_locked(
     stop: threading.Event | None,
     t0: float,
     reuse_actors: bool = False,
+    started: threading.Event | None = None,
 ) -> dict[str, Any]:
-    from winnow.execution.outcome import skipped_outcome
-
     state = session.state
     queued = _queued_fields(state, job_id)
     record: dict[str, Any] = {
@@ -255,37 +306,28 @@ def _execute_locked(
             )
         ]
     )
-    outcome = None
+    if started is not None:
+        started.set()
     try:
-        if the_plan.work:
-            from winnow.execution.runner import Runner
+        try:
+            outcome = _run_plan(session, the_plan, job_id, progress, stop, reuse_actors)
+        finally:
+            if started_ray:
+                from winnow.execution.cluster import shutdown
 
-            runner = Runner(
-                the_plan, state, session.artifacts, job_id, progress, stop, reuse=reuse_actors
-            )
-            outcome = runner.run()
-        else:
-            outcome = skipped_outcome(the_plan, progress)
-    except StageFailed as exc:
-        record.update(
-            status=FAILED,
-            error={"type": exc.error_type, "message": str(exc)},
-            finished_at=now_iso(),
-            wall_s=round(time.monotonic() - t0, 3),
-        )
+                shutdown()
+        _finish_record(record, the_plan, outcome, time.monotonic() - t0)
+        record["manifest"] = _write_manifest(session, job_id, the_plan, outcome.finals)
         state.write_job(record)
-        state.append_events([event("job_finished", job_id, status=FAILED, error=exc.error_type)])
+    except BaseException as exc:
+        _record_failure(state, record, exc, t0)
+        if isinstance(exc, OSError) and not isinstance(exc, WinnowError):
+            raise StorageFailed(
+                f"job {job_id} stopped: storage failed ({type(exc).__name__}: {exc}). "
+                "Committed batches stay committed; fix the storage (free space, permissions) "
+                "and rerun the same command"
+            ) from None
         raise
-    finally:
-        if started_ray:
-            from winnow.execution.cluster import shutdown
-
-            shutdown()
-    wall = time.monotonic() - t0
-    _finish_record(record, the_plan, outcome, wall)
-    manifest = _write_manifest(session, job_id, the_plan, outcome.finals)
-    record["manifest"] = manifest
-    state.write_job(record)
     state.write_inputs(
         session.pipeline.name,
         {
@@ -306,6 +348,43 @@ def _execute_locked(
         ]
     )
     return record
+
+
+def _run_plan(
+    session: Session,
+    the_plan: Plan,
+    job_id: str,
+    progress: Any,
+    stop: threading.Event | None,
+    reuse_actors: bool,
+) -> Any:
+    from winnow.execution.outcome import skipped_outcome
+
+    if not the_plan.work:
+        return skipped_outcome(the_plan, progress)
+    from winnow.execution.runner import Runner
+
+    runner = Runner(
+        the_plan, session.state, session.artifacts, job_id, progress, stop, reuse=reuse_actors
+    )
+    return runner.run()
+
+
+def _record_failure(state: State, record: dict[str, Any], exc: BaseException, t0: float) -> None:
+    """Best effort: the job record says how the job ended, even when storage is what failed."""
+    interrupted = isinstance(exc, KeyboardInterrupt)
+    kind = getattr(exc, "error_type", "") or type(exc).__name__
+    record.update(
+        status="CANCELLED" if interrupted else FAILED,
+        error={"type": kind, "message": str(exc)[:2000]},
+        finished_at=now_iso(),
+        wall_s=round(time.monotonic() - t0, 3),
+    )
+    with contextlib.suppress(Exception):
+        state.write_job(record)
+        state.append_events(
+            [event("job_finished", record["job_id"], status=record["status"], error=kind)]
+        )
 
 
 def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: float) -> None:
@@ -333,7 +412,10 @@ def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: f
         }
         for n in names
     }
-    if outcome.interrupted:
+    if outcome.storage_failure:
+        status = FAILED
+        record["error"] = {"type": "StorageFailed", "message": outcome.storage_failure}
+    elif outcome.interrupted:
         status = "CANCELLED"
     elif outcome.poisoned or outcome.integrity or any(f is None for f in outcome.finals):
         status = FAILED

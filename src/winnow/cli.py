@@ -6,11 +6,14 @@ Exit codes: 0 ok, 1 failures, 2 usage/config error (nothing written),
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -91,8 +94,9 @@ def run(
     job_id: str | None,
 ) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
+    signals = _install_signal_handlers()
     session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets), rerun)
-    _run_session(session, verify, address, as_json, job_id=job_id)
+    _run_session(session, signals, verify, address, as_json, job_id=job_id)
 
 
 @cli.command()
@@ -111,12 +115,14 @@ def retry(
     as_json: bool,
 ) -> None:
     """Re-run only the batches that failed (poison batches included) in a job's state."""
+    signals = _install_signal_handlers()
     session = api.retry_session(state, job_id, profile)
-    _run_session(session, None, address, as_json, only_failed=failed)
+    _run_session(session, signals, None, address, as_json, only_failed=failed)
 
 
 def _run_session(
     session: api.Session,
+    signals: tuple[threading.Event, threading.Event],
     verify: str | None,
     address: str | None,
     as_json: bool,
@@ -127,19 +133,22 @@ def _run_session(
 
     for note in session.notes:
         _err.print(f"[yellow]note:[/yellow] {escape(note)}")
-    stop = threading.Event()
-    _install_signal_handlers(stop)
+    stop, started = signals
     progress = None if as_json else StageBars(_err)
-    record = api.execute(
-        session,
-        verify=verify,
-        address=address,
-        progress=progress,
-        stop=stop,
-        only_failed=only_failed,
-        job_id=job_id,
-        notify=lambda note: _err.print(f"[yellow]note:[/yellow] {escape(note)}"),
-    )
+    # With --json, stdout carries exactly one object: whatever Ray or a worker
+    # prints while the job runs goes to stderr.
+    with _stdout_to_stderr() if as_json else contextlib.nullcontext():
+        record = api.execute(
+            session,
+            verify=verify,
+            address=address,
+            progress=progress,
+            stop=stop,
+            only_failed=only_failed,
+            job_id=job_id,
+            notify=lambda note: _err.print(f"[yellow]note:[/yellow] {escape(note)}"),
+            started=started,
+        )
     if as_json:
         click.echo(json.dumps(_summary(record), sort_keys=True))
     else:
@@ -220,7 +229,9 @@ def plan(
 @click.option("--json", "as_json", is_flag=True)
 def jobs(state: str | None, as_json: bool) -> None:
     """The history of runs, newest first."""
-    records = api.open_state(state).list_jobs()
+    st = api.open_state(state)
+    api.reconcile_lost_jobs(st)
+    records = st.list_jobs()
     if as_json:
         click.echo(json.dumps({"jobs": [_summary(r) for r in records]}, sort_keys=True))
         return
@@ -256,6 +267,7 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
         "bad_records",
         "poison_batches",
         "integrity_failures",
+        "error",
         "output_url",
         "state_url",
         "created_at",
@@ -301,6 +313,8 @@ def _print_summary(record: dict[str, Any]) -> None:
             f"[red]failed batch[/red] {p['stage']} {p['source']['file']} rows "
             f"{p['source']['start']}-{p['source']['stop']}: {p['error_type']}: {escape(p['message'][:200])}"
         )
+    if record.get("error"):
+        _err.print(f"[red]error:[/red] {escape(record['error']['message'])}", highlight=False)
     for p in record.get("integrity_failures") or []:
         _out.print(
             f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {escape(p['message'])}"
@@ -308,9 +322,14 @@ def _print_summary(record: dict[str, Any]) -> None:
     _out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
 
 
-def _install_signal_handlers(stop: threading.Event) -> None:
+def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:
+    """SIGINT/SIGTERM: before the job starts (loading, planning, starting Ray), stop
+    at once, nothing is written yet; once it runs, finish in-flight batches; a second
+    signal abandons them. Returns the (stop, started) events the run shares."""
+    stop, started = threading.Event(), threading.Event()
+
     def handler(signum: int, _frame: Any) -> None:
-        if stop.is_set():
+        if stop.is_set() or not started.is_set():
             raise KeyboardInterrupt
         _err.print(
             f"[yellow]{signal.Signals(signum).name}: finishing in-flight batches; "
@@ -320,24 +339,56 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
+    return stop, started
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Point file descriptor 1 at stderr for the block (Ray's log lines, workers' prints)."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _json_error(argv: list[str], kind: str, message: str, code: int) -> None:
+    """With --json, a failure is still one JSON object on stdout."""
+    if "--json" in argv:
+        click.echo(json.dumps({"error": {"type": kind, "message": message, "exit_code": code}}))
+
+
+def _exit(code: int) -> None:
+    """Exit now: threads still blocked on a read (a planning worker) must not hold us."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map Winnow's error types to exit codes in one place."""
+    args = sys.argv[1:] if argv is None else argv
     try:
         cli.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
-        _err.print("aborted")
-        sys.exit(130)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns ^C into Abort
+        _err.print("interrupted: nothing half-done is marked done; rerun the same command")
+        _json_error(args, "Interrupted", "interrupted", 130)
+        _exit(130)
     except click.ClickException as exc:
         exc.show()
-        sys.exit(2 if isinstance(exc, click.UsageError) else exc.exit_code)
+        code = 2 if isinstance(exc, click.UsageError) else exc.exit_code
+        _json_error(args, type(exc).__name__, exc.format_message(), code)
+        sys.exit(code)
     except WinnowError as exc:
         _err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        _json_error(args, type(exc).__name__, str(exc), exc.exit_code)
+        if isinstance(exc, Interrupted):
+            _exit(130)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        _err.print("interrupted")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

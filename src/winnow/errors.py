@@ -38,6 +38,10 @@ class StateError(WinnowError, OSError):
     exit_code = 2
 
 
+class StorageFailed(WinnowError, OSError):
+    """A store refused a write for good (full, read-only, over quota): the job stops. Exit 1."""
+
+
 class IntegrityError(WinnowError):
     """An artifact read back from storage does not match what was written."""
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from winnow.errors import ConfigError, IntegrityError
 from winnow.pipeline import Pipeline, StageSpec
@@ -23,6 +24,8 @@ from winnow.storage.checkpoints import FAILED, INVALIDATED, SUCCEEDED
 from winnow.storage.state import State
 
 SKIP, RUN, RETRY = "skip", "run", "retry"
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
@@ -114,9 +117,8 @@ def source_batches(
 
     counted: dict[str, dict[str, Any]] = {}
     if missing:
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            for f, found in pool.map(stats, missing):
-                counted[f.identity] = found
+        for f, found in _map_threads(stats, missing, 4):
+            counted[f.identity] = found
         # Cache the counts only once every file has been read: bad input writes nothing.
         for f in missing:
             state.write_source_index(f.identity, {"url": f.url, **counted[f.identity]})
@@ -327,6 +329,16 @@ def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) 
     return RUN, "interrupted attempt"
 
 
+def _map_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
+    """``fn`` over ``items`` on threads; an interrupt returns at once, not after the
+    running calls (a read of a huge or stalled input) finish."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
     """Re-hash every artifact a skip relies on; a mismatch turns the skip into a run."""
     todo = [(bp, i) for bp in plans for i, a in enumerate(bp.actions) if a == SKIP]
@@ -344,8 +356,7 @@ def _verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
             return bp, i, str(exc)
         return bp, i, None
 
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        for bp, i, problem in pool.map(check, todo):
-            if problem:
-                bp.actions[i] = RUN
-                bp.reasons[i] = "artifact failed verification"
+    for bp, i, problem in _map_threads(check, todo, 8):
+        if problem:
+            bp.actions[i] = RUN
+            bp.reasons[i] = "artifact failed verification"

@@ -9,6 +9,7 @@ the driver decides about retries; nothing here writes checkpoints.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -26,6 +27,8 @@ from winnow.stage import Stage
 from winnow.storage import sources
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.formats import serialize
+
+STORE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
 
 
 def _error(exc: BaseException) -> dict[str, str]:
@@ -238,6 +241,12 @@ class StageWorker:
             record["commit_s"] = time.perf_counter() - t1
         except IntegrityError as exc:
             record.update(status="INTEGRITY", error=_error(exc), duration_s=time.time() - started)
+            return record, None
+        except OSError as exc:
+            # A full, read-only or over-quota store fails every batch alike: the
+            # driver stops the job instead of retrying them all.
+            status = "STORAGE" if exc.errno in STORE_FULL else "FAILED"
+            record.update(status=status, error=_error(exc), duration_s=time.time() - started)
             return record, None
         except Exception as exc:
             record.update(status="FAILED", error=_error(exc), duration_s=time.time() - started)

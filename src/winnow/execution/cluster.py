@@ -30,6 +30,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """
     if ray.is_initialized():
         return False
+    # Every task returns its error in its record, which the driver reads; the
+    # second return (the batch, for the next stage) of a failed task is never
+    # read, and Ray would print an "Unhandled error" block for each at exit.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     with _keep_signal_handlers():
         return _init(address, num_cpus)
 

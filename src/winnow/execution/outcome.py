@@ -36,6 +36,7 @@ class Outcome:
     integrity: list[dict[str, Any]]
     interrupted: bool
     errors: dict[str, dict[str, Any]]
+    storage_failure: str | None = None  # a store refused writes for good; the job stopped
 
 
 class Progress:

@@ -102,6 +102,7 @@ class Runner:
         self.integrity: list[dict[str, Any]] = []
         self.finals: list[dict[str, Any] | None] = [None] * len(plan.batches)
         self.abort = False
+        self.storage_failure: str | None = None
         self.reuse = reuse  # keep actors for the next job in this process (the gateway)
         self._last_flush = time.monotonic()
         self._starved_since: dict[int, float] = {}
@@ -168,7 +169,13 @@ class Runner:
             if todo:
                 self._compact()
         return Outcome(
-            self.counts, self.finals, self.poisoned, self.integrity, self.stop.is_set(), self.errors
+            self.counts,
+            self.finals,
+            self.poisoned,
+            self.integrity,
+            self.stop.is_set(),
+            self.errors,
+            self.storage_failure,
         )
 
     def _loop(self, todo: deque[Flight]) -> None:
@@ -381,6 +388,16 @@ class Runner:
         group["count"] += 1
         if name not in group["stages"]:
             group["stages"].append(name)
+        if status == "STORAGE":
+            counts.failed += 1
+            if self.storage_failure is None:
+                self.storage_failure = (
+                    f"the artifact store {self.artifacts.root_url} refused a write "
+                    f"(stage {name}): {error['message']}. Free space (or fix the store) and "
+                    "rerun the same command: committed batches stay committed"
+                )
+            self.abort = True
+            return True
         if status == "INTEGRITY":
             counts.failed += 1
             self.integrity.append({"stage": name, "key": bp.keys[i], "message": error["message"]})

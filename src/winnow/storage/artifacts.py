@@ -116,8 +116,8 @@ class ArtifactStore:
                 self._remove(final)
                 raise
         tmp = join(self.root, "tmp", f"{expected.digest}.{uuid.uuid4().hex}.partial")
-        self._write(tmp, data)
         try:
+            self._write(tmp, data)  # a full disk fails here, leaving a part to remove
             ref = self._verify_path(tmp, expected, check_schema=False, written=data)
             self._publish(tmp, final)
         except BaseException:
