@@ -275,7 +275,13 @@ def gc(state: State, apply: bool, grace: float, as_json: bool) -> None:
 @state_option
 @json_option
 def export(job_id: str, to: str, fmt: str, state: State, as_json: bool) -> None:
-    """Write JOB's output as one dataset in source order."""
+    """Write JOB's output as one dataset in source order, verified, then published.
+
+    Every source artifact is re-hashed as it is read; the files are written
+    under a temporary name beside --to, read back (rows, SHA-256), then
+    renamed into place (a folder gets the marker _winnow_export.json, written
+    last on object storage). A failed or killed export leaves --to as it was.
+    """
     if to.endswith(".jsonl"):
         fmt = "jsonl"
     result = outputs.export(state, job_id, to, fmt)
@@ -285,6 +291,10 @@ def export(job_id: str, to: str, fmt: str, state: State, as_json: bool) -> None:
     _out.print(
         f"exported {result['rows']:,} rows of {job_id} to {to} ({len(result['files'])} files)"
     )
+    if result["marker"]:
+        _out.print(f"verified; marker {result['marker']} lists each part's rows and SHA-256")
+    else:
+        _out.print(f"verified; sha256 {result['parts'][0]['sha256']}")
     if result["missing_batches"]:
         _out.print(f"[yellow]{result['missing_batches']} batches had no output (failed)[/yellow]")
 

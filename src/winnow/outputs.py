@@ -1,20 +1,62 @@
-"""A run's output: export as one dataset, and quarantined records."""
+"""A run's output: export as one verified dataset, and quarantined records.
+
+An export commits like an artifact: write under a temporary name beside the
+target (``.<name>.winnow-tmp-<hex>``), read every file back and check its rows
+and SHA-256, then publish. On a local disk a file is renamed over the target
+and a folder is built whole and renamed (or swapped) into place. On object
+storage a file is moved from its temporary key (an object is published
+whole); a folder's parts are copied to their final names, stale ones of a
+previous export removed, and the completion marker ``_winnow_export.json``
+written last, so a folder without the marker is not a finished export.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
+import os
+import posixpath
+import re
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from winnow.datatools import store_for
-from winnow.errors import UsageError
-from winnow.storage.artifacts import ArtifactStore
+from winnow.errors import IntegrityError, UsageError
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import SUCCEEDED
 from winnow.storage.formats import serialize
-from winnow.storage.fs import join, open_url, resolve
-from winnow.storage.state import State
+from winnow.storage.fs import (
+    discard,
+    fsync_dir,
+    is_local,
+    join,
+    location,
+    replace_folder,
+    resolve,
+    temp_beside,
+    to_url,
+    write_atomic,
+)
+from winnow.storage.state import State, now_iso
+
+MARKER = "_winnow_export.json"  # a folder export's completion marker, written last
+_PART = re.compile(r"part-\d{5}\.(parquet|jsonl)")
+_CHUNK = 8 << 20
+
+
+@dataclass(frozen=True)
+class ExportedFile:
+    """One file an export wrote and read back: its rows, size and SHA-256."""
+
+    name: str
+    rows: int
+    bytes: int
+    sha256: str
 
 
 def export(
@@ -24,10 +66,20 @@ def export(
     fmt: str = "parquet",
     storage_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write a job's output as one dataset in source order.
+    """Write a job's output as one dataset in source order, verified, then published.
 
-    ``to`` ending in ``.parquet``/``.jsonl`` gets one file; any other URL is a
-    folder of ``part-NNNNN`` files, numbered in source order.
+    Args:
+        to: ending in ``.parquet``/``.jsonl``: one file (format by extension);
+            else a folder of ``part-NNNNN`` files (one per batch with output) and
+            ``_winnow_export.json``; a job without rows gives an empty file, or a
+            folder with the marker and empty parts (none without batches).
+        fmt: ``parquet`` or ``jsonl``, for a folder.
+
+    Raises:
+        UsageError: ``to`` is inside the state, an artifact store or the
+            manifests, or is a folder that is not a previous export.
+        IntegrityError: a source artifact or a written file does not verify;
+            nothing was published.
     """
     storage_options = state.storage_options if storage_options is None else storage_options
     if fmt not in ("parquet", "jsonl"):
@@ -38,84 +90,406 @@ def export(
     fs_m, path_m = resolve(record["manifest"], storage_options)
     manifest = json.loads(fs_m.cat_file(path_m))
     entries = [e for e in manifest["batches"] if e.get("artifact")]
-    missing = len(manifest["batches"]) - len(entries)
-    stores: dict[str, ArtifactStore] = {}
-    rows = 0
-    single = to.endswith((".parquet", ".jsonl"))
-    fs, root = resolve(to, storage_options)
-    written: list[str] = []
-    if single:
-        fs.makedirs(root.rsplit("/", 1)[0], exist_ok=True)
-        schema = None
-        if to.endswith(".parquet") and entries:
-            # Batches of a schema-less pipeline may differ (a column all null in one):
-            # one file needs one schema, so unify first (metadata only).
-            schema = pa.unify_schemas(
-                [
-                    _artifact_schema(store_for(e["artifact"]["uri"], stores, storage_options), e)
-                    for e in entries
-                ],
-                promote_options="permissive",
-            )
-        with open_url(to, "wb", **(storage_options or {})) as fh:
-            writer = None
-            for e in entries:
-                table = store_for(e["artifact"]["uri"], stores, storage_options).read(e["artifact"])
-                rows += table.num_rows
-                if to.endswith(".jsonl"):
-                    for batch in table.to_batches():
-                        fh.write(serialize(batch, "jsonl"))
-                    continue
-                assert schema is not None
-                if writer is None:
-                    writer = pq.ParquetWriter(fh, schema, compression="zstd")
-                writer.write_table(_conform(table, schema))
-            if writer is not None:
-                writer.close()
-        written.append(to)
+    sources = _Sources(entries, storage_options, f"export of {job_id} to {to}")
+    _refuse_protected(to, state, record, sources, storage_options)
+    fs, final = resolve(to, storage_options)
+    final = final.rstrip("/")
+    if not posixpath.basename(final) or (not is_local(fs) and "/" not in final.strip("/")):
+        raise UsageError(f"--to {to!r} names no file or folder inside a bucket or disk")
+    result: dict[str, Any] = {"job_id": job_id, "to": to, "format": fmt}
+    if to.endswith((".parquet", ".jsonl")):
+        fmt = result["format"] = "jsonl" if to.endswith(".jsonl") else "parquet"
+        written = _export_file(fs, final, sources, fmt)
+        result.update(files=[to], parts=[{**asdict(written), "name": to}], marker=None)
     else:
-        fs.makedirs(root, exist_ok=True)
-        for n, e in enumerate(entries):
-            table = store_for(e["artifact"]["uri"], stores, storage_options).read(e["artifact"])
-            rows += table.num_rows
-            name = join(to.rstrip("/"), f"part-{n:05d}.{fmt}")
-            with open_url(name, "wb", **(storage_options or {})) as fh:
+        marker = {
+            "winnow_export": 1,
+            "job_id": job_id,
+            "pipeline": manifest.get("pipeline"),
+            "manifest": record["manifest"],
+            "format": fmt,
+        }
+        parts = _export_folder(fs, final, sources, fmt, marker)
+        base = to.rstrip("/")
+        result.update(
+            files=[join(base, p.name) for p in parts],
+            parts=[{**asdict(p), "name": join(base, p.name)} for p in parts],
+            marker=join(base, MARKER),
+        )
+    result.update(rows=sources.records, missing_batches=len(manifest["batches"]) - len(entries))
+    return result
+
+
+class _Sources:
+    """The manifest's artifacts, each re-hashed against its checkpoint as it is read."""
+
+    def __init__(self, entries: list[dict[str, Any]], options: dict[str, Any] | None, what: str):
+        self.refs = [ArtifactRef(**e["artifact"]) for e in entries]
+        self.records = sum(ref.records for ref in self.refs)
+        self.options = options
+        self.what = what
+        self.stores: dict[str, ArtifactStore] = {}
+
+    def store(self, ref: ArtifactRef) -> ArtifactStore:
+        return store_for(ref.uri, self.stores, self.options)
+
+    def tables(self) -> Iterator[pa.Table]:
+        for ref in self.refs:
+            with self._checked(ref):
+                table = self.store(ref).read(ref)
+            if table.num_rows != ref.records:
+                raise self._damaged(
+                    ref, f"holds {table.num_rows} rows, checkpoint says {ref.records}"
+                )
+            yield table
+
+    def schema(self) -> pa.Schema:
+        """One schema for one Parquet file: the artifacts' footers, unified.
+
+        Batches of a schema-less pipeline may differ (a column all null in one);
+        only the footers are read here, each artifact is verified when read.
+        """
+        schemas = []
+        for ref in self.refs:
+            store = self.store(ref)
+            with self._checked(ref):
+                if ref.format == "parquet":
+                    with store.fs.open(store.path_of(ref.uri), "rb") as fh:
+                        schemas.append(pq.read_schema(fh))
+                else:
+                    schemas.append(store.read(ref).schema)
+        if not schemas:
+            return pa.schema([])
+        return pa.unify_schemas(schemas, promote_options="permissive")
+
+    @contextlib.contextmanager
+    def _checked(self, ref: ArtifactRef) -> Iterator[None]:
+        try:
+            yield
+        except IntegrityError as exc:
+            raise IntegrityError(f"{exc}. {self.what} published nothing") from None
+        except FileNotFoundError:
+            raise self._damaged(ref, "is missing") from None
+        except pa.ArrowException as exc:
+            raise self._damaged(ref, f"does not decode ({exc})") from None
+
+    def _damaged(self, ref: ArtifactRef, problem: str) -> IntegrityError:
+        return IntegrityError(
+            f"artifact {ref.uri} {problem}; {self.what} published nothing. Fix: run "
+            "`winnow verify --full` (marks it damaged), then rerun the pipeline to "
+            "recompute it, and export again"
+        )
+
+
+def _refuse_protected(
+    to: str,
+    state: State,
+    record: dict[str, Any],
+    sources: _Sources,
+    options: dict[str, Any] | None,
+) -> None:
+    """Refuse a target inside (or holding) the state, an artifact store or the manifests."""
+    output = (record.get("output_url") or "").rstrip("/")
+    protected = [("state root", state.url), ("state root", record.get("state_url"))]
+    if output:
+        protected += [
+            ("artifact store", join(output, "artifacts")),
+            ("manifests folder", join(output, "manifests")),
+        ]
+    stores = {sources.store(ref).root_url for ref in sources.refs}  # where the manifest points
+    protected += [("artifact store", url) for url in sorted(stores)]
+    target = location(to, options)
+    for what, url in protected:
+        if not url:
+            continue
+        place = location(url, options)
+        if _within(target, place):
+            relation = "inside"
+        elif _within(place, target):
+            relation = "a folder holding"
+        else:
+            continue
+        raise UsageError(
+            f"--to {to!r} is {relation} the {what} {url!r}: an export there would mix "
+            "with or overwrite Winnow's own files. Fix: pass a --to outside it, "
+            "e.g. a new folder beside it"
+        )
+
+
+def _within(inner: tuple[str, str], outer: tuple[str, str]) -> bool:
+    return inner[0] == outer[0] and (
+        inner[1] == outer[1] or inner[1].startswith(outer[1].rstrip("/") + "/")
+    )
+
+
+def _export_file(fs: Any, final: str, sources: _Sources, fmt: str) -> ExportedFile:
+    if fs.isdir(final):
+        raise UsageError(
+            f"--to {to_url(fs, final)!r} is a folder; a target ending in .{fmt} is one file. "
+            "Fix: pass a file name that is not taken, or a folder without the extension"
+        )
+    schema = sources.schema() if fmt == "parquet" else None
+    tmp = temp_beside(final)
+    fs.makedirs(posixpath.dirname(final), exist_ok=True)
+    try:
+        written = _write(fs, tmp, sources.tables(), fmt, schema, posixpath.basename(final))
+        _check_total([written], sources)
+        if is_local(fs):
+            os.replace(tmp, final)
+            fsync_dir(posixpath.dirname(final))
+        else:
+            fs.mv(tmp, final)  # s3: a server-side copy publishes the whole object
+            _check_sizes(fs, {final: written.bytes})
+    except BaseException:
+        discard(fs, tmp)
+        raise
+    return written
+
+
+def _export_folder(
+    fs: Any, final: str, sources: _Sources, fmt: str, marker: dict[str, Any]
+) -> list[ExportedFile]:
+    previous = _previous_export(fs, final)
+    tmp = temp_beside(final)
+    fs.makedirs(tmp, exist_ok=True)
+    try:
+        parts = [
+            _write(fs, join(tmp, f"part-{n:05d}.{fmt}"), [table], fmt, None, f"part-{n:05d}.{fmt}")
+            for n, table in enumerate(sources.tables())
+        ]
+        _check_total(parts, sources)
+        body = {
+            **marker,
+            "rows": sum(p.rows for p in parts),
+            "parts": [asdict(p) for p in parts],
+            "exported_at": now_iso(),
+        }
+        data = json.dumps(body, indent=1).encode()
+        if is_local(fs):
+            write_atomic(fs, join(tmp, MARKER), data)
+            fsync_dir(tmp)
+            if previous is None:
+                os.rename(tmp, final)  # replaces an empty folder, or none
+                fsync_dir(posixpath.dirname(final))
+            else:
+                replace_folder(tmp, final)
+        else:
+            _publish_objects(fs, tmp, final, parts, data, previous or set())
+    except BaseException:
+        discard(fs, tmp)
+        raise
+    return parts
+
+
+def _previous_export(fs: Any, final: str) -> set[str] | None:
+    """The names of a previous export at ``final``; ``None`` when there is nothing there.
+
+    A folder holding other things is refused. On object storage a folder of
+    ``part-NNNNN`` files without the marker counts too: it is what an
+    interrupted publish leaves (the marker goes first), and rerunning fixes it.
+    """
+    fs.invalidate_cache(final)
+    if not fs.exists(final):
+        return None
+    url = to_url(fs, final)
+    if not fs.isdir(final):
+        raise UsageError(
+            f"--to {url!r} is a file; a folder export needs a folder. Fix: end --to "
+            "in .parquet or .jsonl for one file, or pass a new folder"
+        )
+    names = {
+        posixpath.basename(p.rstrip("/"))
+        for p in fs.ls(final, detail=False)
+        if p.rstrip("/") != final  # an object store's folder placeholder
+    }
+    if not names:
+        return None
+    parts = {n for n in names if _PART.fullmatch(n)}
+    if MARKER in names:
+        old = json.loads(fs.cat_file(join(final, MARKER)))
+        return parts | {p["name"] for p in old.get("parts", [])}
+    if not is_local(fs) and parts == names:
+        return parts
+    shown = ", ".join(sorted(names)[:3])
+    raise UsageError(
+        f"--to {url!r} is a folder that holds other files ({shown}) and no {MARKER}, "
+        "so it is not a previous Winnow export; Winnow replaces only its own exports. "
+        "Fix: pass a new or empty folder, or remove that one first"
+    )
+
+
+def _write(
+    fs: Any,
+    path: str,
+    tables: Any,
+    fmt: str,
+    schema: pa.Schema | None,
+    name: str,
+) -> ExportedFile:
+    """Write ``tables`` as one file at ``path``, read it back and check it."""
+    rows, writer = 0, None
+    with _Digesting.open(fs, path) as out:
+        try:
+            if schema is not None:
+                writer = pq.ParquetWriter(out, schema, compression="zstd")
+            for table in tables:
+                rows += table.num_rows
                 if fmt == "jsonl":
                     for batch in table.to_batches():
-                        fh.write(serialize(batch, "jsonl"))
-                else:
-                    pq.write_table(table, fh, compression="zstd")
-            written.append(name)
-    return {"job_id": job_id, "to": to, "rows": rows, "files": written, "missing_batches": missing}
+                        out.write(serialize(batch, "jsonl"))
+                    continue
+                if writer is None:
+                    writer = pq.ParquetWriter(out, table.schema, compression="zstd")
+                writer.write_table(table if schema is None else _conform(table, schema))
+        except BaseException:
+            if writer is not None:  # now, not in its __del__ after the file is closed
+                with contextlib.suppress(Exception):
+                    writer.close()
+            raise
+        if writer is not None:
+            writer.close()
+    written = ExportedFile(name=name, rows=rows, bytes=out.size, sha256=out.sha.hexdigest())
+    back = _read_back(fs, path, fmt)
+    if back != (written.rows, written.bytes, written.sha256):
+        raise IntegrityError(
+            f"export file {name}: read back {back[0]} rows, {back[1]} bytes, sha256 "
+            f"{back[2][:12]}…; wrote {rows} rows, {out.size} bytes, sha256 "
+            f"{written.sha256[:12]}…. Nothing was published; run the export again"
+        )
+    return written
+
+
+def _read_back(fs: Any, path: str, fmt: str) -> tuple[int, int, str]:
+    """Rows (Parquet footer, JSONL lines), size and SHA-256 of the file as stored."""
+    fs.invalidate_cache(path)
+    sha, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
+    with fs.open(path, "rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            sha.update(chunk)
+            size += len(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    if fmt == "parquet":
+        try:
+            with fs.open(path, "rb") as fh:
+                rows = pq.read_metadata(fh).num_rows
+        except (pa.ArrowException, OSError):
+            rows = -1  # no valid footer: a torn file
+    else:
+        rows = lines if last == b"\n" else -1  # a JSONL file ends with a newline
+    return rows, size, sha.hexdigest()
+
+
+def _check_total(files: list[ExportedFile], sources: _Sources) -> None:
+    rows = sum(f.rows for f in files)
+    if rows != sources.records:
+        raise IntegrityError(
+            f"{sources.what} wrote {rows} rows, the manifest's artifacts hold "
+            f"{sources.records}; nothing was published. Run `winnow verify --full`, "
+            "then the export again"
+        )
+
+
+def _check_sizes(fs: Any, sizes: dict[str, int]) -> None:
+    """Object storage: each published copy has the size of the file that was verified."""
+    for path, size in sizes.items():
+        fs.invalidate_cache(path)
+        found = fs.info(path).get("size")
+        if found != size:
+            raise IntegrityError(
+                f"export file {to_url(fs, path)} holds {found} bytes after the copy, {size} "
+                "were verified (a folder without its marker is unfinished); export again"
+            )
+
+
+def _publish_objects(
+    fs: Any, tmp: str, final: str, parts: list[ExportedFile], marker: bytes, previous: set[str]
+) -> None:
+    """Object storage: old marker out, parts to final names, stale parts out, marker last."""
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm_file(join(final, MARKER))
+    for part in parts:
+        fs.copy(join(tmp, part.name), join(final, part.name))
+    _check_sizes(fs, {join(final, p.name): p.bytes for p in parts})
+    for name in sorted(previous - {p.name for p in parts} - {MARKER}):
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm_file(join(final, name))
+    write_atomic(fs, join(final, MARKER), marker)
+    discard(fs, tmp)
+
+
+class _Digesting:
+    """A file open for writing that hashes and counts what passes through it."""
+
+    closed = False  # what pyarrow asks before it writes
+
+    def __init__(self, fh: Any) -> None:
+        self.fh = fh
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, fs: Any, path: str) -> Iterator[_Digesting]:
+        """Open ``path``; on a local disk the file is fsynced before it is closed."""
+        if not is_local(fs):
+            with fs.open(path, "wb") as fh:
+                yield cls(fh)
+            return
+        with open(path, "wb") as fh:
+            yield cls(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def write(self, data: Any) -> int:
+        data = bytes(data)
+        self.sha.update(data)
+        self.size += len(data)
+        self.fh.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+    def close(self) -> None:
+        """The opener closes the file (pyarrow's writer calls this first)."""
 
 
 def quarantined(
     state: State, limit: int | None = None, storage_options: dict[str, Any] | None = None
 ) -> pa.Table:
-    """Quarantined bad records (file, row, error, raw line) of every committed batch."""
+    """Quarantined bad records (file, row, error, raw line) of every committed batch.
+
+    Raises:
+        IntegrityError: a quarantine artifact is missing or damaged; the message
+            names stage and batch, and the fix (``winnow verify --full`` marks
+            the batch, the next run recomputes it).
+    """
     storage_options = state.storage_options if storage_options is None else storage_options
     store = state.checkpoints()
-    tables = []
+    tables: list[pa.Table] = []
     stores: dict[str, ArtifactStore] = {}
     for stage in store.stages():
         for rec in store.load(stage).records.values():
+            if limit is not None and sum(t.num_rows for t in tables) >= limit:
+                break
             q = rec.get("quarantine")
             if q and rec["status"] == SUCCEEDED:
                 ref = q["artifact"]
-                tables.append(store_for(ref["uri"], stores, storage_options).read(ref))
-                if limit is not None and sum(t.num_rows for t in tables) >= limit:
-                    break
+                try:
+                    tables.append(store_for(ref["uri"], stores, storage_options).read(ref))
+                except (IntegrityError, FileNotFoundError) as exc:
+                    problem = str(exc) if isinstance(exc, IntegrityError) else "it is missing"
+                    raise IntegrityError(
+                        f"the quarantine artifact of stage {stage} batch {rec['key'][:16]}… "
+                        f"({ref['uri']}) cannot be read: {problem}. Fix: run `winnow verify "
+                        "--full`, which marks the batch FAILED, then rerun the pipeline, "
+                        "which recomputes it and its quarantine"
+                    ) from None
     if not tables:
         return pa.table({"file": [], "row": [], "error": [], "raw": []})
     table = pa.concat_tables(tables, promote_options="default")
     return table.slice(0, limit) if limit is not None else table
-
-
-def _artifact_schema(store: ArtifactStore, entry: dict[str, Any]) -> pa.Schema:
-    data = store.read_bytes(entry["artifact"]["uri"])
-    if entry["artifact"]["format"] == "parquet":
-        return pq.read_schema(pa.BufferReader(data))
-    return store.read(entry["artifact"]).schema
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shutil
 import time
 import uuid
 from typing import Any
@@ -119,3 +120,84 @@ def ensure_writable(fs: Any, root: str, what: str) -> None:
 
 def open_url(url: str, mode: str = "rb", **storage_options: Any) -> Any:
     return fsspec.open(url, mode, **storage_options)
+
+
+def location(url: str, storage_options: dict[str, Any] | None = None) -> tuple[str, str]:
+    """A form of ``url`` that compares equal for equal places: ``(protocol, path)``.
+
+    Local paths are resolved with ``os.path.realpath`` (symlinks, ``..``); other
+    paths keep their protocol's first name (``s3a`` is ``s3``) and lose any
+    trailing ``/``, so a prefix test on ``path + "/"`` stops at segment bounds.
+    """
+    fs, path = resolve(url, storage_options)
+    if is_local(fs):
+        return "file", os.path.realpath(path)
+    return _protocols(fs)[0], "/" + path.strip("/")
+
+
+TMP_TAG = ".winnow-tmp-"  # in the name of every temporary written beside a target
+
+
+def temp_beside(path: str) -> str:
+    """A fresh temporary name beside ``path``: ``.<name>.winnow-tmp-<hex>``."""
+    name = f".{posixpath.basename(path)}{TMP_TAG}{uuid.uuid4().hex[:16]}"
+    return join(posixpath.dirname(path), name)
+
+
+def discard(fs: Any, path: str) -> None:
+    """Remove a file or folder if it is there, best effort (cleanup after a failure)."""
+    try:
+        fs.invalidate_cache(path)
+        if is_local(fs):
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.remove(path)
+        elif fs.exists(path):
+            fs.rm(path, recursive=True)
+    except Exception:  # the error that made this a cleanup matters more
+        return
+
+
+def fsync_dir(path: str) -> None:
+    """Make renames in a local folder durable, where the system allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_folder(new: str, final: str) -> None:
+    """Put the local folder ``new`` at ``final``, removing what was there.
+
+    Where Linux's ``renameat2(RENAME_EXCHANGE)`` works the two are swapped in
+    one step, so ``final`` always holds the old folder or the new one; elsewhere
+    the old one is renamed aside first (``final`` is absent for a moment).
+    """
+    import ctypes
+
+    old = new
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+        renameat2.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint,
+        ]
+        swapped = renameat2(-100, os.fsencode(new), -100, os.fsencode(final), 2) == 0
+    except (AttributeError, OSError):  # no renameat2 in this C library
+        swapped = False
+    if not swapped:
+        old = temp_beside(final)
+        os.rename(final, old)
+        os.rename(new, final)
+    fsync_dir(posixpath.dirname(final))
+    shutil.rmtree(old, ignore_errors=True)
