@@ -439,6 +439,8 @@ def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: f
         poison_batches=outcome.poisoned,
         integrity_failures=outcome.integrity,
     )
+    if outcome.tally is not None:
+        record["accounting"] = outcome.tally.to_dict()
 
 
 def _write_manifest(session: Session, job_id: str, the_plan: Plan, finals: list[Any]) -> str:

@@ -268,6 +268,7 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
         "poison_batches",
         "integrity_failures",
         "error",
+        "accounting",
         "output_url",
         "state_url",
         "created_at",
@@ -313,6 +314,7 @@ def _print_summary(record: dict[str, Any]) -> None:
             f"[red]failed batch[/red] {p['stage']} {p['source']['file']} rows "
             f"{p['source']['start']}-{p['source']['stop']}: {p['error_type']}: {escape(p['message'][:200])}"
         )
+    _print_accounting(record.get("accounting"))
     if record.get("error"):
         _err.print(f"[red]error:[/red] {escape(record['error']['message'])}", highlight=False)
     for p in record.get("integrity_failures") or []:
@@ -320,6 +322,40 @@ def _print_summary(record: dict[str, Any]) -> None:
             f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {escape(p['message'])}"
         )
     _out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
+
+
+def _print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None:
+    """Where every input row went: per file (the files with anything but passed
+    and filtered rows first, up to ``limit``) and in total."""
+    if not accounting:
+        return
+    files = accounting["files"]
+    columns = ("read", "passed", "filtered", "quarantined", "in_failed_batches", "unaccounted")
+    table = Table(title="rows by input file")
+    table.add_column("file")
+    for col in columns:
+        table.add_column(col.replace("_", " "), justify="right")
+
+    def notable(item: tuple[str, dict[str, int]]) -> int:
+        rows = item[1]
+        return -(rows["quarantined"] + rows["in_failed_batches"] + abs(rows["unaccounted"]))
+
+    shown = sorted(files.items(), key=notable)[:limit]
+    for url, rows in sorted(shown):
+        table.add_row(escape(url), *(f"{rows[c]:,}" for c in columns))
+    if len(files) > limit:
+        table.add_row(f"… {len(files) - limit} more files", *("" for _ in columns))
+    total = accounting["total"]
+    table.add_row("[bold]total[/bold]", *(f"[bold]{total[c]:,}[/bold]" for c in columns))
+    _out.print(table)
+    by_stage = ", ".join(f"{k} {v:,}" for k, v in total["filtered_by_stage"].items())
+    if by_stage:
+        _out.print(f"filtered by stage: {by_stage}", highlight=False)
+    if total["unaccounted"]:
+        _err.print(
+            f"[red]{total['unaccounted']:,} rows are unaccounted for[/red]: a reader or stage "
+            "lost rows without quarantining them; `winnow inspect job --id` has the details"
+        )
 
 
 def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:

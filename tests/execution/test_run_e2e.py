@@ -214,3 +214,20 @@ def test_cli_run_json_and_rerun(tmp_path, demo_inputs):
     proc = run_cli(*args)
     assert proc.returncode == 0
     assert "100% of stage batches skipped" in proc.stdout and first["job_id"] not in proc.stdout
+
+
+def test_every_input_row_is_accounted_for(local_ray, tmp_path, demo_inputs, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    first = api.execute(session(tmp_path, demo_inputs))
+    total = first["accounting"]["total"]
+    assert total["read"] == 4500 and total["unaccounted"] == 0
+    assert total["quarantined"] == first["bad_records"] > 0
+    assert total["passed"] == first["rows_out"]
+    assert total["filtered_by_stage"]["quality"] > 0
+    assert set(first["accounting"]["files"]) == {f"file://{p}" for p in demo_inputs} or len(
+        first["accounting"]["files"]
+    ) == len(demo_inputs)
+    for rows in first["accounting"]["files"].values():
+        assert rows["unaccounted"] == 0 and rows["read"] == 1500
+    again = api.execute(session(tmp_path, demo_inputs))  # all skipped: the same accounting
+    assert again["accounting"] == first["accounting"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from winnow.accounting import Tally, row_counts
 from winnow.plan import SKIP, Plan, StagePlan
 
 
@@ -37,6 +38,7 @@ class Outcome:
     interrupted: bool
     errors: dict[str, dict[str, Any]]
     storage_failure: str | None = None  # a store refused writes for good; the job stopped
+    tally: Tally | None = None  # where every input row went
 
 
 class Progress:
@@ -48,9 +50,13 @@ class Progress:
 
 
 def count_skips(
-    plan: Plan, counts: dict[str, StageCounts], finals: list[dict[str, Any] | None]
+    plan: Plan,
+    counts: dict[str, StageCounts],
+    finals: list[dict[str, Any] | None],
+    tally: Tally | None = None,
 ) -> dict[str, int]:
-    """Count every skipped (stage, batch) and fill in finals committed before.
+    """Count every skipped (stage, batch), fill in finals committed before, and
+    account the rows of every batch no stage runs.
 
     Returns batches already done per stage (for the progress display).
     """
@@ -70,6 +76,11 @@ def count_skips(
             done[name] += 1
         if bp.first_run >= len(names):
             finals[order] = bp.prior[-1]
+            if tally is not None:
+                src = bp.source
+                tally.add_batch(
+                    src.file.url, src.start, src.stop, [row_counts(r) for r in bp.prior]
+                )
     return done
 
 
@@ -78,11 +89,12 @@ def skipped_outcome(plan: Plan, progress: Progress | None = None) -> Outcome:
     names = [s.name for s in plan.specs]
     counts = {n: StageCounts() for n in names}
     finals: list[dict[str, Any] | None] = [None] * len(plan.batches)
-    done = count_skips(plan, counts, finals)
+    tally = Tally(names)
+    done = count_skips(plan, counts, finals, tally)
     if progress is not None:
         progress.start(done, done)
         progress.stop()
-    return Outcome(counts, finals, [], [], False, {})
+    return Outcome(counts, finals, [], [], False, {}, tally=tally)
 
 
 RESULT_KEYS = (

@@ -22,6 +22,7 @@ from typing import Any
 
 import ray
 
+from winnow.accounting import Tally, row_counts
 from winnow.errors import StageFailed
 from winnow.execution import telemetry
 from winnow.execution.cluster import register_pipeline_code, size_pools
@@ -68,6 +69,7 @@ class Flight:
     # back instead of an object ref that may have died with its node.
     input_artifact: dict[str, Any] | None = None
     reader: int | None = None  # the reader actor that read a stage-0 input
+    rows: dict[int, dict[str, Any] | None] = field(default_factory=dict)  # per stage, its counts
     infra: int = 0  # failures of the cluster (an actor or node lost), not of the batch
 
 
@@ -103,6 +105,8 @@ class Runner:
         self.finals: list[dict[str, Any] | None] = [None] * len(plan.batches)
         self.abort = False
         self.storage_failure: str | None = None
+        self.tally = Tally(self.names)
+        self._unfinished: dict[int, Flight] = {}
         self.reuse = reuse  # keep actors for the next job in this process (the gateway)
         self._last_flush = time.monotonic()
         self._starved_since: dict[int, float] = {}
@@ -151,12 +155,13 @@ class Runner:
     def run(self) -> Outcome:
         plan = self.plan
         totals = {n: len(plan.batches) for n in self.names}
-        done = count_skips(plan, self.counts, self.finals)
+        done = count_skips(plan, self.counts, self.finals, self.tally)
         todo = deque(
             Flight(order, bp)
             for order, bp in enumerate(plan.batches)
             if bp.first_run < len(self.specs)
         )
+        self._unfinished = {f.order: f for f in todo}
         self.progress.start(totals, done)
         try:
             if todo:
@@ -168,6 +173,8 @@ class Runner:
             self._stop_actors()
             if todo:
                 self._compact()
+            for flight in list(self._unfinished.values()):  # interrupted or abandoned
+                self._account(flight)
         return Outcome(
             self.counts,
             self.finals,
@@ -176,6 +183,7 @@ class Runner:
             self.stop.is_set(),
             self.errors,
             self.storage_failure,
+            self.tally,
         )
 
     def _loop(self, todo: deque[Flight]) -> None:
@@ -225,6 +233,7 @@ class Runner:
                 finished = self._handle(flight, result, out_ref, queues, waiting, tie)
                 if finished:
                     in_flight -= 1
+                    self._account(flight)
             self._flush()
 
     def _enter(self, flight: Flight, queues: dict[int, deque[Flight]]) -> None:
@@ -348,6 +357,7 @@ class Runner:
         if status == SUCCEEDED:
             record.update(status=SUCCEEDED, artifact=result["artifact"])
             self.checkpoints.append(record)
+            flight.rows[i] = row_counts(record)
             self.events.append(
                 event(
                     "checkpoint",
@@ -458,6 +468,16 @@ class Runner:
             )
         )
         return True
+
+    def _account(self, flight: Flight) -> None:
+        """Add a batch that left the pipeline (or never will) to the row accounting."""
+        bp = flight.plan
+        rows = [
+            row_counts(bp.prior[i]) if action == SKIP else flight.rows.get(i)
+            for i, action in enumerate(bp.actions)
+        ]
+        self.tally.add_batch(bp.source.file.url, bp.source.start, bp.source.stop, rows)
+        self._unfinished.pop(flight.order, None)
 
     def _compact(self) -> None:
         """Merge each stage's segments once they pile up, so skip decisions stay cheap."""
