@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from winnow.errors import InputError
@@ -157,7 +158,7 @@ def _parse(
             if schema is not None
             else None,
         )
-        if table.num_rows == sum(1 for ln in lines if ln.strip()):
+        if table.num_rows == sum(1 for ln in lines if ln.strip()) and not _suspect(table, schema):
             table.validate(full=True)  # Arrow's JSON reader does not check UTF-8; this does
             return _one_batch(table, schema), []
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
@@ -182,6 +183,10 @@ def _parse_slow(
         except ValueError as exc:
             bad.append(_bad(url, number, exc, line))
             continue
+        mismatch = _mismatch(value, schema)
+        if mismatch:
+            bad.append(BadRecord(url, number, mismatch, _text(line)))
+            continue
         good.append((number, line, value))
     try:
         return _to_batch([v for _, _, v in good], schema), bad
@@ -202,13 +207,49 @@ def _parse_slow(
     return _to_batch(kept, schema), bad
 
 
+def _suspect(table: pa.Table, schema: pa.Schema | None) -> bool:
+    """Whether a row may not fit ``schema`` (see ``_mismatch``): only then look line by line.
+
+    Arrow fills a field a record lacks with null, so such a row is one with
+    a null in a non-nullable column, or nulls in every column.
+    """
+    if schema is None or table.num_rows == 0:
+        return False
+    if any(table.column(f.name).null_count for f in schema if not f.nullable):
+        return True
+    if min(column.null_count for column in table.columns) == 0:
+        return False
+    all_null = table.column(0).is_null()
+    for column in table.columns[1:]:
+        all_null = pc.and_(all_null, column.is_null())
+    return bool(pc.any(all_null).as_py())
+
+
+def _mismatch(value: dict[str, Any], schema: pa.Schema | None) -> str:
+    """Why a record does not fit ``schema``: it shares no field with it, or lacks a
+    non-nullable one ('' when it fits; its values' types are checked apart)."""
+    if schema is None:
+        return ""
+    if not any(name in value for name in schema.names):
+        return (
+            "SchemaMismatch: the record has none of the pipeline schema's fields "
+            f"({', '.join(schema.names)}); fix the record or the pipeline's schema"
+        )
+    lacking = [f.name for f in schema if not f.nullable and value.get(f.name) is None]
+    if lacking:
+        return (
+            f"SchemaMismatch: the record has no value for {', '.join(lacking)}, which the "
+            "pipeline's schema declares non-nullable; fix the record or the schema"
+        )
+    return ""
+
+
 def _bad(url: str, number: int, exc: BaseException, line: bytes) -> BadRecord:
-    return BadRecord(
-        url,
-        number,
-        f"{type(exc).__name__}: {exc}"[:500],
-        line[:MAX_RAW].decode("utf-8", "replace").rstrip("\n"),
-    )
+    return BadRecord(url, number, f"{type(exc).__name__}: {exc}"[:500], _text(line))
+
+
+def _text(line: bytes) -> str:
+    return line[:MAX_RAW].decode("utf-8", "replace").rstrip("\n")
 
 
 def _to_batch(rows: list[dict[str, Any]], schema: pa.Schema | None) -> pa.RecordBatch:

@@ -9,22 +9,29 @@ nothing reads a whole file into memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import posixpath
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from winnow.errors import InputError
-from winnow.storage import jsonl
+from winnow.storage import conform, csvfile, jsonl
 from winnow.storage.fs import is_local, resolve, to_url
-from winnow.storage.jsonl import MAX_RAW, BadRecord
+from winnow.storage.jsonl import BadRecord
 from winnow.storage.zstd import ZstdReader
+
+# In every source batch's key: bump it when what a reader yields for a file changes,
+# so batches cached under the old reader are read again (2: rows not fitting the
+# schema and ragged CSV rows are bad records).
+READER_VERSION = 2
 
 _FORMATS = {
     ".jsonl": "jsonl",
@@ -118,12 +125,14 @@ def discover(
             if info.get("type") == "directory":
                 infos = {p: i for p, i in fs.find(path, detail=True).items()}
             else:
+                _refuse_special(fs, path)
                 infos = {path: info}
         matched = 0
         for path_i, info in sorted(infos.items()):
             kind = detect(path_i)
             if kind is None:
                 continue
+            _refuse_special(fs, path_i)
             matched += 1
             full = to_url(fs, path_i)
             found[full] = SourceFile(
@@ -141,9 +150,39 @@ def discover(
     return [found[k] for k in sorted(found)]
 
 
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _refuse_special(fs: Any, path: str) -> None:
+    """Refuse a local path that is not a regular file, without opening it: opening a
+    FIFO blocks until a writer comes (planning hung, deaf to SIGTERM).
+
+    Raises:
+        InputError: naming the path, what it is and the fix.
+    """
+    try:
+        mode = os.stat(path).st_mode if is_local(fs) else stat.S_IFREG
+    except OSError:
+        return  # reported where the file is opened
+    if stat.S_ISREG(mode):
+        return
+    what = next((name for test, name in _SPECIAL if test(mode)), "not a regular file")
+    raise InputError(
+        f"input {path!r} is {what}, not a regular file: Winnow splits inputs by their "
+        "size and reads them again on a retry, which a pipe, device or socket cannot give. "
+        "Save the data to a regular file first and pass that with --input."
+    )
+
+
 def reader_fingerprint(schema: pa.Schema | None, on_bad_record: str) -> str:
     """What, besides the file, decides the rows a source batch yields."""
     text = f"{schema}|{on_bad_record}" if schema is not None else f"infer|{on_bad_record}"
+    text = f"reader={READER_VERSION}|{text}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -188,24 +227,70 @@ def _open(file: SourceFile, storage_options: dict[str, Any] | None) -> Any:
         raise InputError(f"input {file.url!r} cannot be opened ({exc})") from None
 
 
-def file_stats(file: SourceFile, storage_options: dict[str, Any] | None = None) -> dict[str, int]:
+def file_stats(
+    file: SourceFile, storage_options: dict[str, Any] | None = None, schema: pa.Schema | None = None
+) -> dict[str, int]:
     """``rows`` in a file (lines for JSONL), streaming; Parquet and IPC use metadata.
 
     For Parquet also ``row_group_rows``: the rows of each row group when all
-    but the last hold the same number, else 0.
+    but the last hold the same number, else 0. Given the pipeline's ``schema``,
+    a file whose columns are known up front (Parquet, IPC, a CSV header) is
+    checked against it, as ``check_schema`` does.
 
     Raises:
-        InputError: the file is not a readable file of its format (exit 2, naming it).
+        InputError: the file is not a readable file of its format, or does not
+            match ``schema`` (exit 2, naming it).
     """
-    try:
+    found: pa.Schema | None = None
+    with _reading(file), _open(file, storage_options) as fh:
         if file.format == "parquet":
-            with _open(file, storage_options) as fh:
-                meta = pq.ParquetFile(fh).metadata
+            parquet = pq.ParquetFile(fh)
+            meta, found = parquet.metadata, parquet.schema_arrow
             groups = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
             uniform = bool(groups) and all(n == groups[0] for n in groups[:-1])
             uniform = uniform and groups[-1] <= groups[0]
-            return {"rows": int(meta.num_rows), "row_group_rows": groups[0] if uniform else 0}
-        return {"rows": _count_rows(file, storage_options)}
+            stats = {"rows": int(meta.num_rows), "row_group_rows": groups[0] if uniform else 0}
+        elif file.format == "ipc":
+            found, batches = _ipc_open(fh)
+            stats = {"rows": sum(b.num_rows for b in batches)}
+        elif file.format == "csv":
+            rows, found = csvfile.count_rows(file.url, fh)
+            stats = {"rows": rows}
+        else:
+            stats = {"rows": jsonl.count_lines(fh)}
+    if schema is not None and found is not None:
+        conform.check(file.url, found, schema)
+    return stats
+
+
+def check_schema(
+    file: SourceFile, schema: pa.Schema | None, storage_options: dict[str, Any] | None = None
+) -> None:
+    """Refuse a file whose columns, known up front, cannot fit the pipeline's ``schema``.
+
+    Reads a Parquet footer, an IPC schema or a CSV header, nothing more; JSONL
+    records are checked one by one as they are read.
+
+    Raises:
+        InputError: naming the file, its missing, extra or uncastable columns and the fix.
+    """
+    if schema is None or file.format == "jsonl":
+        return
+    with _reading(file), _open(file, storage_options) as fh:
+        if file.format == "parquet":
+            found = pq.ParquetFile(fh).schema_arrow
+        elif file.format == "ipc":
+            found = _ipc_open(fh)[0]
+        else:
+            found = csvfile.columns(file.url, fh)
+    conform.check(file.url, found, schema)
+
+
+@contextlib.contextmanager
+def _reading(file: SourceFile) -> Iterator[None]:
+    """Turn a file that cannot be read into an ``InputError`` naming it (exit 2)."""
+    try:
+        yield
     except InputError:
         raise
     except EOFError as exc:  # a CSV's compressed stream breaks off (JSONL keeps its rows)
@@ -220,54 +305,33 @@ def file_stats(file: SourceFile, storage_options: dict[str, Any] | None = None) 
         ) from None
 
 
-def _count_rows(file: SourceFile, storage_options: dict[str, Any] | None) -> int:
-    with _open(file, storage_options) as fh:
-        if file.format == "ipc":
-            return sum(b.num_rows for b in _ipc_batches(fh))
-        if file.format == "csv":
-            return sum(b.num_rows for b in _csv_reader(fh, None, []))
-        return jsonl.count_lines(fh)
-
-
 def read(
     file: SourceFile,
     ranges: Sequence[tuple[int, int]],
     schema: pa.Schema | None,
     storage_options: dict[str, Any] | None = None,
 ) -> Iterator[tuple[pa.RecordBatch, list[BadRecord]]]:
-    """Yield one batch (and its bad records) per ``(start, stop)`` range, in order."""
+    """Yield one batch (and its bad records) per ``(start, stop)`` range, in order.
+
+    With a ``schema``, rows that do not fit it (see ``conform``) are bad records.
+    """
     ranges = sorted(ranges)
     with _open(file, storage_options) as fh:
         if file.format == "jsonl":
             yield from jsonl.read(file.url, fh, ranges, schema)
             return
-        bad: list[BadRecord] = []
+        if file.format == "csv":
+            yield from csvfile.read(file.url, fh, ranges, schema)
+            return
         if file.format == "parquet":
             stream = _parquet_stream(fh, ranges)
-        elif file.format == "ipc":
-            stream = _offsets(_ipc_batches(fh))
         else:
-            stream = _offsets(_csv_reader(fh, schema, bad, file.url))
-        for batch in _cut(stream, ranges):
-            if schema is not None and file.format != "csv":
-                batch = _conform(batch, schema, file.url)
-            yield batch, list(bad)
-            bad.clear()
-
-
-def _conform(batch: pa.RecordBatch, schema: pa.Schema, url: str) -> pa.RecordBatch:
-    try:
-        return pa.RecordBatch.from_arrays(
-            [
-                batch.column(f.name).cast(f.type)
-                if f.name in batch.schema.names
-                else pa.nulls(batch.num_rows, f.type)
-                for f in schema
-            ],
-            schema=schema,
-        )
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise InputError(f"input {url!r} does not match the pipeline's schema ({exc})") from None
+            stream = _offsets(_ipc_open(fh)[1])
+        for (start, stop), batch in zip(ranges, _cut(stream, ranges), strict=True):
+            if schema is None:
+                yield batch, []
+            else:
+                yield conform.conform(batch, schema, file.url, range(start + 1, stop + 1))
 
 
 def _offsets(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -292,40 +356,15 @@ def _parquet_stream(
             offset += n
 
 
-def _ipc_batches(fh: Any) -> Iterator[pa.RecordBatch]:
+def _ipc_open(fh: Any) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """An Arrow IPC file's or stream's schema and its batches."""
     data = fh.read(8)
     fh.seek(0)
     if data[:6] == b"ARROW1":
         reader = ipc.open_file(fh)
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
-    else:
-        yield from ipc.open_stream(fh)
-
-
-def _csv_reader(
-    fh: Any, schema: pa.Schema | None, bad: list[BadRecord], url: str = ""
-) -> Iterator[pa.RecordBatch]:
-    def on_invalid(row: Any) -> str:
-        bad.append(
-            BadRecord(
-                url,
-                int(row.number),
-                f"CSV: {row.text and 'wrong column count'}",
-                str(row.text)[:MAX_RAW],
-            )
-        )
-        return "skip"
-
-    convert = pacsv.ConvertOptions(
-        column_types={f.name: f.type for f in schema} if schema else None
-    )
-    reader = pacsv.open_csv(
-        fh,
-        parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
-        convert_options=convert,
-    )
-    yield from reader
+        return reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
+    stream = ipc.open_stream(fh)
+    return stream.schema, iter(stream)
 
 
 def _cut(

@@ -1,0 +1,94 @@
+"""Issue 22 proofs through the real CLI: inputs that used to vanish, hang or spill
+a traceback now end clearly (trust contract 3: every input row is accounted for)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.conftest import run_cli, run_json
+from winnow import api
+from winnow.outputs import quarantined
+
+
+def _args(tmp_path: Path, *inputs: Path) -> list[str]:
+    where = ["--state", str(tmp_path / "state"), "--output", str(tmp_path / "out")]
+    paths = [a for p in inputs for a in ("--input", str(p))]
+    return ["run", "demo", "--profile", "local-cpu", *paths, *where]
+
+
+@pytest.mark.slow
+def test_a_parquet_file_of_another_schema_is_quarantined_row_by_row_never_silent(
+    tmp_path: Path,
+):
+    """It used to run to SUCCEEDED with rows_in 3, rows_out 0 and no bad record: its
+    rows were filled with nulls and the quality filter dropped them.
+
+    Planning cannot refuse it yet (exit 2): plan.py does not hand the pipeline's
+    schema to ``sources.file_stats``; when it does, this run is refused up front.
+    """
+    path = tmp_path / "x.parquet"
+    pq.write_table(pa.table({"foo": [1, 2, 3], "bar": ["a", "b", "c"]}), path)
+    record = run_json(*_args(tmp_path, path))
+    assert record["status"] == "SUCCEEDED"
+    assert record["rows_in"] == 3 and record["bad_records"] == 3  # read = passed + set aside
+    assert record["counts"]["normalize"]["rows_in"] == 0
+    bad = quarantined(api.open_state(str(tmp_path / "state"))).to_pylist()
+    assert [b["row"] for b in bad] == [1, 2, 3]
+    for b in bad:
+        assert b["file"] == str(path)
+        assert b["error"].startswith("SchemaMismatch: the file has no column id, url, text, source")
+        assert '"foo"' in b["raw"]
+
+
+def test_a_fifo_input_is_refused_at_once_and_writes_nothing(tmp_path: Path):
+    """It used to hang planning forever (opening a FIFO waits for a writer)."""
+    fifo = tmp_path / "pipe.jsonl"
+    os.mkfifo(fifo)
+    began = time.monotonic()
+    done = run_cli(*_args(tmp_path, fifo), timeout=90)
+    assert done.returncode == 2, done.stderr
+    assert time.monotonic() - began < 60
+    assert str(fifo) in done.stderr and "FIFO" in done.stderr and "regular file" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "state").exists()
+
+
+def _doc(i: int) -> str:
+    return f"{i},https://x.example/{i},this is document number {i} about sorting web text well,t"
+
+
+@pytest.mark.slow
+def test_a_ragged_csv_quarantines_its_bad_rows_and_passes_the_rest(tmp_path: Path):
+    """It used to refuse the whole file, with an 'Exception ignored' traceback."""
+    lines = ["id,url,text,source"]
+    good, ragged = [], {}
+    for i in range(12):
+        if i in (2, 5, 11):  # a field too many, too few, and the last row
+            row = f"{i},https://x.example/{i},extra,field,here" if i != 5 else f"{i},only"
+            ragged[i + 2] = row  # the header is row 1
+        else:
+            row = _doc(i)
+            good.append(i)
+        lines.append(row)
+    path = tmp_path / "ragged.csv"
+    path.write_text("\n".join(lines) + "\n")
+
+    done = run_cli(*_args(tmp_path, path), "--set", "batch_rows=4", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["status"] == "SUCCEEDED"
+    passed = record["counts"]["normalize"]["rows_in"]
+    assert record["rows_in"] == 12 == passed + record["bad_records"]
+    assert passed == len(good) and record["bad_records"] == len(ragged)
+    bad = quarantined(api.open_state(str(tmp_path / "state"))).to_pylist()
+    assert {b["row"]: b["raw"] for b in bad} == ragged
+    assert all(b["file"] == str(path) and b["error"].startswith("RaggedRow") for b in bad)
+    assert api.output_table(record).column("id").to_pylist() == good
