@@ -13,6 +13,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from winnow import api, datatools, outputs
 from winnow.errors import UsageError
@@ -53,22 +54,63 @@ def _echo_json(data: Any) -> None:
 @click.command()
 @state_option
 @click.option("--full", is_flag=True, help="Re-hash and decode every artifact (default: size).")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Rewrite damaged checkpoint segments without their bad lines and set damaged job "
+    "records aside, after a backup under <state>/backups/.",
+)
 @json_option
-def verify(state: State, full: bool, as_json: bool) -> None:
-    """Re-check every committed artifact; mark mismatches so the next run recomputes them."""
-    result = datatools.verify_state(state, full=full)
+def verify(state: State, full: bool, repair: bool, as_json: bool) -> None:
+    """Re-check every artifact, quarantine and manifest the state references, and the state.
+
+    A bad artifact is marked FAILED so the next run recomputes it. Exit 1 if
+    anything was found.
+    """
+    result = datatools.verify_state(state, full=full, repair=repair)
+    found = result["mismatches"] or result["manifest_problems"] or result["damage"]
     if as_json:
         _echo_json(result)
     else:
-        for p in result["mismatches"]:
-            _out.print(f"[red]MISMATCH[/red] {p['stage']} {p['key'][:16]}…: {escape(p['problem'])}")
-        _out.print(
-            f"checked {result['checked']} artifacts ({'full' if full else 'size'}): "
-            f"{len(result['mismatches'])} mismatches"
-            + (" — marked FAILED; the next run recomputes them" if result["mismatches"] else "")
-        )
-    if result["mismatches"]:
+        _print_verify(result, repair)
+    if found:
         sys.exit(1)
+
+
+def _print_verify(result: dict[str, Any], repair: bool) -> None:
+    for p in result["mismatches"]:
+        _out.print(
+            f"[red]MISMATCH[/red] {p['stage']} {p['key'][:16]}… {p['artifact']}: "
+            f"{escape(p['problem'])}"
+        )
+    for p in result["manifest_problems"]:
+        batch = f" batch {str(p['batch'])[:16]}…" if p.get("batch") else ""
+        _out.print(
+            f"[red]MANIFEST[/red] job {p['job_id']} {escape(p['manifest'])}{batch}: "
+            f"{escape(p['problem'])} — fix: {p['fix']}"
+        )
+    for d in result["damage"]:
+        _out.print(f"[yellow]DAMAGED[/yellow] {escape(d)}", soft_wrap=True)
+    for r in result["repairs"]:
+        _out.print(
+            f"[green]REPAIRED[/green] {escape(r['file'])}: {r['action']}; "
+            f"original kept as {escape(r['backup'])}",
+            soft_wrap=True,
+        )
+    mismatches = result["mismatches"]
+    _out.print(
+        f"checked {result['checked']} artifacts ({'full' if result['full'] else 'size'}) and "
+        f"{result['manifests']} manifests: {len(mismatches)} mismatches, "
+        f"{len(result['manifest_problems'])} manifest problems, "
+        f"{len(result['damage'])} damaged state lines/files"
+        + (" — mismatches marked FAILED; the next run recomputes them" if mismatches else "")
+    )
+    if result["damage"] and not repair:
+        _out.print(
+            "damaged lines are skipped and their batches recomputed by the next run; "
+            "`winnow verify --repair` rewrites the damaged files without them (originals "
+            "backed up under <state>/backups/)"
+        )
 
 
 @click.command()
@@ -83,7 +125,7 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
         _echo_json(datatools.status(st))
         return
     if not watch:
-        _out.print(_status_view(datatools.status(st)))
+        _out.print(_status_view(datatools.status(st)), crop=False)  # a damaged file's path
         return
     with Live(_status_view(datatools.status(st)), console=_out, auto_refresh=False) as live:
         try:
@@ -143,6 +185,12 @@ def _status_view(data: dict[str, Any]) -> Group:
             str(s["quarantined_records"]),
         )
     parts: list[Any] = [head, jobs, stages]
+    for d in data["damage"]:  # one line each, not wrapped: file:line is copied from it
+        warning = Text.from_markup(f"[yellow]warning: damaged state, skipped:[/yellow] {escape(d)}")
+        warning.no_wrap, warning.overflow = True, "ignore"
+        parts.append(warning)
+    if data["damage"]:
+        parts.append(f"[yellow]fix:[/yellow] {escape(data['damage_fix'])}")
     for f in data["failures"][:10]:
         parts.append(
             f"[red]failed[/red] {f['stage']} {f['key'][:16]} attempt {f['attempt']}: "

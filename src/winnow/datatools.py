@@ -1,4 +1,4 @@
-"""The tools around a run: status, inspect, verify, gc, export.
+"""The tools around a run: status, inspect, gc (verify lives in ``verify.py``).
 
 Everything here reads the state through ``storage/`` and so works the same on
 a local disk and on object storage. The CLI prints what these return.
@@ -11,17 +11,21 @@ import socket
 import statistics
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
-from winnow.errors import IntegrityError, UsageError
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED
+from winnow.errors import UsageError
+from winnow.storage.artifacts import ArtifactStore
+from winnow.storage.checkpoints import FAILED, SUCCEEDED, Damage
 from winnow.storage.fs import join
-from winnow.storage.state import State, event
+from winnow.storage.state import REPAIR_FIX, State
+from winnow.verify import store_for as store_for
+from winnow.verify import verify_state as verify_state
 
 GC_GRACE_S = 3600.0
+DAMAGE_FIX = (
+    "each damaged line was skipped and its batch is recomputed by the next run; " + REPAIR_FIX
+)
 SUMMARY_KEYS = (
     "job_id",
     "pipeline",
@@ -89,14 +93,22 @@ def _alive(record: dict[str, Any]) -> bool:
 
 # -- status -----------------------------------------------------------------
 def status(state: State, recent: int = 10) -> dict[str, Any]:
-    """Jobs, queue depth, per-stage counts, failures and quarantined records."""
-    jobs = state.list_jobs()
+    """Jobs, queue depth, per-stage counts, failures and quarantined records.
+
+    ``damage`` lists the state lines and files that could not be read
+    ("file:line: reason"); they are skipped, and ``damage_fix`` says how to mend them.
+    """
+    listing = state.job_listing()
+    jobs = listing.jobs
+    damage: list[Damage] = list(listing.damaged)
     queue = Counter(str(j.get("status", "UNKNOWN")).lower() for j in jobs)
     store = state.checkpoints()
     stages: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
     for stage in store.stages():
-        records = store.load(stage).records.values()
+        loaded = store.load(stage)
+        damage.extend(loaded.damage)
+        records = loaded.records.values()
         counts = Counter(r["status"] for r in records)
         ok = [r for r in records if r["status"] == SUCCEEDED]
         stages[stage] = {
@@ -137,6 +149,8 @@ def status(state: State, recent: int = 10) -> dict[str, Any]:
         "failures": failures[:50],
         "quarantined_records": sum(s["quarantined_records"] for s in stages.values()),
         "throughput_rows_s": latest.get("throughput_rows_s") if latest else None,
+        "damage": [str(d) for d in damage],
+        "damage_fix": DAMAGE_FIX if damage else None,
     }
 
 
@@ -316,76 +330,6 @@ def _prefix(value: str, what: str) -> str:
     if len(value) < 8 or any(c not in "0123456789abcdef" for c in value):
         raise UsageError(f"{value!r} is not a {what}: give at least 8 hex characters of it")
     return value
-
-
-# -- verify -----------------------------------------------------------------
-def verify_state(
-    state: State,
-    full: bool = False,
-    storage_options: dict[str, Any] | None = None,
-    mark: bool = True,
-) -> dict[str, Any]:
-    """Re-check every committed artifact against its checkpoint.
-
-    Size is checked from one listing per artifact root; ``full`` re-hashes and
-    decodes every artifact. Mismatches get a FAILED checkpoint (when ``mark``)
-    so the next run recomputes them.
-    """
-    storage_options = state.storage_options if storage_options is None else storage_options
-    stores: dict[str, ArtifactStore] = {}
-    sizes: dict[str, dict[str, int]] = {}
-    checkpoints = state.checkpoints(job_id=f"verify-{int(time.time())}")
-    checked = 0
-    problems: list[dict[str, Any]] = []
-
-    def check(rec: dict[str, Any]) -> str | None:
-        ref = ArtifactRef(**rec["artifact"])
-        store = store_for(ref.uri, stores, storage_options)
-        if full:
-            try:
-                store.verify(ref)
-            except IntegrityError as exc:
-                return str(exc)
-            return None
-        if store.root_url not in sizes:
-            sizes[store.root_url] = store.sizes()
-        size = sizes[store.root_url].get(ref.digest)
-        if size is None:
-            return f"artifact {ref.uri} is missing"
-        if size != ref.bytes:
-            return f"artifact {ref.uri}: bytes {size} != {ref.bytes}"
-        return None
-
-    for stage in checkpoints.stages():
-        records = [r for r in checkpoints.load(stage).records.values() if r["status"] == SUCCEEDED]
-        with ThreadPoolExecutor(max_workers=8 if full else 1) as pool:
-            results = list(pool.map(check, records))
-        for rec, problem in zip(records, results, strict=True):
-            checked += 1
-            if problem is None:
-                continue
-            problems.append({"stage": stage, "key": rec["key"], "problem": problem})
-            if mark:
-                error = {"type": "IntegrityError", "message": problem, "traceback": ""}
-                checkpoints.append({**rec, "status": FAILED, "ts": time.time(), "error": error})
-    checkpoints.flush()
-    if problems:
-        state.append_events(
-            [
-                event("integrity", "verify", stage=p["stage"], key=p["key"], message=p["problem"])
-                for p in problems
-            ]
-        )
-    return {"checked": checked, "mismatches": problems, "full": full}
-
-
-def store_for(
-    uri: str, stores: dict[str, ArtifactStore], storage_options: dict[str, Any] | None
-) -> ArtifactStore:
-    root = uri.rsplit("/", 3)[0]  # <root>/sha256/<2 hex>/<digest>.<ext>
-    if root not in stores:
-        stores[root] = ArtifactStore(root, storage_options)
-    return stores[root]
 
 
 # -- gc ---------------------------------------------------------------------

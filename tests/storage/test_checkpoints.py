@@ -13,8 +13,10 @@ from typing import Any
 import pytest
 
 from tests.storage.conftest import Backend, CountingFS, count_s3_requests, peer
+from winnow.errors import StateError
 from winnow.storage.checkpoints import FAILED, RUNNING, SUCCEEDED, CheckpointStore
-from winnow.storage.fs import join, resolve, write_atomic
+from winnow.storage.fs import join, resolve, to_url, write_atomic
+from winnow.storage.state import State
 
 
 def open_store(backend: Backend, job_id: str = "j1", flush_every: int = 256) -> CheckpointStore:
@@ -159,3 +161,99 @@ def test_load_of_a_stage_is_one_listing_not_one_read_per_batch(
     assert counting.calls == {"find": 1, "cat": 1}  # one listing, one batched read
     if "s3" in store.fs.protocol:
         assert requests == {"ListObjectsV2": 1, "GetObject": segments}
+
+
+# -- damage: a bad line costs its batch, never the stage ----------------------
+def damaged_segment(store: CheckpointStore) -> tuple[str, bytes]:
+    """A segment with good records around five kinds of bad line, and a torn tail."""
+    good = [rec("a", ts=1.0), rec("b", ts=1.0), rec("c", ts=1.0)]
+    lines = [
+        json.dumps(good[0]).encode(),
+        b"\x00\x17garbage{not json",  # line 2
+        json.dumps(good[1]).encode(),
+        json.dumps({"stage": "s", "status": SUCCEEDED, "ts": 1.0}).encode(),  # 4: no key
+        b"[1, 2, 3]",  # 5: JSON, not a record
+        json.dumps(rec("d", status="DONE")).encode(),  # 6: unknown status
+        json.dumps(rec("e", ts=1.0) | {"ts": "yesterday"}).encode(),  # 7: ts not a number
+        b"",
+        json.dumps(good[2]).encode(),
+    ]
+    data = b"\n".join(lines) + b"\n" + json.dumps(rec("torn")).encode()[:-5]
+    path = join(store.stage_dir("s"), "0000000000002-damaged-000001.jsonl")
+    write_atomic(store.fs, path, data)
+    return path, data
+
+
+def test_a_damaged_line_is_skipped_and_reported_with_file_and_line(backend: Backend):
+    store = open_store(backend, flush_every=1)
+    store.append(rec("z", ts=1.0))
+    path, _ = damaged_segment(store)
+    loaded = store.load("s")
+    assert set(loaded.records) == {"a", "b", "c", "z"}
+    assert [(d.path, d.line) for d in loaded.damage] == [(path, n) for n in (2, 4, 5, 6, 7)]
+    url = to_url(store.fs, path)
+    text = [str(d) for d in loaded.damage]
+    assert text[0].startswith(f"{url}:2: not JSON")
+    assert text[1] == f"{url}:4: a checkpoint record without key"
+    assert "list" in text[2] and "'DONE'" in text[3] and "'yesterday'" in text[4]
+    assert other_process(backend).load("s").damage == loaded.damage
+    # a torn tail alone is still tolerated quietly
+    write_torn_segment(store, "0000000000003-crashed-000001.jsonl", rec("f"), tail=b'{"st')
+    assert len(store.load("s").damage) == 5
+
+
+def test_compaction_leaves_a_damaged_stage_for_repair(backend: Backend):
+    store = open_store(backend, flush_every=1)
+    for i in range(4):
+        store.append(rec(f"k{i}"))
+    path, data = damaged_segment(store)
+    assert not store.compact("s", min_segments=2)
+    assert store.fs.cat_file(path) == data and len(store.load("s").segments) == 5
+
+
+def test_repair_backs_up_then_rewrites_only_the_damaged_segment(backend: Backend):
+    state = State(join(backend.url, "state"), backend.storage_options)
+    store = state.checkpoints(job_id="j1", flush_every=1)
+    store.append(rec("z", ts=1.0))
+    path, data = damaged_segment(store)
+    before = store.load("s")
+    clean = {p: store.fs.cat_file(p) for p in before.segments if p != path}
+
+    done = State(join(backend.url, "state"), peer(backend).storage_options).repair(before.damage)
+
+    [entry] = done
+    assert entry["file"] == to_url(state.fs, path) and entry["dropped_lines"] == 5
+    relative = path[len(state.root) :].lstrip("/")
+    assert entry["backup"].endswith(relative) and "/backups/repair-" in entry["backup"]
+    fs, backup = resolve(entry["backup"], backend.storage_options)
+    fs.invalidate_cache()
+    assert fs.cat_file(backup) == data  # the damaged original, byte for byte
+    after = open_store(backend).load("s")
+    assert after.damage == [] and after.records == before.records
+    kept = [line for line in data.split(b"\n")[:-1] if line.strip()]
+    assert store.fs.cat_file(path) == b"".join(kept[i] + b"\n" for i in (0, 2, 7))
+    assert {p: store.fs.cat_file(p) for p in clean} == clean  # the others are untouched
+    assert state.repair(before.damage) == []  # nothing is damaged any more
+
+
+def test_a_damaged_job_record_is_skipped_reported_and_set_aside(backend: Backend):
+    state = State(join(backend.url, "state"), backend.storage_options)
+    state.write_job({"job_id": "old", "created_at": "2026-01-01T00:00:00"})
+    state.write_job({"job_id": "new", "created_at": "2026-01-02T00:00:00"})
+    broken = state.job_path("broken")
+    write_atomic(state.fs, broken, b'{"job_id": "broken", "status": "SUCC')
+    write_atomic(state.fs, state.job_path("list"), b"[]")
+
+    assert [j["job_id"] for j in state.list_jobs()] == ["new", "old"]
+    listing = state.job_listing()
+    assert [(d.path, d.line) for d in listing.damaged] == [(broken, 0), (state.job_path("list"), 0)]
+    assert str(listing.damaged[0]).startswith(f"{to_url(state.fs, broken)}: not JSON")
+    with pytest.raises(StateError, match="verify --repair"):
+        state.read_job("broken")
+
+    done = state.repair(listing.damaged)
+    assert [d["action"] for d in done] == ["not a job record: moved to the backup"] * 2
+    assert state.job_listing().damaged == [] and not state.fs.exists(broken)
+    fs, backup = resolve(done[0]["backup"], backend.storage_options)
+    assert fs.cat_file(backup) == b'{"job_id": "broken", "status": "SUCC'
+    assert [j["job_id"] for j in state.list_jobs()] == ["new", "old"]

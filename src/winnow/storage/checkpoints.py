@@ -5,21 +5,24 @@ writes each flush as a new immutable segment object under
 ``stages/<stage>/segments/``. Deciding skip/run for a stage costs one listing
 plus one read per segment, not one request per batch. At the end of a run the
 segments of a stage are compacted into one. The latest record per key wins.
+
+A checkpoint is a cache of verified work, so a damaged line costs only the
+batch it described: it is skipped, reported as a :class:`Damage` naming file
+and line, and that batch is recomputed by the next run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from winnow.storage.fs import join, write_atomic
+from winnow.storage.fs import join, to_url, write_atomic
 
 RUNNING = "RUNNING"
 SUCCEEDED = "SUCCEEDED"
@@ -51,11 +54,16 @@ class Damage:
 
 @dataclass
 class StageCheckpoints:
-    """The latest checkpoint record of every batch key of one stage."""
+    """The latest checkpoint record of every batch key of one stage.
+
+    ``damage`` lists the segment lines that were skipped because they are not
+    checkpoint records; their batches have no record here, so they rerun.
+    """
 
     stage: str
     records: dict[str, dict[str, Any]]
     segments: list[str]
+    damage: list[Damage] = field(default_factory=list)
 
 
 class CheckpointStore:
@@ -85,16 +93,19 @@ class CheckpointStore:
         except FileNotFoundError:
             paths = []
         records: dict[str, dict[str, Any]] = {}
+        damage: list[Damage] = []
         contents = self.fs.cat(paths, on_error="omit") if paths else {}
         for path in paths:
             data = contents.get(path)
             if data is None:
                 continue  # removed by a concurrent compaction; its records live on
-            for rec in _parse_segment(data):
+            parsed, bad = _parse_segment(data)
+            damage.extend(Damage(path, to_url(self.fs, path), n, why) for n, why in bad)
+            for rec in parsed:
                 prev = records.get(rec["key"])
                 if prev is None or rec["ts"] >= prev["ts"]:
                     records[rec["key"]] = rec
-        return StageCheckpoints(stage=stage, records=records, segments=paths)
+        return StageCheckpoints(stage=stage, records=records, segments=paths, damage=damage)
 
     def append(self, record: dict[str, Any]) -> None:
         """Buffer one record; flush the stage's buffer when it is full."""
@@ -129,10 +140,12 @@ class CheckpointStore:
         """Merge a stage's segments into one when there are many.
 
         The merged segment is written before any source is removed, so a
-        concurrent reader sees every record at every moment.
+        concurrent reader sees every record at every moment. A stage with
+        damaged lines is left as it is: merging would delete them unseen, and
+        ``repair`` keeps a backup first.
         """
         current = self.load(stage)
-        if len(current.segments) < min_segments:
+        if len(current.segments) < min_segments or current.damage:
             return False
         path = join(
             self.stage_dir(stage),
@@ -141,6 +154,31 @@ class CheckpointStore:
         write_atomic(self.fs, path, _jsonl(current.records.values()))
         self.fs.rm([p for p in current.segments if p != path])
         return True
+
+    def repair(self, path: str, backup: str) -> int:
+        """Rewrite the segment at ``path`` without its damaged lines; return how many.
+
+        The segment is read again (a compaction may have replaced it since it
+        was found damaged) and its bytes are copied to ``backup`` before the
+        rewrite, which keeps every good record line as it was. A segment left
+        with no record is removed. A torn last line goes too: it never was a
+        record.
+        """
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return 0
+        lines = list(_scan(data))
+        good = [line + b"\n" for _, line, rec, _ in lines if rec is not None]
+        bad = len(lines) - len(good)
+        if not bad:
+            return 0
+        write_atomic(self.fs, backup, data)
+        if good:
+            write_atomic(self.fs, path, b"".join(good))
+        else:
+            self.fs.rm_file(path)
+        return bad
 
     def stages(self) -> list[str]:
         base = join(self.root, "stages")
@@ -153,18 +191,53 @@ class CheckpointStore:
             return []
 
 
-def _parse_segment(data: bytes) -> list[dict[str, Any]]:
-    """A segment's records; a torn last line (a write cut short) is left out.
+def _parse_segment(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
+    """A segment's records, and ``(line number, reason)`` for each line that is none."""
+    records: list[dict[str, Any]] = []
+    bad: list[tuple[int, str]] = []
+    for number, _, rec, reason in _scan(data):
+        if rec is None:
+            bad.append((number, reason))
+        else:
+            records.append(rec)
+    return records, bad
 
-    Every complete record ends with a newline, and no proper prefix of a JSON
+
+def _scan(data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any] | None, str]]:
+    """Each non-blank line of a segment: number, bytes, record (None if damaged), reason.
+
+    A torn last line (a write cut short) is left out without a word: every
+    complete record ends with a newline, and no proper prefix of a JSON
     object parses, so a torn line is exactly an unparseable unterminated tail.
     """
     *lines, tail = data.split(b"\n")
-    out = [json.loads(line) for line in lines if line.strip()]
+    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     if tail.strip():
-        with contextlib.suppress(ValueError):
-            out.append(json.loads(tail))
-    return out
+        numbered.append((len(lines) + 1, tail))
+    for number, line in numbered:
+        try:
+            value = json.loads(line)
+        except ValueError as exc:  # UnicodeDecodeError too
+            if number <= len(lines):
+                yield number, line, None, f"not JSON ({type(exc).__name__}: {str(exc)[:80]})"
+            continue
+        yield number, line, *_checked(value)
+
+
+def _checked(value: Any) -> tuple[dict[str, Any] | None, str]:
+    """``value`` if it is a checkpoint record, else None and why it is not one."""
+    if not isinstance(value, dict):
+        return None, f"a JSON {type(value).__name__}, not a checkpoint record"
+    missing = [k for k in ("key", "status", "ts") if k not in value]
+    if missing:
+        return None, f"a checkpoint record without {', '.join(missing)}"
+    if not isinstance(value["key"], str) or value["status"] not in STATUSES:
+        return None, (
+            f"a checkpoint record with key {value['key']!r} and status {value['status']!r}"
+        )
+    if type(value["ts"]) not in (int, float):
+        return None, f"a checkpoint record with timestamp {value['ts']!r}"
+    return value, ""
 
 
 def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:

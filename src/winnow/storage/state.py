@@ -17,12 +17,13 @@ import os
 import posixpath
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from winnow.errors import StateError
-from winnow.storage.checkpoints import CheckpointStore
+from winnow.storage.checkpoints import CheckpointStore, Damage
 from winnow.storage.fs import ensure_writable, is_local, join, resolve, to_url, write_atomic
 from winnow.storage.locks import LockStore
 
@@ -88,23 +89,90 @@ class State:
         write_atomic(self.fs, self.job_path(record["job_id"]), data)
 
     def read_job(self, job_id: str) -> dict[str, Any]:
+        path = self.job_path(job_id)
         try:
-            return dict(json.loads(self.fs.cat_file(self.job_path(job_id))))
+            data = self.fs.cat_file(path)
         except FileNotFoundError:
             raise StateError(
                 f"no job {job_id!r} in state {self.url!r}; `winnow jobs` lists the jobs"
             ) from None
+        record, reason = _job_record(data)
+        if record is None:
+            raise StateError(
+                f"job record {to_url(self.fs, path)} is damaged ({reason}); "
+                f"{REPAIR_FIX}, or delete the file"
+            )
+        return record
 
     def list_jobs(self) -> list[dict[str, Any]]:
-        """Every job record, newest first."""
+        """Every readable job record, newest first (see ``job_listing`` for damaged ones)."""
+        return self.job_listing().jobs
+
+    def job_listing(self) -> JobListing:
+        """Every job record, newest first, and the job files that are not one (skipped)."""
         base = join(self.root, "jobs")
         try:
             paths = [p for p in self.fs.find(base) if p.endswith(".json")]
         except FileNotFoundError:
-            return []
+            return JobListing([], [])
         contents = self.fs.cat(paths, on_error="omit") if paths else {}
-        jobs = [json.loads(v) for v in contents.values()]
-        return sorted(jobs, key=lambda j: j.get("created_at", ""), reverse=True)
+        listing = JobListing([], [])
+        for path in sorted(contents):
+            record, reason = _job_record(contents[path])
+            if record is None:
+                listing.damaged.append(Damage(path, to_url(self.fs, path), 0, reason))
+            else:
+                listing.jobs.append(record)
+        listing.jobs.sort(key=lambda j: str(j.get("created_at", "")), reverse=True)
+        return listing
+
+    # -- repair ------------------------------------------------------------
+    def repair(self, damage: Iterable[Damage]) -> list[dict[str, Any]]:
+        """Mend each damaged file, after copying it to ``backups/repair-<UTC time>/``.
+
+        A checkpoint segment is rewritten without its bad lines; a job record
+        that is not one is moved to the backup. Each file is read again first,
+        so a file that was replaced since it was found damaged is left alone.
+
+        Returns:
+            One entry per file mended: ``file``, ``backup`` (URLs), ``action``
+            and ``dropped_lines``.
+        """
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        backups = join(self.root, "backups", f"repair-{stamp}")
+        checkpoints = self.checkpoints()
+        done = []
+        for path in sorted({d.path for d in damage}):
+            relative = path[len(self.root) :].lstrip("/") if path.startswith(self.root) else path
+            backup = join(backups, relative)
+            if relative.startswith("jobs/"):
+                dropped = self._set_aside_job(path, backup)
+                action = "not a job record: moved to the backup"
+            else:
+                dropped = checkpoints.repair(path, backup)
+                action = f"rewritten without its {dropped} bad line(s)"
+            if dropped:
+                done.append(
+                    {
+                        "file": to_url(self.fs, path),
+                        "backup": to_url(self.fs, backup),
+                        "action": action,
+                        "dropped_lines": dropped,
+                    }
+                )
+        return done
+
+    def _set_aside_job(self, path: str, backup: str) -> int:
+        """Move a damaged job record file to ``backup``; 1 if it was, 0 if it is fine now."""
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            return 0
+        if _job_record(data)[0] is not None:
+            return 0
+        write_atomic(self.fs, backup, data)
+        self.fs.rm_file(path)
+        return 1
 
     # -- events ------------------------------------------------------------
     def append_events(self, events: list[dict[str, Any]]) -> None:
@@ -190,8 +258,44 @@ class State:
             self.fs, join(self.root, "sources", f"{identity}.json"), json.dumps(data).encode()
         )
 
+    def read_inputs(self, pipeline: str) -> dict[str, Any]:
+        """What the last run of ``pipeline`` read (file identities, batch size), or {}."""
+        try:
+            data = json.loads(self.fs.cat_file(join(self.root, "inputs", f"{pipeline}.json")))
+        except (FileNotFoundError, ValueError):
+            return {}  # only explains reruns: a missing or damaged one costs nothing
+        return dict(data) if isinstance(data, dict) else {}
+
+    def write_inputs(self, pipeline: str, data: dict[str, Any]) -> None:
+        write_atomic(
+            self.fs, join(self.root, "inputs", f"{pipeline}.json"), json.dumps(data).encode()
+        )
+
     def display(self) -> str:
         return to_url(self.fs, self.root)
+
+
+REPAIR_FIX = (
+    "`winnow verify --repair` mends it (a checkpoint segment is rewritten without its bad "
+    "lines, a job record set aside; originals are kept under <state>/backups/)"
+)
+
+
+@dataclass
+class JobListing:
+    jobs: list[dict[str, Any]]  # newest first
+    damaged: list[Damage]  # job files that are not a job record (skipped)
+
+
+def _job_record(data: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The job record in ``data``, or None and why it is not one."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        return None, f"not JSON ({type(exc).__name__}: {str(exc)[:80]})"
+    if not isinstance(value, dict) or not isinstance(value.get("job_id"), str):
+        return None, "not a job record (a JSON object with a job_id)"
+    return value, ""
 
 
 @dataclass
@@ -216,16 +320,3 @@ def now_iso() -> str:
 
 def monotonic() -> float:
     return time.monotonic()
-    def read_inputs(self, pipeline: str) -> dict[str, Any]:
-        """What the last run of ``pipeline`` read (file identities, batch size), or {}."""
-        try:
-            data = json.loads(self.fs.cat_file(join(self.root, "inputs", f"{pipeline}.json")))
-        except (FileNotFoundError, ValueError):
-            return {}  # only explains reruns: a missing or damaged one costs nothing
-        return dict(data) if isinstance(data, dict) else {}
-
-    def write_inputs(self, pipeline: str, data: dict[str, Any]) -> None:
-        write_atomic(
-            self.fs, join(self.root, "inputs", f"{pipeline}.json"), json.dumps(data).encode()
-        )
-

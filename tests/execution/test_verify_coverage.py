@@ -1,0 +1,225 @@
+"""`verify` covers everything the state references, and state damage stays local.
+
+Issue 22, holes 4 and 5: a flipped byte in a quarantine artifact is found by
+`verify --full`, marked, and recomputed by the next run; a garbage line in a
+checkpoint segment costs the batch it described, is reported with file and
+line, and `verify --repair` mends it after a backup. The first tests build a
+small state by hand on memory, file and S3; the last two run the demo on a
+real local Ray and use the real command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from tests.conftest import ROOT, run_cli, run_json
+from tests.storage.conftest import Backend, backend  # noqa: F401  (memory, file, S3)
+from winnow import api
+from winnow.outputs import quarantined
+from winnow.storage.artifacts import ArtifactStore
+from winnow.storage.checkpoints import FAILED, SUCCEEDED
+from winnow.storage.fs import join, to_url, write_atomic
+from winnow.storage.state import State
+from winnow.verify import MANIFEST_FIX, verify_state
+
+BAD = b'{"file":"in.jsonl","row":3,"error":"JSONDecodeError: x","raw":"{oops"}\n'
+
+
+def hand_built(where: Backend) -> dict:
+    """One batch of one stage with an output and a quarantine artifact, and a job."""
+    state = State(join(where.url, "state"), where.storage_options)
+    store = ArtifactStore(join(where.url, "out", "artifacts"), where.storage_options)
+    output = store.put(pa.record_batch({"id": [1, 2]}), "parquet")
+    quarantine = store.put_bytes(BAD, "jsonl", expected_records=1)
+    record = {
+        "stage": "first",
+        "key": "a" * 64,
+        "status": SUCCEEDED,
+        "attempt": 1,
+        "artifact": output.to_dict(),
+        "quarantine": {"count": 1, "artifact": quarantine.to_dict(), "errors": {"X": 1}},
+    }
+    state.checkpoints(job_id="j1", flush_every=1).append(record)
+    manifest = join(store.root.rsplit("/", 1)[0], "manifests", "p", "j1.json")
+    body = {"job_id": "j1", "batches": [{"batch": "b" * 64, "artifact": output.to_dict()}]}
+    write_atomic(store.fs, manifest, json.dumps(body).encode())
+    state.write_job({"job_id": "j1", "manifest": to_url(store.fs, manifest)})
+    return {"state": state, "store": store, "output": output, "quarantine": quarantine}
+
+
+def test_verify_full_finds_and_marks_a_flipped_byte_in_a_quarantine_artifact(
+    backend: Backend,  # noqa: F811
+):
+    built = hand_built(backend)
+    state, store, ref = built["state"], built["store"], built["quarantine"]
+    assert verify_state(state, full=True)["mismatches"] == []
+    path = store.path_of(ref.uri)
+    flipped = bytearray(BAD)
+    flipped[40] ^= 0x01
+    store.fs.pipe_file(path, bytes(flipped))
+
+    assert verify_state(state)["mismatches"] == []  # same size: only --full can see it
+    result = verify_state(state, full=True)
+    [problem] = result["mismatches"]
+    assert problem["stage"] == "first" and problem["key"] == "a" * 64
+    assert problem["artifact"] == "quarantine" and problem["uri"] == ref.uri
+    assert "sha256" in problem["problem"]
+    marked = state.checkpoints().load("first").records["a" * 64]
+    assert marked["status"] == FAILED and marked["error"]["type"] == "IntegrityError"
+    assert marked["error"]["message"].startswith("quarantine artifact")
+
+
+def test_verify_finds_a_missing_quarantine_artifact_and_manifest_problems(
+    backend: Backend,  # noqa: F811
+):
+    built = hand_built(backend)
+    state, store = built["state"], built["store"]
+    good = verify_state(state, mark=False)
+    assert good["checked"] == 2 and good["manifests"] == 1 and good["manifest_problems"] == []
+    store.fs.rm_file(store.path_of(built["quarantine"].uri))
+    manifests = join(store.root.rsplit("/", 1)[0], "manifests", "p")
+    write_atomic(store.fs, join(manifests, "j2.json"), b'{"job_id": "j2", "batc')
+    state.write_job({"job_id": "j2", "manifest": to_url(store.fs, join(manifests, "j2.json"))})
+    state.write_job({"job_id": "j3", "manifest": to_url(store.fs, join(manifests, "gone.json"))})
+    wrong = {**built["output"].to_dict(), "bytes": built["output"].bytes + 1}
+    body = {"job_id": "j4", "batches": [{"batch": "c" * 64, "artifact": wrong}, {"artifact": None}]}
+    write_atomic(store.fs, join(manifests, "j4.json"), json.dumps(body).encode())
+    state.write_job({"job_id": "j4", "manifest": to_url(store.fs, join(manifests, "j4.json"))})
+
+    result = verify_state(state)
+
+    [missing] = result["mismatches"]
+    assert (missing["artifact"], missing["key"]) == ("quarantine", "a" * 64)
+    assert "missing" in missing["problem"]
+    problems = {p["job_id"]: p for p in result["manifest_problems"]}
+    assert set(problems) == {"j2", "j3", "j4"} and result["manifests"] == 4
+    assert "does not parse" in problems["j2"]["problem"]
+    assert problems["j3"]["problem"] == "the manifest is missing"
+    assert problems["j4"]["batch"] == "c" * 64 and "bytes" in problems["j4"]["problem"]
+    assert all(p["fix"] == MANIFEST_FIX for p in problems.values())
+    assert state.checkpoints().load("first").records["a" * 64]["status"] == FAILED
+
+
+# -- on a real local Ray, through the command line --------------------------
+SETS = ["batch_rows=500"]
+
+
+def session(tmp: Path, inputs: list[str]):
+    return api.resolve_session(
+        "demo", "local-cpu", inputs, str(tmp / "out"), str(tmp / "state"), SETS
+    )
+
+
+def runs(record: dict) -> dict[str, int]:
+    return {stage: c["run"] for stage, c in record["counts"].items()}
+
+
+def digests(record: dict) -> list[str]:
+    return [e["artifact"]["digest"] for e in api.read_manifest(record["manifest"])["batches"]]
+
+
+def rows(table: pa.Table) -> list[tuple]:
+    return sorted((r["file"], r["row"], r["error"]) for r in table.to_pylist())
+
+
+@pytest.mark.slow
+def test_a_damaged_quarantine_artifact_is_verified_marked_and_recomputed(
+    local_ray, tmp_path, demo_inputs, monkeypatch
+):
+    monkeypatch.chdir(ROOT)
+    where = ["--state", str(tmp_path / "state")]
+    first = api.execute(session(tmp_path, demo_inputs))
+    assert first["status"] == "SUCCEEDED" and first["bad_records"] > 0
+    state = api.open_state(str(tmp_path / "state"))
+    expected = rows(quarantined(state))
+    assert len(expected) == first["bad_records"]
+    stage = next(iter(first["counts"]))
+    key, rec = next(
+        (k, r) for k, r in state.checkpoints().load(stage).records.items() if r.get("quarantine")
+    )
+    ref = rec["quarantine"]["artifact"]
+    path = Path(ref["uri"])
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    broken = run_cli("inspect", "quarantine", *where)
+    assert broken.returncode == 1 and "Traceback" not in broken.stderr
+    message = " ".join(broken.stderr.split())
+    assert f"batch {key[:16]}" in message and "winnow verify --full" in message
+    assert run_json("verify", *where)["mismatches"] == []  # size-only cannot see a flip
+    result = run_json("verify", "--full", *where, expect=1)
+    [problem] = result["mismatches"]
+    assert (problem["stage"], problem["key"], problem["artifact"]) == (stage, key, "quarantine")
+    assert problem["uri"] == ref["uri"] and "sha256" in problem["problem"]
+    marked = state.checkpoints().load(stage).records[key]
+    assert marked["status"] == FAILED and marked["error"]["type"] == "IntegrityError"
+
+    again = api.execute(session(tmp_path, demo_inputs))
+    assert again["status"] == "SUCCEEDED"
+    assert runs(again) == {s: int(s == stage) for s in first["counts"]}
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == ref["digest"]
+    assert digests(again) == digests(first)
+    shown = run_json("inspect", "quarantine", "--limit", "1000", *where)
+    assert rows(pa.Table.from_pylist(shown["records"])) == expected
+    assert run_json("verify", "--full", *where)["mismatches"] == []
+
+
+@pytest.mark.slow
+def test_a_garbage_line_in_a_segment_costs_only_its_batch_and_is_repaired(
+    local_ray, tmp_path, demo_inputs, monkeypatch
+):
+    monkeypatch.chdir(ROOT)
+    where = ["--state", str(tmp_path / "state")]
+    first = api.execute(session(tmp_path, demo_inputs))
+    assert first["status"] == "SUCCEEDED"
+    segments = sorted((tmp_path / "state" / "stages").glob("*/segments/*.jsonl"))
+    segment = max(segments, key=lambda p: len(p.read_bytes().splitlines()))
+    stage = segment.parent.parent.name
+    lines = segment.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 2, "every segment holds one record: no middle line to damage"
+    middle = (len(lines) + 1) // 2  # 1-based, never the last line
+    lost = json.loads(lines[middle - 1])["key"]
+    lines[middle - 1] = b'{"stage": "' + stage.encode() + b'", "key": \x00\xff garbage\n'
+    damaged = b"".join(lines)
+    segment.write_bytes(damaged)
+    jobs = tmp_path / "state" / "jobs"
+    (jobs / "torn.json").write_bytes(b'{"job_id": "torn", "sta')
+    here = f"{segment}:{middle}"
+
+    status = run_cli("status", *where)
+    assert status.returncode == 0 and "Traceback" not in status.stderr, status.stderr
+    text = "".join(status.stdout.split())  # rich may wrap a long path
+    assert "".join(here.split()) in text and "verify--repair" in text
+    assert str(jobs / "torn.json") in text
+    damage = run_json("status", *where)["damage"]
+    assert len(damage) == 2 and f"{jobs / 'torn.json'}: not JSON" in " ".join(damage)
+    assert any(d.startswith(f"{here}: not JSON") for d in damage)
+    verify = run_cli("verify", *where)
+    assert verify.returncode == 1 and "Traceback" not in verify.stderr, verify.stderr
+    assert "DAMAGED" in verify.stdout and "".join(here.split()) in "".join(verify.stdout.split())
+    assert run_cli("jobs", *where).returncode == 0
+
+    again = api.execute(session(tmp_path, demo_inputs))
+    assert again["status"] == "SUCCEEDED"
+    assert runs(again) == {s: int(s == stage) for s in first["counts"]}
+    assert lost in api.open_state(str(tmp_path / "state")).checkpoints().load(stage).records
+    assert digests(again) == digests(first)
+    assert segment.read_bytes() == damaged  # the run's compaction left it for repair
+
+    repaired = run_json("verify", "--repair", *where, expect=1)
+    assert {r["file"] for r in repaired["repairs"]} == {str(segment), str(jobs / "torn.json")}
+    [backup] = (tmp_path / "state" / "backups").glob(f"repair-*/stages/{stage}/segments/*")
+    assert backup.name == segment.name and backup.read_bytes() == damaged
+    assert segment.read_bytes() == b"".join(lines[: middle - 1] + lines[middle:])
+    assert not (jobs / "torn.json").exists()
+    clean = run_json("verify", "--full", *where)
+    assert clean["damage"] == [] and clean["mismatches"] == [] and clean["manifest_problems"] == []
+    assert run_json("status", *where)["damage"] == []
+    final = api.execute(session(tmp_path, demo_inputs))
+    assert final["skipped_fraction"] == 1.0
