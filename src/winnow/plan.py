@@ -106,26 +106,42 @@ def source_batches(
 ) -> list[sources.SourceBatch]:
     """Split files into batches, caching each file's row count (and row groups) in the state.
 
+    A file whose columns are known up front (Parquet, IPC, a CSV header) is
+    checked against the pipeline's schema once per schema: the source index
+    records which reader it was checked for. Nothing is cached until every
+    file passed, so bad input writes nothing.
+
     An index written before row groups were recorded lacks ``row_group_rows``:
     its file is read as one stream, which is always correct.
     """
     reader_fp = sources.reader_fingerprint(pipeline.schema, profile.on_bad_record)
-    missing = [f for f in files if state.source_index(f.identity) is None]
+    index = {f.identity: state.source_index(f.identity) for f in files}
+    missing = [f for f in files if index[f.identity] is None]
+    unchecked = [
+        f
+        for f in files
+        if (entry := index[f.identity]) is not None
+        and pipeline.schema is not None
+        and f.format != "jsonl"
+        and entry.get("schema_checked") != reader_fp
+    ]
 
-    def stats(f: sources.SourceFile) -> tuple[sources.SourceFile, dict[str, int]]:
-        return f, sources.file_stats(f, profile.storage_options)
+    def stats(f: sources.SourceFile) -> tuple[sources.SourceFile, dict[str, Any]]:
+        return f, sources.file_stats(f, profile.storage_options, pipeline.schema)
 
-    counted: dict[str, dict[str, Any]] = {}
-    if missing:
-        for f, found in _map_threads(stats, missing, 4):
-            counted[f.identity] = found
-        # Cache the counts only once every file has been read: bad input writes nothing.
-        for f in missing:
-            state.write_source_index(f.identity, {"url": f.url, **counted[f.identity]})
+    def check(f: sources.SourceFile) -> sources.SourceFile:
+        sources.check_schema(f, pipeline.schema, profile.storage_options)
+        return f
+
+    for f, found in _map_threads(stats, missing, 4):
+        index[f.identity] = {"url": f.url, **found, "schema_checked": reader_fp}
+    _map_threads(check, unchecked, 4)
+    for f in [*missing, *unchecked]:
+        entry = {**(index[f.identity] or {}), "schema_checked": reader_fp}
+        state.write_source_index(f.identity, entry)
     out = []
     for f in files:
-        found = counted.get(f.identity) or state.source_index(f.identity) or {}
-        out.extend(sources.split(f, found, profile.batch_rows, reader_fp))
+        out.extend(sources.split(f, index[f.identity] or {}, profile.batch_rows, reader_fp))
     return out
 
 

@@ -24,29 +24,38 @@ def _args(tmp_path: Path, *inputs: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_parquet_file_of_another_schema_is_quarantined_row_by_row_never_silent(
-    tmp_path: Path,
-):
+def test_a_parquet_file_of_another_schema_is_refused_naming_its_columns(tmp_path: Path):
     """It used to run to SUCCEEDED with rows_in 3, rows_out 0 and no bad record: its
-    rows were filled with nulls and the quality filter dropped them.
-
-    Planning cannot refuse it yet (exit 2): plan.py does not hand the pipeline's
-    schema to ``sources.file_stats``; when it does, this run is refused up front.
-    """
+    rows were filled with nulls and the quality filter dropped them."""
     path = tmp_path / "x.parquet"
     pq.write_table(pa.table({"foo": [1, 2, 3], "bar": ["a", "b", "c"]}), path)
+    done = run_cli(*_args(tmp_path, path))
+    assert done.returncode == 2, done.stderr
+    assert str(path) in done.stderr
+    assert "missing columns id, url, text, source" in done.stderr
+    assert "extra columns foo, bar" in done.stderr  # the order the file has them
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "state" / "jobs").exists()  # nothing was recorded
+
+
+def test_a_parquet_value_that_does_not_fit_its_column_is_quarantined(tmp_path: Path):
+    """A file of the right columns with one uncastable value: that row alone is set aside."""
+    path = tmp_path / "y.parquet"
+    rows = {
+        "id": ["1", "two", "3"],
+        "url": ["u1", "u2", "u3"],
+        "text": ["a b c d e f g h i j k l", "x", "m n o p q r s t u v w x"],
+        "source": ["s", "s", "s"],
+    }
+    pq.write_table(pa.table(rows), path)
     record = run_json(*_args(tmp_path, path))
-    assert record["status"] == "SUCCEEDED"
-    assert record["rows_in"] == 3 and record["bad_records"] == 3  # read = passed + set aside
-    assert record["counts"]["normalize"]["rows_in"] == 0
+    total = record["accounting"]["total"]
+    assert total["read"] == 3 and total["quarantined"] == 1 and total["unaccounted"] == 0
     bad = quarantined(api.open_state(str(tmp_path / "state"))).to_pylist()
-    assert [b["row"] for b in bad] == [1, 2, 3]
-    for b in bad:
-        assert b["file"] == str(path)
-        assert b["error"].startswith("SchemaMismatch: the file has no column id, url, text, source")
-        assert '"foo"' in b["raw"]
+    assert [b["row"] for b in bad] == [2] and str(path) == bad[0]["file"]
 
 
+@pytest.mark.slow
 def test_a_fifo_input_is_refused_at_once_and_writes_nothing(tmp_path: Path):
     """It used to hang planning forever (opening a FIFO waits for a writer)."""
     fifo = tmp_path / "pipe.jsonl"

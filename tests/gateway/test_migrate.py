@@ -76,6 +76,7 @@ def test_migrate_copies_everything_and_writes_version_and_summary(source: Path, 
         "events": 1,
         "snapshots": 1,
         "sources": 1,
+        "inputs": 0,
         "other": 1,
     }
     assert summary["skipped"] == {"locks": 1, "temporary": 1}

@@ -18,13 +18,13 @@ from winnow.storage.fs import join, to_url, write_atomic
 from winnow.storage.state import KNOWN_VERSIONS, STATE_VERSION, State, now_iso
 
 TARGET_VERSION = "state/v2"
-KINDS = ("jobs", "stages", "events", "snapshots", "sources")
+KINDS = ("jobs", "stages", "events", "snapshots", "sources", "inputs")
 # Not state but a moment of it: a lock belongs to a live run on the source, and
 # temporaries are writes that never finished.
 _SKIP_DIRS = ("locks",)
 _SKIP_MARKERS = (".tmp-", ".write-probe-")
 _OWN_FILES = ("VERSION", "migration.json")
-_STATE_ENTRIES = {*KINDS, *_SKIP_DIRS, *_OWN_FILES, "jobs-archive", "gateway"}
+_STATE_ENTRIES = {*KINDS, *_SKIP_DIRS, *_OWN_FILES, "jobs-archive", "gateway", "backups"}
 
 
 def migrate_state(
