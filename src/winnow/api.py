@@ -147,6 +147,18 @@ def _history(session: Session) -> History:
     return history
 
 
+def damage_notes(the_plan: Plan, limit: int = 5) -> list[str]:
+    """Warnings for checkpoint lines the plan skipped as damaged (their batches rerun)."""
+    if not the_plan.damage:
+        return []
+    lines = [
+        f"{len(the_plan.damage)} damaged checkpoint line(s) skipped; their batches are "
+        "recomputed. `winnow verify --repair` rewrites the segments (keeping a backup):"
+    ]
+    lines += [f"  {d}" for d in the_plan.damage[:limit]]
+    return lines
+
+
 def new_job_id(pipeline: str) -> str:
     return f"{pipeline}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
@@ -178,6 +190,8 @@ def execute(
     the_plan = plan(session, verify, only_failed)
     state.prepare()
     job_id = job_id or new_job_id(session.pipeline.name)
+    for line in damage_notes(the_plan):
+        (notify or _stderr)(line)
     lock, note = state.locks().acquire(session.pipeline.name, job_id)
     try:
         if note:

@@ -196,6 +196,8 @@ def plan(
     for note in session.notes:
         _err.print(f"[yellow]note:[/yellow] {escape(note)}")
     the_plan = api.plan(session, verify)
+    for line in api.damage_notes(the_plan):
+        _err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, crop=False)
     data = the_plan.to_dict()
     active = [s["run"] + s["retry"] > 0 for s in data["stages"]]
     data["capacity"] = cap = for_plan(the_plan.specs, active, address, session.profile.ray_num_cpus)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -121,6 +122,8 @@ def _print_verify(result: dict[str, Any], repair: bool) -> None:
 def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
     """Jobs, queue depth, per-stage counts, throughput, failures, quarantined records."""
     st = state
+    with contextlib.suppress(OSError):  # a read-only state still shows the jobs
+        api.reconcile_lost_jobs(st)  # a job whose driver is gone is not RUNNING
     if as_json and not watch:
         _echo_json(datatools.status(st))
         return

@@ -66,6 +66,7 @@ class Plan:
     stages: list[StagePlan]
     before: dict[str, dict[str, int]]
     reader: str = ""
+    damage: list[str] = field(default_factory=list)  # checkpoint lines skipped as damaged
 
     @property
     def work(self) -> int:
@@ -225,7 +226,9 @@ def make_plan(
     reader = sources.reader_fingerprint(pipeline.schema, profile.on_bad_record)
     verify = verify or profile.verify
     store = state.checkpoints()
-    loaded = {spec.name: store.load(spec.name).records for spec in specs}
+    stage_checkpoints = {spec.name: store.load(spec.name) for spec in specs}
+    loaded = {name: sc.records for name, sc in stage_checkpoints.items()}
+    damage = [str(d) for sc in stage_checkpoints.values() for d in sc.damage]
     before = {
         name: dict(Counter(r["status"] for r in records.values()))
         for name, records in loaded.items()
@@ -287,7 +290,7 @@ def make_plan(
         for i, sp in enumerate(stage_plans):
             sp.counts[bp.actions[i]] += 1
             sp.reasons[bp.reasons[i]] += 1
-    return Plan(pipeline, profile, specs, files, plans, stage_plans, before, reader)
+    return Plan(pipeline, profile, specs, files, plans, stage_plans, before, reader, damage)
 
 
 def _why_new(

@@ -132,6 +132,8 @@ def test_a_killed_driver_leaves_no_job_running(tmp_path, demo_inputs):
     [record] = [json.loads(p.read_text()) for p in jobs.iterdir()]
     assert record["status"] == "RUNNING"  # what the killed driver left
 
+    status = json.loads(run_cli("status", "--state", str(tmp_path / "state"), "--json").stdout)
+    assert status["queue"]["running"] == 0 and status["queue"]["failed"] == 1
     listed = json.loads(run_cli("jobs", "--state", str(tmp_path / "state"), "--json").stdout)
     [job] = listed["jobs"]
     assert job["status"] == "FAILED"

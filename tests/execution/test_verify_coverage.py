@@ -160,8 +160,11 @@ def test_a_damaged_quarantine_artifact_is_verified_marked_and_recomputed(
     marked = state.checkpoints().load(stage).records[key]
     assert marked["status"] == FAILED and marked["error"]["type"] == "IntegrityError"
 
-    again = api.execute(session(tmp_path, demo_inputs))
+    notes: list[str] = []
+    again = api.execute(session(tmp_path, demo_inputs), notify=notes.append)
     assert again["status"] == "SUCCEEDED"
+    assert any("damaged checkpoint line" in n for n in notes)  # the run says why it reruns
+    assert any(here in n for n in notes)
     assert runs(again) == {s: int(s == stage) for s in first["counts"]}
     assert hashlib.sha256(path.read_bytes()).hexdigest() == ref["digest"]
     assert digests(again) == digests(first)
@@ -205,8 +208,11 @@ def test_a_garbage_line_in_a_segment_costs_only_its_batch_and_is_repaired(
     assert "DAMAGED" in verify.stdout and "".join(here.split()) in "".join(verify.stdout.split())
     assert run_cli("jobs", *where).returncode == 0
 
-    again = api.execute(session(tmp_path, demo_inputs))
+    notes: list[str] = []
+    again = api.execute(session(tmp_path, demo_inputs), notify=notes.append)
     assert again["status"] == "SUCCEEDED"
+    assert any("damaged checkpoint line" in n for n in notes)  # the run says why it reruns
+    assert any(here in n for n in notes)
     assert runs(again) == {s: int(s == stage) for s in first["counts"]}
     assert lost in api.open_state(str(tmp_path / "state")).checkpoints().load(stage).records
     assert digests(again) == digests(first)
