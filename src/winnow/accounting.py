@@ -2,8 +2,8 @@
 
 For each input file, the rows of its batches' ranges (``read``) split into
 rows the last stage passed on, rows a stage filtered out (per stage), rows
-quarantined as bad records, and rows of batches that did not finish (a failed,
-poisoned or interrupted batch). ``unaccounted`` is what is left over and must
+quarantined as bad records, blank JSONL lines (no record in them), and rows
+of batches that did not finish (a failed, poisoned or interrupted batch). ``unaccounted`` is what is left over and must
 be 0: a reader or stage that lost rows silently would show here.
 """
 
@@ -21,17 +21,20 @@ class FileRows:
     read: int = 0
     passed: int = 0
     quarantined: int = 0
+    blank: int = 0
     failed: int = 0
     filtered: Counter[str] = field(default_factory=Counter)
 
     @property
     def unaccounted(self) -> int:
-        return self.read - self.passed - self.quarantined - self.failed - self.filtered.total()
+        left = self.read - self.passed - self.quarantined - self.blank - self.failed
+        return left - self.filtered.total()
 
     def add(self, other: FileRows) -> None:
         self.read += other.read
         self.passed += other.passed
         self.quarantined += other.quarantined
+        self.blank += other.blank
         self.failed += other.failed
         self.filtered.update(other.filtered)
 
@@ -42,6 +45,7 @@ class FileRows:
             "filtered": sum(self.filtered.values()),
             "filtered_by_stage": {k: v for k, v in self.filtered.items() if v},
             "quarantined": self.quarantined,
+            "blank_lines": self.blank,
             "in_failed_batches": self.failed,
             "unaccounted": self.unaccounted,
         }
@@ -60,7 +64,8 @@ class Tally:
         """Account one batch from its per-stage row counts (None: the stage did not finish it).
 
         Each entry holds ``rows_in`` and ``rows_out``; the first stage's also
-        ``source_rows`` (rows read, bad ones included) and ``bad_records``.
+        ``source_rows`` (rows read, bad ones included), ``bad_records`` and
+        ``blank_lines``.
         """
         t = self.files.setdefault(file, FileRows())
         t.read += stop - start
@@ -68,8 +73,8 @@ class Tally:
         if first is None:
             t.failed += stop - start
             return
-        bad = int(first.get("bad_records") or 0)
-        t.quarantined += bad
+        t.quarantined += int(first.get("bad_records") or 0)
+        t.blank += int(first.get("blank_lines") or 0)
         entering = int(first.get("rows_in") or 0)
         for name, rec in zip(self.stages, rows, strict=True):
             if rec is None:
@@ -98,5 +103,5 @@ def row_counts(record: dict[str, Any] | None) -> dict[str, Any] | None:
     """The few counts of a checkpoint record that accounting needs."""
     if record is None:
         return None
-    keys = ("rows_in", "rows_out", "source_rows", "bad_records")
+    keys = ("rows_in", "rows_out", "source_rows", "bad_records", "blank_lines")
     return {k: record[k] for k in keys if k in record}

@@ -332,7 +332,15 @@ def _print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> Non
     if not accounting:
         return
     files = accounting["files"]
-    columns = ("read", "passed", "filtered", "quarantined", "in_failed_batches", "unaccounted")
+    columns = (
+        "read",
+        "passed",
+        "filtered",
+        "quarantined",
+        "blank_lines",
+        "in_failed_batches",
+        "unaccounted",
+    )
     table = Table(title="rows by input file")
     table.add_column("file")
     for col in columns:

@@ -158,25 +158,6 @@ def matches(k: Kind) -> bool:
     return quarantined if k.expect == "quarantine" else k.outcome.startswith("accepted")
 
 
-# Kinds the readers do not handle cleanly yet (src/winnow/storage/jsonl.py; found by
-# this sweep). Each is asserted below as a strict xfail: the day it is handled,
-# its test XPASSes and fails, and its line here goes.
-KNOWN_GAPS = {
-    "jsonl wrong type: float id": (
-        '{"id": 12.5} is read as id 12: a wrong type changes the data instead of being '
-        "quarantined (a bool or string id is quarantined)"
-    ),
-    "jsonl deep nesting": (
-        "json.loads raises RecursionError, which the JSONL reader does not take for a bad "
-        "record: the batch fails 3 times (exit 1) and its good rows fail with it"
-    ),
-    "jsonl blank and whitespace lines": (
-        "blank lines are counted as rows read but are neither passed nor quarantined: exit 0 "
-        "with rows unaccounted"
-    ),
-}
-
-
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> list[Kind]:
     """Every kind, made, run and judged once; the table printed and kept in sweep.json."""
@@ -221,18 +202,5 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> list[Kind]:
 @pytest.mark.slow
 def test_every_kind_of_bad_input_is_quarantined_or_refused_never_silent(sweep: list[Kind]):
     assert len(sweep) >= 30
-    failing = {k.name: k.outcome for k in sweep if not k.clean and k.name not in KNOWN_GAPS}
+    failing = {k.name: k.outcome for k in sweep if not k.clean}
     assert not failing, f"not handled cleanly: {json.dumps(failing, indent=1)}"
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=r))
-        for n, r in KNOWN_GAPS.items()
-    ],
-)
-def test_a_known_gap_is_handled_cleanly(sweep: list[Kind], name: str):
-    [k] = [k for k in sweep if k.name == name]
-    assert k.clean, k.outcome

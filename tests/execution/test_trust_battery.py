@@ -505,12 +505,6 @@ def test_the_trust_contract_holds_through_a_seeded_campaign_of_damage_and_kills(
     assert not c.notes, detail
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="State.read_events calls .get on every JSON line of the journal: a line that is "
-    "JSON but no object ([1, 2, 3], 42) ends `winnow inspect job` and `winnow gateway "
-    "snapshot` with a bare AttributeError traceback (exit 1) instead of naming file and line",
-)
 @pytest.mark.parametrize("line", [b"[1, 2, 3]", b"42"])
 def test_a_journal_line_that_is_json_but_no_event_ends_clearly(tmp_path: Path, line: bytes):
     state = tmp_path / "state"

@@ -130,7 +130,13 @@ class SourceReader:
 def source_meta(
     store: ArtifactStore, batch: pa.RecordBatch, bad: list[sources.BadRecord], on_bad_record: str
 ) -> dict[str, Any]:
-    """The small record about one source batch: rows read, bad ones, their quarantine."""
+    """The small record about one source batch: rows read, bad ones, their quarantine.
+
+    Blank JSONL lines count as rows read and are reported apart: they hold no
+    record, so they are neither bad nor quarantined.
+    """
+    blank = sum(1 for b in bad if b.blank)
+    bad = [b for b in bad if not b.blank]
     if bad and on_bad_record == "fail":
         first = bad[0]
         raise ValueError(
@@ -138,7 +144,8 @@ def source_meta(
             "(profile on_bad_record = 'fail'; set 'quarantine' or 'skip' to keep going)"
         )
     quarantine = _quarantine(store, bad) if on_bad_record == "quarantine" else None
-    return {"rows": batch.num_rows + len(bad), "bad": len(bad), "quarantine": quarantine}
+    rows = batch.num_rows + len(bad) + blank
+    return {"rows": rows, "bad": len(bad), "blank": blank, "quarantine": quarantine}
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,8 @@ def checkpoint_record(
     if meta:
         record["source_rows"] = meta["rows"]
         record["bad_records"] = meta.get("bad", 0)
+        if meta.get("blank"):
+            record["blank_lines"] = meta["blank"]
         if meta.get("quarantine"):
             record["quarantine"] = meta["quarantine"]
     return record

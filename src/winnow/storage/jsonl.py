@@ -18,14 +18,24 @@ import pyarrow.json as pajson
 from winnow.errors import InputError
 
 MAX_RAW = 4096
+# Stands in for a torn tail, whose row is its TruncatedInput bad record: an
+# empty line a file cannot hold (a real line ends with its newline).
+TORN_PLACEHOLDER = b""
 
 
 @dataclass
 class BadRecord:
+    """A row set aside: its file, 1-based row (line), why, and its raw text.
+
+    ``blank``: a blank JSONL line, which holds no record. It is counted (rows
+    are lines, so the batch's range includes it) but never quarantined.
+    """
+
     file: str
     row: int
     error: str
     raw: str
+    blank: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"file": self.file, "row": self.row, "error": self.error, "raw": self.raw}
@@ -107,7 +117,7 @@ def read(
                 first_row = row
             if is_torn:
                 torn.append(_torn(url, row + 1, raw))
-                raw = b"\n"  # a blank line: parsed as nothing, numbering kept
+                raw = TORN_PLACEHOLDER  # parsed as nothing, numbering kept
             lines.append(raw)
         if row + 1 == stop:
             yield _with(_parse(url, lines, first_row, schema), torn)
@@ -160,7 +170,7 @@ def _parse(
         )
         if table.num_rows == sum(1 for ln in lines if ln.strip()) and not _suspect(table, schema):
             table.validate(full=True)  # Arrow's JSON reader does not check UTF-8; this does
-            return _one_batch(table, schema), []
+            return _one_batch(table, schema), _blanks(url, lines, first_row)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, UnicodeDecodeError):
         pass
     return _parse_slow(url, lines, first_row, schema)
@@ -173,17 +183,19 @@ def _parse_slow(
     good: list[tuple[int, bytes, dict[str, Any]]] = []
     bad: list[BadRecord] = []
     for offset, line in enumerate(lines):
-        if not line.strip():
-            continue
         number = first_row + offset + 1
+        if not line.strip():
+            if line != TORN_PLACEHOLDER:
+                bad.append(_blank(url, number))
+            continue
         try:
             value = json.loads(line)
             if not isinstance(value, dict):
                 raise ValueError(f"expected a JSON object, got {type(value).__name__}")
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep
             bad.append(_bad(url, number, exc, line))
             continue
-        mismatch = _mismatch(value, schema)
+        mismatch = _mismatch(value, schema) or _inexact(value, schema)
         if mismatch:
             bad.append(BadRecord(url, number, mismatch, _text(line)))
             continue
@@ -242,6 +254,33 @@ def _mismatch(value: dict[str, Any], schema: pa.Schema | None) -> str:
             "pipeline's schema declares non-nullable; fix the record or the schema"
         )
     return ""
+
+
+def _inexact(value: dict[str, Any], schema: pa.Schema | None) -> str:
+    """A number that an integer column would truncate (Arrow's conversion from Python
+    turns 12.5 into 12 without a word; its JSON reader refuses it, and so do we)."""
+    if schema is None:
+        return ""
+    for field in schema:
+        v = value.get(field.name)
+        if pa.types.is_integer(field.type) and isinstance(v, float):
+            return (
+                f"TypeMismatch: {field.name} = {v!r} is not an integer, and the pipeline's "
+                f"schema declares it {field.type}; fix the record or the schema"
+            )
+    return ""
+
+
+def _blanks(url: str, lines: list[bytes], first_row: int) -> list[BadRecord]:
+    return [
+        _blank(url, first_row + i + 1)
+        for i, line in enumerate(lines)
+        if not line.strip() and line != TORN_PLACEHOLDER
+    ]
+
+
+def _blank(url: str, number: int) -> BadRecord:
+    return BadRecord(url, number, "BlankLine: holds no record", "", blank=True)
 
 
 def _bad(url: str, number: int, exc: BaseException, line: bytes) -> BadRecord:

@@ -231,6 +231,8 @@ class State:
                     continue
                 try:
                     item = json.loads(line)
+                    if not isinstance(item, dict):
+                        raise ValueError(f"a JSON {type(item).__name__}, not an event")
                 except ValueError:
                     sealed = number < len(lines) and b"journal_torn_tail_sealed" in lines[number]
                     if number == len(lines) or sealed:  # a torn append (sealed by the next one)
