@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from winnow import api
-from winnow.cli_options import session_options
+from winnow.cli_options import rerun_option, session_options
 from winnow.errors import Interrupted, WinnowError
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
@@ -72,13 +72,7 @@ def cli() -> None:
     help="Ray cluster to attach to (ray://HEAD:10001, HOST:6379 or auto); default: embedded "
     "local Ray.",
 )
-@click.option(
-    "--rerun",
-    "rerun",
-    default=None,
-    metavar="STAGE",
-    help="Recompute every batch of STAGE and of the stages after it, committed or not.",
-)
+@rerun_option
 @click.option("--job-id", default=None, hidden=True, help="Use this job id (winnow submit).")
 def run(
     pipeline: str,
@@ -169,13 +163,7 @@ def _run_session(
     default=None,
     help="Size the pools against this Ray cluster (default: this machine).",
 )
-@click.option(
-    "--rerun",
-    "rerun",
-    default=None,
-    metavar="STAGE",
-    help="Recompute every batch of STAGE and of the stages after it, committed or not.",
-)
+@rerun_option
 def plan(
     pipeline: str,
     profile: str | None,

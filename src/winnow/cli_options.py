@@ -48,3 +48,12 @@ def session_options(fn: Any) -> Any:
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+rerun_option = click.option(
+    "--rerun",
+    "rerun",
+    default=None,
+    metavar="STAGE",
+    help="Recompute every batch of STAGE and of the stages after it, committed or not.",
+)
