@@ -13,7 +13,11 @@ def test_every_row_lands_somewhere():
     tally.add_batch("b.jsonl", 0, 4, [{"rows_in": 4, "rows_out": 4, "bad_records": 0}, None])
     a, b = tally.files["a.jsonl"], tally.files["b.jsonl"]
     assert (a.read, a.passed, a.quarantined, a.failed, dict(a.filtered)) == (
-        20, 5, 2, 10, {"clean": 0, "filter": 3}
+        20,
+        5,
+        2,
+        10,
+        {"clean": 0, "filter": 3},
     )
     assert (b.read, b.passed, b.failed, b.unaccounted) == (4, 0, 4, 0)
     total = tally.to_dict()["total"]

@@ -31,12 +31,13 @@ _LAZY = {
         ),
         "winnow.api",
     ),
-    **dict.fromkeys(
-        ("status", "inspect_job", "inspect_batch", "inspect_artifact", "verify_state", "gc"),
-        "winnow.datatools",
-    ),
-    **dict.fromkeys(("export", "quarantined"), "winnow.outputs"),
-    **dict.fromkeys(("batch_records", "output_dataset", "stage_samples"), "winnow.explore"),
+    "status": "winnow.tools.status",
+    **dict.fromkeys(("inspect_job", "inspect_batch", "inspect_artifact"), "winnow.tools.inspect"),
+    "verify_state": "winnow.tools.verify",
+    "gc": "winnow.tools.gc",
+    "export": "winnow.tools.export",
+    "quarantined": "winnow.tools.quarantine",
+    **dict.fromkeys(("batch_records", "output_dataset", "stage_samples"), "winnow.tools.explore"),
 }
 
 

@@ -219,7 +219,7 @@ def reconcile_lost_jobs(
     cluster are Ray's to report (``winnow status`` asks it), and queued jobs
     the gateway's (it requeues them).
     """
-    from winnow.datatools import _alive
+    from winnow.tools.status import _alive
 
     lost = []
     for job in state.list_jobs():

@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from winnow import sources
 from winnow.errors import ConfigError, IntegrityError
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
 from winnow.stage import fingerprint_of
-from winnow.storage import sources
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import FAILED, INVALIDATED, SUCCEEDED
 from winnow.storage.state import State

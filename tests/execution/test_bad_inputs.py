@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import run_cli, run_json
 from winnow import api
-from winnow.outputs import quarantined
+from winnow.tools.quarantine import quarantined
 
 
 def _args(tmp_path: Path, *inputs: Path) -> list[str]:

@@ -18,9 +18,8 @@ import pytest
 import zstandard
 
 from tests.conftest import ROOT, run_cli, run_json
-from winnow import api
-from winnow.outputs import quarantined
-from winnow.storage import sources
+from winnow import api, sources
+from winnow.tools.quarantine import quarantined
 
 
 def _good(i: int) -> bytes:

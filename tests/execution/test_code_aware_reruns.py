@@ -14,7 +14,7 @@ from winnow import api
 
 pytestmark = pytest.mark.slow
 
-PIPELINE = '''
+PIPELINE = """
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -49,7 +49,7 @@ class Tag(Stage):
 
 
 pipeline = Pipeline(name="codeaware", stages=[Case(), Tag()], schema=SCHEMA)
-'''
+"""
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import ROOT, run_cli, run_json
-from winnow.report import SECTIONS
+from winnow.tools.report import SECTIONS
 
 NOTEBOOK = ROOT / "notebooks" / "explore_artifacts.ipynb"
 

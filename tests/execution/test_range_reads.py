@@ -13,9 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import ROOT
-from winnow import api
+from winnow import api, sources
 from winnow.execution import pools
-from winnow.storage import sources
 
 pytestmark = pytest.mark.slow
 

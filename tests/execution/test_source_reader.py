@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from winnow import sources
 from winnow.execution.actors import SourceReader
-from winnow.storage import sources
 from winnow.storage.artifacts import ArtifactStore
 
 

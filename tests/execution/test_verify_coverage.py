@@ -20,12 +20,12 @@ import pytest
 from tests.conftest import ROOT, run_cli, run_json
 from tests.storage.conftest import Backend, backend  # noqa: F401  (memory, file, S3)
 from winnow import api
-from winnow.outputs import quarantined
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.checkpoints import FAILED, SUCCEEDED
 from winnow.storage.fs import join, to_url, write_atomic
 from winnow.storage.state import State
-from winnow.verify import MANIFEST_FIX, verify_state
+from winnow.tools.quarantine import quarantined
+from winnow.tools.verify import MANIFEST_FIX, verify_state
 
 BAD = b'{"file":"in.jsonl","row":3,"error":"JSONDecodeError: x","raw":"{oops"}\n'
 

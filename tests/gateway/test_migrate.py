@@ -12,8 +12,9 @@ import fsspec
 import pytest
 from click.testing import CliRunner
 
+from winnow.cli import maintenance as maintenance_cli
 from winnow.errors import StateError, UsageError
-from winnow.gateway import maintenance_cli, migrate
+from winnow.gateway import migrate
 from winnow.storage.state import KNOWN_VERSIONS, STATE_VERSION, State, event
 
 

@@ -11,8 +11,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from winnow.cli import maintenance as maintenance_cli
 from winnow.errors import UsageError
-from winnow.gateway import maintenance_cli, snapshots
+from winnow.gateway import snapshots
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import FAILED, SUCCEEDED
 from winnow.storage.fs import join

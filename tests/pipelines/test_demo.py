@@ -33,7 +33,7 @@ def test_counters_match_the_regex_on_edge_cases(counter, pattern: str, name: str
 
 
 def test_counters_match_the_regex_on_the_demo_sample(demo_inputs: list[str]) -> None:
-    from winnow.storage import sources
+    from winnow import sources
 
     checked = 0
     for path in demo_inputs:

@@ -21,10 +21,10 @@ from typing import Any
 import pyarrow as pa
 import ray
 
+from winnow import sources
 from winnow.errors import IntegrityError
 from winnow.execution import telemetry
 from winnow.stage import Stage
-from winnow.storage import sources
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.formats import serialize
 

@@ -35,7 +35,8 @@ from prometheus_client import Counter as PromCounter
 
 from winnow import api
 from winnow.errors import UsageError
-from winnow.gateway import cluster_jobs, journal, queue, snapshots
+from winnow.gateway import cluster_jobs, queue, snapshots
+from winnow.storage import journal
 from winnow.storage.fs import join, write_atomic
 from winnow.storage.locks import LockHeld
 from winnow.storage.state import State, now_iso

@@ -12,8 +12,7 @@ import os
 import socket
 from typing import Any
 
-from winnow import api
-from winnow.storage import sources
+from winnow import api, sources
 from winnow.storage.state import State, event, now_iso
 
 PENDING = "PENDING"

@@ -15,12 +15,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
-from winnow import datatools
 from winnow.errors import UsageError
 from winnow.gateway import queue
-from winnow.gateway.journal import event_totals
 from winnow.storage.fs import join, to_url, write_atomic
+from winnow.storage.journal import event_totals
 from winnow.storage.state import State, now_iso
+from winnow.tools.status import job_summary
+from winnow.tools.verify import verify_state
 
 DEFAULT_NAME = "state-latest.json"
 
@@ -30,7 +31,7 @@ def build_snapshot(state: State) -> dict[str, Any]:
 
     Each entry of ``jobs`` has job_id, status, pipeline, created_at and a
     ``record``: the whole job record for PENDING and RUNNING jobs (its
-    ``request`` is what the gateway reruns), the summary (``datatools.job_summary``)
+    ``request`` is what the gateway reruns), the summary (``tools.status.job_summary``)
     for finished ones, which only an audit needs.
     """
     jobs = state.list_jobs()
@@ -59,7 +60,7 @@ def build_snapshot(state: State) -> dict[str, Any]:
 
 def _job_entry(record: dict[str, Any]) -> dict[str, Any]:
     live = record.get("status") in (queue.PENDING, queue.RUNNING)
-    summary = datatools.job_summary(record)
+    summary = job_summary(record)
     summary.pop("note", None)
     return {
         "job_id": record["job_id"],
@@ -182,7 +183,7 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
                 "was": None if current is None else current[0].get("status"),
             }
         )
-    verified = datatools.verify_state(state, full=False)
+    verified = verify_state(state, full=False)
     return {
         "snapshot": name,
         "snapshot_created_at": snap["created_at"],

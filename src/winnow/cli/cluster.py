@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from winnow import api
-from winnow.cli_options import session_options
+from winnow.cli.options import session_options
 from winnow.errors import Interrupted
 from winnow.profile import find_profile_file
 

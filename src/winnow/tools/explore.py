@@ -11,11 +11,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from winnow.datatools import store_for
 from winnow.errors import UsageError
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import resolve
 from winnow.storage.state import State
+from winnow.tools.status import store_for
 
 RECORD_COLUMNS = {
     "stage": pa.string(),
@@ -105,8 +105,8 @@ def stage_samples(state: State, batch: str, rows: int = 5) -> dict[str, pa.Table
     ``batch`` is a source batch key (or 8+ hex characters of it); the first
     entry, ``source``, is the batch as read from its file.
     """
-    from winnow.datatools import inspect_batch
-    from winnow.storage import sources
+    from winnow import sources
+    from winnow.tools.inspect import inspect_batch
 
     info = inspect_batch(state, batch)
     by_input = {r.get("input_key"): r for r in info["stages"]}

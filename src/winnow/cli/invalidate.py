@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from winnow.cli_data import _echo_json, _out, json_option, state_option
+from winnow.cli.data import _echo_json, _out, json_option, state_option
 from winnow.storage.state import State
 
 
@@ -34,7 +34,7 @@ def invalidate(
     Artifacts stay; the next run recomputes the selected batches and the
     stages after them. `winnow run ... --rerun STAGE` does this for one run.
     """
-    from winnow.invalidation import invalidate as run_invalidate
+    from winnow.tools.invalidate import invalidate as run_invalidate
 
     result = run_invalidate(state, stage, version, fingerprint, job_id, everything)
     if as_json:

@@ -11,9 +11,10 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from winnow.cli_data import state_option
-from winnow.gateway import journal, migrate, snapshots
+from winnow.cli.data import state_option
+from winnow.gateway import migrate, snapshots
 from winnow.profile import load_profile
+from winnow.storage import journal
 from winnow.storage.state import State, default_state_url
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)

@@ -82,7 +82,7 @@ def test_commands_from_other_modules_load_when_named():
     """Every lazily loaded command resolves to itself; `run` loads none of them."""
     import click
 
-    from winnow import cli
+    from winnow.cli import app as cli
 
     ctx = click.Context(cli.cli)
     listed = cli.cli.list_commands(ctx)

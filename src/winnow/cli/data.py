@@ -16,10 +16,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from winnow import api, datatools, outputs
+from winnow import api
 from winnow.errors import UsageError
 from winnow.profile import load_profile
 from winnow.storage.state import State
+from winnow.tools import export as export_tool
+from winnow.tools import gc as gc_tool
+from winnow.tools import inspect as inspect_tool
+from winnow.tools import quarantine as quarantine_tool
+from winnow.tools import status as status_tool
+from winnow.tools import verify as verify_tool
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 
@@ -68,7 +74,7 @@ def verify(state: State, full: bool, repair: bool, as_json: bool) -> None:
     A bad artifact is marked FAILED so the next run recomputes it. Exit 1 if
     anything was found.
     """
-    result = datatools.verify_state(state, full=full, repair=repair)
+    result = verify_tool.verify_state(state, full=full, repair=repair)
     found = result["mismatches"] or result["manifest_problems"] or result["damage"]
     if as_json:
         _echo_json(result)
@@ -125,16 +131,16 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
     with contextlib.suppress(OSError):  # a read-only state still shows the jobs
         api.reconcile_lost_jobs(st)  # a job whose driver is gone is not RUNNING
     if as_json and not watch:
-        _echo_json(datatools.status(st))
+        _echo_json(status_tool.status(st))
         return
     if not watch:
-        _out.print(_status_view(datatools.status(st)), crop=False)  # a damaged file's path
+        _out.print(_status_view(status_tool.status(st)), crop=False)  # a damaged file's path
         return
-    with Live(_status_view(datatools.status(st)), console=_out, auto_refresh=False) as live:
+    with Live(_status_view(status_tool.status(st)), console=_out, auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(interval)
-                data = datatools.status(st)
+                data = status_tool.status(st)
                 if as_json:
                     _echo_json(data)
                 else:
@@ -214,13 +220,13 @@ def inspect() -> None:
 @json_option
 def inspect_job(job_id: str, state: State, fmt: str, as_json: bool) -> None:
     """A job's run log: state before/after/delta, per-stage counts and timings, errors."""
-    info = datatools.inspect_job(state, job_id)
+    info = inspect_tool.inspect_job(state, job_id)
     if as_json:
         _echo_json(info)
     elif fmt == "markdown":
-        click.echo(datatools.job_markdown(info))
+        click.echo(inspect_tool.job_markdown(info))
     else:
-        _out.print(datatools.job_markdown(info), markup=False, highlight=False)
+        _out.print(inspect_tool.job_markdown(info), markup=False, highlight=False)
 
 
 @inspect.command("batch")
@@ -229,7 +235,7 @@ def inspect_job(job_id: str, state: State, fmt: str, as_json: bool) -> None:
 @json_option
 def inspect_batch(key: str, state: State, as_json: bool) -> None:
     """One batch's checkpoints per stage and its history across attempts."""
-    info = datatools.inspect_batch(state, key)
+    info = inspect_tool.inspect_batch(state, key)
     if as_json:
         _echo_json(info)
         return
@@ -255,7 +261,7 @@ def inspect_batch(key: str, state: State, as_json: bool) -> None:
 @json_option
 def inspect_artifact(digest: str, state: State, as_json: bool) -> None:
     """An artifact's lineage: source file and rows, stage chain, checkpoint and job."""
-    info = datatools.inspect_artifact(state, digest)
+    info = inspect_tool.inspect_artifact(state, digest)
     if as_json:
         _echo_json(info)
         return
@@ -280,7 +286,7 @@ def inspect_artifact(digest: str, state: State, as_json: bool) -> None:
 @json_option
 def inspect_quarantine(state: State, limit: int, as_json: bool) -> None:
     """Quarantined bad records: file, row, error and the raw line."""
-    table = outputs.quarantined(state, limit=limit)
+    table = quarantine_tool.quarantined(state, limit=limit)
     rows = table.to_pylist()
     if as_json:
         _echo_json({"records": rows})
@@ -298,14 +304,14 @@ def inspect_quarantine(state: State, limit: int, as_json: bool) -> None:
 @click.option("--apply", is_flag=True, help="Remove what is listed (default: only list).")
 @click.option(
     "--grace",
-    default=datatools.GC_GRACE_S,
+    default=gc_tool.GC_GRACE_S,
     show_default=True,
     help="Seconds: anything younger is kept (a live run may be about to commit it).",
 )
 @json_option
 def gc(state: State, apply: bool, grace: float, as_json: bool) -> None:
     """List (then, with --apply, remove) unreferenced artifacts and stale temporaries."""
-    result = datatools.gc(state, apply=apply, grace_s=grace)
+    result = gc_tool.gc(state, apply=apply, grace_s=grace)
     if as_json:
         _echo_json(result)
         return
@@ -335,7 +341,7 @@ def export(job_id: str, to: str, fmt: str, state: State, as_json: bool) -> None:
     """
     if to.endswith(".jsonl"):
         fmt = "jsonl"
-    result = outputs.export(state, job_id, to, fmt)
+    result = export_tool.export(state, job_id, to, fmt)
     if as_json:
         _echo_json(result)
         return
@@ -403,7 +409,7 @@ def lock_release(pipeline: str, force: bool, state: State) -> None:
 @state_option
 def report(job_id: str, to: str, state: State) -> None:
     """A self-contained HTML page about JOB: counts, plots, errors, quarantine."""
-    from winnow import report as reports
+    from winnow.tools import report as reports
 
     reports.write(state, job_id, to)
     _out.print(f"wrote {to}")

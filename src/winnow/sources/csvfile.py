@@ -27,8 +27,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from winnow.errors import InputError
-from winnow.storage.conform import conform
-from winnow.storage.jsonl import MAX_RAW, BadRecord
+from winnow.sources.conform import conform
+from winnow.sources.jsonl import MAX_RAW, BadRecord
 
 _DEFAULTS = pacsv.ConvertOptions()
 NULLS = pa.array(_DEFAULTS.null_values, pa.string())

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from winnow.errors import InputError
-from winnow.storage.jsonl import MAX_RAW, BadRecord
+from winnow.sources.jsonl import MAX_RAW, BadRecord
 
 _CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
 Cast = Callable[[pa.Array, pa.DataType], pa.Array]

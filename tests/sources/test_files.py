@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
+from winnow import sources
 from winnow.errors import InputError
-from winnow.storage import sources
 
 SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string())])
 ROWS = [{"id": i, "text": f"row {i}"} for i in range(23)]
@@ -314,7 +314,7 @@ def test_a_ragged_csv_prints_no_traceback(tmp_path: Path):
     path = tmp_path / "ragged.csv"
     path.write_bytes(b"id,text\n1,a\n2,b,c\n3\n4,d\n")
     script = (
-        "import sys; from winnow.storage import sources\n"
+        "import sys; from winnow import sources\n"
         "[f] = sources.discover([sys.argv[1]]); n = sources.file_stats(f)['rows']\n"
         "print(n, [(b.num_rows, len(bad)) for b, bad in sources.read(f, [(0, n)], None)])\n"
     )
@@ -515,5 +515,7 @@ def test_an_empty_jsonl_and_a_header_only_csv_hold_no_rows(tmp_path: Path):
 
 def test_the_reader_version_is_part_of_every_source_batch_key(monkeypatch: pytest.MonkeyPatch):
     before = sources.reader_fingerprint(SCHEMA, "quarantine")
-    monkeypatch.setattr(sources, "READER_VERSION", sources.READER_VERSION + 1)
+    from winnow.sources import files
+
+    monkeypatch.setattr(files, "READER_VERSION", files.READER_VERSION + 1)
     assert sources.reader_fingerprint(SCHEMA, "quarantine") != before

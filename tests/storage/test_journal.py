@@ -14,8 +14,9 @@ import fsspec
 import pytest
 from click.testing import CliRunner
 
+from winnow.cli import maintenance as maintenance_cli
 from winnow.errors import StateError, UsageError
-from winnow.gateway import journal, maintenance_cli
+from winnow.storage import journal
 from winnow.storage.fs import is_local, join, to_url, write_atomic
 from winnow.storage.state import State, event
 

@@ -25,10 +25,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from winnow.datatools import store_for
 from winnow.errors import IntegrityError, UsageError
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.checkpoints import SUCCEEDED
 from winnow.storage.formats import serialize
 from winnow.storage.fs import (
     discard,
@@ -43,6 +41,7 @@ from winnow.storage.fs import (
     write_atomic,
 )
 from winnow.storage.state import State, now_iso
+from winnow.tools.status import store_for
 
 MARKER = "_winnow_export.json"  # a folder export's completion marker, written last
 _PART = re.compile(r"part-\d{5}\.(parquet|jsonl)")
@@ -453,43 +452,6 @@ class _Digesting:
 
     def close(self) -> None:
         """The opener closes the file (pyarrow's writer calls this first)."""
-
-
-def quarantined(
-    state: State, limit: int | None = None, storage_options: dict[str, Any] | None = None
-) -> pa.Table:
-    """Quarantined bad records (file, row, error, raw line) of every committed batch.
-
-    Raises:
-        IntegrityError: a quarantine artifact is missing or damaged; the message
-            names stage and batch, and the fix (``winnow verify --full`` marks
-            the batch, the next run recomputes it).
-    """
-    storage_options = state.storage_options if storage_options is None else storage_options
-    store = state.checkpoints()
-    tables: list[pa.Table] = []
-    stores: dict[str, ArtifactStore] = {}
-    for stage in store.stages():
-        for rec in store.load(stage).records.values():
-            if limit is not None and sum(t.num_rows for t in tables) >= limit:
-                break
-            q = rec.get("quarantine")
-            if q and rec["status"] == SUCCEEDED:
-                ref = q["artifact"]
-                try:
-                    tables.append(store_for(ref["uri"], stores, storage_options).read(ref))
-                except (IntegrityError, FileNotFoundError) as exc:
-                    problem = str(exc) if isinstance(exc, IntegrityError) else "it is missing"
-                    raise IntegrityError(
-                        f"the quarantine artifact of stage {stage} batch {rec['key'][:16]}… "
-                        f"({ref['uri']}) cannot be read: {problem}. Fix: run `winnow verify "
-                        "--full`, which marks the batch FAILED, then rerun the pipeline, "
-                        "which recomputes it and its quarantine"
-                    ) from None
-    if not tables:
-        return pa.table({"file": [], "row": [], "error": [], "raw": []})
-    table = pa.concat_tables(tables, promote_options="default")
-    return table.slice(0, limit) if limit is not None else table
 
 
 def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

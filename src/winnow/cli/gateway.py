@@ -16,9 +16,10 @@ import click
 from rich.console import Console
 
 from winnow import api
-from winnow.cli_options import session_options
+from winnow.cli import maintenance as maintenance_cli
+from winnow.cli.options import session_options
 from winnow.errors import UsageError
-from winnow.gateway import daemon, maintenance_cli, queue, snapshots
+from winnow.gateway import daemon, queue, snapshots
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 

@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from winnow import api
-from winnow.cli_options import rerun_option, session_options
+from winnow.cli.options import rerun_option, session_options
 from winnow.errors import Interrupted, WinnowError
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
@@ -34,11 +34,11 @@ _err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, wid
 # tenth of a second to import, a sixth of an all-skipped `winnow run`.
 LAZY_COMMANDS = {
     **dict.fromkeys(
-        ("verify", "status", "inspect", "gc", "export", "lock", "report"), "winnow.cli_data"
+        ("verify", "status", "inspect", "gc", "export", "lock", "report"), "winnow.cli.data"
     ),
-    **dict.fromkeys(("enqueue", "gateway"), "winnow.cli_gateway"),
-    "submit": "winnow.cli_cluster",
-    "invalidate": "winnow.cli_rerun",
+    **dict.fromkeys(("enqueue", "gateway"), "winnow.cli.gateway"),
+    "submit": "winnow.cli.cluster",
+    "invalidate": "winnow.cli.invalidate",
 }
 
 
@@ -123,7 +123,7 @@ def _run_session(
     only_failed: bool = False,
     job_id: str | None = None,
 ) -> None:
-    from winnow.progress import StageBars  # imports Ray: only when a run starts
+    from winnow.cli.progress import StageBars  # imports Ray: only when a run starts
 
     for note in session.notes:
         _err.print(f"[yellow]note:[/yellow] {escape(note)}")

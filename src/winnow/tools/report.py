@@ -11,13 +11,14 @@ import hashlib
 import html
 from typing import Any
 
-from winnow import plots
-from winnow.datatools import inspect_job, store_for
-from winnow.explore import batch_records
-from winnow.outputs import quarantined
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import open_url
 from winnow.storage.state import State
+from winnow.tools import plots
+from winnow.tools.explore import batch_records
+from winnow.tools.inspect import inspect_job
+from winnow.tools.quarantine import quarantined
+from winnow.tools.verify import store_for
 
 SECTIONS = (
     "summary",

@@ -23,10 +23,10 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from winnow.errors import InputError
-from winnow.storage import conform, csvfile, jsonl
+from winnow.sources import conform, csvfile, jsonl
+from winnow.sources.jsonl import BadRecord
+from winnow.sources.zstd import ZstdReader
 from winnow.storage.fs import is_local, resolve, to_url
-from winnow.storage.jsonl import BadRecord
-from winnow.storage.zstd import ZstdReader
 
 # In every source batch's key: bump it when what a reader yields for a file changes,
 # so batches cached under the old reader are read again (2: rows not fitting the

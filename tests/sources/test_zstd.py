@@ -8,8 +8,8 @@ import random
 import pytest
 import zstandard
 
-from winnow.storage import zstd
-from winnow.storage.zstd import ZstdReader
+from winnow.sources import zstd
+from winnow.sources.zstd import ZstdReader
 
 _RNG = random.Random(7)  # incompressible enough that a frame spans many steps
 DATA = [_RNG.randbytes(300_000), b"second frame " * 10_000 + _RNG.randbytes(50_000), b"", b"x"]

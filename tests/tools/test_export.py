@@ -28,12 +28,13 @@ import pytest
 
 from tests.conftest import ROOT, run_json
 from tests.s3_fixtures import s3_options
-from winnow import api, outputs
+from winnow import api
 from winnow.cli import main
 from winnow.errors import IntegrityError
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import join, resolve, write_atomic
 from winnow.storage.state import State
+from winnow.tools.export import export
 
 TEMP = re.compile(r"\..+\.winnow-tmp-[0-9a-f]{16}")
 
@@ -74,7 +75,7 @@ def numbers(n: int, rows: int, seed: int = 0) -> list[pa.RecordBatch]:
 
 
 def cli(*args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process (``winnow.cli.main``); exit code, stdout, stderr."""
+    """Run the CLI in this process (``winnow.cli.app``); exit code, stdout, stderr."""
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
@@ -175,18 +176,18 @@ def test_zero_row_jobs_export_readable_empty_datasets(tmp_path: Path):
     record = run_json("run", "demo", "--profile", "local-cpu", "--input", str(empty), *where)
     assert record["batches"] == 0
     state = State(str(tmp_path / "state"))
-    outputs.export(state, record["job_id"], str(tmp_path / "e" / "none.parquet"))
+    export(state, record["job_id"], str(tmp_path / "e" / "none.parquet"))
     assert pq.read_table(tmp_path / "e" / "none.parquet").num_rows == 0
-    outputs.export(state, record["job_id"], str(tmp_path / "e" / "none.jsonl"))
+    export(state, record["job_id"], str(tmp_path / "e" / "none.jsonl"))
     assert (tmp_path / "e" / "none.jsonl").read_bytes() == b""
-    result = outputs.export(state, record["job_id"], str(tmp_path / "e" / "none"))
+    result = export(state, record["job_id"], str(tmp_path / "e" / "none"))
     assert os.listdir(tmp_path / "e" / "none") == ["_winnow_export.json"]
     assert result["files"] == [] and result["rows"] == 0
 
     # every row filtered: 0-row artifacts; the file keeps their schema
     schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
     job = make_job(str(tmp_path / "filtered"), [pa.RecordBatch.from_pylist([], schema=schema)] * 2)
-    outputs.export(job["state"], job["job_id"], str(tmp_path / "e" / "filtered.parquet"))
+    export(job["state"], job["job_id"], str(tmp_path / "e" / "filtered.parquet"))
     table = pq.read_table(tmp_path / "e" / "filtered.parquet")
     assert table.num_rows == 0 and table.schema.equals(schema)
     assert sorted(p.name for p in (tmp_path / "e").iterdir()) == [
@@ -211,7 +212,7 @@ def test_damaged_artifact_fails_the_export_and_publishes_nothing(tmp_path: Path)
     targets = tmp_path / "exports"
     for name in ("all.parquet", "all.jsonl", "folder"):
         with pytest.raises(IntegrityError) as raised:
-            outputs.export(job["state"], job["job_id"], str(targets / name))
+            export(job["state"], job["job_id"], str(targets / name))
         assert bad.name in str(raised.value) and "winnow verify --full" in str(raised.value)
     assert not targets.exists() or os.listdir(targets) == []
     code, _, err = cli("export", job["job_id"], "--to", str(targets / "x.parquet"),
@@ -223,8 +224,8 @@ def test_failed_reexport_leaves_the_previous_export_intact(tmp_path: Path, monke
     first = make_job(str(tmp_path / "a"), numbers(3, 1_000, seed=1))
     second = make_job(str(tmp_path / "b"), numbers(5, 1_000, seed=2))
     target = tmp_path / "exports" / "data"
-    outputs.export(first["state"], first["job_id"], str(target))
-    outputs.export(first["state"], first["job_id"], str(target) + ".parquet")
+    export(first["state"], first["job_id"], str(target))
+    export(first["state"], first["job_id"], str(target) + ".parquet")
     before = listing(target)
     single = (tmp_path / "exports" / "data.parquet").read_bytes()
 
@@ -238,17 +239,17 @@ def test_failed_reexport_leaves_the_previous_export_intact(tmp_path: Path, monke
 
     monkeypatch.setattr(pq.ParquetWriter, "write_table", failing)
     with pytest.raises(OSError, match="injected"):
-        outputs.export(second["state"], second["job_id"], str(target))
+        export(second["state"], second["job_id"], str(target))
     assert listing(target) == before
     damage(second, 3)
     with pytest.raises(IntegrityError):
-        outputs.export(second["state"], second["job_id"], str(target) + ".parquet")
+        export(second["state"], second["job_id"], str(target) + ".parquet")
     assert (tmp_path / "exports" / "data.parquet").read_bytes() == single
     assert sorted(os.listdir(tmp_path / "exports")) == ["data", "data.parquet"]
 
     monkeypatch.undo()
     third = make_job(str(tmp_path / "c"), numbers(2, 500, seed=3))
-    outputs.export(third["state"], third["job_id"], str(target))  # replaces the previous one
+    export(third["state"], third["job_id"], str(target))  # replaces the previous one
     marker = json.loads((target / "_winnow_export.json").read_text())
     assert marker["job_id"] == third["job_id"]
     assert sorted(os.listdir(target)) == ["_winnow_export.json", "part-00000.parquet",
@@ -275,7 +276,7 @@ def test_object_store_folder_export_writes_the_marker_last(
     big = make_job(base + "/a", numbers(4, 500, seed=4), options)
     small = make_job(base + "/b", numbers(2, 500, seed=5), options)
     to = base + "/exports/data"
-    outputs.export(big["state"], big["job_id"], to)
+    export(big["state"], big["job_id"], to)
     assert object_names(fs, root + "/exports") == [
         "data/_winnow_export.json", *(f"data/part-0000{i}.parquet" for i in range(4))
     ]  # fmt: skip
@@ -292,12 +293,12 @@ def test_object_store_folder_export_writes_the_marker_last(
 
     monkeypatch.setattr(fs, "copy", failing_copy)  # the instance export uses (fsspec caches it)
     with pytest.raises(OSError, match="injected"):
-        outputs.export(small["state"], small["job_id"], to)
+        export(small["state"], small["job_id"], to)
     names = object_names(fs, root + "/exports")
     assert "data/_winnow_export.json" not in names and not any(".winnow-tmp-" in n for n in names)
 
     monkeypatch.undo()
-    outputs.export(small["state"], small["job_id"], to)  # a rerun finishes it
+    export(small["state"], small["job_id"], to)  # a rerun finishes it
     names = object_names(fs, root + "/exports")
     assert names == [
         "data/_winnow_export.json",
@@ -311,7 +312,7 @@ def test_object_store_folder_export_writes_the_marker_last(
     expected = api.output_table(small["record"], options)
     with fsspec.open(to + ".parquet", "wb", **options):
         pass  # an existing object at the single-file target is replaced whole
-    outputs.export(small["state"], small["job_id"], to + ".parquet")
+    export(small["state"], small["job_id"], to + ".parquet")
     assert pq.read_table(pa.BufferReader(fs.cat_file(root + "/exports/data.parquet"))).equals(
         expected
     )
@@ -331,7 +332,7 @@ def test_sigkill_mid_export_leaves_only_the_previous_export_and_temporaries(tmp_
     job = make_job(str(tmp_path / "j"), numbers(60, 100_000, seed=6))  # 60 x 1.2 MB
     previous = make_job(str(tmp_path / "p"), numbers(2, 100, seed=7))
     exports = tmp_path / "exports"
-    outputs.export(previous["state"], previous["job_id"], str(exports / "data"))
+    export(previous["state"], previous["job_id"], str(exports / "data"))
     before = listing(exports / "data")
     for target in (exports / "all.parquet", exports / "data"):
         start = bytes_under(exports)

@@ -1,0 +1,3 @@
+from winnow.cli.app import main
+
+main()

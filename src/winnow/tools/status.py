@@ -1,0 +1,144 @@
+"""``winnow status`` and ``winnow jobs``: jobs, queue depth, per-stage counts,
+failures, quarantined records and state damage."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+from typing import Any
+
+from winnow.storage.checkpoints import FAILED, SUCCEEDED, Damage
+from winnow.storage.state import REPAIR_FIX, State
+from winnow.tools.verify import store_for as store_for
+from winnow.tools.verify import verify_state as verify_state
+
+DAMAGE_FIX = (
+    "each damaged line was skipped and its batch is recomputed by the next run; " + REPAIR_FIX
+)
+SUMMARY_KEYS = (
+    "job_id",
+    "pipeline",
+    "status",
+    "created_at",
+    "finished_at",
+    "wall_s",
+    "rows_in",
+    "rows_out",
+    "bad_records",
+    "throughput_rows_s",
+    "skipped_fraction",
+    "manifest",
+    "output_url",
+    "state_url",
+    "ray_job_id",
+)
+
+
+def job_summary(record: dict[str, Any]) -> dict[str, Any]:
+    out = {k: record.get(k) for k in SUMMARY_KEYS if k in record}
+    if record.get("counts"):
+        out["counts"] = record["counts"]
+    if record.get("poison_batches"):
+        out["poison_batches"] = record["poison_batches"]
+    if record.get("ray"):
+        out["ray"] = ray_view(record)
+    elif record.get("status") == "RUNNING" and not _alive(record):
+        out["note"] = "its process is gone (killed?); rerun the same command to finish"
+    ray = out.get("ray") or {}
+    if ray.get("note"):
+        out["note"] = ray["note"]
+    return out
+
+
+def ray_view(record: dict[str, Any]) -> dict[str, Any]:
+    """A submitted job's Ray side; Ray is asked only while our record is unfinished."""
+    info = record["ray"]
+    view = {"submission_id": info.get("submission_id"), "dashboard_url": info.get("dashboard_url")}
+    if record.get("status") in ("SUBMITTED", "RUNNING"):
+        from winnow.execution.submit import ray_status
+
+        live = ray_status(record) or {}
+        view.update(live)
+        if live.get("status") in ("FAILED", "STOPPED", "SUCCEEDED"):
+            view["note"] = (
+                f"Ray says the job is {live['status']} but its record was never finished "
+                f"(driver lost): {live.get('message', '')}".strip()
+            )
+    return view
+
+
+def _alive(record: dict[str, Any]) -> bool:
+    """Whether a RUNNING job's driver may still be alive (unknown on another host)."""
+    if record.get("host") != socket.gethostname() or not record.get("pid"):
+        return True
+    try:
+        os.kill(int(record["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- status -----------------------------------------------------------------
+def status(state: State, recent: int = 10) -> dict[str, Any]:
+    """Jobs, queue depth, per-stage counts, failures and quarantined records.
+
+    ``damage`` lists the state lines and files that could not be read
+    ("file:line: reason"); they are skipped, and ``damage_fix`` says how to mend them.
+    """
+    listing = state.job_listing()
+    jobs = listing.jobs
+    damage: list[Damage] = list(listing.damaged)
+    queue = Counter(str(j.get("status", "UNKNOWN")).lower() for j in jobs)
+    store = state.checkpoints()
+    stages: dict[str, dict[str, Any]] = {}
+    failures: list[dict[str, Any]] = []
+    for stage in store.stages():
+        loaded = store.load(stage)
+        damage.extend(loaded.damage)
+        records = loaded.records.values()
+        counts = Counter(r["status"] for r in records)
+        ok = [r for r in records if r["status"] == SUCCEEDED]
+        stages[stage] = {
+            "succeeded": counts[SUCCEEDED],
+            "failed": counts[FAILED],
+            "rows_in": sum(int(r.get("rows_in") or 0) for r in ok),
+            "rows_out": sum(int(r.get("rows_out") or 0) for r in ok),
+            "quarantined_records": sum(int(r.get("bad_records") or 0) for r in ok),
+        }
+        for r in records:
+            if r["status"] == FAILED:
+                err = r.get("error") or {}
+                failures.append(
+                    {
+                        "stage": stage,
+                        "key": r["key"],
+                        "attempt": r.get("attempt"),
+                        "error_type": err.get("type"),
+                        "message": str(err.get("message", ""))[:300],
+                        "source": r.get("source"),
+                        "job_id": r.get("job_id"),
+                    }
+                )
+    latest = next((j for j in jobs if j.get("throughput_rows_s") is not None), None)
+    return {
+        "state_url": state.display(),
+        "queue": {
+            "pending": queue["pending"],
+            "running": queue["running"],
+            "succeeded": queue["succeeded"],
+            "failed": queue["failed"],
+            "cancelled": queue["cancelled"],
+            "submitted": queue["submitted"],
+        },
+        "jobs": [job_summary(j) for j in jobs[:recent]],
+        "stages": stages,
+        "failed_batches": len(failures),
+        "failures": failures[:50],
+        "quarantined_records": sum(s["quarantined_records"] for s in stages.values()),
+        "throughput_rows_s": latest.get("throughput_rows_s") if latest else None,
+        "damage": [str(d) for d in damage],
+        "damage_fix": DAMAGE_FIX if damage else None,
+    }
