@@ -1,4 +1,5 @@
-"""status, inspect, export, gc and retry against the state of real runs."""
+"""The data commands (`winnow status`, `inspect`, `export`, `gc`, `lock`) and `retry`,
+against the state of real runs (and a hand-written lock)."""
 
 from __future__ import annotations
 
@@ -171,3 +172,26 @@ def test_retry_failed_reruns_only_the_failed_batches(tmp_path: Path, demo_inputs
     assert retried["counts"]["upper"]["run"] == 5
     final = run_json(*args)
     assert final["skipped_fraction"] == 1.0
+
+
+def test_force_release(tmp_path: Path):
+    state = tmp_path / "state"
+    (state / "locks").mkdir(parents=True)
+    (state / "locks" / "demo.json").write_text(
+        json.dumps(
+            {
+                "pipeline": "demo",
+                "job_id": "demo-x",
+                "host": "elsewhere",
+                "pid": 1,
+                "started_at": time.time(),
+                "lease_expires": time.time() + 600,
+                "token": "t",
+            }
+        )
+    )
+    out = run_cli("lock", "release", "demo", "--force", "--state", str(state))
+    assert out.returncode == 0, out.stderr
+    assert "released demo's lock" in out.stdout and "forced" in out.stdout
+    assert not (state / "locks" / "demo.json").exists()
+    assert run_json("lock", "status", "--state", str(state)) == {"locks": []}

@@ -1,4 +1,7 @@
-"""Two runs of one pipeline on one state: the second is refused; a killed holder's lock is stale."""
+"""Two runs of one pipeline on one state: the second is refused; a killed holder's lock is stale.
+
+`winnow lock release --force` on a hand-written lock: tests/cli/test_data.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT, run_cli, run_json
+from tests.conftest import ROOT, run_cli
 
 
 def test_concurrent_run_is_refused_and_a_killed_holder_is_taken_over(
@@ -65,26 +68,3 @@ def test_concurrent_run_is_refused_and_a_killed_holder_is_taken_over(
     assert "took over a stale lock" in resumed.stderr
     assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "SUCCEEDED"
     assert not lock_file.exists()  # released at the end of the run
-
-
-def test_force_release(tmp_path: Path):
-    state = tmp_path / "state"
-    (state / "locks").mkdir(parents=True)
-    (state / "locks" / "demo.json").write_text(
-        json.dumps(
-            {
-                "pipeline": "demo",
-                "job_id": "demo-x",
-                "host": "elsewhere",
-                "pid": 1,
-                "started_at": time.time(),
-                "lease_expires": time.time() + 600,
-                "token": "t",
-            }
-        )
-    )
-    out = run_cli("lock", "release", "demo", "--force", "--state", str(state))
-    assert out.returncode == 0, out.stderr
-    assert "released demo's lock" in out.stdout and "forced" in out.stdout
-    assert not (state / "locks" / "demo.json").exists()
-    assert run_json("lock", "status", "--state", str(state)) == {"locks": []}

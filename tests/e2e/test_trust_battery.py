@@ -27,9 +27,9 @@ from typing import Any
 
 import pytest
 
-from tests import battery
-from tests.battery import Tally
 from tests.conftest import free_port, run_cli
+from tests.e2e import battery
+from tests.e2e.battery import Tally
 
 PACE_S = "0.12"  # each batch of each stage takes this long: kills land mid-run
 EXPORT_TMP = ".winnow-tmp-"

@@ -1,6 +1,6 @@
 """The trust battery's tools: seeded damage to a state, kills of live commands, a tally.
 
-Used by ``tests/execution/test_trust_battery.py``. Everything here acts on files
+Used by ``tests/e2e/test_trust_battery.py``. Everything here acts on files
 and processes the way an accident would (a flipped byte, a torn line, a SIGKILL),
 never through Winnow's own code, so the battery proves what Winnow makes of it.
 ``WINNOW_BATTERY_SEED`` (default 7) replays a campaign's draws: which artifacts and
