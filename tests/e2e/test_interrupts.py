@@ -7,47 +7,24 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_json
+from tests import processes
+from tests.conftest import PACED, inputs_args, run_args, run_json
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signal_stops_cleanly_with_exit_130_and_rerun_finishes(tmp_path: Path, demo_inputs, sig):
-    args = [
-        "run",
-        "tests/pipelines/paced.py",
-        "--profile",
-        "local-cpu",
-        "--set",
-        "batch_rows=200",
-        "--set",
-        "pace.delay_s=0.4",
-        "--state",
-        str(tmp_path / "state"),
-        "--output",
-        str(tmp_path / "out"),
-        *[a for i in demo_inputs for a in ("--input", i)],
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "winnow.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sets = ["batch_rows=200", "pace.delay_s=0.4"]
+    args = run_args(PACED, tmp_path, demo_inputs, *sets, profile="local-cpu")
     segments = tmp_path / "state" / "stages" / "pace" / "segments"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (segments.exists() and any(segments.iterdir())):
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be interrupted"
+    proc = processes.start_until(
+        args, processes.has_files(segments), timeout=240, step=0.05, pipe=True, session=False
+    )
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=180)
     assert proc.returncode == 130, err
@@ -67,7 +44,7 @@ def test_a_finished_stage_frees_its_cpus_and_the_next_pool_grows(tmp_path: Path,
     backlogged, grows to two actors."""
     common = [
         "tests/pipelines/paced.py",
-        *[a for p in demo_inputs for a in ("--input", p)],
+        *inputs_args(demo_inputs),
         "--set", "batch_rows=150",
         "--set", "ray_num_cpus=2",
         "--set", "max_in_flight=64",

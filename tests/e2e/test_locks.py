@@ -6,41 +6,22 @@
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from tests.conftest import ROOT, run_cli
+from tests import processes
+from tests.conftest import PACED, run_args, run_cli
 
 
 def test_concurrent_run_is_refused_and_a_killed_holder_is_taken_over(
     tmp_path: Path, demo_inputs: list[str]
 ):
-    where = ["--state", str(tmp_path / "state"), "--output", str(tmp_path / "out")]
-    args = [
-        "run",
-        "tests/pipelines/paced.py",
-        "--set",
-        "batch_rows=300",
-        "--set",
-        "pace.delay_s=1.0",
-        *where,
-        *[a for i in demo_inputs for a in ("--input", i)],
-    ]
-    holder = subprocess.Popen(
-        [sys.executable, "-m", "winnow.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    state = ["--state", str(tmp_path / "state")]
+    args = run_args(PACED, tmp_path, demo_inputs, "batch_rows=300", "pace.delay_s=1.0")
     lock_file = tmp_path / "state" / "locks" / "paced.json"
-    deadline = time.monotonic() + 120
-    while not lock_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert lock_file.exists(), holder.stderr.read() if holder.poll() is not None else "no lock"
+    holder = processes.start_until(
+        args, lock_file.exists, timeout=120, step=0.05, log=tmp_path / "holder", session=False
+    )
+    assert lock_file.exists(), "no lock"
     held = json.loads(lock_file.read_text())
     try:
         second = run_cli(*args)
@@ -52,16 +33,16 @@ def test_concurrent_run_is_refused_and_a_killed_holder_is_taken_over(
             for p in (tmp_path / "state" / "jobs").glob("*.json")
         )  # the refused run wrote no job record
 
-        status = json.loads(run_cli("lock", "status", "--json", *where[:2]).stdout)
+        status = json.loads(run_cli("lock", "status", "--json", *state).stdout)
         [lock] = status["locks"]
         assert lock["job_id"] == held["job_id"] and lock["stale"] is None
-        refused = run_cli("lock", "release", "paced", *where[:2])
+        refused = run_cli("lock", "release", "paced", *state)
         assert refused.returncode == 2 and "--force" in refused.stderr
     finally:
-        holder.send_signal(signal.SIGKILL)
+        holder.kill()  # the holder alone: its lock stays behind
         holder.wait(timeout=30)
 
-    status = json.loads(run_cli("lock", "status", "--json", *where[:2]).stdout)
+    status = json.loads(run_cli("lock", "status", "--json", *state).stdout)
     assert "is gone" in status["locks"][0]["stale"]
     resumed = run_cli(*args, "--json")
     assert resumed.returncode == 0, resumed.stderr
