@@ -5,6 +5,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 pytest_plugins = ["tests.s3_fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]
+PACED = "tests/pipelines/paced.py"  # the test pipeline whose pace and failures --set controls
 sys.path.insert(0, str(ROOT / "pipelines"))
 
 
@@ -46,6 +48,53 @@ def demo_inputs(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
     directory = tmp_path_factory.mktemp("demo-inputs")
     return demo.sample_inputs(str(directory), files=3, rows_per_file=1500)
+
+
+@pytest.fixture(scope="session")
+def demo_job(tmp_path_factory: pytest.TempPathFactory, demo_inputs: list[str]) -> dict:
+    """One finished ``winnow run demo`` (local-cpu, batch_rows=700), shared by the tests
+    that read a real job's state and output: ``dir``, ``state`` (the --state option),
+    ``where`` (--state and --output), ``inputs`` (the --input options) and ``record``
+    (its summary). A test may add to it (an export, a file for gc to remove) but
+    leaves its job and its artifacts as they were."""
+    d = tmp_path_factory.mktemp("demo-job")
+    state = ["--state", str(d / "state")]
+    where = [*state, "--output", str(d / "out")]
+    inputs = inputs_args(demo_inputs)
+    record = run_json(
+        "run", "demo", "--profile", "local-cpu", "--set", "batch_rows=700", *where, *inputs
+    )
+    assert record["status"] == "SUCCEEDED" and record["rows_out"] > 0
+    return {"dir": d, "state": state, "where": where, "inputs": inputs, "record": record}
+
+
+def inputs_args(inputs: Iterable[str | Path]) -> list[str]:
+    """``--input`` once per input."""
+    return [arg for i in inputs for arg in ("--input", str(i))]
+
+
+def run_args(
+    pipeline: str,
+    where: Path,
+    inputs: Iterable[str | Path],
+    *sets: str,
+    profile: str | None = None,
+    state: str = "state",
+    output: str = "out",
+) -> list[str]:
+    """``winnow run PIPELINE`` on ``inputs`` with a ``--set`` for each of ``sets``,
+    its state in ``where/state`` and its output in ``where/out``."""
+    return [
+        "run",
+        pipeline,
+        *(["--profile", profile] if profile else []),
+        *[arg for s in sets for arg in ("--set", s)],
+        "--state",
+        str(where / state),
+        "--output",
+        str(where / output),
+        *inputs_args(inputs),
+    ]
 
 
 def run_cli(

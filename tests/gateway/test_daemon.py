@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, run_cli
+from tests import processes
+from tests.conftest import PACED, free_port, inputs_args, run_args, run_cli, run_json
 from winnow import api
 from winnow.errors import StateError
 
@@ -32,7 +33,7 @@ class Gw:
     def enqueue(self, inputs: list[str], *extra: str) -> str:
         proc = run_cli(
             "enqueue",
-            "tests/pipelines/paced.py",
+            PACED,
             "--state",
             self.state,
             "--output",
@@ -40,7 +41,7 @@ class Gw:
             "--set",
             "batch_rows=300",
             *extra,
-            *[a for i in inputs for a in ("--input", i)],
+            *inputs_args(inputs),
             "--json",
         )
         assert proc.returncode == 0, proc.stderr
@@ -164,30 +165,15 @@ def test_sigkill_mid_job_then_restart_finishes_it_without_duplicates(
     gw: Gw, demo_inputs: list[str], tmp_path_factory: pytest.TempPathFactory
 ):
     clean_dir = tmp_path_factory.mktemp("clean")
-    clean = json.loads(
-        run_cli(
-            "run",
-            "tests/pipelines/paced.py",
-            "--set",
-            "batch_rows=300",
-            "--state",
-            str(clean_dir / "s"),
-            "--output",
-            str(clean_dir / "o"),
-            *[a for i in demo_inputs for a in ("--input", i)],
-            "--json",
-        )
-        .stdout.strip()
-        .splitlines()[-1]
+    clean = run_json(
+        *run_args(PACED, clean_dir, demo_inputs, "batch_rows=300", state="s", output="o")
     )
     job_id = gw.enqueue(demo_inputs, "--set", "pace.delay_s=0.3")
     pid = gw.start()
     gw.wait_running()
     os.killpg(pid, signal.SIGKILL)  # the daemon and the Ray it started
     # A killed daemon's pid stays alive until init reaps it (later on a loaded machine).
-    deadline = time.monotonic() + 30
-    while gw.status()["health"]["scheduler"] == "running" and time.monotonic() < deadline:
-        time.sleep(0.5)
+    processes.wait_for(lambda: gw.status()["health"]["scheduler"] != "running", 30, step=0.5)
     assert gw.status()["health"]["scheduler"].startswith("stopped (unclean exit")
     gw.start()
     gw.wait(done=1)
@@ -208,15 +194,8 @@ def test_sigterm_with_a_job_in_flight_exits_0_and_keeps_committed_work(
     pid = gw.start()
     gw.wait_running()
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        raise AssertionError("the gateway did not exit on SIGTERM\n" + gw.log())
+    exited = processes.wait_for(lambda: not processes.exists(pid), 120, step=0.1)
+    assert exited, "the gateway did not exit on SIGTERM\n" + gw.log()
     assert '"msg": "gateway stopped"' in gw.log()
     state = api.open_state(gw.state)
     record = state.read_job(job_id)
@@ -273,10 +252,7 @@ def test_start_with_recover_repairs_a_corrupted_journal(gw: Gw):
         api.open_state(gw.state).read_events()
     assert day.name in str(broken.value)
     gw.start("--recover")
-    deadline = time.monotonic() + 30
-    while "journal recovered" not in gw.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "journal recovered" in gw.log()
+    assert processes.wait_for(lambda: "journal recovered" in gw.log(), 30, step=0.2)
     journal = api.open_state(gw.state).read_events()
     assert [e["type"] for e in journal.events][:2] == ["job_started", "job_finished"]
     assert journal.torn == []

@@ -14,9 +14,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +23,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, run_json
+from tests import processes
+from tests.conftest import run_json
 from tests.s3_fixtures import s3_options
 from winnow import api
 from winnow.cli import main
@@ -95,23 +93,11 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory, demo_inputs: list[str]) -> dict:
-    d = tmp_path_factory.mktemp("export")
-    where = ["--state", str(d / "state"), "--output", str(d / "out")]
-    inputs = [a for i in demo_inputs for a in ("--input", i)]
-    record = run_json(
-        "run", "demo", "--profile", "local-cpu", "--set", "batch_rows=700", *where, *inputs
-    )
-    assert record["status"] == "SUCCEEDED" and record["rows_out"] > 0
-    return {"dir": d, "state": ["--state", str(d / "state")], "record": record}
-
-
-def test_file_and_folder_exports_equal_the_output_and_carry_digests(demo: dict):
-    job, out = demo["record"]["job_id"], demo["dir"] / "exports"
-    expected = api.output_table(demo["record"])
+def test_file_and_folder_exports_equal_the_output_and_carry_digests(demo_job: dict):
+    job, out = demo_job["record"]["job_id"], demo_job["dir"] / "exports"
+    expected = api.output_table(demo_job["record"])
     code, printed, err = cli(
-        "export", job, "--to", str(out / "all.parquet"), *demo["state"], "--json"
+        "export", job, "--to", str(out / "all.parquet"), *demo_job["state"], "--json"
     )
     assert code == 0, err
     result = json.loads(printed)
@@ -119,13 +105,15 @@ def test_file_and_folder_exports_equal_the_output_and_carry_digests(demo: dict):
     assert pq.read_table(out / "all.parquet").equals(expected)
     assert result["rows"] == expected.num_rows and result["parts"][0]["sha256"] == sha(data)
 
-    code, printed, err = cli("export", job, "--to", str(out / "parts"), *demo["state"], "--json")
+    code, printed, err = cli(
+        "export", job, "--to", str(out / "parts"), *demo_job["state"], "--json"
+    )
     assert code == 0, err
     result = json.loads(printed)
     files = listing(out / "parts")
     marker = json.loads(files.pop("_winnow_export.json"))
     assert sorted(files) == [p["name"] for p in marker["parts"]]
-    assert len(files) == demo["record"]["batches"] == len(result["files"])
+    assert len(files) == demo_job["record"]["batches"] == len(result["files"])
     assert marker["job_id"] == job and marker["rows"] == expected.num_rows
     for part in marker["parts"]:
         assert sha(files[part["name"]]) == part["sha256"]
@@ -136,8 +124,8 @@ def test_file_and_folder_exports_equal_the_output_and_carry_digests(demo: dict):
     assert sorted(os.listdir(out)) == ["all.parquet", "parts"]  # no temporaries left
 
 
-def test_target_inside_state_manifests_or_artifacts_is_refused(demo: dict):
-    job, d = demo["record"]["job_id"], demo["dir"]
+def test_target_inside_state_manifests_or_artifacts_is_refused(demo_job: dict):
+    job, d = demo_job["record"]["job_id"], demo_job["dir"]
     day = next((d / "state" / "events").glob("*.jsonl"))
     journal = day.read_bytes()
     manifests = d / "out" / "manifests"
@@ -148,23 +136,23 @@ def test_target_inside_state_manifests_or_artifacts_is_refused(demo: dict):
         (d / "out" / "artifacts" / ".." / "artifacts" / "sha256" / "x.jsonl", "artifact store"),
         (d / "out", "artifact store"),  # a folder holding the store
     ):
-        code, _, err = cli("export", job, "--to", str(target), *demo["state"])
+        code, _, err = cli("export", job, "--to", str(target), *demo_job["state"])
         assert code == 2 and named in err and "Fix" in err, (target, err)
     assert day.read_bytes() == journal
     assert not (manifests / "demo" / "x.parquet").exists()
     assert not (d / "out" / "artifacts" / "export").exists()
 
 
-def test_folder_that_is_not_an_export_is_refused(demo: dict, tmp_path: Path):
+def test_folder_that_is_not_an_export_is_refused(demo_job: dict, tmp_path: Path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    code, _, err = cli("export", demo["record"]["job_id"], "--to", str(tmp_path / "mine"),
-                       *demo["state"])  # fmt: skip
+    code, _, err = cli("export", demo_job["record"]["job_id"], "--to", str(tmp_path / "mine"),
+                       *demo_job["state"])  # fmt: skip
     assert code == 2 and "not a previous Winnow export" in err and "Fix" in err
     assert listing(tmp_path / "mine") == {"notes.txt": b"keep me"}
     (tmp_path / "empty").mkdir()  # an empty folder is taken
-    code, printed, err = cli("export", demo["record"]["job_id"], "--to", str(tmp_path / "empty"),
-                             *demo["state"])  # fmt: skip
+    code, printed, err = cli("export", demo_job["record"]["job_id"], "--to", str(tmp_path / "empty"),
+                             *demo_job["state"])  # fmt: skip
     assert code == 0 and "verified" in printed, err
     assert "_winnow_export.json" in os.listdir(tmp_path / "empty")
 
@@ -335,22 +323,23 @@ def test_sigkill_mid_export_leaves_only_the_previous_export_and_temporaries(tmp_
     export(previous["state"], previous["job_id"], str(exports / "data"))
     before = listing(exports / "data")
     for target in (exports / "all.parquet", exports / "data"):
-        start = bytes_under(exports)
-        with open(tmp_path / "stderr", "wb") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "winnow.cli", "export", job["job_id"], "--to",
-                 str(target), "--state", str(tmp_path / "j" / "state")],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err,
-            )  # fmt: skip
-            deadline = time.monotonic() + 60
-            # kill once about 4 MB of the export's 70 MB are on disk, wherever they are
-            while time.monotonic() < deadline and proc.poll() is None:
-                if bytes_under(exports) > start + (4 << 20):
-                    break
-                time.sleep(0.005)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-        stderr = (tmp_path / "stderr").read_text()
+        args = [
+            "export",
+            job["job_id"],
+            "--to",
+            str(target),
+            "--state",
+            str(tmp_path / "j" / "state"),
+        ]
+        # kill once about 4 MB of the export's 70 MB are on disk, wherever they are
+        enough = bytes_under(exports) + (4 << 20)
+        proc = processes.start_until(
+            args, lambda n=enough: bytes_under(exports) > n, timeout=60, step=0.005,
+            log=tmp_path / "export", session=False,
+        )  # fmt: skip
+        proc.kill()
+        proc.wait()
+        stderr = (tmp_path / "export.err").read_text()
         assert proc.returncode == -signal.SIGKILL, f"finished before the kill: {stderr}"
         leftovers = sorted(p.name for p in exports.iterdir() if p.name != "data")
         assert leftovers and all(TEMP.fullmatch(n) for n in leftovers), leftovers

@@ -7,8 +7,6 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from tests.conftest import ROOT, run_cli, run_json
+from tests import processes
+from tests.conftest import PACED, run_args, run_cli, run_json
 from winnow import api, sources
 from winnow.tools.quarantine import quarantined
 
@@ -97,66 +96,22 @@ def test_a_folder_of_malformed_inputs_quarantines_each_bad_record_and_loses_no_g
     assert len(ids) == len(set(ids))
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-
-
-def _stage_workers(driver: int) -> list[int]:
-    """Stage actors of this driver's embedded Ray, not those of a killed
-    driver's Ray that is still shutting down."""
-    import psutil
-
-    try:
-        below = psutil.Process(driver).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-    found = []
-    for child in below:
-        try:
-            if "ray::StageWorker" in " ".join(child.cmdline()):
-                found.append(child.pid)
-        except psutil.Error:
-            continue
-    return found
-
-
 @pytest.mark.slow
 def test_chaos_five_driver_kills_and_five_worker_kills_then_identical_export(
     tmp_path: Path, demo_inputs: list[str]
 ):
     rng = random.Random(20261124)
-    inputs = [a for i in demo_inputs for a in ("--input", i)]
-    common = ["tests/pipelines/paced.py", "--set", "batch_rows=20", *inputs]  # 225 batches
-    clean = run_json(
-        "run", *common, "--state", str(tmp_path / "cs"), "--output", str(tmp_path / "co")
-    )
-    args = [
-        "run",
-        *common,
-        "--set",
-        "pace.delay_s=0.02",
-        "--state",
-        str(tmp_path / "s"),
-        "--output",
-        str(tmp_path / "o"),
-    ]
+    sets = ["batch_rows=20"]  # 225 batches
+    clean = run_json(*run_args(PACED, tmp_path, demo_inputs, *sets, state="cs", output="co"))
+    args = run_args(PACED, tmp_path, demo_inputs, *sets, "pace.delay_s=0.02", state="s", output="o")
     segments = tmp_path / "s" / "stages"
     driver_kills = worker_kills = 0
     while driver_kills < 5:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "winnow.cli", *args],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not _stage_workers(proc.pid):
-            time.sleep(0.05)
+        proc = processes.start(args)
+        processes.wait_for(lambda p=proc: bool(processes.stage_workers(p.pid)), 120, step=0.05)
         # one worker actor killed at a random moment of this attempt...
         time.sleep(rng.uniform(0.2, 1.5))
-        workers = _stage_workers(proc.pid)
+        workers = processes.stage_workers(proc.pid)
         if workers and proc.poll() is None:
             os.kill(rng.choice(workers), signal.SIGKILL)
             worker_kills += 1
@@ -164,7 +119,7 @@ def test_chaos_five_driver_kills_and_five_worker_kills_then_identical_export(
         time.sleep(rng.uniform(0.3, 2.0))
         if proc.poll() is not None:
             break  # it finished: the rest of the kills cannot happen in this run
-        _kill_group(proc)
+        processes.kill_group(proc)
         driver_kills += 1
     final = run_json(*args)
     assert final["status"] == "SUCCEEDED"

@@ -1,4 +1,4 @@
-"""A catalogue of broken inputs for the bad-input sweep (tests/execution/test_bad_input_sweep.py).
+"""A catalogue of broken inputs for the bad-input sweep (tests/e2e/test_bad_input_sweep.py).
 
 Each kind writes one small input (or a FIFO, a folder, a dangling link) and says
 what must come of it if Winnow accepts it: the ids that must come out, how many

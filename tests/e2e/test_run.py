@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import ROOT, run_cli, run_json
+from tests import processes
+from tests.conftest import ROOT, run_args, run_cli, run_json
 from winnow import api
 from winnow.storage.artifacts import ArtifactStore
 
@@ -25,10 +22,6 @@ def session(tmp: Path, inputs: list[str], sets: list[str] = ()):
     return api.resolve_session(
         "demo", "local-cpu", inputs, str(tmp / "out"), str(tmp / "state"), [*SETS, *sets]
     )
-
-
-def inputs_args(inputs: list[str]) -> list[str]:
-    return [arg for i in inputs for arg in ("--input", i)]
 
 
 def digests(record: dict) -> list[str]:
@@ -141,46 +134,21 @@ def test_run_verify_full_recomputes_a_damaged_artifact(
 
 
 def test_sigkill_of_the_driver_then_rerun_gives_identical_output(tmp_path, demo_inputs):
+    args = run_args("demo", tmp_path, demo_inputs, "batch_rows=300", profile="local-cpu")
     clean = run_json(
-        "run",
-        "demo",
-        "--profile",
-        "local-cpu",
-        "--set",
-        "batch_rows=300",
-        "--state",
-        str(tmp_path / "clean-state"),
-        "--output",
-        str(tmp_path / "clean-out"),
-        *inputs_args(demo_inputs),
+        *run_args(
+            "demo",
+            tmp_path,
+            demo_inputs,
+            "batch_rows=300",
+            profile="local-cpu",
+            state="clean-state",
+            output="clean-out",
+        )
     )
-    args = [
-        "run",
-        "demo",
-        "--profile",
-        "local-cpu",
-        "--set",
-        "batch_rows=300",
-        "--state",
-        str(tmp_path / "state"),
-        "--output",
-        str(tmp_path / "out"),
-        *inputs_args(demo_inputs),
-    ]
     segments = tmp_path / "state" / "stages" / "embed" / "segments"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "winnow.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (segments.exists() and any(segments.iterdir())):
-        time.sleep(0.05)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
-    proc.wait()
+    proc = processes.start_until(args, processes.has_files(segments), timeout=240, step=0.05)
+    processes.kill_group(proc)  # the driver and the Ray it started
     time.sleep(1)
     resumed = run_json(*args)
     assert resumed["status"] == "SUCCEEDED"
@@ -194,20 +162,7 @@ def test_sigkill_of_the_driver_then_rerun_gives_identical_output(tmp_path, demo_
 
 
 def test_cli_run_json_and_rerun(tmp_path, demo_inputs):
-    args = [
-        "run",
-        "demo",
-        "--profile",
-        "local-cpu",
-        "--set",
-        "batch_rows=1000",
-        "--state",
-        str(tmp_path / "state"),
-        "--output",
-        str(tmp_path / "out"),
-        "--input",
-        demo_inputs[0],
-    ]
+    args = run_args("demo", tmp_path, demo_inputs[:1], "batch_rows=1000", profile="local-cpu")
     first = run_json(*args)
     assert set(first) >= {"job_id", "status", "counts", "rows_in", "rows_out", "manifest"}
     assert first["status"] == "SUCCEEDED" and first["counts"]["embed"]["run"] == 2

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from tests.conftest import ROOT, run_cli, run_json
+from tests.conftest import ROOT, run_args, run_cli, run_json
 from winnow.tools.report import SECTIONS
 
 NOTEBOOK = ROOT / "notebooks" / "explore_artifacts.ipynb"
@@ -20,19 +20,7 @@ NOTEBOOK = ROOT / "notebooks" / "explore_artifacts.ipynb"
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory, demo_inputs: list[str]) -> dict:
     d = tmp_path_factory.mktemp("explore")
-    record = run_json(
-        "run",
-        "demo",
-        "--profile",
-        "local-cpu",
-        "--set",
-        "batch_rows=600",
-        "--state",
-        str(d / "state"),
-        "--output",
-        str(d / "out"),
-        *[a for i in demo_inputs for a in ("--input", i)],
-    )
+    record = run_json(*run_args("demo", d, demo_inputs, "batch_rows=600", profile="local-cpu"))
     return {"record": record, "state": str(d / "state"), "dir": d}
 
 

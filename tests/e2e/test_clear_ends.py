@@ -7,13 +7,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests import processes
+from tests.conftest import PACED, inputs_args, run_args, run_cli
 from winnow import api
 
 pytestmark = pytest.mark.slow
@@ -40,17 +40,6 @@ pipeline = Pipeline(name="chatty", stages=[Chatty()], schema=pa.schema([("id", p
 def _jsonl(path: Path, rows: int) -> str:
     path.write_text("".join(json.dumps({"id": i}) + "\n" for i in range(rows)))
     return str(path)
-
-
-def _start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "winnow.cli", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def test_json_stdout_is_one_object_even_when_stages_print(tmp_path):
@@ -83,7 +72,7 @@ def test_json_stdout_is_one_object_even_when_stages_print(tmp_path):
 def test_an_interrupt_before_the_run_starts_ends_it_at_once(tmp_path, sig):
     """The state's store stalls every read (30 s): loading and planning hang there."""
     data = _jsonl(tmp_path / "in.jsonl", 20)
-    proc = _start(
+    proc = processes.start(
         [
             "run",
             "demo",
@@ -95,6 +84,8 @@ def test_an_interrupt_before_the_run_starts_ends_it_at_once(tmp_path, sig):
             str(tmp_path / "out"),
         ],
         env={"WINNOW_FAULTS": "stall=1,stall_s=30"},
+        pipe=True,
+        session=False,
     )
     time.sleep(4)
     assert proc.poll() is None, proc.communicate()
@@ -108,26 +99,13 @@ def test_an_interrupt_before_the_run_starts_ends_it_at_once(tmp_path, sig):
 
 
 def test_a_killed_driver_leaves_no_job_running(tmp_path, demo_inputs):
-    args = [
-        "run",
-        "tests/pipelines/paced.py",
-        "--set",
-        "batch_rows=300",
-        "--set",
-        "pace.delay_s=0.5",
-        "--state",
-        str(tmp_path / "state"),
-        "--output",
-        str(tmp_path / "out"),
-        *[a for i in demo_inputs for a in ("--input", i)],
-    ]
-    proc = _start(args)
+    args = run_args(PACED, tmp_path, demo_inputs, "batch_rows=300", "pace.delay_s=0.5")
     jobs = tmp_path / "state" / "jobs"
-    deadline = time.monotonic() + 60
-    while not (jobs.exists() and any(jobs.iterdir())) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    proc = processes.start_until(
+        args, processes.has_files(jobs), timeout=60, step=0.2, pipe=True, session=False
+    )
     time.sleep(1.0)
-    proc.kill()
+    proc.kill()  # the driver alone: its Ray is left to notice
     proc.communicate()
     [record] = [json.loads(p.read_text()) for p in jobs.iterdir()]
     assert record["status"] == "RUNNING"  # what the killed driver left
@@ -166,7 +144,7 @@ def test_a_full_disk_fails_the_job_cleanly_and_keeps_committed_work(tmp_path, de
             "--output",
             str(full / "out"),
             "--json",
-            *[a for i in demo_inputs for a in ("--input", i)],
+            *inputs_args(demo_inputs),
         )
         assert proc.returncode == 1, proc.stderr
         summary = json.loads(proc.stdout)

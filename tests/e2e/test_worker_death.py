@@ -2,60 +2,34 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-from tests.conftest import ROOT, run_cli, run_json
+from tests import processes
+from tests.conftest import PACED, run_args, run_cli, run_json
 from winnow import api
-
-
-def _stage_worker_pids() -> list[int]:
-    out = subprocess.run(["pgrep", "-f", "ray::StageWorker"], capture_output=True, text=True)
-    return [int(p) for p in out.stdout.split()]
 
 
 def test_killed_actor_is_restarted_and_output_matches_a_clean_run(
     tmp_path: Path, demo_inputs: list[str]
 ):
-    common = [
-        "tests/pipelines/paced.py",
-        "--set",
-        "batch_rows=300",
-        *[a for i in demo_inputs for a in ("--input", i)],
-    ]
     clean = run_json(
-        "run", *common, "--state", str(tmp_path / "s1"), "--output", str(tmp_path / "o1")
+        *run_args(PACED, tmp_path, demo_inputs, "batch_rows=300", state="s1", output="o1")
     )
-    args = [
-        "run",
-        *common,
-        "--set",
-        "pace.delay_s=0.5",
-        "--state",
-        str(tmp_path / "s2"),
-        "--output",
-        str(tmp_path / "o2"),
-        "--json",
-    ]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "winnow.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sets = ["batch_rows=300", "pace.delay_s=0.5"]
+    args = [*run_args(PACED, tmp_path, demo_inputs, *sets, state="s2", output="o2"), "--json"]
     segments = tmp_path / "s2" / "stages" / "pace" / "segments"
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not (segments.exists() and any(segments.iterdir())):
-        time.sleep(0.05)
-    victims = _stage_worker_pids()
+    proc = processes.start_until(
+        args, processes.has_files(segments), timeout=180, step=0.05, pipe=True, session=False
+    )
+    victims = processes.stage_workers(proc.pid)  # this run's actors, not another test's
     assert victims and proc.poll() is None
     for pid in victims:
-        subprocess.run(["kill", f"-{signal.SIGKILL.value}", str(pid)], check=False)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     record = json.loads(out.strip().splitlines()[-1])

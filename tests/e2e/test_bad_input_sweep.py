@@ -23,8 +23,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.bad_inputs import KINDS, SPAN, Kind
 from tests.conftest import run_cli
+from tests.e2e.bad_inputs import KINDS, SPAN, Kind
 
 
 def where(tmp: Path, label: str) -> list[str]:

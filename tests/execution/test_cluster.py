@@ -1,5 +1,6 @@
-"""Attaching through ray:// retries only what the head's client proxy reports
-as a failed start of its per-driver server; other errors fail at once."""
+"""The cluster a run uses: attaching through ray:// retries only what the head's
+client proxy reports as a failed start of its per-driver server (other errors
+fail at once), and stage pools are sized to fit it (no 2-core deadlock)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from typing import Any
 import pytest
 import ray
 
-from winnow.errors import UsageError
+from winnow.errors import ConfigError, UsageError
 from winnow.execution import cluster
+from winnow.execution.cluster import size_pools
+from winnow.pipeline import StageSpec
+from winnow.stage import Resources, Stage
 
 SERVER_DIED = (
     "Initialization failure from server:\nRuntimeError: Starting Ray client server failed. "
@@ -91,3 +95,33 @@ def test_a_refused_attach_names_token_auth_unless_it_is_on(
     with pytest.raises(UsageError) as caught:
         cluster._attach("10.0.0.5:6379", {})
     assert ("set RAY_AUTH_MODE=token here" in str(caught.value)) is hinted
+
+
+class Noop(Stage):
+    name = "noop"
+
+
+def spec(name: str, **res: float) -> StageSpec:
+    stage = Noop()
+    stage.name = name  # type: ignore[misc]
+    return StageSpec(stage=stage, resources=Resources(**res))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_pools_shrink_to_fit_two_cores_and_impossible_requests_are_refused():
+    ray.init(
+        num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", logging_level="WARNING"
+    )
+    try:
+        specs = [
+            spec("a", num_cpus=1, min_actors=1, max_actors=2),
+            spec("b", num_cpus=1, min_actors=1, max_actors=2),
+        ]
+        assert size_pools(specs, [True, True]) == {"a": 1, "b": 1}
+        with pytest.raises(ConfigError, match="need 3 CPU"):
+            size_pools([*specs, spec("c", num_cpus=1)], [True, True, True])
+        with pytest.raises(ConfigError, match=r"asks for 1 GPU.*local-cpu"):
+            size_pools([spec("g", num_cpus=0.5, num_gpus=1)], [True])
+        assert size_pools(specs, [True, False]) == {"a": 2}
+    finally:
+        ray.shutdown()

@@ -27,9 +27,10 @@ from typing import Any
 
 import pytest
 
-from tests import battery
-from tests.battery import Tally
+from tests import processes
 from tests.conftest import free_port, run_cli
+from tests.e2e import battery
+from tests.e2e.battery import Tally
 
 PACE_S = "0.12"  # each batch of each stage takes this long: kills land mid-run
 EXPORT_TMP = ".winnow-tmp-"
@@ -262,13 +263,13 @@ class Campaign:
     def mend_journal(self) -> None:
         """``winnow gateway start --recover`` (the fix the messages name), then a clean journal."""
         run_dir = self.tmp / "gateway"
-        gateway = battery.spawn(
+        gateway = processes.start(
             ["gateway", "start", "--foreground", "--recover", "--run-dir", str(run_dir),
              "--port", str(free_port()), *self.where],
-            self.logs / "gateway",
+            log=self.logs / "gateway",
         )  # fmt: skip
         log = Path(f"{self.logs / 'gateway'}.err")
-        recovered = battery.wait_for(lambda: "journal recovered" in log.read_text(), 60, 0.05)
+        recovered = processes.wait_for(lambda: "journal recovered" in log.read_text(), 60, 0.05)
         gateway.send_signal(signal.SIGTERM)
         assert gateway.wait(timeout=60) == 0, log.read_text()[-2000:]
         job = next(iter(sorted((self.state / "jobs").glob("*.json")))).stem
@@ -284,10 +285,10 @@ class Campaign:
         """Start the run command with work to do; at a seeded moment after its stage
         actors are up, return it if it still runs, else None (its rows accounted)."""
         self.make_work()
-        proc = battery.spawn([*self.args, "--json"], self.logs / name)
+        proc = processes.start([*self.args, "--json"], log=self.logs / name)
         moment = self.kill_rng.uniform(0.1, latest)
-        begun = lambda: bool(battery.stage_workers(proc.pid))  # noqa: E731
-        if battery.alive_at_moment(proc, begun, moment, step=0.05):
+        begun = lambda: bool(processes.stage_workers(proc.pid))  # noqa: E731
+        if processes.alive_at_moment(proc, begun, moment, step=0.05):
             return proc
         assert proc.wait() == 0, Path(f"{self.logs / name}.err").read_text()[-2000:]
         self.account(json.loads(Path(f"{self.logs / name}.out").read_text()))
@@ -297,7 +298,7 @@ class Campaign:
         for attempt in range(5):
             proc = self.run_to_moment(f"driver-{n}-{attempt}", latest=2.0)
             if proc is not None:
-                battery.kill_driver(proc)
+                processes.kill_tree(proc)
                 break
         else:
             raise AssertionError("the run always finished before its seeded moment")
@@ -324,7 +325,7 @@ class Campaign:
             proc = self.run_to_moment(name, latest=1.5)
             if proc is None:
                 continue
-            workers = battery.stage_workers(proc.pid)
+            workers = processes.stage_workers(proc.pid)
             if workers:
                 os.kill(self.kill_rng.choice(sorted(workers)), signal.SIGKILL)
                 break
@@ -350,13 +351,13 @@ class Campaign:
     def kill_export(self, n: int, to: Path, job_id: str) -> bool:
         before = folder_bytes(to) if to.is_dir() else to.read_bytes() if to.exists() else None
         for attempt in range(12):
-            proc = battery.spawn(
+            proc = processes.start(
                 ["export", job_id, "--to", str(to), *self.where],
-                self.logs / f"export-{n}-{attempt}",
+                log=self.logs / f"export-{n}-{attempt}",
             )
             moment = self.kill_rng.uniform(0, 0.04)
-            if battery.alive_at_moment(proc, lambda t=to: bool(temporaries(t)), moment):
-                battery.kill_driver(proc)
+            if processes.alive_at_moment(proc, lambda t=to: bool(temporaries(t)), moment):
+                processes.kill_tree(proc)
                 break
             assert proc.wait() == 0
         else:
@@ -387,10 +388,10 @@ class Campaign:
                 return False
             first = Path(listed[0]["path"])
             gc = ["gc", "--apply", "--grace", "0", *self.where]
-            proc = battery.spawn(gc, self.logs / f"gc-{n}-{attempt}")
+            proc = processes.start(gc, log=self.logs / f"gc-{n}-{attempt}")
             moment = self.kill_rng.uniform(0, 0.08)
-            if battery.alive_at_moment(proc, lambda f=first: not f.exists(), moment):
-                battery.kill_driver(proc)
+            if processes.alive_at_moment(proc, lambda f=first: not f.exists(), moment):
+                processes.kill_tree(proc)
                 break
             assert proc.wait() == 0
         else:

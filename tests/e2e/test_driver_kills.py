@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, run_cli, run_json
+from tests import processes
+from tests.conftest import PACED, run_args, run_cli, run_json
 from winnow import api
 
 
 def _args(inputs: list[str], where: Path, delay: float = 0.0) -> list[str]:
-    return [
-        "run",
-        "tests/pipelines/paced.py",
-        "--set",
-        "batch_rows=300",
-        "--set",
-        f"pace.delay_s={delay}",
-        "--state",
-        str(where / "state"),
-        "--output",
-        str(where / "out"),
-        *[a for i in inputs for a in ("--input", i)],
-    ]
+    return run_args(PACED, where, inputs, "batch_rows=300", f"pace.delay_s={delay}")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +27,7 @@ def _first_artifact(where: Path) -> bool:
 
 
 def _first_segment(where: Path) -> bool:
-    base = where / "state" / "stages" / "upper" / "segments"
-    return base.exists() and any(base.iterdir())
+    return processes.has_files(where / "state" / "stages" / "upper" / "segments")()
 
 
 @pytest.mark.slow
@@ -55,24 +39,14 @@ def test_killed_driver_then_rerun_gives_the_clean_output(
     tmp_path: Path, demo_inputs: list[str], clean: dict, moment: str
 ):
     args = _args(demo_inputs, tmp_path, delay=0.15)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "winnow.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     ready = _first_artifact if moment == "published-not-checkpointed" else _first_segment
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not ready(tmp_path):
-        time.sleep(0.01)
+    proc = processes.start_until(args, lambda: ready(tmp_path), timeout=180)
     if moment.endswith("+1s"):
         time.sleep(1.0)
     assert proc.poll() is None, "the run finished before it could be killed"
     if moment == "published-not-checkpointed":
         assert not _first_segment(tmp_path)  # an artifact is out, its checkpoint is not
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
-    proc.wait()
+    processes.kill_group(proc)  # the driver and the Ray it started
 
     resumed = run_json(*_args(demo_inputs, tmp_path))
     assert resumed["status"] == "SUCCEEDED"

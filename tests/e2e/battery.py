@@ -1,8 +1,9 @@
-"""The trust battery's tools: seeded damage to a state, kills of live commands, a tally.
+"""The trust battery's tools: seeded damage to a state, and a tally.
 
-Used by ``tests/execution/test_trust_battery.py``. Everything here acts on files
-and processes the way an accident would (a flipped byte, a torn line, a SIGKILL),
-never through Winnow's own code, so the battery proves what Winnow makes of it.
+Used by ``tests/e2e/test_trust_battery.py``, which kills live commands with
+``tests/processes.py``. Everything here acts on files the way an accident
+would (a flipped byte, a torn line), never through Winnow's own code, so the
+battery proves what Winnow makes of it.
 ``WINNOW_BATTERY_SEED`` (default 7) replays a campaign's draws: which artifacts and
 lines are damaged and how, which commands are killed and after what delays. What a
 kill interrupts still depends on the machine's timing.
@@ -10,23 +11,14 @@ kill interrupts still depends on the machine's timing.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from random import Random
 from typing import Any
-
-import psutil
-
-from tests.conftest import ROOT
 
 SEED = int(os.environ.get("WINNOW_BATTERY_SEED", "7"))
 NEWLINE = b"\n"
@@ -240,79 +232,3 @@ def plant_unreferenced(artifacts: Path, count: int, rng: Random) -> set[Path]:
         os.utime(path, (old, old))
         planted.add(path)
     return planted
-
-
-# -- processes ---------------------------------------------------------------------
-def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    """``python -m winnow.cli ARGS`` in its own session (its Ray too); stdout to
-    ``<log>.out``, stderr to ``<log>.err``."""
-    with open(f"{log}.out", "wb") as out, open(f"{log}.err", "wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "winnow.cli", *args],
-            cwd=ROOT,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-def wait_for(ready: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if ready():
-            return True
-        time.sleep(step)
-    return ready()
-
-
-def alive_at_moment(
-    proc: subprocess.Popen[bytes], begun: Callable[[], bool], delay: float, step: float = 0.001
-) -> bool:
-    """Wait until ``begun()`` (or the command ends), then ``delay`` seconds more, the
-    seeded moment: whether the command is still running then, to be killed."""
-    wait_for(lambda: proc.poll() is not None or begun(), 180, step)
-    time.sleep(delay)
-    return proc.poll() is None
-
-
-def descendants(pid: int) -> list[psutil.Process]:
-    try:
-        return psutil.Process(pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        return []
-
-
-def stage_workers(driver: int) -> list[int]:
-    """Stage actor processes of this driver's embedded Ray (not another test's Ray)."""
-    found = []
-    for child in descendants(driver):
-        try:
-            if "ray::StageWorker" in " ".join(child.cmdline()):
-                found.append(child.pid)
-        except psutil.Error:
-            continue
-    return found
-
-
-def kill_driver(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the command itself at this moment, then everything it started."""
-    below = descendants(proc.pid)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    for child in below:
-        try:
-            child.kill()
-        except psutil.NoSuchProcess:
-            continue
-
-    wait_for(lambda: not any(_alive(p) for p in below), 20, step=0.05)
-
-
-def _alive(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests import processes
 from tests.conftest import ROOT, run_cli
 from winnow import api
 
@@ -375,19 +376,16 @@ def test_killing_a_worker_node_mid_run_loses_nothing(
     inputs = [a for path in demo_inputs for a in ("--input", path)]
     local = _local(tmp_path, paced, *sets, *inputs)
     state = tmp_path / "cluster-state"
-    submit = subprocess.Popen(
-        [sys.executable, "-m", "winnow", "submit", paced, *sets, *inputs,
+    segments = state / "stages" / "pace" / "segments"
+    submit = processes.start_until(
+        ["submit", paced, *sets, *inputs,
          "--address", cluster["dashboard_url"], "--state", str(state),
          "--output", str(tmp_path / "cluster-out"), "--wait", "--json"],
-        cwd=ROOT, env=cluster["env"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        processes.has_files(segments), timeout=240, step=0.5,
+        base_env=cluster["env"], pipe=True, session=False,
     )  # fmt: skip
-    worker1 = next(n for n in cluster["nodes"] if n["name"] == "worker1")
-    segments = state / "stages" / "pace" / "segments"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not (segments.exists() and any(segments.iterdir())):
-        assert submit.poll() is None, submit.communicate()
-        time.sleep(0.5)
     assert segments.exists(), "the job never committed a batch"
+    worker1 = next(n for n in cluster["nodes"] if n["name"] == "worker1")
     raylet = subprocess.run(
         ["pgrep", "-f", f"raylet.*--node_manager_port={worker1['node-manager-port']}"],
         capture_output=True, text=True,
