@@ -2,8 +2,8 @@
 
 >>> import winnow
 >>> summary = winnow.run("demo", profile="local-cpu")
->>> summary["status"]
-'SUCCEEDED'
+>>> summary["status"] == "SUCCEEDED"
+True
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from winnow.profile import (
     load_profile,
     unused_stage_tables,
 )
+from winnow.records import BatchStatus, JobStatus
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State, default_state_url, event, now_iso
 
@@ -223,14 +223,14 @@ def reconcile_lost_jobs(
 
     lost = []
     for job in state.list_jobs():
-        if job.get("status") != "RUNNING" or job["job_id"] == exclude:
+        if job.get("status") != JobStatus.RUNNING or job["job_id"] == exclude:
             continue
         if job.get("ray") or job.get("request"):
             continue  # Ray reports a cluster's jobs; the gateway requeues its own
         if job.get("pipeline") != locked_pipeline and _alive(job):
             continue
         job.update(
-            status=FAILED,
+            status=JobStatus.FAILED,
             finished_at=job.get("finished_at") or now_iso(),
             error={
                 "type": "DriverLost",
@@ -283,7 +283,7 @@ def _execute_locked(
         "pipeline": session.pipeline.name,
         "pipeline_file": session.pipeline_file,
         "profile": session.profile.redacted(),
-        "status": "RUNNING",
+        "status": JobStatus.RUNNING,
         "created_at": now_iso(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -389,7 +389,7 @@ def _record_failure(state: State, record: dict[str, Any], exc: BaseException, t0
     interrupted = isinstance(exc, KeyboardInterrupt)
     kind = getattr(exc, "error_type", "") or type(exc).__name__
     record.update(
-        status="CANCELLED" if interrupted else FAILED,
+        status=JobStatus.CANCELLED if interrupted else JobStatus.FAILED,
         error={"type": kind, "message": str(exc)[:2000]},
         finished_at=now_iso(),
         wall_s=round(time.monotonic() - t0, 3),
@@ -415,8 +415,8 @@ def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: f
             if bp.prior[i]:
                 after[name][bp.prior[i]["status"]] -= 1  # type: ignore[index]
     for name, c in counts.items():
-        after[name][SUCCEEDED] += c["run"]
-        after[name][FAILED] += c["failed"]
+        after[name][BatchStatus.SUCCEEDED] += c["run"]
+        after[name][BatchStatus.FAILED] += c["failed"]
     after_d = {n: {k: v for k, v in c.items() if v} for n, c in after.items()}
     delta = {
         n: {
@@ -427,14 +427,14 @@ def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: f
         for n in names
     }
     if outcome.storage_failure:
-        status = FAILED
+        status = JobStatus.FAILED
         record["error"] = {"type": "StorageFailed", "message": outcome.storage_failure}
     elif outcome.interrupted:
-        status = "CANCELLED"
+        status = JobStatus.CANCELLED
     elif outcome.poisoned or outcome.integrity or any(f is None for f in outcome.finals):
-        status = FAILED
+        status = JobStatus.FAILED
     else:
-        status = SUCCEEDED
+        status = JobStatus.SUCCEEDED
     skipped_all = sum(c["skipped"] for c in counts.values())
     record.update(
         status=status,

@@ -20,8 +20,8 @@ import pytest
 from tests.conftest import ROOT, run_cli, run_json
 from tests.storage.conftest import Backend, backend  # noqa: F401  (memory, file, S3)
 from winnow import api
+from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED
 from winnow.storage.fs import join, to_url, write_atomic
 from winnow.storage.state import State
 from winnow.tools.quarantine import quarantined
@@ -39,7 +39,7 @@ def hand_built(where: Backend) -> dict:
     record = {
         "stage": "first",
         "key": "a" * 64,
-        "status": SUCCEEDED,
+        "status": BatchStatus.SUCCEEDED,
         "attempt": 1,
         "artifact": output.to_dict(),
         "quarantine": {"count": 1, "artifact": quarantine.to_dict(), "errors": {"X": 1}},
@@ -70,7 +70,7 @@ def test_verify_full_finds_and_marks_a_flipped_byte_in_a_quarantine_artifact(
     assert problem["artifact"] == "quarantine" and problem["uri"] == ref.uri
     assert "sha256" in problem["problem"]
     marked = state.checkpoints().load("first").records["a" * 64]
-    assert marked["status"] == FAILED and marked["error"]["type"] == "IntegrityError"
+    assert marked["status"] == BatchStatus.FAILED and marked["error"]["type"] == "IntegrityError"
     assert marked["error"]["message"].startswith("quarantine artifact")
 
 
@@ -102,7 +102,7 @@ def test_verify_finds_a_missing_quarantine_artifact_and_manifest_problems(
     assert problems["j3"]["problem"] == "the manifest is missing"
     assert problems["j4"]["batch"] == "c" * 64 and "bytes" in problems["j4"]["problem"]
     assert all(p["fix"] == MANIFEST_FIX for p in problems.values())
-    assert state.checkpoints().load("first").records["a" * 64]["status"] == FAILED
+    assert state.checkpoints().load("first").records["a" * 64]["status"] == BatchStatus.FAILED
 
 
 # -- on a real local Ray, through the command line --------------------------
@@ -158,7 +158,7 @@ def test_a_damaged_quarantine_artifact_is_verified_marked_and_recomputed(
     assert (problem["stage"], problem["key"], problem["artifact"]) == (stage, key, "quarantine")
     assert problem["uri"] == ref["uri"] and "sha256" in problem["problem"]
     marked = state.checkpoints().load(stage).records[key]
-    assert marked["status"] == FAILED and marked["error"]["type"] == "IntegrityError"
+    assert marked["status"] == BatchStatus.FAILED and marked["error"]["type"] == "IntegrityError"
 
     again = api.execute(session(tmp_path, demo_inputs))
     assert again["status"] == "SUCCEEDED"

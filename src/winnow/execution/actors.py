@@ -24,6 +24,7 @@ import ray
 from winnow import sources
 from winnow.errors import IntegrityError
 from winnow.execution import telemetry
+from winnow.records import BatchStatus
 from winnow.stage import Stage
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.formats import serialize
@@ -215,7 +216,9 @@ class StageWorker:
             try:
                 record["source_meta"], data = data.read(self.store)
             except Exception as exc:  # a batch that fails to read fails alone, as with a reader
-                record.update(status="FAILED", error=_error(exc), duration_s=time.time() - started)
+                record.update(
+                    status=BatchStatus.FAILED, error=_error(exc), duration_s=time.time() - started
+                )
                 return record, None
         result = self._run(record, data)
         telemetry.record_batch(self.stage.stage_name, result[0], self._bytes_in)
@@ -247,19 +250,23 @@ class StageWorker:
             ref = self.store.put(out, self.fmt, self.compression)
             record["commit_s"] = time.perf_counter() - t1
         except IntegrityError as exc:
-            record.update(status="INTEGRITY", error=_error(exc), duration_s=time.time() - started)
+            record.update(
+                status=BatchStatus.INTEGRITY, error=_error(exc), duration_s=time.time() - started
+            )
             return record, None
         except OSError as exc:
             # A full, read-only or over-quota store fails every batch alike: the
             # driver stops the job instead of retrying them all.
-            status = "STORAGE" if exc.errno in STORE_FULL else "FAILED"
+            status = BatchStatus.STORAGE if exc.errno in STORE_FULL else BatchStatus.FAILED
             record.update(status=status, error=_error(exc), duration_s=time.time() - started)
             return record, None
         except Exception as exc:
-            record.update(status="FAILED", error=_error(exc), duration_s=time.time() - started)
+            record.update(
+                status=BatchStatus.FAILED, error=_error(exc), duration_s=time.time() - started
+            )
             return record, None
         record.update(
-            status="SUCCEEDED",
+            status=BatchStatus.SUCCEEDED,
             artifact=ref.to_dict(),
             rows_out=out.num_rows,
             duration_s=time.time() - started,

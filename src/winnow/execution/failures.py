@@ -8,7 +8,7 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from winnow.execution.pools import short_cause
-from winnow.storage.checkpoints import FAILED
+from winnow.records import BatchStatus
 
 # Failures of the cluster rather than of the batch (a type name, or the cause
 # a stage task's input carried from a lost reader).
@@ -38,7 +38,7 @@ def fetch_result(ref: Any) -> dict[str, Any]:
     except RayTaskError as exc:  # the input (a source read) failed
         cause = exc.cause if exc.cause is not None else exc
         return {
-            "status": FAILED,
+            "status": BatchStatus.FAILED,
             "error": {
                 "type": type(cause).__name__,
                 "message": str(cause)[:2000],
@@ -47,11 +47,11 @@ def fetch_result(ref: Any) -> dict[str, Any]:
         }
     except RayActorError as exc:
         return {
-            "status": FAILED,
+            "status": BatchStatus.FAILED,
             "error": {"type": "WorkerDied", "message": short_cause(exc), "traceback": ""},
         }
     except RayError as exc:
         return {
-            "status": FAILED,
+            "status": BatchStatus.FAILED,
             "error": {"type": type(exc).__name__, "message": str(exc)[:2000], "traceback": ""},
         }

@@ -49,8 +49,9 @@ from winnow.execution.pools import (
     take_idle,
 )
 from winnow.plan import RETRY, SKIP, BatchPlan, Plan
+from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED, CheckpointStore
+from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.state import State, event
 
 
@@ -354,8 +355,8 @@ class Runner:
         record = checkpoint_record(self.plan.stages[i], i, bp, attempt, self.job_id, result)
         counts.bad_records += record.get("bad_records", 0)
         status = result["status"]
-        if status == SUCCEEDED:
-            record.update(status=SUCCEEDED, artifact=result["artifact"])
+        if status == BatchStatus.SUCCEEDED:
+            record.update(status=BatchStatus.SUCCEEDED, artifact=result["artifact"])
             self.checkpoints.append(record)
             flight.rows[i] = row_counts(record)
             self.events.append(
@@ -364,7 +365,7 @@ class Runner:
                     self.job_id,
                     stage=name,
                     key=bp.keys[i],
-                    status=SUCCEEDED,
+                    status=BatchStatus.SUCCEEDED,
                     attempt=attempt,
                     digest=result["artifact"]["digest"],
                 )
@@ -392,13 +393,13 @@ class Runner:
             queues[nxt].append(flight)
             return False
         error = result.get("error") or {"type": "Unknown", "message": "", "traceback": ""}
-        record.update(status=FAILED, error=error)
+        record.update(status=BatchStatus.FAILED, error=error)
         self.checkpoints.append(record)
         group = self.errors.setdefault(error["type"], {"count": 0, "example": error, "stages": []})
         group["count"] += 1
         if name not in group["stages"]:
             group["stages"].append(name)
-        if status == "STORAGE":
+        if status == BatchStatus.STORAGE:
             counts.failed += 1
             if self.storage_failure is None:
                 self.storage_failure = (
@@ -408,7 +409,7 @@ class Runner:
                 )
             self.abort = True
             return True
-        if status == "INTEGRITY":
+        if status == BatchStatus.INTEGRITY:
             counts.failed += 1
             self.integrity.append({"stage": name, "key": bp.keys[i], "message": error["message"]})
             self.events.append(

@@ -19,6 +19,8 @@ from typing import Any
 
 from ray.util import metrics as ray_metrics
 
+from winnow.records import BatchStatus
+
 LATENCY_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
 _metrics: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -91,9 +93,9 @@ def record_batch(stage: str, record: dict[str, Any], bytes_in: int) -> None:
     status = str(record.get("status", "UNKNOWN"))
     m["batches"].inc(1, tags={"stage": stage, "status": status})
     m["latency"].observe(float(record.get("duration_s", 0.0)), tags=tags)
-    if status == "INTEGRITY":
+    if status == BatchStatus.INTEGRITY:
         m["integrity"].inc(1, tags=tags)
-    if status != "SUCCEEDED":
+    if status != BatchStatus.SUCCEEDED:
         return
     for key, value in (
         ("rows_in", record.get("rows_in", 0)),

@@ -22,13 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from winnow.records import CHECKPOINT_STATUSES
 from winnow.storage.fs import join, to_url, write_atomic
-
-RUNNING = "RUNNING"
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-INVALIDATED = "INVALIDATED"  # `winnow invalidate`: recompute on the next run
-STATUSES = (RUNNING, SUCCEEDED, FAILED, INVALIDATED)
 
 
 @dataclass(frozen=True)
@@ -231,7 +226,7 @@ def _checked(value: Any) -> tuple[dict[str, Any] | None, str]:
     missing = [k for k in ("key", "status", "ts") if k not in value]
     if missing:
         return None, f"a checkpoint record without {', '.join(missing)}"
-    if not isinstance(value["key"], str) or value["status"] not in STATUSES:
+    if not isinstance(value["key"], str) or value["status"] not in CHECKPOINT_STATUSES:
         return None, (
             f"a checkpoint record with key {value['key']!r} and status {value['status']!r}"
         )
