@@ -31,7 +31,7 @@ from winnow.profile import (
     load_profile,
     unused_stage_tables,
 )
-from winnow.records import BatchStatus, JobStatus
+from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State, default_state_url, event, now_iso
@@ -232,12 +232,12 @@ def reconcile_lost_jobs(
         job.update(
             status=JobStatus.FAILED,
             finished_at=job.get("finished_at") or now_iso(),
-            error={
-                "type": "DriverLost",
-                "message": f"its driver (pid {job.get('pid')} on {job.get('host')}) is gone: "
+            error=ErrorRecord(
+                "DriverLost",
+                f"its driver (pid {job.get('pid')} on {job.get('host')}) is gone: "
                 "killed or crashed mid-run; committed batches stay committed, rerun the same "
                 "command to finish",
-            },
+            ).to_dict(),
         )
         try:
             state.write_job(job)
@@ -390,7 +390,7 @@ def _record_failure(state: State, record: dict[str, Any], exc: BaseException, t0
     kind = getattr(exc, "error_type", "") or type(exc).__name__
     record.update(
         status=JobStatus.CANCELLED if interrupted else JobStatus.FAILED,
-        error={"type": kind, "message": str(exc)[:2000]},
+        error=ErrorRecord.of(exc, kind=kind, with_traceback=False).to_dict(),
         finished_at=now_iso(),
         wall_s=round(time.monotonic() - t0, 3),
     )
@@ -428,7 +428,7 @@ def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: f
     }
     if outcome.storage_failure:
         status = JobStatus.FAILED
-        record["error"] = {"type": "StorageFailed", "message": outcome.storage_failure}
+        record["error"] = ErrorRecord("StorageFailed", outcome.storage_failure).to_dict()
     elif outcome.interrupted:
         status = JobStatus.CANCELLED
     elif outcome.poisoned or outcome.integrity or any(f is None for f in outcome.finals):

@@ -49,7 +49,7 @@ from winnow.execution.pools import (
     take_idle,
 )
 from winnow.plan import RETRY, SKIP, BatchPlan, Plan
-from winnow.records import BatchStatus
+from winnow.records import BatchStatus, StageResult
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.state import State, event
@@ -223,7 +223,7 @@ class Runner:
                 pool = self.pools[self.names[flight.stage]]
                 pool.load[actor_idx] -= 1
                 result = fetch_result(ref)
-                kind = result.get("error", {}).get("type")
+                kind = result.error.type if result.error else None
                 if kind in INFRA_ERRORS:
                     # The actor, or for a source read the reader, may be gone.
                     reader_lost = flight.stage == 0 and flight.reader is not None
@@ -265,12 +265,11 @@ class Runner:
             if idx is None:
                 return
             flight = queue.popleft()
-            key = flight.plan.keys[i]
             meta = flight.meta if i == 0 else None
             actions = flight.plan.actions
             keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
             rec_ref, out_ref = (
-                pool.actors[idx].run.options(num_returns=2).remote(key, flight.data, meta, keep)
+                pool.actors[idx].run.options(num_returns=2).remote(flight.data, meta, keep)
             )
             pool.load[idx] += 1
             outstanding[rec_ref] = (flight, idx, out_ref)
@@ -337,7 +336,7 @@ class Runner:
     def _handle(
         self,
         flight: Flight,
-        result: dict[str, Any],
+        result: StageResult,
         out_ref: Any,
         queues: dict[int, deque[Flight]],
         waiting: list[Any],
@@ -353,12 +352,12 @@ class Runner:
         attempt = flight.attempts.get(i, previous) + 1
         flight.attempts[i] = attempt
         record = checkpoint_record(self.plan.stages[i], i, bp, attempt, self.job_id, result)
-        counts.bad_records += record.get("bad_records", 0)
-        status = result["status"]
+        counts.bad_records += record.bad_records or 0
+        status = result.status
         if status == BatchStatus.SUCCEEDED:
-            record.update(status=BatchStatus.SUCCEEDED, artifact=result["artifact"])
-            self.checkpoints.append(record)
-            flight.rows[i] = row_counts(record)
+            assert result.artifact is not None
+            written = self.checkpoints.append(record)
+            flight.rows[i] = row_counts(written)
             self.events.append(
                 event(
                     "checkpoint",
@@ -367,24 +366,24 @@ class Runner:
                     key=bp.keys[i],
                     status=BatchStatus.SUCCEEDED,
                     attempt=attempt,
-                    digest=result["artifact"]["digest"],
+                    digest=result.artifact["digest"],
                 )
             )
             counts.run += 1
-            counts.rows_in += result.get("rows_in", 0)
-            counts.rows_out += result.get("rows_out", 0)
-            counts.bytes_out += result["artifact"]["bytes"]
-            counts.busy_s += result.get("duration_s", 0.0)
-            self.progress.advance(name, result.get("rows_in", 0))
+            counts.rows_in += result.rows_in or 0
+            counts.rows_out += result.rows_out or 0
+            counts.bytes_out += result.artifact["bytes"]
+            counts.busy_s += result.duration_s or 0.0
+            self.progress.advance(name, result.rows_in or 0)
             nxt = i + 1
             while nxt < len(self.specs) and bp.actions[nxt] == SKIP:
                 nxt += 1
             if nxt >= len(self.specs):
-                self.finals[flight.order] = record if nxt == i + 1 else bp.prior[-1]
+                self.finals[flight.order] = written if nxt == i + 1 else bp.prior[-1]
                 return True
             flight.stage = nxt
             if nxt == i + 1:
-                flight.input_artifact = result["artifact"]
+                flight.input_artifact = result.artifact
                 flight.data = out_ref
             else:
                 flight.input_artifact = bp.prior[nxt - 1]["artifact"]  # type: ignore[index]
@@ -392,10 +391,11 @@ class Runner:
             flight.meta = None
             queues[nxt].append(flight)
             return False
-        error = result.get("error") or {"type": "Unknown", "message": "", "traceback": ""}
-        record.update(status=BatchStatus.FAILED, error=error)
+        error = result.failure
         self.checkpoints.append(record)
-        group = self.errors.setdefault(error["type"], {"count": 0, "example": error, "stages": []})
+        group = self.errors.setdefault(
+            error.type, {"count": 0, "example": error.to_dict(), "stages": []}
+        )
         group["count"] += 1
         if name not in group["stages"]:
             group["stages"].append(name)
@@ -404,24 +404,22 @@ class Runner:
             if self.storage_failure is None:
                 self.storage_failure = (
                     f"the artifact store {self.artifacts.root_url} refused a write "
-                    f"(stage {name}): {error['message']}. Free space (or fix the store) and "
+                    f"(stage {name}): {error.message}. Free space (or fix the store) and "
                     "rerun the same command: committed batches stay committed"
                 )
             self.abort = True
             return True
         if status == BatchStatus.INTEGRITY:
             counts.failed += 1
-            self.integrity.append({"stage": name, "key": bp.keys[i], "message": error["message"]})
+            self.integrity.append({"stage": name, "key": bp.keys[i], "message": error.message})
             self.events.append(
-                event(
-                    "integrity", self.job_id, stage=name, key=bp.keys[i], message=error["message"]
-                )
+                event("integrity", self.job_id, stage=name, key=bp.keys[i], message=error.message)
             )
             self.abort = True  # fail fast: an integrity failure means storage is not trustworthy
             return True
         # A lost actor or node is not the batch's fault: it has its own budget,
         # with backoff long enough for Ray to notice and restart the actor.
-        infra = error["type"] in INFRA_ERRORS
+        infra = error.type in INFRA_ERRORS
         flight.infra += infra
         may_retry = (
             flight.infra <= MAX_INFRA_RETRIES
@@ -441,7 +439,7 @@ class Runner:
                     stage=name,
                     key=bp.keys[i],
                     attempt=attempt,
-                    error=error["type"],
+                    error=error.type,
                     delay_s=round(delay, 3),
                 )
             )
@@ -453,9 +451,9 @@ class Runner:
                 "stage": name,
                 "key": bp.keys[i],
                 "attempts": attempt,
-                "error_type": error["type"],
-                "message": error["message"],
-                "source": record["source"],
+                "error_type": error.type,
+                "message": error.message,
+                "source": record.source.to_dict(),
             }
         )
         self.events.append(
@@ -465,7 +463,7 @@ class Runner:
                 stage=name,
                 key=bp.keys[i],
                 attempts=attempt,
-                error=error["type"],
+                error=error.type,
             )
         )
         return True

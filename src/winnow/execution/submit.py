@@ -22,7 +22,7 @@ from typing import Any
 
 import winnow
 from winnow.errors import UsageError
-from winnow.records import JobStatus
+from winnow.records import ErrorRecord, JobStatus
 from winnow.storage.fs import resolve
 from winnow.storage.state import State, event, now_iso
 
@@ -240,7 +240,7 @@ def submit(
         except Exception as exc:
             record.update(
                 status=JobStatus.FAILED,
-                error={"type": "SubmitFailed", "message": _redact(str(exc), token)[:2000]},
+                error=ErrorRecord.clipped("SubmitFailed", _redact(str(exc), token)).to_dict(),
             )
             session.state.write_job(record)
             raise UsageError(
@@ -306,10 +306,10 @@ def mark_lost(state: State, record: dict[str, Any], ray_state: dict[str, Any]) -
     record.update(
         status=JobStatus.FAILED,
         finished_at=now_iso(),
-        error={
-            "type": "RayJobEnded",
-            "message": f"Ray reports the job {ray_state['status']}: {ray_state.get('message', '')}",
-        },
+        error=ErrorRecord(
+            "RayJobEnded",
+            f"Ray reports the job {ray_state['status']}: {ray_state.get('message', '')}",
+        ).to_dict(),
     )
     state.write_job(record)
     state.append_events(

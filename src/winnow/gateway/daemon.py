@@ -36,7 +36,7 @@ from prometheus_client import Counter as PromCounter
 from winnow import api
 from winnow.errors import UsageError
 from winnow.gateway import cluster_jobs, queue, snapshots
-from winnow.records import JobStatus
+from winnow.records import ErrorRecord, JobStatus
 from winnow.storage import journal
 from winnow.storage.fs import join, write_atomic
 from winnow.storage.locks import LockHeld
@@ -253,7 +253,7 @@ class Gateway:
             job.update(
                 status=JobStatus.FAILED,
                 finished_at=now_iso(),
-                error={"type": type(exc).__name__, "message": str(exc)},
+                error=ErrorRecord.of(exc, with_traceback=False, clip=False).to_dict(),
             )
             self.state.write_job(job)
             self.metrics.finished.labels(JobStatus.FAILED).inc()
@@ -320,7 +320,7 @@ class Gateway:
                 record.update(
                     status=JobStatus.FAILED,
                     finished_at=now_iso(),
-                    error={"type": type(exc).__name__, "message": str(exc)},
+                    error=ErrorRecord.of(exc, with_traceback=False, clip=False).to_dict(),
                 )
                 self.state.write_job(record)
         finally:

@@ -13,7 +13,7 @@ import socket
 from typing import Any
 
 from winnow import api, sources
-from winnow.records import JOB_ACTIVE, JobStatus
+from winnow.records import JOB_ACTIVE, ErrorRecord, JobStatus
 from winnow.storage.state import State, event, now_iso
 
 MAX_ATTEMPTS = 3  # a job requeued this many times (its runner kept dying) is failed
@@ -97,7 +97,9 @@ def requeue(state: State, record: dict[str, Any], reason: str) -> dict[str, Any]
         record.update(
             status=JobStatus.FAILED,
             finished_at=now_iso(),
-            error={"type": "Abandoned", "message": f"{reason}; gave up after {attempts} attempts"},
+            error=ErrorRecord(
+                "Abandoned", f"{reason}; gave up after {attempts} attempts"
+            ).to_dict(),
         )
         state.write_job(record)
         state.append_events([event("job_abandoned", record["job_id"], reason=reason)])

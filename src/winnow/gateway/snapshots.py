@@ -17,7 +17,7 @@ from typing import Any
 
 from winnow.errors import UsageError
 from winnow.gateway import queue
-from winnow.records import JobStatus
+from winnow.records import ErrorRecord, JobStatus
 from winnow.storage.fs import join, to_url, write_atomic
 from winnow.storage.journal import event_totals
 from winnow.storage.state import State, now_iso
@@ -221,11 +221,11 @@ def _restored_record(entry: dict[str, Any], name: str) -> dict[str, Any]:
             record["requeued"] = {"at": now_iso(), "reason": f"restored from snapshot {name}"}
         else:
             record["status"] = JobStatus.FAILED
-            record["error"] = {
-                "type": "Interrupted",
-                "message": f"was running when snapshot {name} was taken; rerun the same "
+            record["error"] = ErrorRecord(
+                "Interrupted",
+                f"was running when snapshot {name} was taken; rerun the same "
                 "command to finish it (committed batches are skipped)",
-            }
+            ).to_dict()
     return record
 
 

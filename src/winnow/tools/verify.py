@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from winnow.errors import IntegrityError
-from winnow.records import BatchStatus
+from winnow.records import BatchStatus, ErrorRecord
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import Damage
 from winnow.storage.fs import resolve
@@ -68,7 +68,7 @@ def verify_state(
             mismatches.extend({"stage": stage, "key": rec["key"], **p} for p in problems)
             if mark:
                 message = "; ".join(f"{p['artifact']} {p['problem']}" for p in problems)
-                error = {"type": IntegrityError.__name__, "message": message, "traceback": ""}
+                error = ErrorRecord(IntegrityError.__name__, message, "").to_dict()
                 checkpoints.append(
                     {**rec, "status": BatchStatus.FAILED, "ts": time.time(), "error": error}
                 )
