@@ -296,14 +296,15 @@ def _execute_locked(
         "state_before": the_plan.before,
     }
     started_ray = False
+    sizes: dict[str, int] = {}
     if the_plan.work:
-        # Attach and check the cluster can host every stage before anything
-        # is written: a wrong address or an impossible request exits 2 clean.
+        # Attach and size the pools (once per run) before anything is written:
+        # a wrong address or a request the cluster can never host exits 2 clean.
         from winnow.execution.cluster import connect, shutdown, size_pools
 
         started_ray = connect(address, session.profile.ray_num_cpus)
         try:
-            size_pools(the_plan.specs, the_plan.active_stages())
+            sizes = size_pools(the_plan.specs, the_plan.active_stages())
         except BaseException:
             if started_ray:
                 shutdown()
@@ -324,7 +325,7 @@ def _execute_locked(
         started.set()
     try:
         try:
-            outcome = _run_plan(session, the_plan, job_id, progress, stop, reuse_actors)
+            outcome = _run_plan(session, the_plan, job_id, sizes, progress, stop, reuse_actors)
         finally:
             if started_ray:
                 from winnow.execution.cluster import shutdown
@@ -368,6 +369,7 @@ def _run_plan(
     session: Session,
     the_plan: Plan,
     job_id: str,
+    sizes: dict[str, int],
     progress: Any,
     stop: threading.Event | None,
     reuse_actors: bool,
@@ -379,7 +381,14 @@ def _run_plan(
     from winnow.execution.runner import Runner
 
     runner = Runner(
-        the_plan, session.state, session.artifacts, job_id, progress, stop, reuse=reuse_actors
+        the_plan,
+        session.state,
+        session.artifacts,
+        job_id,
+        sizes,
+        progress,
+        stop,
+        reuse=reuse_actors,
     )
     return runner.run()
 

@@ -10,14 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from winnow.accounting import Tally, row_counts
-from winnow.plan import SKIP, BatchPlan, Plan, StagePlan
-from winnow.records import (
-    MEASUREMENTS,
-    BatchStatus,
-    CheckpointRecord,
-    SourceRows,
-    StageResult,
-)
+from winnow.plan import SKIP, Plan
 
 
 @dataclass
@@ -102,37 +95,3 @@ def skipped_outcome(plan: Plan, progress: Progress | None = None) -> Outcome:
         progress.start(done, done)
         progress.stop()
     return Outcome(counts, finals, [], [], False, {}, tally=tally)
-
-
-def checkpoint_record(
-    stage: StagePlan, i: int, bp: BatchPlan, attempt: int, job_id: str, result: StageResult
-) -> CheckpointRecord:
-    """The checkpoint record of stage ``i`` for batch ``bp`` from its stage result.
-
-    A result that did not succeed (FAILED, INTEGRITY, STORAGE) is committed
-    as FAILED with its error. The record names the fingerprint and version
-    the batch was computed under, so ``winnow invalidate --version`` can
-    select what one stage version made.
-    """
-    ok = result.status == BatchStatus.SUCCEEDED
-    meta = result.source_meta
-    src = bp.source
-    return CheckpointRecord(
-        stage=stage.name,
-        fingerprint=stage.fingerprint,
-        stage_version=stage.parts.get("version"),
-        key=bp.keys[i],
-        input_key=bp.keys[i - 1] if i else src.key,
-        batch=src.key,
-        source=SourceRows(src.file.url, src.start, src.stop),
-        attempt=attempt,
-        job_id=job_id,
-        status=BatchStatus.SUCCEEDED if ok else BatchStatus.FAILED,
-        **{name: getattr(result, name) for name in MEASUREMENTS},
-        source_rows=meta.rows if meta else None,
-        bad_records=meta.bad if meta else None,
-        blank_lines=(meta.blank or None) if meta else None,
-        quarantine=(meta.quarantine or None) if meta else None,
-        artifact=result.artifact if ok else None,
-        error=None if ok else result.failure,
-    )
