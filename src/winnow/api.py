@@ -2,8 +2,8 @@
 
 >>> import winnow
 >>> summary = winnow.run("demo", profile="local-cpu")
->>> summary["status"]
-'SUCCEEDED'
+>>> summary["status"] == "SUCCEEDED"
+True
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from winnow.profile import (
     load_profile,
     unused_stage_tables,
 )
+from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State, default_state_url, event, now_iso
 
@@ -223,21 +223,21 @@ def reconcile_lost_jobs(
 
     lost = []
     for job in state.list_jobs():
-        if job.get("status") != "RUNNING" or job["job_id"] == exclude:
+        if job.get("status") != JobStatus.RUNNING or job["job_id"] == exclude:
             continue
         if job.get("ray") or job.get("request"):
             continue  # Ray reports a cluster's jobs; the gateway requeues its own
         if job.get("pipeline") != locked_pipeline and _alive(job):
             continue
         job.update(
-            status=FAILED,
+            status=JobStatus.FAILED,
             finished_at=job.get("finished_at") or now_iso(),
-            error={
-                "type": "DriverLost",
-                "message": f"its driver (pid {job.get('pid')} on {job.get('host')}) is gone: "
+            error=ErrorRecord(
+                "DriverLost",
+                f"its driver (pid {job.get('pid')} on {job.get('host')}) is gone: "
                 "killed or crashed mid-run; committed batches stay committed, rerun the same "
                 "command to finish",
-            },
+            ).to_dict(),
         )
         try:
             state.write_job(job)
@@ -283,7 +283,7 @@ def _execute_locked(
         "pipeline": session.pipeline.name,
         "pipeline_file": session.pipeline_file,
         "profile": session.profile.redacted(),
-        "status": "RUNNING",
+        "status": JobStatus.RUNNING,
         "created_at": now_iso(),
         "host": socket.gethostname(),
         "pid": os.getpid(),
@@ -296,14 +296,15 @@ def _execute_locked(
         "state_before": the_plan.before,
     }
     started_ray = False
+    sizes: dict[str, int] = {}
     if the_plan.work:
-        # Attach and check the cluster can host every stage before anything
-        # is written: a wrong address or an impossible request exits 2 clean.
+        # Attach and size the pools (once per run) before anything is written:
+        # a wrong address or a request the cluster can never host exits 2 clean.
         from winnow.execution.cluster import connect, shutdown, size_pools
 
         started_ray = connect(address, session.profile.ray_num_cpus)
         try:
-            size_pools(the_plan.specs, the_plan.active_stages())
+            sizes = size_pools(the_plan.specs, the_plan.active_stages())
         except BaseException:
             if started_ray:
                 shutdown()
@@ -324,7 +325,7 @@ def _execute_locked(
         started.set()
     try:
         try:
-            outcome = _run_plan(session, the_plan, job_id, progress, stop, reuse_actors)
+            outcome = _run_plan(session, the_plan, job_id, sizes, progress, stop, reuse_actors)
         finally:
             if started_ray:
                 from winnow.execution.cluster import shutdown
@@ -368,6 +369,7 @@ def _run_plan(
     session: Session,
     the_plan: Plan,
     job_id: str,
+    sizes: dict[str, int],
     progress: Any,
     stop: threading.Event | None,
     reuse_actors: bool,
@@ -379,7 +381,14 @@ def _run_plan(
     from winnow.execution.runner import Runner
 
     runner = Runner(
-        the_plan, session.state, session.artifacts, job_id, progress, stop, reuse=reuse_actors
+        the_plan,
+        session.state,
+        session.artifacts,
+        job_id,
+        sizes,
+        progress,
+        stop,
+        reuse=reuse_actors,
     )
     return runner.run()
 
@@ -389,8 +398,8 @@ def _record_failure(state: State, record: dict[str, Any], exc: BaseException, t0
     interrupted = isinstance(exc, KeyboardInterrupt)
     kind = getattr(exc, "error_type", "") or type(exc).__name__
     record.update(
-        status="CANCELLED" if interrupted else FAILED,
-        error={"type": kind, "message": str(exc)[:2000]},
+        status=JobStatus.CANCELLED if interrupted else JobStatus.FAILED,
+        error=ErrorRecord.of(exc, kind=kind, with_traceback=False).to_dict(),
         finished_at=now_iso(),
         wall_s=round(time.monotonic() - t0, 3),
     )
@@ -415,8 +424,8 @@ def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: f
             if bp.prior[i]:
                 after[name][bp.prior[i]["status"]] -= 1  # type: ignore[index]
     for name, c in counts.items():
-        after[name][SUCCEEDED] += c["run"]
-        after[name][FAILED] += c["failed"]
+        after[name][BatchStatus.SUCCEEDED] += c["run"]
+        after[name][BatchStatus.FAILED] += c["failed"]
     after_d = {n: {k: v for k, v in c.items() if v} for n, c in after.items()}
     delta = {
         n: {
@@ -427,14 +436,14 @@ def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: f
         for n in names
     }
     if outcome.storage_failure:
-        status = FAILED
-        record["error"] = {"type": "StorageFailed", "message": outcome.storage_failure}
+        status = JobStatus.FAILED
+        record["error"] = ErrorRecord("StorageFailed", outcome.storage_failure).to_dict()
     elif outcome.interrupted:
-        status = "CANCELLED"
+        status = JobStatus.CANCELLED
     elif outcome.poisoned or outcome.integrity or any(f is None for f in outcome.finals):
-        status = FAILED
+        status = JobStatus.FAILED
     else:
-        status = SUCCEEDED
+        status = JobStatus.SUCCEEDED
     skipped_all = sum(c["skipped"] for c in counts.values())
     record.update(
         status=status,

@@ -18,9 +18,9 @@ from winnow import sources
 from winnow.errors import ConfigError, IntegrityError
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
+from winnow.records import BatchStatus
 from winnow.stage import fingerprint_of
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.checkpoints import FAILED, INVALIDATED, SUCCEEDED
 from winnow.storage.state import State
 
 SKIP, RUN, RETRY = "skip", "run", "retry"
@@ -274,7 +274,7 @@ def make_plan(
             elif invalidated is not None and action == SKIP:
                 # Its input is being recomputed because it was wrong: so is its output.
                 action, reason = RUN, f"upstream stage {invalidated} invalidated"
-            if rec is not None and rec["status"] == INVALIDATED and invalidated is None:
+            if rec is not None and rec["status"] == BatchStatus.INVALIDATED and invalidated is None:
                 invalidated = spec.name
             keys.append(key)
             actions.append(action)
@@ -329,7 +329,7 @@ def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) 
     if rec is None:
         return RUN, new_reason
     status = rec["status"]
-    if status == SUCCEEDED:
+    if status == BatchStatus.SUCCEEDED:
         quarantine = (rec.get("quarantine") or {}).get("artifact")
         for what, art in (("artifact", rec["artifact"]), ("quarantine artifact", quarantine)):
             if art is None:
@@ -340,10 +340,10 @@ def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) 
             if size != art["bytes"]:
                 return RUN, f"{what} size differs from checkpoint"
         return SKIP, "committed"
-    if status == FAILED:
+    if status == BatchStatus.FAILED:
         err = (rec.get("error") or {}).get("type", "error")
         return RETRY, f"failed before ({err}), attempt {rec.get('attempt', 1) + 1}"
-    if status == INVALIDATED:
+    if status == BatchStatus.INVALIDATED:
         return RUN, "invalidated (winnow invalidate)"
     return RUN, "interrupted attempt"
 

@@ -62,9 +62,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactStore
-from winnow.storage.checkpoints import SUCCEEDED, CheckpointStore
+from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.fs import join, resolve, to_url
+
+SUCCEEDED = BatchStatus.SUCCEEDED
 
 KEY = "winnow-bench-key"
 SECRET = "winnow-bench-secret"

@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli, run_json
 from winnow import api
-from winnow.storage.checkpoints import FAILED
+from winnow.records import BatchStatus
 from winnow.tools.quarantine import quarantined
 
 SETS = ["batch_rows=500"]
@@ -74,7 +74,7 @@ def test_a_damaged_quarantine_artifact_is_verified_marked_and_recomputed(
     assert (problem["stage"], problem["key"], problem["artifact"]) == (stage, key, "quarantine")
     assert problem["uri"] == ref["uri"] and "sha256" in problem["problem"]
     marked = state.checkpoints().load(stage).records[key]
-    assert marked["status"] == FAILED and marked["error"]["type"] == "IntegrityError"
+    assert marked["status"] == BatchStatus.FAILED and marked["error"]["type"] == "IntegrityError"
 
     again = api.execute(session(tmp_path, demo_inputs))
     assert again["status"] == "SUCCEEDED"

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from winnow.cli import maintenance as maintenance_cli
 from winnow.errors import UsageError
 from winnow.gateway import snapshots
+from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED
 from winnow.storage.fs import join
 from winnow.storage.state import State, event
 
@@ -50,13 +50,18 @@ def built(tmp_path: Path) -> dict[str, Any]:
     refs: dict[str, ArtifactRef] = {}
     checkpoints = state.checkpoints(job_id="ok-1")
     for stage, statuses in {
-        "clean": [SUCCEEDED, SUCCEEDED, SUCCEEDED, FAILED],
-        "embed": [SUCCEEDED, SUCCEEDED],
+        "clean": [
+            BatchStatus.SUCCEEDED,
+            BatchStatus.SUCCEEDED,
+            BatchStatus.SUCCEEDED,
+            BatchStatus.FAILED,
+        ],
+        "embed": [BatchStatus.SUCCEEDED, BatchStatus.SUCCEEDED],
     }.items():
         for i, status in enumerate(statuses):
             key = f"{stage}-{i}"
             rec: dict[str, Any] = {"stage": stage, "key": key, "status": status, "job_id": "ok-1"}
-            if status == SUCCEEDED:
+            if status == BatchStatus.SUCCEEDED:
                 refs[key] = store.put_bytes(
                     json.dumps({"stage": stage, "i": i}).encode() + b"\n", "jsonl", 1
                 )
@@ -83,7 +88,10 @@ def test_snapshot_counts_match_the_state(built: dict[str, Any]):
         "RUNNING": 2,
         "SUCCEEDED": 2,
     }
-    assert snap["checkpoints"] == {"clean": {FAILED: 1, SUCCEEDED: 3}, "embed": {SUCCEEDED: 2}}
+    assert snap["checkpoints"] == {
+        "clean": {BatchStatus.FAILED: 1, BatchStatus.SUCCEEDED: 3},
+        "embed": {BatchStatus.SUCCEEDED: 2},
+    }
     assert snap["events"] == {
         "total": 7,
         "by_type": {"batch_done": 5, "job_finished": 1, "job_started": 1},
@@ -117,7 +125,7 @@ def test_snapshot_cli_writes_the_file_and_prints_the_counts(built: dict[str, Any
     assert "torn journal line (left out)" in out
     data = json.loads(cli("snapshot", "--state", state.url, "--json").output)
     assert data["path"].endswith("/snapshots/state-latest.json")
-    assert data["checkpoints"]["embed"] == {SUCCEEDED: 2}
+    assert data["checkpoints"]["embed"] == {BatchStatus.SUCCEEDED: 2}
 
 
 def test_latest_snapshot_is_chosen_by_created_at(built: dict[str, Any]):
@@ -156,9 +164,12 @@ def test_restore_rebuilds_the_queue_and_marks_a_lost_artifact_failed(built: dict
         assert jobs[job_id]["status"] == next(j["status"] for j in JOBS if j["job_id"] == job_id)
         assert jobs[job_id]["restored"]["snapshot"] == "before-loss.json"
     clean = state.checkpoints().load("clean").records
-    assert clean["clean-1"]["status"] == FAILED
+    assert clean["clean-1"]["status"] == BatchStatus.FAILED
     assert "missing" in clean["clean-1"]["error"]["message"]
-    assert [clean[f"clean-{i}"]["status"] for i in (0, 2)] == [SUCCEEDED, SUCCEEDED]
+    assert [clean[f"clean-{i}"]["status"] for i in (0, 2)] == [
+        BatchStatus.SUCCEEDED,
+        BatchStatus.SUCCEEDED,
+    ]
     out = result.output
     assert "restored 7 job records" in out
     assert "q-running: missing -> PENDING (was RUNNING in the snapshot)" in out

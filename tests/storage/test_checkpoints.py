@@ -14,7 +14,8 @@ import pytest
 
 from tests.storage.conftest import Backend, CountingFS, count_s3_requests, peer
 from winnow.errors import StateError
-from winnow.storage.checkpoints import FAILED, RUNNING, SUCCEEDED, CheckpointStore
+from winnow.records import BatchStatus
+from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State
 
@@ -29,7 +30,9 @@ def other_process(backend: Backend, job_id: str = "j2", flush_every: int = 256) 
     return open_store(peer(backend), job_id, flush_every)
 
 
-def rec(key: str, status: str = SUCCEEDED, ts: float | None = None, **extra: Any) -> dict:
+def rec(
+    key: str, status: str = BatchStatus.SUCCEEDED, ts: float | None = None, **extra: Any
+) -> dict:
     return {"stage": "s", "key": key, "status": status, "ts": ts or time.time(), **extra}
 
 
@@ -60,31 +63,33 @@ def test_buffered_records_become_visible_only_after_flush(backend: Backend):
 
 def test_full_buffer_flushes_itself_and_latest_record_wins(backend: Backend):
     store = open_store(backend, flush_every=2)
-    store.append(rec("a", FAILED, ts=1.0))
-    store.append(rec("b", SUCCEEDED, ts=1.0))  # flushes
-    store.append(rec("a", SUCCEEDED, ts=2.0))
+    store.append(rec("a", BatchStatus.FAILED, ts=1.0))
+    store.append(rec("b", BatchStatus.SUCCEEDED, ts=1.0))  # flushes
+    store.append(rec("a", BatchStatus.SUCCEEDED, ts=2.0))
     store.flush()
     loaded = store.load("s")
-    assert loaded.records["a"]["status"] == SUCCEEDED
+    assert loaded.records["a"]["status"] == BatchStatus.SUCCEEDED
     assert len(loaded.segments) == 2
 
 
 def test_latest_record_wins_across_segments_and_jobs(backend: Backend):
     first = open_store(backend, job_id="j1", flush_every=1)
-    first.append(rec("a", FAILED, ts=1.0, job="j1"))
-    first.append(rec("b", SUCCEEDED, ts=1.0, job="j1"))
-    first.append(rec("c", RUNNING, ts=1.0, job="j1"))
+    first.append(rec("a", BatchStatus.FAILED, ts=1.0, job="j1"))
+    first.append(rec("b", BatchStatus.SUCCEEDED, ts=1.0, job="j1"))
+    first.append(rec("c", BatchStatus.RUNNING, ts=1.0, job="j1"))
     second = other_process(backend, job_id="j2", flush_every=1)
-    second.append(rec("a", SUCCEEDED, ts=2.0, job="j2"))
-    second.append(rec("b", FAILED, ts=0.5, job="j2"))  # a newer segment, an older record
-    second.append(rec("c", SUCCEEDED, ts=3.0, job="j2"))
+    second.append(rec("a", BatchStatus.SUCCEEDED, ts=2.0, job="j2"))
+    second.append(
+        rec("b", BatchStatus.FAILED, ts=0.5, job="j2")
+    )  # a newer segment, an older record
+    second.append(rec("c", BatchStatus.SUCCEEDED, ts=3.0, job="j2"))
     for reader in (first, second, open_store(backend, job_id="")):
         loaded = reader.load("s")
         assert len(loaded.segments) == 6
         assert {k: (r["status"], r["job"]) for k, r in loaded.records.items()} == {
-            "a": (SUCCEEDED, "j2"),
-            "b": (SUCCEEDED, "j1"),
-            "c": (SUCCEEDED, "j2"),
+            "a": (BatchStatus.SUCCEEDED, "j2"),
+            "b": (BatchStatus.SUCCEEDED, "j1"),
+            "c": (BatchStatus.SUCCEEDED, "j2"),
         }
 
 
@@ -111,7 +116,7 @@ def write_torn_segment(store: CheckpointStore, name: str, *records: dict, tail: 
 
 def test_torn_segment_tail_is_tolerated(backend: Backend):
     store = open_store(backend, flush_every=1)
-    store.append(rec("a", FAILED, ts=1.0))
+    store.append(rec("a", BatchStatus.FAILED, ts=1.0))
     whole = json.dumps(rec("c", ts=5.0)).encode()
     write_torn_segment(
         store, "9999999999999-crashed-000001.jsonl", rec("a", ts=2.0), rec("b"), tail=whole[:-7]
@@ -120,16 +125,16 @@ def test_torn_segment_tail_is_tolerated(backend: Backend):
     loaded = store.load("s")
     assert len(loaded.segments) == 3
     assert set(loaded.records) == {"a", "b", "d"}  # "c" was never completely written
-    assert loaded.records["a"]["status"] == SUCCEEDED
+    assert loaded.records["a"]["status"] == BatchStatus.SUCCEEDED
 
 
 def test_compaction_keeps_the_same_view(backend: Backend):
     store = open_store(backend, job_id="j1", flush_every=1)
     for i in range(10):
-        store.append(rec(f"k{i}", FAILED, ts=1.0))
+        store.append(rec(f"k{i}", BatchStatus.FAILED, ts=1.0))
     other = other_process(backend, job_id="j2", flush_every=3)
     for i in range(0, 10, 2):
-        other.append(rec(f"k{i}", SUCCEEDED, ts=2.0))
+        other.append(rec(f"k{i}", BatchStatus.SUCCEEDED, ts=2.0))
     other.flush()
     write_torn_segment(store, "0000000000001-crashed-000001.jsonl", rec("k1", ts=3.0), tail=b'{"st')
     before = store.load("s")
@@ -140,8 +145,8 @@ def test_compaction_keeps_the_same_view(backend: Backend):
     assert len(after.segments) == 1 and after.records == before.records
     assert other.load("s").records == before.records
     assert not store.compact("s", min_segments=4)  # one segment is already compact
-    store.append(rec("k1", FAILED))  # a record written after compaction still wins
-    assert store.load("s").records["k1"]["status"] == FAILED
+    store.append(rec("k1", BatchStatus.FAILED))  # a record written after compaction still wins
+    assert store.load("s").records["k1"]["status"] == BatchStatus.FAILED
 
 
 @pytest.mark.parametrize(("batches", "flush_every"), [(1_000, 100), (10_000, 5_000)])
@@ -171,7 +176,9 @@ def damaged_segment(store: CheckpointStore) -> tuple[str, bytes]:
         json.dumps(good[0]).encode(),
         b"\x00\x17garbage{not json",  # line 2
         json.dumps(good[1]).encode(),
-        json.dumps({"stage": "s", "status": SUCCEEDED, "ts": 1.0}).encode(),  # 4: no key
+        json.dumps(
+            {"stage": "s", "status": BatchStatus.SUCCEEDED, "ts": 1.0}
+        ).encode(),  # 4: no key
         b"[1, 2, 3]",  # 5: JSON, not a record
         json.dumps(rec("d", status="DONE")).encode(),  # 6: unknown status
         json.dumps(rec("e", ts=1.0) | {"ts": "yesterday"}).encode(),  # 7: ts not a number

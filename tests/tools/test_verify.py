@@ -13,11 +13,13 @@ import json
 import pyarrow as pa
 
 from tests.storage.conftest import Backend, backend  # noqa: F401  (memory, file, S3)
+from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED
 from winnow.storage.fs import join, to_url, write_atomic
 from winnow.storage.state import State
 from winnow.tools.verify import MANIFEST_FIX, verify_state
+
+FAILED, SUCCEEDED = BatchStatus.FAILED, BatchStatus.SUCCEEDED
 
 BAD = b'{"file":"in.jsonl","row":3,"error":"JSONDecodeError: x","raw":"{oops"}\n'
 

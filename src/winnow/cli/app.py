@@ -24,6 +24,7 @@ from rich.table import Table
 from winnow import api
 from winnow.cli.options import rerun_option, session_options
 from winnow.errors import Interrupted, WinnowError
+from winnow.records import JobStatus
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 _err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
@@ -147,11 +148,11 @@ def _run_session(
         click.echo(json.dumps(_summary(record), sort_keys=True))
     else:
         _print_summary(record)
-    if record["status"] == "CANCELLED":
+    if record["status"] == JobStatus.CANCELLED:
         raise Interrupted(
             "interrupted: committed batches stay committed; rerun the same command to finish"
         )
-    if record["status"] != "SUCCEEDED":
+    if record["status"] != JobStatus.SUCCEEDED:
         sys.exit(1)
 
 

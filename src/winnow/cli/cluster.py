@@ -14,6 +14,7 @@ from winnow import api
 from winnow.cli.options import session_options
 from winnow.errors import Interrupted
 from winnow.profile import find_profile_file
+from winnow.records import JOB_ACTIVE, JobStatus
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 _err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
@@ -89,16 +90,16 @@ def submit(
     echo = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     ray_final = jobs_api.follow(target, token, ray_info["submission_id"], echo)
     final = session.state.read_job(job_id)
-    if final.get("status") in ("SUBMITTED", "RUNNING", "PENDING"):
+    if final.get("status") in (*JOB_ACTIVE, JobStatus.PENDING):
         jobs_api.mark_lost(session.state, final, {"status": ray_final, "message": ""})
     info.update(status=final["status"], ray_status=ray_final)
     for key in ("rows_in", "rows_out", "wall_s", "manifest", "error"):
         if key in final:
             info[key] = final[key]
     _report(info, as_json)
-    if final["status"] == "CANCELLED":
+    if final["status"] == JobStatus.CANCELLED:
         raise Interrupted("the job was cancelled; committed batches stay committed")
-    if final["status"] != "SUCCEEDED":
+    if final["status"] != JobStatus.SUCCEEDED:
         sys.exit(1)
 
 

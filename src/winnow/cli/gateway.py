@@ -20,6 +20,7 @@ from winnow.cli import maintenance as maintenance_cli
 from winnow.cli.options import session_options
 from winnow.errors import UsageError
 from winnow.gateway import daemon, queue, snapshots
+from winnow.records import JobStatus
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 
@@ -243,7 +244,7 @@ def gateway_status(state: str | None, run_dir: str, verbose: bool = False) -> di
             "active_work": [
                 {"job_id": j["job_id"], "pipeline": j.get("pipeline"), "since": j.get("claimed_at")}
                 for j in jobs
-                if j.get("status") == queue.RUNNING
+                if j.get("status") == JobStatus.RUNNING
             ],
         }
     return data

@@ -2,9 +2,10 @@
 
 A stage worker owns one stage instance (``setup()`` once), runs ``process`` on
 each batch it is sent (or, given a ``SourceRange``, reads itself), writes the
-output as a verified artifact and returns a small record plus the output
-batch (which stays in Ray's object store for the next stage). Exceptions from the stage are caught and returned as a record so
-the driver decides about retries; nothing here writes checkpoints.
+output as a verified artifact and returns a small record (a ``StageResult``)
+plus the output batch (which stays in Ray's object store for the next stage).
+Exceptions from the stage are caught and returned in the record so the driver
+decides about retries; nothing here writes checkpoints.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import errno
 import os
 import socket
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,19 +24,12 @@ import ray
 from winnow import sources
 from winnow.errors import IntegrityError
 from winnow.execution import telemetry
+from winnow.records import BatchStatus, ErrorRecord, SourceMeta, StageResult
 from winnow.stage import Stage
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.formats import serialize
 
 STORE_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG)
-
-
-def _error(exc: BaseException) -> dict[str, str]:
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc)[:2000],
-        "traceback": "".join(traceback.format_exception(exc))[-8000:],
-    }
 
 
 def _quarantine(store: ArtifactStore, bad: list[sources.BadRecord]) -> dict[str, Any] | None:
@@ -88,7 +81,7 @@ class SourceReader:
         ranges = sorted(ranges)
         self.streams[handle] = _Stream(file, ranges, self._read(file, ranges))
 
-    def next(self, handle: str) -> tuple[dict[str, Any], pa.RecordBatch]:
+    def next(self, handle: str) -> tuple[SourceMeta, pa.RecordBatch]:
         """The next batch of an open stream and a small record about it.
 
         A batch that fails to read fails alone: the stream reopens after it.
@@ -115,7 +108,7 @@ class SourceReader:
 
     def read_one(
         self, file: sources.SourceFile, start: int, stop: int
-    ) -> tuple[dict[str, Any], pa.RecordBatch]:
+    ) -> tuple[SourceMeta, pa.RecordBatch]:
         """Read one range on its own (used when a batch is retried)."""
         batch, bad = next(sources.read(file, [(start, stop)], self.schema, self.storage_options))
         return self._meta(batch, bad), batch
@@ -123,13 +116,13 @@ class SourceReader:
     def close(self, handle: str) -> None:
         self.streams.pop(handle, None)
 
-    def _meta(self, batch: pa.RecordBatch, bad: list[sources.BadRecord]) -> dict[str, Any]:
+    def _meta(self, batch: pa.RecordBatch, bad: list[sources.BadRecord]) -> SourceMeta:
         return source_meta(self.store, batch, bad, self.on_bad_record)
 
 
 def source_meta(
     store: ArtifactStore, batch: pa.RecordBatch, bad: list[sources.BadRecord], on_bad_record: str
-) -> dict[str, Any]:
+) -> SourceMeta:
     """The small record about one source batch: rows read, bad ones, their quarantine.
 
     Blank JSONL lines count as rows read and are reported apart: they hold no
@@ -145,7 +138,7 @@ def source_meta(
         )
     quarantine = _quarantine(store, bad) if on_bad_record == "quarantine" else None
     rows = batch.num_rows + len(bad) + blank
-    return {"rows": rows, "bad": len(bad), "blank": blank, "quarantine": quarantine}
+    return SourceMeta(rows=rows, bad=len(bad), blank=blank, quarantine=quarantine)
 
 
 @dataclass(frozen=True)
@@ -164,7 +157,7 @@ class SourceRange:
     on_bad_record: str
     storage_options: dict[str, Any]
 
-    def read(self, store: ArtifactStore) -> tuple[dict[str, Any], pa.RecordBatch]:
+    def read(self, store: ArtifactStore) -> tuple[SourceMeta, pa.RecordBatch]:
         ranges = [(self.start, self.stop)]
         batch, bad = next(sources.read(self.file, ranges, self.schema, self.storage_options))
         return source_meta(store, batch, bad, self.on_bad_record), batch
@@ -180,6 +173,7 @@ class StageWorker:
         self.compression = compression
         self.node = socket.gethostname()
         self.node_id = ray.get_runtime_context().get_node_id()
+        self._bytes_in = 0  # the last batch's input size, for the metrics
         self.stage.setup()
         gpus = ray.get_gpu_ids()
         self.gpu_sampler = telemetry.GpuSampler(stage.stage_name, gpus) if gpus else None
@@ -191,44 +185,38 @@ class StageWorker:
 
     def run(
         self,
-        key: str,
         data: Any,
-        source_meta: dict[str, Any] | None = None,
+        source_meta: SourceMeta | None = None,
         keep_output: bool = True,
-    ) -> tuple[dict[str, Any], pa.RecordBatch | None]:
+    ) -> tuple[StageResult, pa.RecordBatch | None]:
         """Process one batch and commit its artifact; never raises for stage errors.
 
         The output batch goes back to the object store for the next stage only
         when ``keep_output``; the last stage's output lives in its artifact alone.
+        The batch's key is the driver's: it is neither sent here nor returned.
         """
-        started = time.time()
-        record: dict[str, Any] = {
-            "key": key,
-            "node": self.node,
-            "node_id": self.node_id,
-            "pid": os.getpid(),
-            "started_at": started,
-        }
-        if source_meta is not None:
-            record["source_meta"] = source_meta
+        result = StageResult(
+            BatchStatus.RUNNING,
+            source_meta=source_meta,
+            started_at=time.time(),
+            node=self.node,
+            node_id=self.node_id,
+            pid=os.getpid(),
+        )
         if isinstance(data, SourceRange):
             try:
-                record["source_meta"], data = data.read(self.store)
+                result.source_meta, data = data.read(self.store)
             except Exception as exc:  # a batch that fails to read fails alone, as with a reader
-                record.update(status="FAILED", error=_error(exc), duration_s=time.time() - started)
-                return record, None
-        result = self._run(record, data)
-        telemetry.record_batch(self.stage.stage_name, result[0], self._bytes_in)
-        return result[0], result[1] if keep_output else None
+                return _failed(result, BatchStatus.FAILED, exc), None
+        result, out = self._run(result, data)
+        telemetry.record_batch(self.stage.stage_name, result, self._bytes_in)
+        return result, out if keep_output else None
 
-    def _run(
-        self, record: dict[str, Any], data: Any
-    ) -> tuple[dict[str, Any], pa.RecordBatch | None]:
-        started = record["started_at"]
+    def _run(self, result: StageResult, data: Any) -> tuple[StageResult, pa.RecordBatch | None]:
         self._bytes_in = 0
         try:
             batch = self._load(data)
-            record["rows_in"] = batch.num_rows
+            result.rows_in = batch.num_rows
             self._bytes_in = batch.nbytes
             t0 = time.perf_counter()
             out = self.stage.process(batch)
@@ -239,32 +227,25 @@ class StageWorker:
                     f"stage {self.stage.stage_name!r} returned {type(out).__name__}; "
                     "process() must return a pyarrow.RecordBatch"
                 )
-            record["process_s"] = time.perf_counter() - t0
-            metrics = self.stage.batch_metrics()
-            if metrics:
-                record["metrics"] = metrics
+            result.process_s = time.perf_counter() - t0
+            result.metrics = self.stage.batch_metrics() or None
             t1 = time.perf_counter()
             ref = self.store.put(out, self.fmt, self.compression)
-            record["commit_s"] = time.perf_counter() - t1
+            result.commit_s = time.perf_counter() - t1
         except IntegrityError as exc:
-            record.update(status="INTEGRITY", error=_error(exc), duration_s=time.time() - started)
-            return record, None
+            return _failed(result, BatchStatus.INTEGRITY, exc), None
         except OSError as exc:
             # A full, read-only or over-quota store fails every batch alike: the
             # driver stops the job instead of retrying them all.
-            status = "STORAGE" if exc.errno in STORE_FULL else "FAILED"
-            record.update(status=status, error=_error(exc), duration_s=time.time() - started)
-            return record, None
+            status = BatchStatus.STORAGE if exc.errno in STORE_FULL else BatchStatus.FAILED
+            return _failed(result, status, exc), None
         except Exception as exc:
-            record.update(status="FAILED", error=_error(exc), duration_s=time.time() - started)
-            return record, None
-        record.update(
-            status="SUCCEEDED",
-            artifact=ref.to_dict(),
-            rows_out=out.num_rows,
-            duration_s=time.time() - started,
-        )
-        return record, out
+            return _failed(result, BatchStatus.FAILED, exc), None
+        result.status = BatchStatus.SUCCEEDED
+        result.artifact = ref.to_dict()
+        result.rows_out = out.num_rows
+        result.duration_s = _since(result)
+        return result, out
 
     def _load(self, data: Any) -> pa.RecordBatch:
         if isinstance(data, pa.RecordBatch):
@@ -277,3 +258,14 @@ class StageWorker:
         if self.gpu_sampler is not None:
             self.gpu_sampler.close()
         self.stage.teardown()
+
+
+def _since(result: StageResult) -> float:
+    return time.time() - (result.started_at or 0.0)
+
+
+def _failed(result: StageResult, status: BatchStatus, exc: BaseException) -> StageResult:
+    result.status = status
+    result.error = ErrorRecord.of(exc)
+    result.duration_s = _since(result)
+    return result

@@ -8,7 +8,7 @@ import ray
 from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from winnow.execution.pools import short_cause
-from winnow.storage.checkpoints import FAILED
+from winnow.records import BatchStatus, ErrorRecord, StageResult
 
 # Failures of the cluster rather than of the batch (a type name, or the cause
 # a stage task's input carried from a lost reader).
@@ -30,28 +30,16 @@ INFRA_ERRORS = frozenset(
 MAX_INFRA_RETRIES = 8
 
 
-def fetch_result(ref: Any) -> dict[str, Any]:
+def fetch_result(ref: Any) -> StageResult:
     """A stage task's result record; Ray's errors become FAILED records."""
     try:
-        result: dict[str, Any] = ray.get(ref)
+        result: StageResult = ray.get(ref)
         return result
     except RayTaskError as exc:  # the input (a source read) failed
         cause = exc.cause if exc.cause is not None else exc
-        return {
-            "status": FAILED,
-            "error": {
-                "type": type(cause).__name__,
-                "message": str(cause)[:2000],
-                "traceback": str(exc)[-8000:],
-            },
-        }
+        error = ErrorRecord.clipped(type(cause).__name__, str(cause), str(exc))
     except RayActorError as exc:
-        return {
-            "status": FAILED,
-            "error": {"type": "WorkerDied", "message": short_cause(exc), "traceback": ""},
-        }
+        error = ErrorRecord("WorkerDied", short_cause(exc), "")
     except RayError as exc:
-        return {
-            "status": FAILED,
-            "error": {"type": type(exc).__name__, "message": str(exc)[:2000], "traceback": ""},
-        }
+        error = ErrorRecord.clipped(type(exc).__name__, str(exc), "")
+    return StageResult(BatchStatus.FAILED, error=error)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from winnow.accounting import Tally, row_counts
-from winnow.plan import SKIP, Plan, StagePlan
+from winnow.plan import SKIP, Plan
 
 
 @dataclass
@@ -95,48 +95,3 @@ def skipped_outcome(plan: Plan, progress: Progress | None = None) -> Outcome:
         progress.start(done, done)
         progress.stop()
     return Outcome(counts, finals, [], [], False, {}, tally=tally)
-
-
-RESULT_KEYS = (
-    "started_at",
-    "duration_s",
-    "process_s",
-    "commit_s",
-    "node",
-    "node_id",
-    "pid",
-    "rows_in",
-    "rows_out",
-    "metrics",
-)
-
-
-def checkpoint_record(
-    stage: StagePlan, i: int, bp: Any, attempt: int, job_id: str, result: dict[str, Any]
-) -> dict[str, Any]:
-    """The checkpoint record of stage ``i`` for batch ``bp`` (status set by the caller).
-
-    It names the fingerprint and version the batch was computed under, so
-    ``winnow invalidate --version`` can select what one stage version made.
-    """
-    record: dict[str, Any] = {
-        "stage": stage.name,
-        "fingerprint": stage.fingerprint,
-        "stage_version": stage.parts.get("version"),
-        "key": bp.keys[i],
-        "input_key": bp.keys[i - 1] if i else bp.source.key,
-        "batch": bp.source.key,
-        "source": {"file": bp.source.file.url, "start": bp.source.start, "stop": bp.source.stop},
-        "attempt": attempt,
-        "job_id": job_id,
-        **{k: result.get(k) for k in RESULT_KEYS if k in result},
-    }
-    meta = result.get("source_meta")
-    if meta:
-        record["source_rows"] = meta["rows"]
-        record["bad_records"] = meta.get("bad", 0)
-        if meta.get("blank"):
-            record["blank_lines"] = meta["blank"]
-        if meta.get("quarantine"):
-            record["quarantine"] = meta["quarantine"]
-    return record

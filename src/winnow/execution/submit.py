@@ -22,10 +22,23 @@ from typing import Any
 
 import winnow
 from winnow.errors import UsageError
+from winnow.records import ErrorRecord, JobStatus
 from winnow.storage.fs import resolve
 from winnow.storage.state import State, event, now_iso
 
-TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
+
+def ray_ended(status: object) -> bool:
+    """Whether ``status``, a status name of Ray's Jobs API, is one Ray never leaves.
+
+    Ray's job statuses are Ray's vocabulary (its ``JobStatus``), not ours:
+    ``STOPPED`` has no counterpart in :class:`winnow.records.JobStatus`.
+    """
+    from ray.job_submission import JobStatus as RayJobStatus
+
+    try:
+        return RayJobStatus(status).is_terminal()
+    except ValueError:  # UNKNOWN (the Jobs API could not be asked), or no status
+        return False
 
 
 def jobs_address(address: str | None) -> str:
@@ -197,7 +210,7 @@ def submit(
             "pipeline": session.pipeline.name,
             "pipeline_file": session.pipeline_file,
             "profile": session.profile.redacted(),
-            "status": "SUBMITTED",
+            "status": JobStatus.SUBMITTED,
             "created_at": now_iso(),
             "submitted_at": now_iso(),
             "inputs": inputs,
@@ -226,8 +239,8 @@ def submit(
             )
         except Exception as exc:
             record.update(
-                status="FAILED",
-                error={"type": "SubmitFailed", "message": _redact(str(exc), token)[:2000]},
+                status=JobStatus.FAILED,
+                error=ErrorRecord.clipped("SubmitFailed", _redact(str(exc), token)).to_dict(),
             )
             session.state.write_job(record)
             raise UsageError(
@@ -264,7 +277,7 @@ def _wait_terminal(jobs: Any, submission_id: str, timeout: float = 60.0) -> str:
     while True:
         status = str(jobs.get_job_status(submission_id))
         status = status.rsplit(".", 1)[-1]
-        if status in TERMINAL or time.monotonic() > deadline:
+        if ray_ended(status) or time.monotonic() > deadline:
             return status
         time.sleep(0.5)
 
@@ -291,14 +304,14 @@ def ray_status(record: dict[str, Any], token: str | None = None) -> dict[str, An
 def mark_lost(state: State, record: dict[str, Any], ray_state: dict[str, Any]) -> None:
     """A job Ray ended while our record says it never finished: record why."""
     record.update(
-        status="FAILED",
+        status=JobStatus.FAILED,
         finished_at=now_iso(),
-        error={
-            "type": "RayJobEnded",
-            "message": f"Ray reports the job {ray_state['status']}: {ray_state.get('message', '')}",
-        },
+        error=ErrorRecord(
+            "RayJobEnded",
+            f"Ray reports the job {ray_state['status']}: {ray_state.get('message', '')}",
+        ).to_dict(),
     )
     state.write_job(record)
     state.append_events(
-        [event("job_finished", record["job_id"], status="FAILED", error="RayJobEnded")]
+        [event("job_finished", record["job_id"], status=JobStatus.FAILED, error="RayJobEnded")]
     )

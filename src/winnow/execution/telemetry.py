@@ -19,6 +19,8 @@ from typing import Any
 
 from ray.util import metrics as ray_metrics
 
+from winnow.records import BatchStatus, StageResult
+
 LATENCY_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
 _metrics: dict[str, Any] = {}
 _lock = threading.Lock()
@@ -84,26 +86,26 @@ def _get() -> dict[str, Any]:
         return _metrics
 
 
-def record_batch(stage: str, record: dict[str, Any], bytes_in: int) -> None:
+def record_batch(stage: str, result: StageResult, bytes_in: int) -> None:
     """Count one stage result (what StageWorker.run returns)."""
     m = _get()
     tags = {"stage": stage}
-    status = str(record.get("status", "UNKNOWN"))
+    status = str(result.status)
     m["batches"].inc(1, tags={"stage": stage, "status": status})
-    m["latency"].observe(float(record.get("duration_s", 0.0)), tags=tags)
-    if status == "INTEGRITY":
+    m["latency"].observe(float(result.duration_s or 0.0), tags=tags)
+    if result.status == BatchStatus.INTEGRITY:
         m["integrity"].inc(1, tags=tags)
-    if status != "SUCCEEDED":
+    if result.status != BatchStatus.SUCCEEDED:
         return
     for key, value in (
-        ("rows_in", record.get("rows_in", 0)),
-        ("rows_out", record.get("rows_out", 0)),
+        ("rows_in", result.rows_in or 0),
+        ("rows_out", result.rows_out or 0),
         ("bytes_in", bytes_in),
-        ("bytes_out", record.get("artifact", {}).get("bytes", 0)),
+        ("bytes_out", (result.artifact or {}).get("bytes", 0)),
     ):
         if value:
             m[key].inc(value, tags=tags)
-    bad = (record.get("source_meta") or {}).get("bad", 0)
+    bad = result.source_meta.bad if result.source_meta else 0
     if bad:
         m["quarantined"].inc(bad, tags=tags)
 

@@ -15,12 +15,10 @@ from typing import Any
 
 from winnow import api
 from winnow.profile import find_profile_file
+from winnow.records import JOB_ACTIVE
 from winnow.storage.state import State
 
 log = logging.getLogger("winnow.gateway")
-
-UNFINISHED = ("SUBMITTED", "RUNNING")
-RAY_ENDED = ("SUCCEEDED", "FAILED", "STOPPED")
 
 
 def submit_queued(state_url: str | None, job: dict[str, Any]) -> dict[str, Any]:
@@ -59,13 +57,13 @@ def reconcile(state: State, jobs: list[dict[str, Any]]) -> list[tuple[str, str]]
 
     ended = []
     for job in jobs:
-        if not job.get("ray") or job.get("status") not in UNFINISHED:
+        if not job.get("ray") or job.get("status") not in JOB_ACTIVE:
             continue
         seen = jobs_api.ray_status(job) or {}
-        if seen.get("status") not in RAY_ENDED:
+        if not jobs_api.ray_ended(seen.get("status")):
             continue
         fresh = state.read_job(job["job_id"])  # the driver may have just finished it
-        if fresh.get("status") in UNFINISHED:
+        if fresh.get("status") in JOB_ACTIVE:
             jobs_api.mark_lost(state, fresh, seen)
             ended.append((job["job_id"], str(seen["status"])))
     return ended

@@ -36,6 +36,7 @@ from prometheus_client import Counter as PromCounter
 from winnow import api
 from winnow.errors import UsageError
 from winnow.gateway import cluster_jobs, queue, snapshots
+from winnow.records import ErrorRecord, JobStatus
 from winnow.storage import journal
 from winnow.storage.fs import join, write_atomic
 from winnow.storage.locks import LockHeld
@@ -230,7 +231,7 @@ class Gateway:
     def _requeue_stuck(self, jobs: list[dict[str, Any]]) -> None:
         now = time.time()
         for job in jobs:
-            if job.get("status") != queue.RUNNING or job["job_id"] in self.runtime.active:
+            if job.get("status") != JobStatus.RUNNING or job["job_id"] in self.runtime.active:
                 continue
             if "request" not in job or "ray" in job:
                 continue  # a foreground run, or a cluster's (reconciled with Ray instead)
@@ -250,12 +251,12 @@ class Gateway:
         except Exception as exc:  # a bad job must not take the scheduler down
             log.error("job submit failed", extra={"fields": {"job": job_id, "error": repr(exc)}})
             job.update(
-                status="FAILED",
+                status=JobStatus.FAILED,
                 finished_at=now_iso(),
-                error={"type": type(exc).__name__, "message": str(exc)},
+                error=ErrorRecord.of(exc, with_traceback=False, clip=False).to_dict(),
             )
             self.state.write_job(job)
-            self.metrics.finished.labels("FAILED").inc()
+            self.metrics.finished.labels(JobStatus.FAILED).inc()
             return
         self.metrics.submitted.inc()
         log.info(
@@ -268,7 +269,7 @@ class Gateway:
             return
         self._last_reconcile = time.monotonic()
         for job_id, ray_status in cluster_jobs.reconcile(self.state, jobs):
-            self.metrics.finished.labels("FAILED").inc()
+            self.metrics.finished.labels(JobStatus.FAILED).inc()
             log.warning(
                 "a submitted job ended on the cluster without finishing its record",
                 extra={"fields": {"job": job_id, "ray_status": ray_status}},
@@ -281,7 +282,7 @@ class Gateway:
             self._hand_to_cluster(job)
             return
         job["attempts"] = int(job.get("attempts") or 0) + 1
-        job.update(status=queue.RUNNING, claimed_at=now_iso(), host=socket.gethostname())
+        job.update(status=JobStatus.RUNNING, claimed_at=now_iso(), host=socket.gethostname())
         job.update(pid=os.getpid(), heartbeat_at=now_iso())
         self.state.write_job(job)
         self.runtime.active[job_id] = {"pipeline": job.get("pipeline"), "since": now_iso()}
@@ -315,20 +316,20 @@ class Gateway:
         except Exception as exc:  # a bad job must not take the scheduler down
             log.error("job failed to run", extra={"fields": {"job": job_id, "error": repr(exc)}})
             record = self.state.read_job(job_id)
-            if record.get("status") in (queue.PENDING, queue.RUNNING):
+            if record.get("status") in (JobStatus.PENDING, JobStatus.RUNNING):
                 record.update(
-                    status="FAILED",
+                    status=JobStatus.FAILED,
                     finished_at=now_iso(),
-                    error={"type": type(exc).__name__, "message": str(exc)},
+                    error=ErrorRecord.of(exc, with_traceback=False, clip=False).to_dict(),
                 )
                 self.state.write_job(record)
         finally:
             self.runtime.active.pop(job_id, None)
             self.metrics.active.set(len(self.runtime.active))
-        if record.get("status") == "CANCELLED" and self.stop.is_set():
+        if record.get("status") == JobStatus.CANCELLED and self.stop.is_set():
             # Stopped by the operator, not by the user: the job goes back to the queue.
             queue.requeue(self.state, record, "gateway stopped while it ran")
-            record["status"] = queue.PENDING
+            record["status"] = JobStatus.PENDING
         status = str(record.get("status"))
         self.runtime.finished[status] += 1
         self.metrics.finished.labels(status).inc()

@@ -13,11 +13,9 @@ import socket
 from typing import Any
 
 from winnow import api, sources
+from winnow.records import JOB_ACTIVE, ErrorRecord, JobStatus
 from winnow.storage.state import State, event, now_iso
 
-PENDING = "PENDING"
-RUNNING = "RUNNING"
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
 MAX_ATTEMPTS = 3  # a job requeued this many times (its runner kept dying) is failed
 
 
@@ -54,7 +52,7 @@ def enqueue(
     record = {
         "job_id": job_id,
         "pipeline": session.pipeline.name,
-        "status": PENDING,
+        "status": JobStatus.PENDING,
         "created_at": now_iso(),
         "queued_at": now_iso(),
         "attempts": 0,
@@ -71,13 +69,13 @@ def depth(jobs: list[dict[str, Any]]) -> dict[str, int]:
     counts = {"pending": 0, "running": 0, "done": 0, "failed": 0}
     for job in jobs:
         status = job.get("status")
-        if status == PENDING:
+        if status == JobStatus.PENDING:
             counts["pending"] += 1
-        elif status in (RUNNING, "SUBMITTED"):  # SUBMITTED: running on a Ray cluster
+        elif status in JOB_ACTIVE:  # SUBMITTED: running on a Ray cluster
             counts["running"] += 1
-        elif status == "SUCCEEDED":
+        elif status == JobStatus.SUCCEEDED:
             counts["done"] += 1
-        elif status in ("FAILED", "CANCELLED"):
+        elif status in (JobStatus.FAILED, JobStatus.CANCELLED):
             counts["failed"] += 1
     return counts
 
@@ -85,7 +83,9 @@ def depth(jobs: list[dict[str, Any]]) -> dict[str, int]:
 def next_pending(state: State) -> dict[str, Any] | None:
     """The oldest PENDING job, or None."""
     # A PENDING record without a request (restored from a foreground run) cannot be run here.
-    pending = [j for j in state.list_jobs() if j.get("status") == PENDING and "request" in j]
+    pending = [
+        j for j in state.list_jobs() if j.get("status") == JobStatus.PENDING and "request" in j
+    ]
     pending.sort(key=lambda j: (j.get("queued_at") or j.get("created_at") or "", j["job_id"]))
     return pending[0] if pending else None
 
@@ -95,14 +95,16 @@ def requeue(state: State, record: dict[str, Any], reason: str) -> dict[str, Any]
     attempts = int(record.get("attempts") or 0)
     if attempts >= MAX_ATTEMPTS:
         record.update(
-            status="FAILED",
+            status=JobStatus.FAILED,
             finished_at=now_iso(),
-            error={"type": "Abandoned", "message": f"{reason}; gave up after {attempts} attempts"},
+            error=ErrorRecord(
+                "Abandoned", f"{reason}; gave up after {attempts} attempts"
+            ).to_dict(),
         )
         state.write_job(record)
         state.append_events([event("job_abandoned", record["job_id"], reason=reason)])
         return record
-    record.update(status=PENDING, requeued={"at": now_iso(), "reason": reason})
+    record.update(status=JobStatus.PENDING, requeued={"at": now_iso(), "reason": reason})
     state.write_job(record)
     state.append_events([event("job_requeued", record["job_id"], reason=reason)])
     return record

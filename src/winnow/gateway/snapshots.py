@@ -17,6 +17,7 @@ from typing import Any
 
 from winnow.errors import UsageError
 from winnow.gateway import queue
+from winnow.records import ErrorRecord, JobStatus
 from winnow.storage.fs import join, to_url, write_atomic
 from winnow.storage.journal import event_totals
 from winnow.storage.state import State, now_iso
@@ -59,7 +60,7 @@ def build_snapshot(state: State) -> dict[str, Any]:
 
 
 def _job_entry(record: dict[str, Any]) -> dict[str, Any]:
-    live = record.get("status") in (queue.PENDING, queue.RUNNING)
+    live = record.get("status") in (JobStatus.PENDING, JobStatus.RUNNING)
     summary = job_summary(record)
     summary.pop("note", None)
     return {
@@ -214,17 +215,17 @@ def _restored_record(entry: dict[str, Any], name: str) -> dict[str, Any]:
     for key in ("job_id", "status", "pipeline", "created_at"):
         record[key] = entry.get(key)
     record["restored"] = {"snapshot": name, "at": now_iso(), "status": entry["status"]}
-    if entry["status"] == queue.RUNNING:
+    if entry["status"] == JobStatus.RUNNING:
         if "request" in record:
-            record["status"] = queue.PENDING
+            record["status"] = JobStatus.PENDING
             record["requeued"] = {"at": now_iso(), "reason": f"restored from snapshot {name}"}
         else:
-            record["status"] = "FAILED"
-            record["error"] = {
-                "type": "Interrupted",
-                "message": f"was running when snapshot {name} was taken; rerun the same "
+            record["status"] = JobStatus.FAILED
+            record["error"] = ErrorRecord(
+                "Interrupted",
+                f"was running when snapshot {name} was taken; rerun the same "
                 "command to finish it (committed batches are skipped)",
-            }
+            ).to_dict()
     return record
 
 

@@ -22,13 +22,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from winnow.records import CHECKPOINT_STATUSES, CheckpointRecord
 from winnow.storage.fs import join, to_url, write_atomic
-
-RUNNING = "RUNNING"
-SUCCEEDED = "SUCCEEDED"
-FAILED = "FAILED"
-INVALIDATED = "INVALIDATED"  # `winnow invalidate`: recompute on the next run
-STATUSES = (RUNNING, SUCCEEDED, FAILED, INVALIDATED)
 
 
 @dataclass(frozen=True)
@@ -107,8 +102,15 @@ class CheckpointStore:
                     records[rec["key"]] = rec
         return StageCheckpoints(stage=stage, records=records, segments=paths, damage=damage)
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Buffer one record; flush the stage's buffer when it is full."""
+    def append(self, record: CheckpointRecord | dict[str, Any]) -> dict[str, Any]:
+        """Buffer one record; flush the stage's buffer when it is full.
+
+        Returns the record as it is written (with its ``ts``). A dict is
+        buffered as it is (``verify`` and ``invalidate`` re-append a record
+        they read, with a new status).
+        """
+        if isinstance(record, CheckpointRecord):
+            record = record.to_dict()
         record.setdefault("ts", time.time())
         with self._lock:
             buf = self._buffers.setdefault(record["stage"], [])
@@ -116,6 +118,7 @@ class CheckpointStore:
             full = len(buf) >= self.flush_every
         if full:
             self.flush(record["stage"])
+        return record
 
     def flush(self, stage: str | None = None) -> int:
         """Write buffered records as new segments; return how many were written."""
@@ -231,7 +234,7 @@ def _checked(value: Any) -> tuple[dict[str, Any] | None, str]:
     missing = [k for k in ("key", "status", "ts") if k not in value]
     if missing:
         return None, f"a checkpoint record without {', '.join(missing)}"
-    if not isinstance(value["key"], str) or value["status"] not in STATUSES:
+    if not isinstance(value["key"], str) or value["status"] not in CHECKPOINT_STATUSES:
         return None, (
             f"a checkpoint record with key {value['key']!r} and status {value['status']!r}"
         )

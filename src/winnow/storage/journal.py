@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from winnow.errors import StateError, UsageError
-from winnow.gateway.queue import TERMINAL
+from winnow.records import JOB_TERMINAL
 from winnow.storage.fs import is_local, join, to_url, write_atomic
 from winnow.storage.state import State
 
@@ -282,7 +282,7 @@ def archive_jobs(
         if created is None:
             skipped.append(to_url(state.fs, path))
             continue
-        if record.get("status") not in TERMINAL or created >= cutoff:
+        if record.get("status") not in JOB_TERMINAL or created >= cutoff:
             kept += 1
             continue
         target = join(state.root, "jobs-archive", f"{created:%Y-%m}", posixpath.basename(path))

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from winnow.errors import UsageError
+from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import resolve
 from winnow.storage.state import State
@@ -130,7 +131,7 @@ def stage_samples(state: State, batch: str, rows: int = 5) -> dict[str, pa.Table
     stores: dict[str, ArtifactStore] = {}
     for rec in stages:
         art = rec.get("artifact")
-        if rec["status"] == "SUCCEEDED" and art:
+        if rec["status"] == BatchStatus.SUCCEEDED and art:
             out[rec["stage"]] = (
                 store_for(art["uri"], stores, state.storage_options).read(art).slice(0, rows)
             )

@@ -6,6 +6,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from winnow.records import JobStatus
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import join
 from winnow.storage.state import State
@@ -41,7 +42,9 @@ def gc(
     for job in state.list_jobs():
         if job.get("output_url"):
             roots.add(join(job["output_url"].rstrip("/"), "artifacts"))
-    live = [j["job_id"] for j in state.list_jobs() if j.get("status") == "RUNNING" and _alive(j)]
+    live = [
+        j["job_id"] for j in state.list_jobs() if j.get("status") == JobStatus.RUNNING and _alive(j)
+    ]
     now = time.time()
     candidates: list[dict[str, Any]] = []
     kept_young = 0

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from winnow.errors import UsageError
-from winnow.storage.checkpoints import INVALIDATED, SUCCEEDED
+from winnow.records import BatchStatus
 from winnow.storage.state import State, event
 
 
@@ -52,7 +52,7 @@ def invalidate(
         )
     selected, untracked = 0, 0
     for rec in store.load(stage).records.values():
-        if rec["status"] != SUCCEEDED:
+        if rec["status"] != BatchStatus.SUCCEEDED:
             continue
         if (version or fingerprint) and "fingerprint" not in rec:
             untracked += 1
@@ -63,7 +63,9 @@ def invalidate(
             continue
         if job_id is not None and rec.get("job_id") != job_id:
             continue
-        store.append({**rec, "status": INVALIDATED, "ts": time.time(), "invalidated": True})
+        store.append(
+            {**rec, "status": BatchStatus.INVALIDATED, "ts": time.time(), "invalidated": True}
+        )
         selected += 1
     store.flush()
     selectors = {

@@ -8,8 +8,8 @@ from typing import Any
 import pyarrow as pa
 
 from winnow.errors import IntegrityError
+from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactStore
-from winnow.storage.checkpoints import SUCCEEDED
 from winnow.storage.state import State
 from winnow.tools.status import store_for
 
@@ -37,7 +37,7 @@ def quarantined(
             if limit is not None and sum(t.num_rows for t in tables) >= limit:
                 break
             q = rec.get("quarantine")
-            if q and rec["status"] == SUCCEEDED:
+            if q and rec["status"] == BatchStatus.SUCCEEDED:
                 ref = q["artifact"]
                 try:
                     tables.append(store_for(ref["uri"], stores, storage_options).read(ref))

@@ -8,7 +8,8 @@ import socket
 from collections import Counter
 from typing import Any
 
-from winnow.storage.checkpoints import FAILED, SUCCEEDED, Damage
+from winnow.records import JOB_ACTIVE, BatchStatus, JobStatus
+from winnow.storage.checkpoints import Damage
 from winnow.storage.state import REPAIR_FIX, State
 from winnow.tools.verify import store_for as store_for
 from winnow.tools.verify import verify_state as verify_state
@@ -43,7 +44,7 @@ def job_summary(record: dict[str, Any]) -> dict[str, Any]:
         out["poison_batches"] = record["poison_batches"]
     if record.get("ray"):
         out["ray"] = ray_view(record)
-    elif record.get("status") == "RUNNING" and not _alive(record):
+    elif record.get("status") == JobStatus.RUNNING and not _alive(record):
         out["note"] = "its process is gone (killed?); rerun the same command to finish"
     ray = out.get("ray") or {}
     if ray.get("note"):
@@ -55,12 +56,12 @@ def ray_view(record: dict[str, Any]) -> dict[str, Any]:
     """A submitted job's Ray side; Ray is asked only while our record is unfinished."""
     info = record["ray"]
     view = {"submission_id": info.get("submission_id"), "dashboard_url": info.get("dashboard_url")}
-    if record.get("status") in ("SUBMITTED", "RUNNING"):
-        from winnow.execution.submit import ray_status
+    if record.get("status") in JOB_ACTIVE:
+        from winnow.execution.submit import ray_ended, ray_status
 
         live = ray_status(record) or {}
         view.update(live)
-        if live.get("status") in ("FAILED", "STOPPED", "SUCCEEDED"):
+        if ray_ended(live.get("status")):
             view["note"] = (
                 f"Ray says the job is {live['status']} but its record was never finished "
                 f"(driver lost): {live.get('message', '')}".strip()
@@ -100,16 +101,16 @@ def status(state: State, recent: int = 10) -> dict[str, Any]:
         damage.extend(loaded.damage)
         records = loaded.records.values()
         counts = Counter(r["status"] for r in records)
-        ok = [r for r in records if r["status"] == SUCCEEDED]
+        ok = [r for r in records if r["status"] == BatchStatus.SUCCEEDED]
         stages[stage] = {
-            "succeeded": counts[SUCCEEDED],
-            "failed": counts[FAILED],
+            "succeeded": counts[BatchStatus.SUCCEEDED],
+            "failed": counts[BatchStatus.FAILED],
             "rows_in": sum(int(r.get("rows_in") or 0) for r in ok),
             "rows_out": sum(int(r.get("rows_out") or 0) for r in ok),
             "quarantined_records": sum(int(r.get("bad_records") or 0) for r in ok),
         }
         for r in records:
-            if r["status"] == FAILED:
+            if r["status"] == BatchStatus.FAILED:
                 err = r.get("error") or {}
                 failures.append(
                     {

@@ -17,8 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from winnow.errors import IntegrityError
+from winnow.records import BatchStatus, ErrorRecord
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.checkpoints import FAILED, SUCCEEDED, Damage
+from winnow.storage.checkpoints import Damage
 from winnow.storage.fs import resolve
 from winnow.storage.state import State, event
 
@@ -60,15 +61,17 @@ def verify_state(
     for stage in checkpoints.stages():
         loaded = checkpoints.load(stage)
         damage.extend(loaded.damage)
-        records = [r for r in loaded.records.values() if r["status"] == SUCCEEDED]
+        records = [r for r in loaded.records.values() if r["status"] == BatchStatus.SUCCEEDED]
         for rec, problems in zip(records, checker.check_records(records), strict=True):
             if not problems:
                 continue
             mismatches.extend({"stage": stage, "key": rec["key"], **p} for p in problems)
             if mark:
                 message = "; ".join(f"{p['artifact']} {p['problem']}" for p in problems)
-                error = {"type": IntegrityError.__name__, "message": message, "traceback": ""}
-                checkpoints.append({**rec, "status": FAILED, "ts": time.time(), "error": error})
+                error = ErrorRecord(IntegrityError.__name__, message, "").to_dict()
+                checkpoints.append(
+                    {**rec, "status": BatchStatus.FAILED, "ts": time.time(), "error": error}
+                )
     checkpoints.flush()
     listing = state.job_listing()
     damage.extend(listing.damaged)
