@@ -32,6 +32,7 @@ from winnow.profile import (
     unused_stage_tables,
 )
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
+from winnow.request import RunRequest
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State, default_state_url, event, now_iso
@@ -52,11 +53,16 @@ class Session:
     output_url: str
     notes: list[str]
     pipeline_file: str | None = None
-    rerun: str | None = None  # this stage and those after it recompute every batch
+    request: RunRequest | None = None  # what was asked for (None: built by hand)
+
+    @property
+    def rerun(self) -> str | None:
+        """The stage that, with those after it, recomputes every batch."""
+        return self.request.rerun if self.request else None
 
 
 def run(
-    pipeline: str | Pipeline,
+    pipeline: str | Pipeline | RunRequest,
     profile: str | Profile | None = None,
     inputs: list[str] | None = None,
     output: str | None = None,
@@ -65,13 +71,32 @@ def run(
     verify: str | None = None,
     address: str | None = None,
     rerun: str | None = None,
+    executor: str = "ray",
 ) -> dict[str, Any]:
     """Resolve and run a pipeline; return its job record (what `winnow run --json` prints).
 
-    ``rerun`` names a stage to recompute for every batch, with the stages after it.
+    Args:
+        pipeline: a pipeline name, file or object, or a whole ``RunRequest``
+            (then the other request arguments must be left out).
+        address: the Ray cluster to attach to (default: an embedded local Ray).
+
+    The other arguments are ``RunRequest``'s fields.
     """
-    session = resolve_session(pipeline, profile, inputs, output, state, sets, rerun)
-    return execute(session, verify=verify, address=address)
+    if isinstance(pipeline, RunRequest):
+        request = pipeline
+    else:
+        request = RunRequest(
+            pipeline,
+            profile,
+            tuple(inputs or ()),
+            output,
+            state,
+            tuple(sets or ()),
+            verify,
+            rerun,
+            executor,
+        )
+    return execute(resolve_session(request), address=address)
 
 
 def open_state(url: str | None = None, storage_options: dict[str, Any] | None = None) -> State:
@@ -79,23 +104,16 @@ def open_state(url: str | None = None, storage_options: dict[str, Any] | None = 
     return State(url or default_state_url(), storage_options)
 
 
-def resolve_session(
-    pipeline: str | Pipeline,
-    profile: str | Profile | None = None,
-    inputs: list[str] | None = None,
-    output: str | None = None,
-    state: str | None = None,
-    sets: list[str] | None = None,
-    rerun: str | None = None,
-) -> Session:
+def resolve_session(request: RunRequest) -> Session:
     """Load everything a run needs and validate it; writes nothing."""
+    profile, pipeline, sets = request.profile, request.pipeline, list(request.sets)
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     if sets:
         prof = apply_overrides(prof, sets)
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
-    check_set_stages(sets or [], pipe)
-    if rerun is not None:
-        pipe.stage_index(rerun)
+    check_set_stages(sets, pipe)
+    if request.rerun is not None:
+        pipe.stage_index(request.rerun)
     notes = []
     unused = unused_stage_tables(prof, pipe)
     if unused:
@@ -104,10 +122,11 @@ def resolve_session(
             f"{pipe.name!r} does not have; those tables are ignored"
         )
     prof.apply(pipe)  # validates stage names, params and resources early
-    st = State(state or default_state_url(), prof.storage_options)
+    st = State(request.state or default_state_url(), prof.storage_options)
     st.check_version()
-    output_url = output or DEFAULT_OUTPUT
+    output_url = request.output or DEFAULT_OUTPUT
     artifacts = ArtifactStore(join(output_url.rstrip("/"), "artifacts"), prof.storage_options)
+    inputs = list(request.inputs)
     if not inputs:
         inputs = list(pipe.default_inputs)
         if not inputs and pipe.sample_inputs is not None:
@@ -115,11 +134,16 @@ def resolve_session(
         if not inputs:
             raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
     pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))
-    return Session(pipe, prof, list(inputs), st, artifacts, output_url, notes, pipeline_file, rerun)
+    return Session(pipe, prof, inputs, st, artifacts, output_url, notes, pipeline_file, request)
 
 
 def plan(session: Session, verify: str | None = None, only_failed: bool = False) -> Plan:
-    """Per stage: how many batches will run, be skipped or be retried, and why."""
+    """Per stage: how many batches will run, be skipped or be retried, and why.
+
+    ``verify`` overrides the request's (``size`` or ``full``).
+    """
+    if verify is None and session.request is not None:
+        verify = session.request.verify
     return make_plan(
         session.pipeline,
         session.profile,
@@ -516,7 +540,10 @@ def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None 
 
 
 def retry_session(
-    state: str | None = None, job_id: str | None = None, profile: str | Profile | None = None
+    state: str | None = None,
+    job_id: str | None = None,
+    profile: str | Profile | None = None,
+    executor: str = "ray",
 ) -> Session:
     """The session that re-runs a job's failed batches: its pipeline, inputs and output.
 
@@ -542,6 +569,6 @@ def retry_session(
     pipeline = record.get("pipeline_file") or record["pipeline"]
     if not os.path.exists(pipeline):
         pipeline = record["pipeline"]
-    return resolve_session(
-        pipeline, profile, list(record.get("inputs") or []), record.get("output_url"), state
-    )
+    inputs = tuple(record.get("inputs") or ())
+    request = RunRequest(pipeline, profile, inputs, record.get("output_url"), state)
+    return resolve_session(request.but(executor=executor))

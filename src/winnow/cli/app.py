@@ -22,9 +22,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from winnow import api
-from winnow.cli.options import rerun_option, session_options
+from winnow.cli.options import executor_option, request_options
 from winnow.errors import Interrupted, WinnowError
 from winnow.records import JobStatus
+from winnow.request import RunRequest
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 _err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
@@ -65,33 +66,19 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("pipeline")
-@session_options
+@request_options(executor=True)
 @click.option(
     "--address",
     default=None,
     help="Ray cluster to attach to (ray://HEAD:10001, HOST:6379 or auto); default: embedded "
     "local Ray.",
 )
-@rerun_option
 @click.option("--job-id", default=None, hidden=True, help="Use this job id (winnow submit).")
-def run(
-    pipeline: str,
-    profile: str | None,
-    inputs: tuple[str, ...],
-    output: str | None,
-    state: str | None,
-    sets: tuple[str, ...],
-    verify: str | None,
-    as_json: bool,
-    address: str | None,
-    rerun: str | None,
-    job_id: str | None,
-) -> None:
+def run(request: RunRequest, as_json: bool, address: str | None, job_id: str | None) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
     signals = _install_signal_handlers()
-    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets), rerun)
-    _run_session(session, signals, verify, address, as_json, job_id=job_id)
+    session = api.resolve_session(request)
+    _run_session(session, signals, address, as_json, job_id=job_id)
 
 
 @cli.command()
@@ -101,6 +88,7 @@ def run(
 @click.option("--profile", "-p", default=None, help="Profile (default: the job's own, resolved).")
 @click.option("--address", default=None, help="Ray cluster to attach to.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+@executor_option
 def retry(
     failed: bool,
     job_id: str | None,
@@ -108,17 +96,17 @@ def retry(
     profile: str | None,
     address: str | None,
     as_json: bool,
+    executor: str,
 ) -> None:
     """Re-run only the batches that failed (poison batches included) in a job's state."""
     signals = _install_signal_handlers()
-    session = api.retry_session(state, job_id, profile)
-    _run_session(session, signals, None, address, as_json, only_failed=failed)
+    session = api.retry_session(state, job_id, profile, executor)
+    _run_session(session, signals, address, as_json, only_failed=failed)
 
 
 def _run_session(
     session: api.Session,
     signals: tuple[threading.Event, threading.Event],
-    verify: str | None,
     address: str | None,
     as_json: bool,
     only_failed: bool = False,
@@ -135,7 +123,6 @@ def _run_session(
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
         record = api.execute(
             session,
-            verify=verify,
             address=address,
             progress=progress,
             stop=stop,
@@ -157,34 +144,21 @@ def _run_session(
 
 
 @cli.command()
-@click.argument("pipeline")
-@session_options
+@request_options()
 @click.option(
     "--address",
     default=None,
     help="Size the pools against this Ray cluster (default: this machine).",
 )
-@rerun_option
-def plan(
-    pipeline: str,
-    profile: str | None,
-    inputs: tuple[str, ...],
-    output: str | None,
-    state: str | None,
-    sets: tuple[str, ...],
-    verify: str | None,
-    as_json: bool,
-    address: str | None,
-    rerun: str | None,
-) -> None:
+def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
     """Dry run: per stage, how many batches will run, be skipped or retried, and why;
     how many actors of each stage the cluster can host."""
     from winnow.execution.capacity import for_plan
 
-    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets), rerun)
+    session = api.resolve_session(request)
     for note in session.notes:
         _err.print(f"[yellow]note:[/yellow] {escape(note)}")
-    the_plan = api.plan(session, verify)
+    the_plan = api.plan(session)
     for line in api.damage_notes(the_plan):
         _err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, crop=False)
     data = the_plan.to_dict()
