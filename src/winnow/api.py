@@ -208,6 +208,8 @@ def execute(
         LockHeld: another live run of this pipeline holds the state's lock.
     """
     t0 = time.monotonic()
+    if session.request is not None and session.request.executor != "ray":
+        raise UsageError(f"executor {session.request.executor!r} is not available yet; use ray")
     state = session.state
     state.check_version()
     # Bad input fails while planning, before anything is written.
