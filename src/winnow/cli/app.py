@@ -17,27 +17,26 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from winnow import api
+from winnow.cli import console
 from winnow.cli.options import executor_option, request_options
+from winnow.cli.summary import print_summary, summary
 from winnow.errors import Interrupted, WinnowError
 from winnow.records import JobStatus
 from winnow.request import RunRequest
 
-_out = Console() if sys.stdout.isatty() else Console(width=120)
-_err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
+_out, _err = console.out, console.err
 
 
 # Commands defined outside this module, imported only when named (or listed by
 # --help): the gateway's daemon, Prometheus client and journal tools cost a
 # tenth of a second to import, a sixth of an all-skipped `winnow run`.
 LAZY_COMMANDS = {
-    **dict.fromkeys(
-        ("verify", "status", "inspect", "gc", "export", "lock", "report"), "winnow.cli.data"
-    ),
+    **dict.fromkeys(("verify", "status", "gc", "export", "lock", "report"), "winnow.cli.data"),
+    "inspect": "winnow.cli.inspect",
     **dict.fromkeys(("enqueue", "gateway"), "winnow.cli.gateway"),
     "submit": "winnow.cli.cluster",
     "invalidate": "winnow.cli.invalidate",
@@ -115,7 +114,7 @@ def _run_session(
     from winnow.cli.progress import StageBars  # imports Ray: only when a run starts
 
     for note in session.notes:
-        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
+        console.note(note)
     stop, started = signals
     progress = None if as_json else StageBars(_err)
     # With --json, stdout carries exactly one object: whatever Ray or a worker
@@ -128,13 +127,13 @@ def _run_session(
             stop=stop,
             only_failed=only_failed,
             job_id=job_id,
-            notify=lambda note: _err.print(f"[yellow]note:[/yellow] {escape(note)}"),
+            notify=console.note,
             started=started,
         )
     if as_json:
-        click.echo(json.dumps(_summary(record), sort_keys=True))
+        click.echo(json.dumps(summary(record), sort_keys=True))
     else:
-        _print_summary(record)
+        print_summary(record)
     if record["status"] == JobStatus.CANCELLED:
         raise Interrupted(
             "interrupted: committed batches stay committed; rerun the same command to finish"
@@ -157,10 +156,10 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
 
     session = api.resolve_session(request)
     for note in session.notes:
-        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
+        console.note(note)
     the_plan = api.plan(session)
     for line in api.damage_notes(the_plan):
-        _err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, crop=False)
+        console.warning(line)
     data = the_plan.to_dict()
     active = [s["run"] + s["retry"] > 0 for s in data["stages"]]
     data["capacity"] = cap = for_plan(the_plan.specs, active, address, session.profile.ray_num_cpus)
@@ -198,7 +197,7 @@ def jobs(state: str | None, as_json: bool) -> None:
     api.reconcile_lost_jobs(st)
     records = st.list_jobs()
     if as_json:
-        click.echo(json.dumps({"jobs": [_summary(r) for r in records]}, sort_keys=True))
+        click.echo(json.dumps({"jobs": [summary(r) for r in records]}, sort_keys=True))
         return
     table = Table(title="jobs")
     for col in ("job", "pipeline", "status", "created", "wall s", "rows in", "rows out"):
@@ -214,121 +213,6 @@ def jobs(state: str | None, as_json: bool) -> None:
             str(r.get("rows_out", "")),
         )
     _out.print(table)
-
-
-def _summary(record: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "job_id",
-        "pipeline",
-        "status",
-        "batches",
-        "counts",
-        "rows_in",
-        "rows_out",
-        "manifest",
-        "wall_s",
-        "throughput_rows_s",
-        "skipped_fraction",
-        "bad_records",
-        "poison_batches",
-        "integrity_failures",
-        "error",
-        "accounting",
-        "output_url",
-        "state_url",
-        "created_at",
-    )
-    return {k: record.get(k) for k in keys}
-
-
-def _print_summary(record: dict[str, Any]) -> None:
-    table = Table(title=f"{record['pipeline']} — job {record['job_id']} — {record['status']}")
-    for col in (
-        "stage",
-        "run",
-        "skipped",
-        "retried",
-        "failed",
-        "rows in",
-        "rows out",
-        "bad",
-        "busy s",
-    ):
-        table.add_column(col, justify="right" if col != "stage" else "left")
-    for name, c in (record.get("counts") or {}).items():
-        table.add_row(
-            name,
-            str(c["run"]),
-            str(c["skipped"]),
-            str(c["retried"]),
-            str(c["failed"]),
-            f"{c['rows_in']:,}",
-            f"{c['rows_out']:,}",
-            str(c["bad_records"]),
-            f"{c['busy_s']:.1f}",
-        )
-    _out.print(table)
-    skipped = record.get("skipped_fraction", 0) * 100
-    _out.print(
-        f"wall {record['wall_s']:.2f}s, {record.get('throughput_rows_s', 0):,.0f} rows/s processed, "
-        f"{skipped:.0f}% of stage batches skipped; rows in {record.get('rows_in', 0):,}, "
-        f"rows out {record.get('rows_out', 0):,}"
-    )
-    for p in record.get("poison_batches") or []:
-        _out.print(
-            f"[red]failed batch[/red] {p['stage']} {p['source']['file']} rows "
-            f"{p['source']['start']}-{p['source']['stop']}: {p['error_type']}: {escape(p['message'][:200])}"
-        )
-    _print_accounting(record.get("accounting"))
-    if record.get("error"):
-        _err.print(f"[red]error:[/red] {escape(record['error']['message'])}", highlight=False)
-    for p in record.get("integrity_failures") or []:
-        _out.print(
-            f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {escape(p['message'])}"
-        )
-    _out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
-
-
-def _print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None:
-    """Where every input row went: per file (the files with anything but passed
-    and filtered rows first, up to ``limit``) and in total."""
-    if not accounting:
-        return
-    files = accounting["files"]
-    columns = (
-        "read",
-        "passed",
-        "filtered",
-        "quarantined",
-        "blank_lines",
-        "in_failed_batches",
-        "unaccounted",
-    )
-    table = Table(title="rows by input file")
-    table.add_column("file")
-    for col in columns:
-        table.add_column(col.replace("_", " "), justify="right")
-
-    def notable(item: tuple[str, dict[str, int]]) -> int:
-        rows = item[1]
-        return -(rows["quarantined"] + rows["in_failed_batches"] + abs(rows["unaccounted"]))
-
-    shown = sorted(files.items(), key=notable)[:limit]
-    for url, rows in sorted(shown):
-        table.add_row(escape(url), *(f"{rows[c]:,}" for c in columns))
-    if len(files) > limit:
-        table.add_row(f"… {len(files) - limit} more files", *("" for _ in columns))
-    total = accounting["total"]
-    table.add_row("[bold]total[/bold]", *(f"[bold]{total[c]:,}[/bold]" for c in columns))
-    _out.print(table)
-    by_stage = ", ".join(f"{k} {v:,}" for k, v in total["filtered_by_stage"].items())
-    if by_stage:
-        _out.print(f"filtered by stage: {by_stage}", highlight=False)
-    if total["unaccounted"]:
-        _err.print(
-            f"[red]{total['unaccounted']:,} rows are unaccounted for[/red]: a reader or stage "
-            "lost rows without quarantining them; `winnow inspect job --id` has the details"
-        )
 
 
 def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:

@@ -7,18 +7,17 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from winnow import api
+from winnow.cli import console
 from winnow.cli.options import request_options
 from winnow.errors import Interrupted
 from winnow.profile import find_profile_file
 from winnow.records import JOB_ACTIVE, JobStatus
 from winnow.request import RunRequest
 
-_out = Console() if sys.stdout.isatty() else Console(width=120)
-_err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
+_out, _err = console.out, console.err
 
 
 @click.command()
@@ -59,13 +58,13 @@ def submit(
     token = jobs_api.auth_token(token_file)
     session = api.resolve_session(request)
     for note in session.notes:
-        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
+        console.note(note)
     profile = request.profile
     profile_file = str(find_profile_file(profile)) if isinstance(profile, str) else None
     job_id = api.new_job_id(session.pipeline.name)
     record = jobs_api.submit(session, target, token, job_id, list(pip), profile_file)
     for note in record.pop("notes", []):
-        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
+        console.note(note)
     ray_info = record["ray"]
     info = {
         "job_id": job_id,

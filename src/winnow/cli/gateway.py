@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from winnow import api
+from winnow.cli import console
 from winnow.cli import maintenance as maintenance_cli
 from winnow.cli.options import request_options
 from winnow.errors import UsageError
@@ -23,7 +23,7 @@ from winnow.gateway import daemon, queue, snapshots
 from winnow.records import JobStatus
 from winnow.request import RunRequest
 
-_out = Console() if sys.stdout.isatty() else Console(width=120)
+_out = console.out
 
 run_dir_option = click.option(
     "--run-dir",

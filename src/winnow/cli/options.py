@@ -1,14 +1,17 @@
-"""The options that make a ``RunRequest`` (run, plan, submit, enqueue), written once."""
+"""Options written once: the ``RunRequest`` ones (run, plan, submit, enqueue) and the
+``--state``/``--json`` ones of the data tools."""
 
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from winnow import api
+from winnow.profile import load_profile
 from winnow.request import EXECUTORS, VERIFY_MODES, RunRequest
 
 REQUEST_FIELDS = ("pipeline", "profile", "inputs", "output", "state", "sets", "verify", "rerun")
@@ -92,3 +95,32 @@ executor_option = click.option(
     help="Where stages run: Ray actors, or local (this process, no Ray: for pdb, "
     "notebooks and tiny inputs).",
 )
+
+
+def state_option(fn: Any) -> Any:
+    """``--state`` (and ``--profile`` for its storage options), given to ``fn`` as a State."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, state: str | None, profile: str | None, **kwargs: Any) -> Any:
+        options = load_profile(profile).storage_options if profile else None
+        st = api.open_state(state, options)
+        st.check_version()
+        return fn(*args, state=st, **kwargs)
+
+    wrapper = click.option(
+        "--profile",
+        "-p",
+        default=None,
+        help="Profile whose storage_options reach the state (endpoint, credentials).",
+    )(wrapper)
+    return click.option(
+        "--state", default=None, help="State root URL (default $WINNOW_STATE or .winnow/state/v1)."
+    )(wrapper)
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+
+
+def echo_json(data: Any) -> None:
+    """Print one JSON object on stdout (keys sorted; dates and paths as strings)."""
+    click.echo(json.dumps(data, sort_keys=True, default=str))
