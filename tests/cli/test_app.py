@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_cli, run_json
 
 
 def assert_nothing_written(tmp_path: Path) -> None:
@@ -122,3 +122,12 @@ def test_submit_needs_a_jobs_api_address(tmp_path: Path, demo_inputs):
     )  # fmt: skip
     assert proc.returncode == 2 and "not a Jobs API address" in proc.stderr
     assert_nothing_written(tmp_path)
+
+
+def test_retry_with_nothing_failed_says_so_and_records_no_job(demo_job: dict):
+    jobs_before = run_json("jobs", *demo_job["state"])["jobs"]
+    out = run_json("retry", "--failed", *demo_job["state"])
+    assert out["status"] == "NOTHING_TO_RETRY" and "nothing to retry" in out["message"]
+    plain = run_cli("retry", "--failed", *demo_job["state"])
+    assert plain.returncode == 0 and "nothing to retry" in plain.stdout
+    assert run_json("jobs", *demo_job["state"])["jobs"] == jobs_before

@@ -100,6 +100,14 @@ def retry(
     """Re-run only the batches that failed (poison batches included) in a job's state."""
     signals = _install_signal_handlers()
     session = api.retry_session(state, job_id, profile, executor)
+    if not api.plan(session, only_failed=True).work:
+        # Nothing to do is not a job: recording one would make an empty run "the latest".
+        message = f"no failed batches in state {session.state.display()}: nothing to retry"
+        if as_json:
+            click.echo(json.dumps({"status": "NOTHING_TO_RETRY", "message": message}))
+        else:
+            _out.print(escape(message), highlight=False)
+        return
     _run_session(session, signals, address, as_json, only_failed=failed)
 
 
