@@ -304,8 +304,9 @@ def _execute_locked(
     }
     engine: Executor | None = None
     if the_plan.work:
-        # Start or attach, and size, (once per run) before anything is written:
-        # a wrong address or a request the cluster can never host exits 2 clean.
+        # Prepare the executor (Ray: attach and size the pools, once per run) before
+        # anything is written: a wrong address or a request the cluster can never
+        # host exits 2 clean.
         engine = executor_for(executor, address, reuse_actors)
         engine.prepare(the_plan)
     state.write_job(record)
