@@ -80,7 +80,7 @@ def test_objects_cannot_be_stored() -> None:
     ("changes", "message"),
     [
         ({"verify": "sha1"}, "verify must be one of size, full"),
-        ({"executor": "dask"}, "executor must be one of ray, local"),
+        ({"executor": "dask"}, "unknown executor 'dask': choose one of local, ray"),
         ({"inputs": "data/a.jsonl"}, "inputs must be a list of strings"),
     ],
 )

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from winnow.errors import StateError, StorageFailed, UsageError, WinnowError
+from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
 from winnow.plan import SKIP, History, Plan, make_plan
 from winnow.profile import (
@@ -198,18 +199,23 @@ def execute(
     notify: Callable[[str], None] | None = None,
     reuse_actors: bool = False,
     started: threading.Event | None = None,
+    executor: str | None = None,
 ) -> dict[str, Any]:
     """Run a resolved session to the end under the pipeline lock; return the job record.
 
     ``started`` is set once the job is recorded and its batches begin to run
-    (before that, an interrupt leaves nothing behind).
+    (before that, an interrupt leaves nothing behind). ``executor`` names what
+    runs the stages (default: the request's): ``ray`` (actor pools on Ray) or
+    ``local`` (this process, no Ray: for pdb, notebooks and tiny inputs).
 
     Raises:
         LockHeld: another live run of this pipeline holds the state's lock.
+        UsageError: no executor has that name.
     """
     t0 = time.monotonic()
-    if session.request is not None and session.request.executor != "ray":
-        raise UsageError(f"executor {session.request.executor!r} is not available yet; use ray")
+    if executor is None:
+        executor = session.request.executor if session.request else DEFAULT_EXECUTOR
+    check_executor(executor)
     state = session.state
     state.check_version()
     # Bad input fails while planning, before anything is written.
@@ -228,7 +234,7 @@ def execute(
                 f"job {lost} was left RUNNING by a driver that is gone; marked FAILED"
             )
         return _execute_locked(
-            session, the_plan, job_id, address, progress, stop, t0, reuse_actors, started
+            session, the_plan, job_id, address, progress, stop, t0, reuse_actors, started, executor
         )
     finally:
         lock.release()
@@ -300,6 +306,7 @@ def _execute_locked(
     t0: float,
     reuse_actors: bool = False,
     started: threading.Event | None = None,
+    executor: str = DEFAULT_EXECUTOR,
 ) -> dict[str, Any]:
     state = session.state
     queued = _queued_fields(state, job_id)
@@ -321,20 +328,13 @@ def _execute_locked(
         "plan": the_plan.to_dict()["stages"],
         "state_before": the_plan.before,
     }
-    started_ray = False
-    sizes: dict[str, int] = {}
+    engine: Executor | None = None
     if the_plan.work:
-        # Attach and size the pools (once per run) before anything is written:
-        # a wrong address or a request the cluster can never host exits 2 clean.
-        from winnow.execution.cluster import connect, shutdown, size_pools
-
-        started_ray = connect(address, session.profile.ray_num_cpus)
-        try:
-            sizes = size_pools(the_plan.specs, the_plan.active_stages())
-        except BaseException:
-            if started_ray:
-                shutdown()
-            raise
+        # Prepare the executor (Ray: attach and size the pools, once per run) before
+        # anything is written: a wrong address or a request the cluster can never
+        # host exits 2 clean.
+        engine = executor_for(executor, address, reuse_actors)
+        engine.prepare(the_plan)
     state.write_job(record)
     state.append_events(
         [
@@ -351,12 +351,10 @@ def _execute_locked(
         started.set()
     try:
         try:
-            outcome = _run_plan(session, the_plan, job_id, sizes, progress, stop, reuse_actors)
+            outcome = _run_plan(session, the_plan, job_id, engine, progress, stop)
         finally:
-            if started_ray:
-                from winnow.execution.cluster import shutdown
-
-                shutdown()
+            if engine is not None:
+                engine.shutdown()
         _finish_record(record, the_plan, outcome, time.monotonic() - t0)
         record["manifest"] = _write_manifest(session, job_id, the_plan, outcome.finals)
         state.write_job(record)
@@ -395,28 +393,15 @@ def _run_plan(
     session: Session,
     the_plan: Plan,
     job_id: str,
-    sizes: dict[str, int],
+    engine: Executor | None,
     progress: Any,
     stop: threading.Event | None,
-    reuse_actors: bool,
 ) -> Any:
     from winnow.execution.outcome import skipped_outcome
 
-    if not the_plan.work:
+    if engine is None:  # nothing to run: the plan alone says what the run did
         return skipped_outcome(the_plan, progress)
-    from winnow.execution.runner import Runner
-
-    runner = Runner(
-        the_plan,
-        session.state,
-        session.artifacts,
-        job_id,
-        sizes,
-        progress,
-        stop,
-        reuse=reuse_actors,
-    )
-    return runner.run()
+    return engine.run(the_plan, session.state, session.artifacts, job_id, progress, stop)
 
 
 def _record_failure(state: State, record: dict[str, Any], exc: BaseException, t0: float) -> None:

@@ -18,7 +18,6 @@ from winnow.pipeline import Pipeline
 from winnow.profile import Profile
 
 VERIFY_MODES = ("size", "full")  # how committed artifacts are checked before a skip
-EXECUTORS = ("ray", "local")  # where stages run: Ray actors, or this process
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,9 @@ class RunRequest:
             raise UsageError(
                 f"verify must be one of {', '.join(VERIFY_MODES)}, not {self.verify!r}"
             )
-        if self.executor not in EXECUTORS:
-            raise UsageError(
-                f"executor must be one of {', '.join(EXECUTORS)}, not {self.executor!r}"
-            )
+        from winnow.execution.executor import check_executor  # the registry of executors
+
+        check_executor(self.executor)
 
     def but(self, **changes: Any) -> RunRequest:
         """A copy with some fields changed."""

@@ -119,7 +119,7 @@ def _run_session(
     only_failed: bool = False,
     job_id: str | None = None,
 ) -> None:
-    from winnow.cli.progress import StageBars  # imports Ray: only when a run starts
+    from winnow.cli.progress import StageBars  # rich.progress: only when a run starts
 
     for note in session.notes:
         console.note(note)

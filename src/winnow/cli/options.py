@@ -11,8 +11,9 @@ from typing import Any
 import click
 
 from winnow import api
+from winnow.execution.executor import EXECUTORS
 from winnow.profile import load_profile
-from winnow.request import EXECUTORS, VERIFY_MODES, RunRequest
+from winnow.request import VERIFY_MODES, RunRequest
 
 REQUEST_FIELDS = ("pipeline", "profile", "inputs", "output", "state", "sets", "verify", "rerun")
 
@@ -89,7 +90,7 @@ def request_options(executor: bool = False) -> Callable[[Any], Any]:
 
 executor_option = click.option(
     "--executor",
-    type=click.Choice(EXECUTORS),
+    type=click.Choice(list(EXECUTORS)),
     default="ray",
     show_default=True,
     help="Where stages run: Ray actors, or local (this process, no Ray: for pdb, "
