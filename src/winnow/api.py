@@ -8,23 +8,20 @@ True
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import socket
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from winnow.errors import StateError, StorageFailed, UsageError, WinnowError
+from winnow import jobs
+from winnow.errors import StorageFailed, UsageError, WinnowError
 from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
+from winnow.jobs import read_manifest
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
-from winnow.plan import SKIP, History, Plan, make_plan
+from winnow.plan import History, Plan, make_plan
 from winnow.profile import (
     Profile,
     apply_overrides,
@@ -32,11 +29,10 @@ from winnow.profile import (
     load_profile,
     unused_stage_tables,
 )
-from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.request import RunRequest
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.fs import join, resolve, to_url, write_atomic
-from winnow.storage.state import State, default_state_url, event, now_iso
+from winnow.storage.fs import join
+from winnow.storage.state import State, default_state_url
 
 DEFAULT_OUTPUT = ".winnow/output"
 SAMPLES_DIR = ".winnow/samples"
@@ -184,10 +180,6 @@ def damage_notes(the_plan: Plan, limit: int = 5) -> list[str]:
     return lines
 
 
-def new_job_id(pipeline: str) -> str:
-    return f"{pipeline}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-
-
 def execute(
     session: Session,
     verify: str | None = None,
@@ -221,7 +213,7 @@ def execute(
     # Bad input fails while planning, before anything is written.
     the_plan = plan(session, verify, only_failed)
     state.prepare()
-    job_id = job_id or new_job_id(session.pipeline.name)
+    job_id = job_id or jobs.new_job_id(session.pipeline.name)
     for line in damage_notes(the_plan):
         (notify or _stderr)(line)
     lock, note = state.locks().acquire(session.pipeline.name, job_id)
@@ -229,7 +221,7 @@ def execute(
         if note:
             (notify or _stderr)(note)
         # Holding the lock proves no other run of this pipeline is alive here.
-        for lost in reconcile_lost_jobs(state, session.pipeline.name, exclude=job_id):
+        for lost in jobs.reconcile_lost_jobs(state, session.pipeline.name, exclude=job_id):
             (notify or _stderr)(
                 f"job {lost} was left RUNNING by a driver that is gone; marked FAILED"
             )
@@ -238,58 +230,6 @@ def execute(
         )
     finally:
         lock.release()
-
-
-def reconcile_lost_jobs(
-    state: State, locked_pipeline: str | None = None, exclude: str | None = None
-) -> list[str]:
-    """Mark RUNNING jobs whose driver is gone as FAILED (error ``DriverLost``); return their ids.
-
-    A job counts as lost when its driver ran on this host and its process is
-    gone, or, for ``locked_pipeline`` (whose lock the caller holds, so no run
-    of it is alive anywhere), whatever host it ran on. Jobs submitted to a
-    cluster are Ray's to report (``winnow status`` asks it), and queued jobs
-    the gateway's (it requeues them).
-    """
-    from winnow.tools.status import _alive
-
-    lost = []
-    for job in state.list_jobs():
-        if job.get("status") != JobStatus.RUNNING or job["job_id"] == exclude:
-            continue
-        if job.get("ray") or job.get("request"):
-            continue  # Ray reports a cluster's jobs; the gateway requeues its own
-        if job.get("pipeline") != locked_pipeline and _alive(job):
-            continue
-        job.update(
-            status=JobStatus.FAILED,
-            finished_at=job.get("finished_at") or now_iso(),
-            error=ErrorRecord(
-                "DriverLost",
-                f"its driver (pid {job.get('pid')} on {job.get('host')}) is gone: "
-                "killed or crashed mid-run; committed batches stay committed, rerun the same "
-                "command to finish",
-            ).to_dict(),
-        )
-        try:
-            state.write_job(job)
-        except OSError:
-            continue  # a read-only state: the caller still shows it as lost
-        state.append_events([event("job_lost", job["job_id"], pid=job.get("pid"))])
-        lost.append(job["job_id"])
-    return lost
-
-
-QUEUE_FIELDS = ("request", "queued_at", "attempts", "requeued", "ray", "submitted_at")
-
-
-def _queued_fields(state: State, job_id: str) -> dict[str, Any]:
-    """What a queued (PENDING) record of this job id holds that a run keeps."""
-    try:
-        prior = state.read_job(job_id)
-    except StateError:
-        return {}
-    return {k: prior[k] for k in QUEUE_FIELDS if k in prior}
 
 
 def _stderr(message: str) -> None:
@@ -309,25 +249,7 @@ def _execute_locked(
     executor: str = DEFAULT_EXECUTOR,
 ) -> dict[str, Any]:
     state = session.state
-    queued = _queued_fields(state, job_id)
-    record: dict[str, Any] = {
-        **queued,
-        "job_id": job_id,
-        "pipeline": session.pipeline.name,
-        "pipeline_file": session.pipeline_file,
-        "profile": session.profile.redacted(),
-        "status": JobStatus.RUNNING,
-        "created_at": now_iso(),
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "argv": sys.argv[1:],
-        "inputs": [f.url for f in the_plan.files],
-        "state_url": state.display(),
-        "output_url": to_url(*resolve(session.output_url, session.profile.storage_options)),
-        "stages": [{**s.parts, "fingerprint": s.fingerprint} for s in the_plan.stages],
-        "plan": the_plan.to_dict()["stages"],
-        "state_before": the_plan.before,
-    }
+    record = jobs.started_record(the_plan, state, job_id, session.pipeline_file, session.output_url)
     engine: Executor | None = None
     if the_plan.work:
         # Prepare the executor (Ray: attach and size the pools, once per run) before
@@ -335,18 +257,7 @@ def _execute_locked(
         # host exits 2 clean.
         engine = executor_for(executor, address, reuse_actors)
         engine.prepare(the_plan)
-    state.write_job(record)
-    state.append_events(
-        [
-            event(
-                "job_started",
-                job_id,
-                pipeline=session.pipeline.name,
-                batches=len(the_plan.batches),
-                work=the_plan.work,
-            )
-        ]
-    )
+    jobs.publish_start(state, record, the_plan)
     if started is not None:
         started.set()
     try:
@@ -355,11 +266,13 @@ def _execute_locked(
         finally:
             if engine is not None:
                 engine.shutdown()
-        _finish_record(record, the_plan, outcome, time.monotonic() - t0)
-        record["manifest"] = _write_manifest(session, job_id, the_plan, outcome.finals)
+        jobs.finish_record(record, the_plan, outcome, time.monotonic() - t0)
+        record["manifest"] = jobs.write_manifest(
+            the_plan, job_id, session.output_url, outcome.finals
+        )
         state.write_job(record)
     except BaseException as exc:
-        _record_failure(state, record, exc, t0)
+        jobs.record_failure(state, record, exc, t0)
         if isinstance(exc, OSError) and not isinstance(exc, WinnowError):
             raise StorageFailed(
                 f"job {job_id} stopped: storage failed ({type(exc).__name__}: {exc}). "
@@ -367,25 +280,7 @@ def _execute_locked(
                 "and rerun the same command"
             ) from None
         raise
-    state.write_inputs(
-        session.pipeline.name,
-        {
-            "files": {f.url: f.identity for f in the_plan.files},
-            "batch_rows": session.profile.batch_rows,
-            "reader": the_plan.reader,
-        },
-    )
-    state.append_events(
-        [
-            event(
-                "job_finished",
-                job_id,
-                status=record["status"],
-                wall_s=record["wall_s"],
-                rows_out=record["rows_out"],
-            )
-        ]
-    )
+    jobs.publish_end(state, record, the_plan)
     return record
 
 
@@ -402,116 +297,6 @@ def _run_plan(
     if engine is None:  # nothing to run: the plan alone says what the run did
         return skipped_outcome(the_plan, progress)
     return engine.run(the_plan, session.state, session.artifacts, job_id, progress, stop)
-
-
-def _record_failure(state: State, record: dict[str, Any], exc: BaseException, t0: float) -> None:
-    """Best effort: the job record says how the job ended, even when storage is what failed."""
-    interrupted = isinstance(exc, KeyboardInterrupt)
-    kind = getattr(exc, "error_type", "") or type(exc).__name__
-    record.update(
-        status=JobStatus.CANCELLED if interrupted else JobStatus.FAILED,
-        error=ErrorRecord.of(exc, kind=kind, with_traceback=False).to_dict(),
-        finished_at=now_iso(),
-        wall_s=round(time.monotonic() - t0, 3),
-    )
-    with contextlib.suppress(Exception):
-        state.write_job(record)
-        state.append_events(
-            [event("job_finished", record["job_id"], status=record["status"], error=kind)]
-        )
-
-
-def _finish_record(record: dict[str, Any], the_plan: Plan, outcome: Any, wall: float) -> None:
-    counts = {n: c.to_dict() for n, c in outcome.counts.items()}
-    names = [s.name for s in the_plan.stages]
-    first, last = counts[names[0]], counts[names[-1]]
-    total_batches = len(the_plan.batches)
-    processed_rows = first["rows_in"] if first["run"] else 0
-    after: dict[str, Counter[str]] = {n: Counter(v) for n, v in the_plan.before.items()}
-    for bp in the_plan.batches:
-        for i, name in enumerate(names):
-            if bp.actions[i] == SKIP:
-                continue
-            if bp.prior[i]:
-                after[name][bp.prior[i]["status"]] -= 1  # type: ignore[index]
-    for name, c in counts.items():
-        after[name][BatchStatus.SUCCEEDED] += c["run"]
-        after[name][BatchStatus.FAILED] += c["failed"]
-    after_d = {n: {k: v for k, v in c.items() if v} for n, c in after.items()}
-    delta = {
-        n: {
-            k: after_d[n].get(k, 0) - the_plan.before.get(n, {}).get(k, 0)
-            for k in set(after_d[n]) | set(the_plan.before.get(n, {}))
-            if after_d[n].get(k, 0) != the_plan.before.get(n, {}).get(k, 0)
-        }
-        for n in names
-    }
-    if outcome.storage_failure:
-        status = JobStatus.FAILED
-        record["error"] = ErrorRecord("StorageFailed", outcome.storage_failure).to_dict()
-    elif outcome.interrupted:
-        status = JobStatus.CANCELLED
-    elif outcome.poisoned or outcome.integrity or any(f is None for f in outcome.finals):
-        status = JobStatus.FAILED
-    else:
-        status = JobStatus.SUCCEEDED
-    skipped_all = sum(c["skipped"] for c in counts.values())
-    record.update(
-        status=status,
-        finished_at=now_iso(),
-        wall_s=round(wall, 3),
-        batches=total_batches,
-        counts=counts,
-        rows_in=first["rows_in"] + first["bad_records"],
-        rows_out=last["rows_out"],
-        bad_records=sum(c["bad_records"] for c in counts.values()),
-        skipped_fraction=round(skipped_all / max(1, total_batches * len(names)), 4),
-        throughput_rows_s=round(processed_rows / wall, 1) if wall > 0 else 0.0,
-        state_after=after_d,
-        delta=delta,
-        errors=outcome.errors,
-        poison_batches=outcome.poisoned,
-        integrity_failures=outcome.integrity,
-    )
-    if outcome.tally is not None:
-        record["accounting"] = outcome.tally.to_dict()
-
-
-def _write_manifest(session: Session, job_id: str, the_plan: Plan, finals: list[Any]) -> str:
-    fs, root = resolve(session.output_url, session.profile.storage_options)
-    path = join(root, "manifests", session.pipeline.name, f"{job_id}.json")
-    entries = []
-    for bp, final in zip(the_plan.batches, finals, strict=True):
-        entries.append(
-            {
-                "batch": bp.source.key,
-                "key": bp.keys[-1],
-                "source": {
-                    "file": bp.source.file.url,
-                    "start": bp.source.start,
-                    "stop": bp.source.stop,
-                },
-                "artifact": final["artifact"] if final else None,
-                "rows": final.get("rows_out") if final else None,
-            }
-        )
-    import json
-
-    body = {
-        "job_id": job_id,
-        "pipeline": session.pipeline.name,
-        "stage": the_plan.stages[-1].name,
-        "batches": entries,
-    }
-    write_atomic(fs, path, json.dumps(body, indent=1).encode())
-    return to_url(fs, path)
-
-
-def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    import json
-
-    fs, path = resolve(url, storage_options)
-    return dict(json.loads(fs.cat_file(path)))
 
 
 def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None = None) -> Any:

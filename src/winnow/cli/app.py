@@ -25,6 +25,7 @@ from winnow.cli import console
 from winnow.cli.options import executor_option, request_options
 from winnow.cli.summary import print_summary, summary
 from winnow.errors import Interrupted, WinnowError
+from winnow.jobs import reconcile_lost_jobs
 from winnow.records import JobStatus
 from winnow.request import RunRequest
 
@@ -202,7 +203,7 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
 def jobs(state: str | None, as_json: bool) -> None:
     """The history of runs, newest first."""
     st = api.open_state(state)
-    api.reconcile_lost_jobs(st)
+    reconcile_lost_jobs(st)
     records = st.list_jobs()
     if as_json:
         click.echo(json.dumps({"jobs": [summary(r) for r in records]}, sort_keys=True))

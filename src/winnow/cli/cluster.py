@@ -9,7 +9,7 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from winnow import api
+from winnow import api, jobs
 from winnow.cli import console
 from winnow.cli.options import request_options
 from winnow.errors import Interrupted
@@ -61,7 +61,7 @@ def submit(
         console.note(note)
     profile = request.profile
     profile_file = str(find_profile_file(profile)) if isinstance(profile, str) else None
-    job_id = api.new_job_id(session.pipeline.name)
+    job_id = jobs.new_job_id(session.pipeline.name)
     record = jobs_api.submit(session, target, token, job_id, list(pip), profile_file)
     for note in record.pop("notes", []):
         console.note(note)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from winnow import api
+from winnow import jobs
 from winnow.cli import console
 from winnow.cli.options import echo_json, json_option, state_option
 from winnow.errors import UsageError
@@ -98,7 +98,7 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
     """Jobs, queue depth, per-stage counts, throughput, failures, quarantined records."""
     st = state
     with contextlib.suppress(OSError):  # a read-only state still shows the jobs
-        api.reconcile_lost_jobs(st)  # a job whose driver is gone is not RUNNING
+        jobs.reconcile_lost_jobs(st)  # a job whose driver is gone is not RUNNING
     if as_json and not watch:
         echo_json(status_tool.status(st))
         return

@@ -18,6 +18,51 @@ from winnow.request import VERIFY_MODES, RunRequest
 REQUEST_FIELDS = ("pipeline", "profile", "inputs", "output", "state", "sets", "verify", "rerun")
 
 
+# PIPELINE and the options of a RunRequest (every command that takes one), then --json.
+REQUEST_OPTIONS = [
+    click.argument("pipeline"),
+    click.option(
+        "--profile", "-p", default=None, help="Profile name from profiles/ or a TOML path."
+    ),
+    click.option(
+        "--input",
+        "inputs",
+        multiple=True,
+        help="Input file, folder or glob (any fsspec URL); repeatable.",
+    ),
+    click.option(
+        "--output",
+        default=None,
+        help=f"Where artifacts and manifests go (default {api.DEFAULT_OUTPUT}).",
+    ),
+    click.option(
+        "--state",
+        default=None,
+        help="State root URL (default $WINNOW_STATE or .winnow/state/v1).",
+    ),
+    click.option(
+        "--set",
+        "sets",
+        multiple=True,
+        metavar="KEY=VALUE",
+        help="Override a profile key or a stage parameter (<stage>.<param>=value).",
+    ),
+    click.option(
+        "--verify",
+        type=click.Choice(VERIFY_MODES),
+        default=None,
+        help="How committed artifacts are checked before a skip (full re-hashes).",
+    ),
+    click.option(
+        "--rerun",
+        default=None,
+        metavar="STAGE",
+        help="Recompute every batch of STAGE and of the stages after it, committed or not.",
+    ),
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts."),
+]
+
+
 def request_options(executor: bool = False) -> Callable[[Any], Any]:
     """Add the PIPELINE argument and the run request's options, plus ``--json``.
 
@@ -35,52 +80,7 @@ def request_options(executor: bool = False) -> Callable[[Any], Any]:
             # stand in for the command body and see the request as parsed.
             return command.__wrapped__(request=RunRequest(**fields), **kwargs)
 
-        options = [
-            click.argument("pipeline"),
-            click.option(
-                "--profile", "-p", default=None, help="Profile name from profiles/ or a TOML path."
-            ),
-            click.option(
-                "--input",
-                "inputs",
-                multiple=True,
-                help="Input file, folder or glob (any fsspec URL); repeatable.",
-            ),
-            click.option(
-                "--output",
-                default=None,
-                help=f"Where artifacts and manifests go (default {api.DEFAULT_OUTPUT}).",
-            ),
-            click.option(
-                "--state",
-                default=None,
-                help="State root URL (default $WINNOW_STATE or .winnow/state/v1).",
-            ),
-            click.option(
-                "--set",
-                "sets",
-                multiple=True,
-                metavar="KEY=VALUE",
-                help="Override a profile key or a stage parameter (<stage>.<param>=value).",
-            ),
-            click.option(
-                "--verify",
-                type=click.Choice(VERIFY_MODES),
-                default=None,
-                help="How committed artifacts are checked before a skip (full re-hashes).",
-            ),
-            click.option(
-                "--rerun",
-                default=None,
-                metavar="STAGE",
-                help="Recompute every batch of STAGE and of the stages after it, committed or not.",
-            ),
-            click.option(
-                "--json", "as_json", is_flag=True, help="Print one JSON object for scripts."
-            ),
-        ]
-        if executor:
-            options.append(executor_option)
+        options = [*REQUEST_OPTIONS, executor_option] if executor else REQUEST_OPTIONS
         for option in reversed(options):
             command = option(command)
         return command

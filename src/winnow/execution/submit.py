@@ -134,6 +134,35 @@ def absolute(url: str, storage_options: dict[str, Any]) -> tuple[str, bool]:
     return url, False
 
 
+def cluster_request(session: Any) -> tuple[Any, list[str]]:
+    """The session's request with every path made one the cluster can reach, and notes.
+
+    Local paths become absolute (every node must then see this filesystem,
+    which the note says); object-store URLs stay as they are.
+    """
+    opts = session.profile.storage_options
+    local: list[str] = []
+
+    def reachable(kind: str, url: str) -> str:
+        url, on_disk = absolute(url, opts)
+        if on_disk:
+            local.append(f"{kind} {url}")
+        return url
+
+    state_url = reachable("state", session.state.url)
+    output_url = reachable("output", session.output_url)
+    inputs = tuple(reachable("input", url) for url in session.inputs)
+    notes = []
+    if local:
+        notes.append(
+            "local paths are sent as absolute paths (" + "; ".join(local) + "): every node of "
+            "the cluster must see this filesystem. On a real cluster use object storage "
+            "(s3://...) for inputs, --output and --state."
+        )
+    request = session.request.but(inputs=inputs, output=output_url, state=state_url)
+    return request, notes
+
+
 def submit(
     session: Any,
     address: str,
@@ -147,46 +176,14 @@ def submit(
 
     ``keep``: fields of a queued record to carry over (request, attempts ...).
     """
-    opts = session.profile.storage_options
-    notes: list[str] = []
-    local: list[str] = []
-    state_url, on_disk = absolute(session.state.url, opts)
-    if on_disk:
-        local.append(f"state {state_url}")
-    output_url, on_disk = absolute(session.output_url, opts)
-    if on_disk:
-        local.append(f"output {output_url}")
-    inputs = []
-    for url in session.inputs:
-        abs_url, on_disk = absolute(url, opts)
-        inputs.append(abs_url)
-        if on_disk:
-            local.append(f"input {abs_url}")
-    if local:
-        notes.append(
-            "local paths are sent as absolute paths (" + "; ".join(local) + "): every node of "
-            "the cluster must see this filesystem. On a real cluster use object storage "
-            "(s3://...) for inputs, --output and --state."
-        )
-    jobs = client(address, token)
+    request, notes = cluster_request(session)
+    jobs = client(address, token)  # an unreachable address fails here, before any record
     with bundle(session.pipeline_file, profile_file) as (workdir, pipe_ref, prof_ref):
-        # The job runs what was asked for here, with paths the cluster can reach.
-        remote = session.request.but(
-            pipeline=pipe_ref,
-            profile=prof_ref,
-            inputs=tuple(inputs),
-            output=output_url,
-            state=state_url,
-        )
+        # The job runs what was asked for here, with the bundle's pipeline and profile.
+        remote = request.but(pipeline=pipe_ref, profile=prof_ref)
         argv = ["python", "-m", "winnow", "run", pipe_ref, *remote.run_args()]
         argv += ["--address", "auto", "--job-id", job_id, "--json"]
-        runtime_env: dict[str, Any] = {
-            "working_dir": str(workdir),
-            "py_modules": [str(Path(winnow.__file__).parent)],
-            "env_vars": {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "PYTHONUNBUFFERED": "1"},
-        }
-        if pip:
-            runtime_env["pip"] = list(pip)
+        entrypoint = shlex.join(argv)
         submission_id = f"winnow-{job_id}"
         record = {
             **(keep or {}),
@@ -197,45 +194,69 @@ def submit(
             "status": JobStatus.SUBMITTED,
             "created_at": now_iso(),
             "submitted_at": now_iso(),
-            "inputs": inputs,
+            "inputs": list(remote.inputs),
             "state_url": session.state.display(),
-            "output_url": output_url,
+            "output_url": remote.output,
             "ray": {
                 "submission_id": submission_id,
                 "address": address,
                 "dashboard_url": address,
-                "entrypoint": shlex.join(argv),
+                "entrypoint": entrypoint,
             },
         }
         session.state.prepare()
         session.state.write_job(record)
-        try:
-            jobs.submit_job(
-                entrypoint=shlex.join(argv),
-                submission_id=submission_id,
-                runtime_env=runtime_env,
-                metadata={
-                    "winnow_job_id": job_id,
-                    "pipeline": session.pipeline.name,
-                    "profile": session.profile.name,
-                },
-                entrypoint_num_cpus=0,
-            )
-        except Exception as exc:
-            record.update(
-                status=JobStatus.FAILED,
-                error=ErrorRecord.clipped("SubmitFailed", _redact(str(exc), token)).to_dict(),
-            )
-            session.state.write_job(record)
-            raise UsageError(
-                f"the Ray Jobs API at {address} refused the job: "
-                f"{_redact(str(exc), token).strip()[:500]}"
-            ) from None
+        _submit_job(jobs, session, record, token, entrypoint, _runtime_env(workdir, pip))
     session.state.append_events(
         [event("job_submitted", job_id, pipeline=session.pipeline.name, ray=submission_id)]
     )
     record["notes"] = notes
     return record
+
+
+def _runtime_env(workdir: Path, pip: list[str]) -> dict[str, Any]:
+    """The job's runtime env: the bundle as working dir, this Winnow as a py_module."""
+    runtime_env: dict[str, Any] = {
+        "working_dir": str(workdir),
+        "py_modules": [str(Path(winnow.__file__).parent)],
+        "env_vars": {"RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "PYTHONUNBUFFERED": "1"},
+    }
+    if pip:
+        runtime_env["pip"] = list(pip)
+    return runtime_env
+
+
+def _submit_job(
+    jobs: Any,
+    session: Any,
+    record: dict[str, Any],
+    token: str | None,
+    entrypoint: str,
+    runtime_env: dict[str, Any],
+) -> None:
+    """Hand the job to the Jobs API; a refusal marks the record FAILED and exits 2."""
+    try:
+        jobs.submit_job(
+            entrypoint=entrypoint,
+            submission_id=record["ray"]["submission_id"],
+            runtime_env=runtime_env,
+            metadata={
+                "winnow_job_id": record["job_id"],
+                "pipeline": session.pipeline.name,
+                "profile": session.profile.name,
+            },
+            entrypoint_num_cpus=0,
+        )
+    except Exception as exc:
+        record.update(
+            status=JobStatus.FAILED,
+            error=ErrorRecord.clipped("SubmitFailed", _redact(str(exc), token)).to_dict(),
+        )
+        session.state.write_job(record)
+        raise UsageError(
+            f"the Ray Jobs API at {record['ray']['address']} refused the job: "
+            f"{_redact(str(exc), token).strip()[:500]}"
+        ) from None
 
 
 def follow(address: str, token: str | None, submission_id: str, echo: Callable[[str], None]) -> str:

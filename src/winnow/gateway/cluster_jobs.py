@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from winnow import api
+from winnow import api, jobs
 from winnow.profile import find_profile_file
 from winnow.records import JOB_ACTIVE
 from winnow.request import RunRequest
@@ -37,7 +37,7 @@ def submit_queued(state_url: str | None, job: dict[str, Any]) -> dict[str, Any]:
         job["job_id"],
         [],
         str(find_profile_file(profile)) if isinstance(profile, str) else None,
-        keep={k: job[k] for k in api.QUEUE_FIELDS if k in job},
+        keep={k: job[k] for k in jobs.QUEUE_FIELDS if k in job},
     )
     for note in record.pop("notes", []):
         log.warning(note)

@@ -12,7 +12,7 @@ import os
 import socket
 from typing import Any
 
-from winnow import api, sources
+from winnow import api, jobs, sources
 from winnow.records import JOB_ACTIVE, ErrorRecord, JobStatus
 from winnow.request import RunRequest
 from winnow.storage.state import State, event, now_iso
@@ -32,7 +32,7 @@ def enqueue(request: RunRequest, submit_to: str | None = None) -> dict[str, Any]
     sources.discover(session.inputs, session.profile.storage_options)  # missing input: exit 2
     st = session.state
     st.prepare()
-    job_id = api.new_job_id(session.pipeline.name)
+    job_id = jobs.new_job_id(session.pipeline.name)
     queued = request.but(
         pipeline=session.pipeline_file or request.pipeline,
         inputs=tuple(session.inputs),

@@ -42,8 +42,24 @@ def inspect_job(state: State, job_id: str) -> dict[str, Any]:
 
 
 def job_markdown(info: dict[str, Any]) -> str:
-    """The run log as Markdown (the cookbook's template)."""
+    """The run log as Markdown (the cookbook's template); stages in pipeline order."""
     job = info["job"]
+    lines = _summary_lines(job, info.get("ray"))
+    lines += _state_lines(job)
+    lines += _stage_lines(job, info["timings"])
+    lines += _error_lines(job)
+    return "\n".join(lines) + "\n"
+
+
+def stage_order(job: dict[str, Any]) -> list[str]:
+    """The job's stages in pipeline order (then any other stage its counts name)."""
+    names = [s["name"] for s in job.get("stages") or [] if "name" in s]
+    for table in ("counts", "state_before", "state_after", "delta"):
+        names += [n for n in job.get(table) or {} if n not in names]
+    return names
+
+
+def _summary_lines(job: dict[str, Any], ray: dict[str, Any] | None) -> list[str]:
     lines = [
         f"# Run log: {job['job_id']}",
         "",
@@ -55,13 +71,16 @@ def job_markdown(info: dict[str, Any]) -> str:
         f"bad records: {job.get('bad_records')}",
         f"- output manifest: {job.get('manifest')}",
     ]
-    ray = info.get("ray")
     if ray:
         lines.append(
             f"- Ray job: `{ray.get('submission_id')}` at {ray.get('dashboard_url')}"
             + (f", Ray status **{ray['status']}**" if ray.get("status") else "")
         )
-    lines += [
+    return lines
+
+
+def _state_lines(job: dict[str, Any]) -> list[str]:
+    lines = [
         "",
         "## State before / after / delta",
         "",
@@ -69,25 +88,37 @@ def job_markdown(info: dict[str, Any]) -> str:
         "| --- | --- | --- | --- |",
     ]
     before, after, delta = (job.get(k) or {} for k in ("state_before", "state_after", "delta"))
-    for stage in sorted(set(before) | set(after) | set(delta)):
-        lines.append(
-            f"| {stage} | {_fmt(before.get(stage))} | {_fmt(after.get(stage))} | "
-            f"{_fmt(delta.get(stage), signed=True)} |"
-        )
-    lines += [
+    for stage in stage_order(job):
+        if stage in before or stage in after or stage in delta:
+            lines.append(
+                f"| {stage} | {_fmt(before.get(stage))} | {_fmt(after.get(stage))} | "
+                f"{_fmt(delta.get(stage), signed=True)} |"
+            )
+    return lines
+
+
+def _stage_lines(job: dict[str, Any], timings: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
         "",
         "## Per stage",
         "",
         "| stage | run | skipped | retried | failed | rows in | rows out | p50 s | p95 s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for stage, c in (job.get("counts") or {}).items():
-        t = info["timings"].get(stage, {})
+    counts = job.get("counts") or {}
+    for stage in stage_order(job):
+        if stage not in counts:
+            continue
+        c, t = counts[stage], timings.get(stage, {})
         lines.append(
             f"| {stage} | {c['run']} | {c['skipped']} | {c['retried']} | {c['failed']} | "
             f"{c['rows_in']} | {c['rows_out']} | {t.get('p50_s', '')} | {t.get('p95_s', '')} |"
         )
-    lines += ["", "## Errors by type", ""]
+    return lines
+
+
+def _error_lines(job: dict[str, Any]) -> list[str]:
+    lines = ["", "## Errors by type", ""]
     errors = job.get("errors") or {}
     if not errors:
         lines.append("none")
@@ -111,7 +142,7 @@ def job_markdown(info: dict[str, Any]) -> str:
                 f"- {p['stage']} `{p['key'][:16]}` {p['error_type']} after {p['attempts']} "
                 f"attempts: {src.get('file')} rows {src.get('start')}-{src.get('stop')}"
             )
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _fmt(counts: dict[str, int] | None, signed: bool = False) -> str:
