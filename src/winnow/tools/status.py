@@ -69,6 +69,17 @@ def ray_view(record: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _pipeline_order(stages: list[str], jobs: list[dict[str, Any]]) -> list[str]:
+    """The state's stages in pipeline order: the newest job's pipeline first, then
+    the stages of older jobs' pipelines, then any no job record names."""
+    from winnow.tools.inspect import stage_order  # inspect imports this module
+
+    order: list[str] = []
+    for job in jobs:
+        order += [s for s in stage_order(job) if s in stages and s not in order]
+    return order + [s for s in stages if s not in order]
+
+
 def _alive(record: dict[str, Any]) -> bool:
     """Whether a RUNNING job's driver may still be alive (unknown on another host)."""
     if record.get("host") != socket.gethostname() or not record.get("pid"):
@@ -96,7 +107,7 @@ def status(state: State, recent: int = 10) -> dict[str, Any]:
     store = state.checkpoints()
     stages: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
-    for stage in store.stages():
+    for stage in _pipeline_order(store.stages(), jobs):
         loaded = store.load(stage)
         damage.extend(loaded.damage)
         records = loaded.records.values()
