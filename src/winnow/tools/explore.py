@@ -61,6 +61,21 @@ def batch_records(state: State, job_id: str | None = None) -> pa.Table:
     )
 
 
+def latest_job(state: State, pipeline: str) -> str:
+    """The id of a pipeline's newest finished job (succeeded, failed or cancelled).
+
+    Raises:
+        UsageError: the state has no finished job of that pipeline.
+    """
+    for job in state.list_jobs():
+        if job.get("pipeline") == pipeline and job.get("finished_at"):
+            return str(job["job_id"])
+    raise UsageError(
+        f"no finished {pipeline} job in {state.display()}: run "
+        f"`uv run winnow run {pipeline} --profile local-cpu` first"
+    )
+
+
 def job_batches(state: State, job_id: str) -> pa.Table:
     """One job's batches: those it computed and those its output is made of.
 
