@@ -4,7 +4,8 @@ The state holds a demo run and its all-skipped rerun, a flaky run whose
 batches fail for good, a flaky run on an empty file, and a paced run (paced
 and flaky both have a stage named ``upper``); flaky's and paced's inputs each
 carry one malformed line with a marker, so a report that showed another
-pipeline's quarantine would show the other's marker. Every run uses the local
+pipeline's quarantine would show the other's marker; last, a paced run whose
+stage setup fails. Every run uses the local
 executor on a few hundred rows: the module takes seconds.
 """
 
@@ -67,6 +68,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory, demo_inputs: list[str]) -> di
         "--input",
         str(_jsonl(d / "paced.jsonl", "PACED-BAD")),
     )
+    # a stage whose setup() fails stops the job before it counts anything
+    setup = run_cli(
+        "run",
+        PACED,
+        *local,
+        "--set",
+        "upper.setup_error=no model here",
+        "--input",
+        str(d / "paced.jsonl"),
+    )
+    assert setup.returncode == 1, setup.stderr
+    [stopped] = [j for j in open_state(str(d / "state")).list_jobs() if j.get("error")]
     assert skipped["skipped_fraction"] == 1.0 and failed["status"] == "FAILED"
     assert empty["batches"] == 0 and paced["status"] == "SUCCEEDED"
     return {
@@ -77,6 +90,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory, demo_inputs: list[str]) -> di
         "failed": failed,
         "empty": empty,
         "paced": paced,
+        "stopped": stopped,
     }
 
 
@@ -208,6 +222,18 @@ def test_a_shared_stage_name_brings_no_other_pipeline_into_a_report(runs: dict, 
     # 5 batches of 25 rows (101 lines); flaky's `upper` records are not paced's
     assert job.startswith(runs["paced"]["job_id"]) and work == "pace 5, upper 5"
     assert "PACED-BAD" in page.text["quarantine"] and "FLAKY-BAD" not in page.text["quarantine"]
+
+
+def test_a_job_stopped_before_counting_shows_its_error_and_no_made_up_numbers(
+    runs: dict, tmp_path: Path
+):
+    page = report(runs, "stopped", tmp_path)
+    assert "FAILED" in page.heading and "no model here" in page.text["summary"]
+    assert "no model here" in page.text["failures"]
+    for name in ("stages", "rows", "latency", "throughput"):
+        assert "before it counted its batches" in page.text[name], name
+    assert page.column("state-delta", 2) == ["not recorded"] * 2
+    assert sum(page.images.values()) == 0 and "No output manifest" in page.text["artifact-check"]
 
 
 def test_status_lists_stages_in_pipeline_order(runs: dict):

@@ -8,9 +8,7 @@ its output is made of (``explore.job_batches``), never another pipeline's.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
 import os
 import statistics
 from collections import Counter
@@ -25,6 +23,7 @@ from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import open_url
 from winnow.storage.state import State
 from winnow.tools import plots
+from winnow.tools import report_page as page
 from winnow.tools.explore import job_batches, job_quarantined
 from winnow.tools.inspect import stage_order
 from winnow.tools.verify import store_for
@@ -42,20 +41,6 @@ SECTIONS = (
     "artifact-check",
 )
 QUARANTINE_SHOWN = 20
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:62em;padding:0 1em;color:#222}
-h1{font-size:1.6em}h1 small{font-weight:normal;color:#666;font-size:.6em}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em}
-th{background:#f2f2f2;text-align:left}td.n{text-align:right;font-variant-numeric:tabular-nums}
-code,pre{background:#f6f6f6;padding:.1em .3em}pre{overflow-x:auto;font-size:.85em}
-.ok{color:#1a7f37}.bad{color:#c62828}.muted{color:#666}
-td.bad{background:#fdecea;font-weight:bold}
-.status{display:inline-block;padding:.05em .5em;border-radius:.3em;color:#fff;font-weight:bold}
-.status.ok{background:#1a7f37}.status.bad{background:#c62828}.status.other{background:#777}
-.lead{font-size:1.1em;padding:.6em .9em;border-left:.3em solid #1a7f37;background:#f3faf4}
-.lead.bad{border-color:#c62828;background:#fdecea;color:#222}
-.lead.note{border-color:#3b7dd8;background:#eef4fc}
-"""
 
 
 def build(state: State, job_id: str) -> str:
@@ -65,85 +50,51 @@ def build(state: State, job_id: str) -> str:
     own = batches.filter(pc.equal(batches.column("job_id"), job_id))
     order = stage_order(job)
     parts = [
-        f"<h1>Winnow run {_e(job_id)} {_status(job.get('status'))} "
-        f"<small>pipeline {_e(job.get('pipeline'))}</small></h1>",
-        _section("summary", "Summary", _lead(job, batches) + _kv(job)),
-        _section("computed-by", "Where this output came from", _computed_by(state, job, batches)),
-        _section("failures", "Failures", _failures(job)),
-        _section("stages", "Per stage", _stage_table(job, own)),
-        _section("state-delta", "Checkpoints before / after this run", _delta_table(job)),
-        _section("rows", "Rows kept, dropped and quarantined per stage", _rows(job)),
-        _section(
+        f"<h1>Winnow run {page.esc(job_id)} {page.badge(job.get('status'))} "
+        f"<small>pipeline {page.esc(job.get('pipeline'))}</small></h1>",
+        page.section("summary", "Summary", _lead(job, batches) + _kv(job)),
+        page.section(
+            "computed-by", "Where this output came from", _computed_by(state, job, batches)
+        ),
+        page.section("failures", "Failures", _failures(job)),
+        page.section("stages", "Per stage", _stage_table(job, own)),
+        page.section("state-delta", "Checkpoints before / after this run", _delta_table(job)),
+        page.section("rows", "Rows kept, dropped and quarantined per stage", _rows(job)),
+        page.section(
             "latency",
             "Stage latency (batches this run computed)",
             _timed(own, job, lambda: plots.stage_latency(own, order)),
         ),
-        _section(
+        page.section(
             "throughput",
             "Throughput over time (batches this run computed)",
             _timed(own, job, lambda: plots.throughput(own, order)),
         ),
-        _section("quarantine", "Quarantined records", _quarantine(state, job)),
-        _section("artifact-check", "One artifact verified by hand", _artifact_check(state, job)),
+        page.section("quarantine", "Quarantined records", _quarantine(state, job)),
+        page.section(
+            "artifact-check", "One artifact verified by hand", _artifact_check(state, job)
+        ),
     ]
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>Winnow run {_e(job_id)}</title><style>{STYLE}</style></head><body>"
+        f"<title>Winnow run {page.esc(job_id)}</title><style>{page.STYLE}</style></head><body>"
         + "\n".join(parts)
         + "</body></html>"
     )
 
 
 def write(state: State, job_id: str, to: str) -> str:
-    page = build(state, job_id)
+    text = build(state, job_id)
     with open_url(to, "w", **state.storage_options) as fh:
-        fh.write(page)
+        fh.write(text)
     return to
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _n(value: Any) -> str:
-    """A count with thousands separators; anything else as it is."""
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
-    return f"{value:,}" if isinstance(value, int) else str(value)
-
-
-def _section(anchor: str, title: str, body: str) -> str:
-    return f"<section id='{anchor}'><h2>{_e(title)}</h2>{body}</section>"
-
-
-def _img(fig: Any) -> str:
-    title = fig.axes[0].get_title() if fig.axes else "chart"
-    data = base64.b64encode(plots.to_png(fig)).decode()
-    return f"<img alt='{_e(title)}' src='data:image/png;base64,{data}'>"
-
-
-def _table(
-    header: list[str] | None, rows: list[list[Any]], bad: set[tuple[int, int]] | None = None
-) -> str:
-    """A table (no header row without ``header``); numbers right-aligned; the
-    cells at ``bad`` (row, column) in red."""
-    bad = bad or set()
-    head = "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in header) + "</tr>" if header else ""
-    body = []
-    for i, row in enumerate(rows):
-        cells = []
-        for j, c in enumerate(row):
-            css = ("n " if isinstance(c, int | float) and not isinstance(c, bool) else "") + (
-                "bad" if (i, j) in bad else ""
-            )
-            cells.append(f"<td class='{css.strip()}'>{_e(_n(c))}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table>{head}{''.join(body)}</table>"
-
-
-def _status(status: Any) -> str:
-    css = {JobStatus.SUCCEEDED: "ok", JobStatus.FAILED: "bad"}.get(status, "other")
-    return f"<span class='status {css}'>{_e(status)}</span>"
+def _unfinished(job: dict[str, Any]) -> str:
+    """Why a job record has no counts yet (or never will)."""
+    if job.get("status") in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return f"The job ended ({job.get('status')}) before it counted its batches."
+    return f"The job is {job.get('status')}: its counts come when it ends."
 
 
 def _lead(job: dict[str, Any], batches: pa.Table) -> str:
@@ -155,15 +106,17 @@ def _lead(job: dict[str, Any], batches: pa.Table) -> str:
     error = job.get("error") or {}
     if error:
         text = f"The job failed: {error.get('type')}: {error.get('message')}"
-        return f"<p class='lead bad'>{_e(text)}</p>"
+        return f"<p class='lead bad'>{page.esc(text)}</p>"
     if poison:
         lost = ((job.get("accounting") or {}).get("total") or {}).get("in_failed_batches")
         rows = f" ({lost:,} input rows are not in the output)" if lost else ""
         return (
             f"<p class='lead bad'>{len(poison)} batch(es) failed for good after their retries"
-            f"{_e(rows)}; see <a href='#failures'>Failures</a>. "
+            f"{page.esc(rows)}; see <a href='#failures'>Failures</a>. "
             "<code>winnow retry --failed</code> re-runs just those.</p>"
         )
+    if "counts" not in job:
+        return f"<p class='lead note'>{page.esc(_unfinished(job))}</p>"
     if not job.get("batches"):
         return "<p class='lead note'>This run had no input rows: nothing was read or written.</p>"
     if ran == 0 and skipped:
@@ -171,7 +124,7 @@ def _lead(job: dict[str, Any], batches: pa.Table) -> str:
         return (
             f"<p class='lead note'>Every batch was already committed: this run computed "
             f"nothing ({skipped:,} stage batches skipped in {job.get('wall_s')} s). Its "
-            f"output was computed by {_e(', '.join(others) or 'earlier jobs')}; see "
+            f"output was computed by {page.esc(', '.join(others) or 'earlier jobs')}; see "
             "<a href='#computed-by'>where this output came from</a>.</p>"
         )
     return (
@@ -193,11 +146,15 @@ def _kv(job: dict[str, Any]) -> str:
         ["quarantined (bad) records", job.get("bad_records")],
         ["rows in failed batches", total.get("in_failed_batches")],
         ["throughput (rows/s)", job.get("throughput_rows_s")],
-        ["stage batches skipped", f"{100 * (job.get('skipped_fraction') or 0):.0f}%"],
+        ["stage batches skipped", _percent(job.get("skipped_fraction"))],
         ["output manifest", job.get("manifest") or "none"],
     ]
     bad = {(i, 1) for i, r in enumerate(rows) if r[0] == "rows in failed batches" and r[1]}
-    return _table(None, rows, bad)
+    return page.table(None, rows, bad)
+
+
+def _percent(fraction: float | None) -> str:
+    return "" if fraction is None else f"{100 * fraction:.0f}%"
 
 
 def _computed_by(state: State, job: dict[str, Any], batches: pa.Table) -> str:
@@ -225,7 +182,7 @@ def _computed_by(state: State, job: dict[str, Any], batches: pa.Table) -> str:
         if set(per_job) - {job["job_id"]}
         else ""
     )
-    return _table(["job", "status", "finished", "committed batches per stage"], rows) + hint
+    return page.table(["job", "status", "finished", "committed batches per stage"], rows) + hint
 
 
 def _failures(job: dict[str, Any]) -> str:
@@ -237,7 +194,9 @@ def _failures(job: dict[str, Any]) -> str:
         return "<p class='ok'>No failures: no batch failed, none was retried.</p>"
     out = []
     if error:
-        out.append(f"<p class='lead bad'>{_e(error.get('type'))}: {_e(error.get('message'))}</p>")
+        out.append(
+            f"<p class='lead bad'>{page.esc(error.get('type'))}: {page.esc(error.get('message'))}</p>"
+        )
     if poison:
         rows = []
         for p in poison:
@@ -245,18 +204,18 @@ def _failures(job: dict[str, Any]) -> str:
             where = f"{src.get('file')} rows {src.get('start')}-{src.get('stop')}"
             rows.append([p["stage"], p["key"][:16], where, p.get("attempts"), p.get("message")])
         out.append("<h3 class='bad'>Poison batches (failed after every retry)</h3>")
-        out.append(_table(["stage", "batch key", "input", "attempts", "last error"], rows))
+        out.append(page.table(["stage", "batch key", "input", "attempts", "last error"], rows))
     if integrity:
         out.append("<h3 class='bad'>Integrity failures</h3>")
         rows = [[i.get("stage"), str(i.get("key"))[:16], i.get("message")] for i in integrity]
-        out.append(_table(["stage", "batch key", "what failed"], rows))
+        out.append(page.table(["stage", "batch key", "what failed"], rows))
     for kind, group in errors.items():
         example = group.get("example") or {}
         stages = ", ".join(group.get("stages") or [])
         out.append(
-            f"<h3>{_e(kind)}: {group['count']} failed attempt(s) in {_e(stages)}</h3>"
-            f"<p>{_e(example.get('message', ''))}</p>"
-            f"<details><summary>traceback</summary><pre>{_e(example.get('traceback') or '')}"
+            f"<h3>{page.esc(kind)}: {group['count']} failed attempt(s) in {page.esc(stages)}</h3>"
+            f"<p>{page.esc(example.get('message', ''))}</p>"
+            f"<details><summary>traceback</summary><pre>{page.esc(example.get('traceback') or '')}"
             "</pre></details>"
         )
     return "".join(out)
@@ -264,7 +223,9 @@ def _failures(job: dict[str, Any]) -> str:
 
 def _stage_table(job: dict[str, Any], own: pa.Table) -> str:
     """The job's counts per stage, and the latency of the batches it committed."""
-    counts = job.get("counts") or {}
+    if "counts" not in job:
+        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
+    counts = job["counts"]
     durations: dict[str, list[float]] = {}
     for r in own.to_pylist():
         if r["status"] == BatchStatus.SUCCEEDED and r["duration_s"] is not None:
@@ -294,12 +255,13 @@ def _stage_table(job: dict[str, Any], own: pa.Table) -> str:
     header = ["stage", "run", "skipped", "retried", "failed", "rows in", "rows out"]
     header += ["quarantined", "p50 s", "p95 s"]
     note = "<p class='muted'>p50 and p95: seconds per batch this run committed.</p>"
-    return _table(header, rows, bad) + note
+    return page.table(header, rows, bad) + note
 
 
 def _delta_table(job: dict[str, Any]) -> str:
     """Committed and failed batches per stage, before and after the run, in words."""
     before, after, delta = (job.get(k) or {} for k in ("state_before", "state_after", "delta"))
+    unknown = "not recorded" if "state_after" not in job else None
     rows: list[list[Any]] = []
     bad: set[tuple[int, int]] = set()
     for stage in stage_order(job):
@@ -311,12 +273,12 @@ def _delta_table(job: dict[str, Any]) -> str:
             [
                 stage,
                 _counts(before.get(stage)),
-                _counts(after.get(stage)),
-                _counts(delta.get(stage), signed=True) or "no change",
+                unknown or _counts(after.get(stage)),
+                unknown or _counts(delta.get(stage), signed=True) or "no change",
             ]
         )
     caption = "<p class='muted'>Batch checkpoints of each stage in the state, by status.</p>"
-    return caption + _table(["stage", "before", "after", "change"], rows, bad)
+    return caption + page.table(["stage", "before", "after", "change"], rows, bad)
 
 
 def _counts(counts: dict[str, int] | None, signed: bool = False) -> str:
@@ -329,9 +291,11 @@ def _counts(counts: dict[str, int] | None, signed: bool = False) -> str:
 
 
 def _rows(job: dict[str, Any]) -> str:
+    if "counts" not in job:
+        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
     if not job.get("batches"):
         return "<p class='muted'>This run had no input rows.</p>"
-    return _img(plots.rows_per_stage(job))
+    return page.image(plots.rows_per_stage(job))
 
 
 def _timed(own: pa.Table, job: dict[str, Any], draw: Any) -> str:
@@ -344,7 +308,9 @@ def _timed(own: pa.Table, job: dict[str, Any], draw: Any) -> str:
         else ""
     )
     if committed:
-        return _img(draw()) + note
+        return page.image(draw()) + note
+    if "counts" not in job:
+        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
     if not job.get("batches"):
         return "<p class='muted'>This run had no input batches.</p>"
     if failed:
@@ -372,13 +338,13 @@ def _quarantine(state: State, job: dict[str, Any]) -> str:
     prefix = os.path.commonprefix(files)  # noqa: RUF071
     folder = prefix[: prefix.rfind("/") + 1]
     if folder:
-        lead += f"<p class='muted'>Files under <code>{_e(folder)}</code>.</p>"
+        lead += f"<p class='muted'>Files under <code>{page.esc(folder)}</code>.</p>"
     names = [f[len(folder) :] for f in files]
     rows = [
         [name, r["row"], r["error"], str(r["raw"])[:120]]
         for name, r in zip(names, records, strict=True)
     ]
-    return lead + _table(["file", "row", "error", "raw (first 120 characters)"], rows)
+    return lead + page.table(["file", "row", "error", "raw (first 120 characters)"], rows)
 
 
 def _artifact_check(state: State, job: dict[str, Any]) -> str:
@@ -387,7 +353,7 @@ def _artifact_check(state: State, job: dict[str, Any]) -> str:
     try:
         manifest = read_manifest(job["manifest"], state.storage_options)
     except FileNotFoundError:
-        return f"<p class='bad'>The output manifest {_e(job['manifest'])} is gone.</p>"
+        return f"<p class='bad'>The output manifest {page.esc(job['manifest'])} is gone.</p>"
     entries = [e for e in manifest["batches"] if e.get("artifact")]
     if not entries:
         return "<p class='muted'>The output has no artifacts: no batch reached the last stage.</p>"
@@ -398,7 +364,7 @@ def _artifact_check(state: State, job: dict[str, Any]) -> str:
     verdict = "matches" if digest == art["digest"] else "DOES NOT match"
     css = "ok" if digest == art["digest"] else "bad"
     return (
-        f"<p><code>{_e(art['uri'])}</code>: {len(data):,} bytes; SHA-256 recomputed "
+        f"<p><code>{page.esc(art['uri'])}</code>: {len(data):,} bytes; SHA-256 recomputed "
         f"<code>{digest}</code> <span class='{css}'>{verdict}</span> the checkpoint's "
-        f"<code>{_e(art['digest'])}</code>.</p>"
+        f"<code>{page.esc(art['digest'])}</code>.</p>"
     )
