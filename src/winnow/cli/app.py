@@ -22,7 +22,7 @@ from rich.table import Table
 
 from winnow import api
 from winnow.cli import console
-from winnow.cli.options import executor_option, request_options
+from winnow.cli.options import executor_option, json_option, request_options
 from winnow.cli.summary import print_summary, summary
 from winnow.errors import Interrupted, WinnowError
 from winnow.jobs import reconcile_lost_jobs
@@ -199,7 +199,7 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
 
 @cli.command()
 @click.option("--state", default=None, help="State root URL.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def jobs(state: str | None, as_json: bool) -> None:
     """The history of runs, newest first."""
     st = api.open_state(state)

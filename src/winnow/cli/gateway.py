@@ -17,7 +17,7 @@ import click
 from winnow import api
 from winnow.cli import console
 from winnow.cli import maintenance as maintenance_cli
-from winnow.cli.options import request_options
+from winnow.cli.options import json_option, request_options
 from winnow.errors import UsageError
 from winnow.gateway import daemon, queue, snapshots
 from winnow.records import JobStatus
@@ -171,7 +171,7 @@ def _alive(pid: int) -> bool:
 @state_option
 @run_dir_option
 @click.option("--verbose", "-v", is_flag=True, help="Add memory, journal size and active work.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def status(state: str | None, run_dir: str, verbose: bool, as_json: bool) -> None:
     """Queue depth, backlog, worker health, persisted runtime metrics, latest snapshot."""
     data = gateway_status(state, run_dir, verbose)
