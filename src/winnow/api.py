@@ -225,9 +225,9 @@ def execute(
             (notify or _stderr)(
                 f"job {lost} was left RUNNING by a driver that is gone; marked FAILED"
             )
-        return _execute_locked(
-            session, the_plan, job_id, address, progress, stop, t0, reuse_actors, started, executor
-        )
+        # Only a plan with work needs an executor (an all-skipped rerun starts no Ray).
+        engine = executor_for(executor, address, reuse_actors, notify) if the_plan.work else None
+        return _execute_locked(session, the_plan, job_id, engine, progress, stop, t0, started)
     finally:
         lock.release()
 
@@ -240,22 +240,18 @@ def _execute_locked(
     session: Session,
     the_plan: Plan,
     job_id: str,
-    address: str | None,
+    engine: Executor | None,
     progress: Any,
     stop: threading.Event | None,
     t0: float,
-    reuse_actors: bool = False,
     started: threading.Event | None = None,
-    executor: str = DEFAULT_EXECUTOR,
 ) -> dict[str, Any]:
     state = session.state
     record = jobs.started_record(the_plan, state, job_id, session.pipeline_file, session.output_url)
-    engine: Executor | None = None
-    if the_plan.work:
+    if engine is not None:
         # Prepare the executor (Ray: attach and size the pools, once per run) before
         # anything is written: a wrong address or a request the cluster can never
         # host exits 2 clean.
-        engine = executor_for(executor, address, reuse_actors)
         engine.prepare(the_plan)
     jobs.publish_start(state, record, the_plan)
     if started is not None:

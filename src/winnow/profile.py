@@ -52,6 +52,11 @@ class Profile(BaseModel):
     )
     checkpoint_flush_every: int = Field(default=256, ge=1)
     ray_num_cpus: int | None = Field(default=None, ge=1)
+    ray_dashboard: bool = Field(
+        default=False,
+        description="start the embedded Ray with its dashboard on 127.0.0.1 (winnow run "
+        "--dashboard) and print its URL",
+    )
     storage_options: dict[str, Any] = Field(default_factory=dict)
     stages: dict[str, StageOverride] = Field(default_factory=dict)
 

@@ -73,9 +73,21 @@ def cli() -> None:
     help="Ray cluster to attach to (ray://HEAD:10001, HOST:6379 or auto); default: embedded "
     "local Ray.",
 )
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Start the embedded Ray with its dashboard on 127.0.0.1 and print its URL "
+    "(profile key ray_dashboard); with --address the cluster's URL is printed anyway.",
+)
 @click.option("--job-id", default=None, hidden=True, help="Use this job id (winnow submit).")
-def run(request: RunRequest, as_json: bool, address: str | None, job_id: str | None) -> None:
+def run(
+    request: RunRequest, as_json: bool, address: str | None, dashboard: bool, job_id: str | None
+) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
+    if dashboard:
+        if request.executor == "local":
+            raise click.UsageError("--dashboard watches Ray: drop it or use --executor ray")
+        request = request.but(sets=(*request.sets, "ray_dashboard=true"))
     signals = _install_signal_handlers()
     session = api.resolve_session(request)
     _run_session(session, signals, address, as_json, job_id=job_id)

@@ -40,7 +40,12 @@ class LocalExecutor:
         reuse: ignored; nothing outlives the run.
     """
 
-    def __init__(self, address: str | None = None, reuse: bool = False) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        reuse: bool = False,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         if address:
             raise UsageError(
                 f"the local executor runs every stage in this process: it attaches to no "
