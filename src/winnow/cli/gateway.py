@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from winnow.cli.options import session_options
 from winnow.errors import UsageError
 from winnow.gateway import daemon, queue, snapshots
 from winnow.records import JobStatus
+from winnow.storage.liveness import Liveness, liveness
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
 
@@ -150,7 +152,10 @@ def stop(run_dir: str, force: bool, timeout: float) -> None:
     os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pidfile.holder() != pid and not _alive(pid):
+        if (
+            pidfile.holder() != pid
+            and liveness(pid, socket.gethostname(), zombie_is_gone=True) is Liveness.GONE
+        ):
             break
         time.sleep(0.2)
     else:
@@ -161,19 +166,6 @@ def stop(run_dir: str, force: bool, timeout: float) -> None:
     if force:
         pidfile.path.unlink(missing_ok=True)
     _out.print(f"gateway (pid {pid}) {'killed' if force else 'stopped'}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our own child, not yet reaped) is not alive
-        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return True
 
 
 @gateway.command()

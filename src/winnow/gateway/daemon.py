@@ -39,6 +39,7 @@ from winnow.gateway import cluster_jobs, queue, snapshots
 from winnow.records import ErrorRecord, JobStatus
 from winnow.storage import journal
 from winnow.storage.fs import join, write_atomic
+from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.locks import LockHeld
 from winnow.storage.state import State, now_iso
 
@@ -83,12 +84,8 @@ class PidFile:
             pid = int(self.path.read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if liveness(pid, socket.gethostname()) is Liveness.GONE:
             return None
-        except PermissionError:
-            pass
         return pid
 
     def acquire(self) -> None:

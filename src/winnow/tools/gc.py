@@ -9,8 +9,8 @@ from typing import Any
 from winnow.records import JobStatus
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import join
+from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import State
-from winnow.tools.status import _alive
 from winnow.tools.verify import store_for as store_for
 from winnow.tools.verify import verify_state as verify_state
 
@@ -43,7 +43,10 @@ def gc(
         if job.get("output_url"):
             roots.add(join(job["output_url"].rstrip("/"), "artifacts"))
     live = [
-        j["job_id"] for j in state.list_jobs() if j.get("status") == JobStatus.RUNNING and _alive(j)
+        j["job_id"]
+        for j in state.list_jobs()
+        if j.get("status") == JobStatus.RUNNING
+        and liveness(j.get("pid"), j.get("host")) is not Liveness.GONE
     ]
     now = time.time()
     candidates: list[dict[str, Any]] = []
