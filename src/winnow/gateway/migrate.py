@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from winnow.errors import StateError, UsageError
-from winnow.storage.fs import join, to_url, write_atomic
+from winnow.storage.fs import join, refresh, to_url, write_atomic
 from winnow.storage.state import KNOWN_VERSIONS, STATE_VERSION, State, now_iso
 
 TARGET_VERSION = "state/v2"
@@ -142,9 +142,7 @@ def _check_clearable(target: State, existing: dict[str, int]) -> None:
 
 def _files(state: State) -> dict[str, int]:
     """Every file under a root, by path relative to it, with its size."""
-    invalidate = getattr(state.fs, "invalidate_cache", None)
-    if invalidate is not None:
-        invalidate(state.root)
+    refresh(state.fs, state.root)
     try:
         listing = state.fs.find(state.root, detail=True)
     except FileNotFoundError:

@@ -18,7 +18,7 @@ from typing import Any
 from winnow.errors import UsageError
 from winnow.gateway import queue
 from winnow.records import ErrorRecord, JobStatus
-from winnow.storage.fs import join, to_url, write_atomic
+from winnow.storage.fs import join, refresh, to_url, write_atomic
 from winnow.storage.journal import event_totals
 from winnow.storage.state import State, now_iso
 from winnow.tools.status import job_summary
@@ -89,9 +89,7 @@ def _snapshot_path(state: State, name: str) -> str:
 def list_snapshots(state: State) -> dict[str, dict[str, Any]]:
     """Every readable snapshot by name."""
     base = join(state.root, "snapshots")
-    invalidate = getattr(state.fs, "invalidate_cache", None)
-    if invalidate is not None:
-        invalidate(base)
+    refresh(state.fs, base)
     try:
         paths = [p for p in state.fs.find(base) if p.endswith(".json")]
     except FileNotFoundError:

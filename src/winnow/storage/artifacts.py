@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from winnow.errors import IntegrityError
 from winnow.storage import formats
-from winnow.storage.fs import is_local, join, resolve, to_url
+from winnow.storage.fs import is_local, join, refresh, resolve, to_url
 
 WRITE_ATTEMPTS = 3  # a commit whose read-back differs is rewritten this many times in all
 _DIGEST = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: `$` also matches before "\n"
@@ -109,7 +109,7 @@ class ArtifactStore:
             # An object store publishes a whole object on PUT (there is no rename to
             # make atomic): write the final key, then read it back and verify it.
             self._write(final, data)
-            self._invalidate(final)
+            refresh(self.fs, final)
             try:
                 return self._verify_path(final, expected, check_schema=False, written=data)
             except BaseException:
@@ -127,7 +127,7 @@ class ArtifactStore:
 
     def read_bytes(self, uri: str) -> bytes:
         path = self.path_of(uri)
-        self._invalidate(path)
+        refresh(self.fs, path)
         data: bytes = self.fs.cat_file(path)
         return data
 
@@ -161,7 +161,7 @@ class ArtifactStore:
         proves the same digest as hashing it again at a fraction of the cost;
         a mismatch is hashed to name it.
         """
-        self._invalidate(path)
+        refresh(self.fs, path)
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
@@ -209,19 +209,8 @@ class ArtifactStore:
         return out
 
     def _exists(self, path: str) -> bool:
-        self._invalidate(path)
+        refresh(self.fs, path)
         return bool(self.fs.exists(path))
-
-    def _invalidate(self, path: str) -> None:
-        """Drop cached listings (s3fs) so the next check or read sees the object as it is.
-
-        s3fs answers ``exists`` and the size lookup inside ``cat_file`` from a
-        listing cached by an earlier call (``sizes()`` caches every shard), so an
-        object another process wrote since would read as missing.
-        """
-        invalidate = getattr(self.fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate(path)
 
     def _remove(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -43,6 +43,20 @@ def resolve(url: str, storage_options: dict[str, Any] | None = None) -> tuple[An
     return fs, path
 
 
+def refresh(fs: Any, path: str) -> None:
+    """Make the next look at ``path`` on ``fs`` ask the store, not a cached listing.
+
+    s3fs (and other object-store filesystems) answer ``exists``, ``ls``,
+    ``find``, ``info`` and the size lookup inside ``cat`` from listings cached
+    by earlier calls, so an object another process wrote or removed since would
+    read as it was. Dropping the cached entries for ``path`` (and its parents)
+    makes the next call list afresh; on a local disk it does nothing.
+    """
+    invalidate = getattr(fs, "invalidate_cache", None)
+    if invalidate is not None:
+        invalidate(path)
+
+
 def is_local(fs: Any) -> bool:
     return "file" in _protocols(fs)
 
@@ -85,9 +99,7 @@ def write_atomic(fs: Any, path: str, data: bytes) -> None:
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             fs.pipe_file(path, data)
-            invalidate = getattr(fs, "invalidate_cache", None)
-            if invalidate is not None:
-                invalidate(path)
+            refresh(fs, path)
             if fs.cat_file(path) == data:
                 return
             problem: BaseException = OSError(f"{path}: read back differs from what was written")
@@ -147,7 +159,7 @@ def temp_beside(path: str) -> str:
 def discard(fs: Any, path: str) -> None:
     """Remove a file or folder if it is there, best effort (cleanup after a failure)."""
     try:
-        fs.invalidate_cache(path)
+        refresh(fs, path)
         if is_local(fs):
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)

@@ -29,7 +29,7 @@ from typing import Any
 
 from winnow.errors import StateError, UsageError
 from winnow.records import JOB_TERMINAL
-from winnow.storage.fs import is_local, join, to_url, write_atomic
+from winnow.storage.fs import is_local, join, refresh, to_url, write_atomic
 from winnow.storage.state import State
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -220,9 +220,7 @@ def _archive_path(state: State, first: str, last: str) -> str:
 
 
 def _check_archive(state: State, archive: str, payload: bytes, count: int) -> None:
-    invalidate = getattr(state.fs, "invalidate_cache", None)
-    if invalidate is not None:
-        invalidate(archive)
+    refresh(state.fs, archive)
     try:
         back = gzip.decompress(state.fs.cat_file(archive))
     except (OSError, EOFError) as exc:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from winnow.errors import StateError
-from winnow.storage.fs import is_local, join, to_url
+from winnow.storage.fs import is_local, join, refresh, to_url
 from winnow.storage.liveness import Liveness, liveness
 
 DEFAULT_LEASE_S = 120.0
@@ -73,9 +73,7 @@ class LockStore:
 
     def read(self, pipeline: str) -> LockInfo | None:
         path = self.path(pipeline)
-        invalidate = getattr(self.fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate(path)
+        refresh(self.fs, path)
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:

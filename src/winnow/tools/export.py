@@ -34,6 +34,7 @@ from winnow.storage.fs import (
     is_local,
     join,
     location,
+    refresh,
     replace_folder,
     resolve,
     temp_beside,
@@ -287,7 +288,7 @@ def _previous_export(fs: Any, final: str) -> set[str] | None:
     ``part-NNNNN`` files without the marker counts too: it is what an
     interrupted publish leaves (the marker goes first), and rerunning fixes it.
     """
-    fs.invalidate_cache(final)
+    refresh(fs, final)
     if not fs.exists(final):
         return None
     url = to_url(fs, final)
@@ -360,7 +361,7 @@ def _write(
 
 def _read_back(fs: Any, path: str, fmt: str) -> tuple[int, int, str]:
     """Rows (Parquet footer, JSONL lines), size and SHA-256 of the file as stored."""
-    fs.invalidate_cache(path)
+    refresh(fs, path)
     sha, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
     with fs.open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -392,7 +393,7 @@ def _check_total(files: list[ExportedFile], sources: _Sources) -> None:
 def _check_sizes(fs: Any, sizes: dict[str, int]) -> None:
     """Object storage: each published copy has the size of the file that was verified."""
     for path, size in sizes.items():
-        fs.invalidate_cache(path)
+        refresh(fs, path)
         found = fs.info(path).get("size")
         if found != size:
             raise IntegrityError(

@@ -8,7 +8,7 @@ from typing import Any
 
 from winnow.records import JobStatus
 from winnow.storage.artifacts import ArtifactStore
-from winnow.storage.fs import join
+from winnow.storage.fs import join, refresh
 from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import State
 from winnow.tools.verify import store_for as store_for
@@ -84,9 +84,7 @@ def gc(
 
 def _listing(fs: Any, base: str) -> dict[str, dict[str, Any]]:
     try:
-        invalidate = getattr(fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate(base)
+        refresh(fs, base)
         return dict(fs.find(base, detail=True))
     except FileNotFoundError:
         return {}

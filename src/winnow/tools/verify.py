@@ -20,7 +20,7 @@ from winnow.errors import IntegrityError
 from winnow.records import BatchStatus, ErrorRecord
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import Damage
-from winnow.storage.fs import resolve
+from winnow.storage.fs import refresh, resolve
 from winnow.storage.state import State, event
 
 OUTPUT, QUARANTINE = "output", "quarantine"
@@ -105,9 +105,7 @@ def _check_manifest(job: dict[str, Any], checker: _Checker) -> list[dict[str, An
     base = {"job_id": job.get("job_id"), "manifest": url, "fix": MANIFEST_FIX}
     try:
         fs, path = resolve(url, checker.storage_options)
-        invalidate = getattr(fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate(path)
+        refresh(fs, path)
         data = fs.cat_file(path)
     except FileNotFoundError:
         return [{**base, "problem": "the manifest is missing"}]
