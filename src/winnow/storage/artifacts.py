@@ -13,7 +13,9 @@ import hashlib
 import posixpath
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -46,6 +48,25 @@ class ArtifactRef:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Fault(StrEnum):
+    """What is wrong with a committed artifact (see :meth:`ArtifactStore.check`)."""
+
+    MISSING = "missing"  # not in the store's listing
+    WRONG_SIZE = "wrong size"  # listed, with another size than recorded
+    UNVERIFIED = "unverified"  # a full check: missing, or it did not re-hash and decode
+
+
+@dataclass(frozen=True)
+class ArtifactProblem:
+    """Why a committed artifact is no longer good: its fault, and a message naming it."""
+
+    fault: Fault
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ArtifactStore:
@@ -146,6 +167,38 @@ class ArtifactStore:
                 "run `winnow verify --full` and rerun to recompute it"
             )
         return formats.decode(data, ref.format)
+
+    def check(
+        self, ref: ArtifactRef, *, full: bool = False, listing: Mapping[str, int] | None = None
+    ) -> ArtifactProblem | None:
+        """Is this committed artifact still good? ``None`` when it is, else why not.
+
+        The one answer that ``plan`` (before it skips a batch) and ``verify``
+        both use. Quick (the default): the store lists the artifact with the
+        size its reference records. ``full``: it is also read back, re-hashed
+        and decoded (:meth:`verify`).
+
+        Args:
+            ref: the artifact's reference, as its checkpoint records it.
+            full: re-hash and decode instead of comparing the size.
+            listing: digests and sizes from :meth:`sizes`, one listing shared
+                by many quick checks; listed now when not given. Unused by a
+                full check.
+        """
+        if full:
+            try:
+                self.verify(ref)
+            except IntegrityError as exc:
+                return ArtifactProblem(Fault.UNVERIFIED, str(exc))
+            return None
+        size = (self.sizes() if listing is None else listing).get(ref.digest)
+        if size is None:
+            return ArtifactProblem(Fault.MISSING, f"artifact {ref.uri} is missing")
+        if size != ref.bytes:
+            return ArtifactProblem(
+                Fault.WRONG_SIZE, f"artifact {ref.uri}: bytes {size} != {ref.bytes}"
+            )
+        return None
 
     def verify(self, ref: ArtifactRef, check_schema: bool = True) -> ArtifactRef:
         """Read the artifact back and check digest, bytes, records, schema, format."""

@@ -160,20 +160,10 @@ class _Checker:
 
     def _check_one(self, ref: ArtifactRef) -> str | None:
         store = store_for(ref.uri, self.stores, self.storage_options)
-        if self.full:
-            try:
-                store.verify(ref)
-            except IntegrityError as exc:
-                return str(exc)
-            return None
-        if store.root_url not in self.sizes:
+        if not self.full and store.root_url not in self.sizes:
             self.sizes[store.root_url] = store.sizes()
-        size = self.sizes[store.root_url].get(ref.digest)
-        if size is None:
-            return f"artifact {ref.uri} is missing"
-        if size != ref.bytes:
-            return f"artifact {ref.uri}: bytes {size} != {ref.bytes}"
-        return None
+        problem = store.check(ref, full=self.full, listing=self.sizes.get(store.root_url))
+        return None if problem is None else str(problem)
 
 
 def _artifacts(rec: dict[str, Any]) -> list[tuple[str, Any]]:
