@@ -2,8 +2,10 @@
 
 An artifact lives at ``<root>/sha256/<2 hex>/<64 hex>.<ext>``, named by the
 SHA-256 of its bytes, which we compute ourselves (never a backend's ETag).
-A commit is: write to a temporary name, read back and verify, publish. The
-caller writes the checkpoint last.
+A commit is: write to a temporary name (on a local disk under ``<root>/tmp/``),
+read back and verify, publish. The caller writes the checkpoint last. Nobody
+else builds or parses these paths: tools find a store with :meth:`ArtifactStore.for_uri`
+and ask it (:meth:`~ArtifactStore.check`, :meth:`~ArtifactStore.files`, ...).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -22,8 +25,9 @@ import pyarrow as pa
 
 from winnow.errors import IntegrityError
 from winnow.storage import formats
-from winnow.storage.fs import is_local, join, refresh, resolve, to_url
+from winnow.storage.fs import is_local, join, modified_at, refresh, resolve, to_url
 
+PUBLISHED, TEMPORARY = "sha256", "tmp"  # the store's two folders under its root
 WRITE_ATTEMPTS = 3  # a commit whose read-back differs is rewritten this many times in all
 _DIGEST = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: `$` also matches before "\n"
 
@@ -69,6 +73,21 @@ class ArtifactProblem:
         return self.message
 
 
+def output_store_url(output_url: str) -> str:
+    """The root of a run's artifact store under its output URL: ``<output>/artifacts``."""
+    return join(output_url.rstrip("/"), "artifacts")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file under an artifact store, as :meth:`ArtifactStore.files` found it."""
+
+    path: str  # on the store's filesystem
+    digest: str  # its name up to the first dot: a published artifact's SHA-256
+    bytes: int
+    modified: datetime | None  # None when the filesystem does not say
+
+
 class ArtifactStore:
     """Artifacts under one root URL on any fsspec filesystem."""
 
@@ -80,9 +99,36 @@ class ArtifactStore:
     def __reduce__(self) -> tuple[Any, ...]:
         return (ArtifactStore, (self.root_url, self.storage_options))
 
+    @staticmethod
+    def root_of(uri: str) -> str:
+        """The root URL of the store holding the artifact recorded at ``uri``."""
+        return uri.rsplit("/", 3)[0]  # <root>/sha256/<2 hex>/<digest>.<ext>
+
+    @classmethod
+    def for_uri(
+        cls,
+        uri: str,
+        storage_options: dict[str, Any] | None = None,
+        opened: dict[str, ArtifactStore] | None = None,
+    ) -> ArtifactStore:
+        """The store that holds the artifact a checkpoint or manifest records at ``uri``.
+
+        Args:
+            uri: an artifact's recorded URI, ``<root>/sha256/<2 hex>/<digest>.<ext>``.
+            storage_options: for a store opened here.
+            opened: stores already opened, by root URL; a store opened here is
+                added, so many artifacts of one store share it (and its listing).
+        """
+        root = cls.root_of(uri)
+        if opened is None:
+            return cls(root, storage_options)
+        if root not in opened:
+            opened[root] = cls(root, storage_options)
+        return opened[root]
+
     def path_for(self, digest: str, fmt: str) -> str:
         check_digest(digest)
-        return join(self.root, "sha256", digest[:2], f"{digest}.{formats.EXTENSIONS[fmt]}")
+        return join(self.root, PUBLISHED, digest[:2], f"{digest}.{formats.EXTENSIONS[fmt]}")
 
     def path_of(self, uri: str) -> str:
         """Map a recorded URI back to a path, refusing anything outside the store."""
@@ -134,15 +180,15 @@ class ArtifactStore:
             try:
                 return self._verify_path(final, expected, check_schema=False, written=data)
             except BaseException:
-                self._remove(final)
+                self._discard(final)
                 raise
-        tmp = join(self.root, "tmp", f"{expected.digest}.{uuid.uuid4().hex}.partial")
+        tmp = join(self.root, TEMPORARY, f"{expected.digest}.{uuid.uuid4().hex}.partial")
         try:
             self._write(tmp, data)  # a full disk fails here, leaving a part to remove
             ref = self._verify_path(tmp, expected, check_schema=False, written=data)
             self._publish(tmp, final)
         except BaseException:
-            self._remove(tmp)
+            self._discard(tmp)
             raise
         return ArtifactRef(**{**ref.to_dict(), "uri": to_url(self.fs, final)})
 
@@ -249,7 +295,7 @@ class ArtifactStore:
 
     def sizes(self) -> dict[str, int]:
         """Every published artifact's digest and size, in one listing."""
-        base = join(self.root, "sha256")
+        base = join(self.root, PUBLISHED)
         try:
             listing = self.fs.find(base, detail=True)
         except FileNotFoundError:
@@ -265,7 +311,39 @@ class ArtifactStore:
         refresh(self.fs, path)
         return bool(self.fs.exists(path))
 
-    def _remove(self, path: str) -> None:
+    def files(self, temporary: bool = False) -> list[StoredFile]:
+        """Every file the store published, or (``temporary``) its unfinished writes.
+
+        A fresh listing of every file there whatever its name (:meth:`sizes`
+        keeps only artifact names, and may answer from a cached listing).
+        """
+        base = join(self.root, TEMPORARY if temporary else PUBLISHED)
+        refresh(self.fs, base)
+        try:
+            listing = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return []
+        return [
+            StoredFile(
+                path=path,
+                digest=posixpath.basename(path).partition(".")[0],
+                bytes=int(info.get("size") or 0),
+                modified=modified_at(info),
+            )
+            for path, info in listing.items()
+        ]
+
+    def remove(self, path: str) -> None:
+        """Remove one file :meth:`files` found (``winnow gc``), as the filesystem's
+        ``rm_file`` does (a local disk raises ``FileNotFoundError`` for one already gone)."""
+        self.fs.rm_file(path)
+
+    def open(self, ref: ArtifactRef) -> Any:
+        """The artifact's bytes as a binary file, unverified: for reading a Parquet
+        footer without the whole file. :meth:`read` verifies."""
+        return self.fs.open(self.path_of(ref.uri), "rb")
+
+    def _discard(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(path)
 
@@ -288,3 +366,19 @@ class ArtifactStore:
                 raise
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
             write()
+
+
+def dataset(refs: list[ArtifactRef], storage_options: dict[str, Any] | None = None) -> Any:
+    """A ``pyarrow.dataset.Dataset`` over these artifacts, in order: read lazily and
+    unverified, through the last one's filesystem and in its format.
+
+    The artifacts may lie in several stores (a rerun with another output keeps
+    the batches it skipped where they were); each path is its own store's.
+    """
+    import pyarrow.dataset as ds
+
+    opened: dict[str, ArtifactStore] = {}
+    stores = [ArtifactStore.for_uri(ref.uri, storage_options, opened) for ref in refs]
+    paths = [store.path_of(ref.uri) for store, ref in zip(stores, refs, strict=True)]
+    fmt = formats.DATASET_FORMATS[refs[-1].format]
+    return ds.dataset(paths, format=fmt, filesystem=stores[-1].fs)

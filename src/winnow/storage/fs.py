@@ -7,6 +7,7 @@ import posixpath
 import shutil
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
@@ -55,6 +56,28 @@ def refresh(fs: Any, path: str) -> None:
     invalidate = getattr(fs, "invalidate_cache", None)
     if invalidate is not None:
         invalidate(path)
+
+
+def modified_at(info: dict[str, Any]) -> datetime | None:
+    """When a file was last written, from a listing entry (``fs.info``, ``find(detail=True)``).
+
+    Each filesystem names it differently (local ``mtime`` seconds, s3fs
+    ``LastModified``, gcsfs ``updated`` ...); a time without a zone is UTC.
+    None when the entry has none.
+    """
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
 
 
 def is_local(fs: Any) -> bool:
@@ -148,6 +171,12 @@ def location(url: str, storage_options: dict[str, Any] | None = None) -> tuple[s
 
 
 TMP_TAG = ".winnow-tmp-"  # in the name of every temporary written beside a target
+
+
+def is_temporary(path: str) -> bool:
+    """Whether ``path`` names what an unfinished state write leaves: a temporary of
+    :func:`write_atomic` (local disk) or :func:`ensure_writable`'s probe."""
+    return any(marker in posixpath.basename(path) for marker in (".tmp-", ".write-probe-"))
 
 
 def temp_beside(path: str) -> str:

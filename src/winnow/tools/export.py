@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from winnow.errors import IntegrityError, UsageError
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
 from winnow.storage.formats import serialize
 from winnow.storage.fs import (
     discard,
@@ -42,7 +42,6 @@ from winnow.storage.fs import (
     write_atomic,
 )
 from winnow.storage.state import State, now_iso
-from winnow.tools.status import store_for
 
 MARKER = "_winnow_export.json"  # a folder export's completion marker, written last
 _PART = re.compile(r"part-\d{5}\.(parquet|jsonl)")
@@ -131,7 +130,7 @@ class _Sources:
         self.stores: dict[str, ArtifactStore] = {}
 
     def store(self, ref: ArtifactRef) -> ArtifactStore:
-        return store_for(ref.uri, self.stores, self.options)
+        return ArtifactStore.for_uri(ref.uri, self.options, self.stores)
 
     def tables(self) -> Iterator[pa.Table]:
         for ref in self.refs:
@@ -154,7 +153,7 @@ class _Sources:
             store = self.store(ref)
             with self._checked(ref):
                 if ref.format == "parquet":
-                    with store.fs.open(store.path_of(ref.uri), "rb") as fh:
+                    with store.open(ref) as fh:
                         schemas.append(pq.read_schema(fh))
                 else:
                     schemas.append(store.read(ref).schema)
@@ -193,7 +192,7 @@ def _refuse_protected(
     protected = [("state root", state.url), ("state root", record.get("state_url"))]
     if output:
         protected += [
-            ("artifact store", join(output, "artifacts")),
+            ("artifact store", output_store_url(output)),
             ("manifests folder", join(output, "manifests")),
         ]
     stores = {sources.store(ref).root_url for ref in sources.refs}  # where the manifest points

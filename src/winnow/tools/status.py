@@ -10,7 +10,6 @@ from winnow.records import JOB_ACTIVE, BatchStatus, JobStatus
 from winnow.storage.checkpoints import Damage
 from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import REPAIR_FIX, State
-from winnow.tools.verify import store_for as store_for
 from winnow.tools.verify import verify_state as verify_state
 
 DAMAGE_FIX = (

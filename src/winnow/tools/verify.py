@@ -159,7 +159,7 @@ class _Checker:
         return [self.results[r] for r in refs]
 
     def _check_one(self, ref: ArtifactRef) -> str | None:
-        store = store_for(ref.uri, self.stores, self.storage_options)
+        store = ArtifactStore.for_uri(ref.uri, self.storage_options, self.stores)
         if not self.full and store.root_url not in self.sizes:
             self.sizes[store.root_url] = store.sizes()
         problem = store.check(ref, full=self.full, listing=self.sizes.get(store.root_url))
@@ -181,12 +181,3 @@ def _ref(raw: Any) -> ArtifactRef | str:
         return ArtifactRef(**raw)
     except TypeError:  # not a mapping, or fields missing or unknown
         return f"the checkpoint's artifact reference is malformed: {str(raw)[:200]}"
-
-
-def store_for(
-    uri: str, stores: dict[str, ArtifactStore], storage_options: dict[str, Any] | None
-) -> ArtifactStore:
-    root = uri.rsplit("/", 3)[0]  # <root>/sha256/<2 hex>/<digest>.<ext>
-    if root not in stores:
-        stores[root] = ArtifactStore(root, storage_options)
-    return stores[root]
