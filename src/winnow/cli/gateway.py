@@ -22,6 +22,7 @@ from winnow.cli.options import session_options
 from winnow.errors import UsageError
 from winnow.gateway import daemon, queue, snapshots
 from winnow.records import JobStatus
+from winnow.storage import journal
 from winnow.storage.liveness import Liveness, liveness
 
 _out = Console() if sys.stdout.isatty() else Console(width=120)
@@ -227,12 +228,11 @@ def gateway_status(state: str | None, run_dir: str, verbose: bool = False) -> di
         "latest_snapshot": snapshot,
     }
     if verbose:
-        files = st.event_files()
-        sizes = [int(st.fs.size(p) or 0) for p in files]
+        files, size = journal.journal_size(st)
         data["verbose"] = {
             "memory_rss_mb": _rss_mb(pid) if pid else None,
-            "journal_files": len(files),
-            "journal_bytes": sum(sizes),
+            "journal_files": files,
+            "journal_bytes": size,
             "active_work": [
                 {"job_id": j["job_id"], "pipeline": j.get("pipeline"), "since": j.get("claimed_at")}
                 for j in jobs

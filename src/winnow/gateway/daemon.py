@@ -38,7 +38,6 @@ from winnow.errors import UsageError
 from winnow.gateway import cluster_jobs, queue, snapshots
 from winnow.records import ErrorRecord, JobStatus
 from winnow.storage import journal
-from winnow.storage.fs import join, write_atomic
 from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.locks import LockHeld
 from winnow.storage.state import State, now_iso
@@ -371,7 +370,7 @@ class Gateway:
             "stages": {k: dict(v) for k, v in self.runtime.stages.items()},
             "last_snapshot": self.runtime.last_snapshot,
         }
-        write_atomic(self.state.fs, runtime_path(self.state), json.dumps(body, indent=1).encode())
+        self.state.write_file(RUNTIME_FILE, json.dumps(body, indent=1).encode())
 
     # -- HTTP --------------------------------------------------------------
     def _start_http(self) -> None:
@@ -416,13 +415,12 @@ class Gateway:
         threading.Thread(target=self.server.serve_forever, name="gateway-http", daemon=True).start()
 
 
-def runtime_path(state: State) -> str:
-    return join(state.root, "gateway", "runtime.json")
+RUNTIME_FILE = "gateway/runtime.json"  # in the state: what `gateway status` reads
 
 
 def read_runtime(state: State) -> dict[str, Any] | None:
     try:
-        return dict(json.loads(state.fs.cat_file(runtime_path(state))))
+        return dict(json.loads(state.read_file(RUNTIME_FILE)))
     except FileNotFoundError:
         return None
 

@@ -90,6 +90,12 @@ def event_totals(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- recover ----------------------------------------------------------------
+def journal_size(state: State) -> tuple[int, int]:
+    """How many journal files and parts there are, and their bytes in all."""
+    files = state.event_files()
+    return len(files), sum(int(state.fs.size(path) or 0) for path in files)
+
+
 def recover(state: State) -> dict[str, Any]:
     """Repair the journal so it reads again, then replay it.
 
