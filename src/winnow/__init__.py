@@ -3,12 +3,14 @@
 from winnow.errors import WinnowError
 from winnow.pipeline import Pipeline, load_pipeline
 from winnow.profile import Profile, load_profile
+from winnow.request import RunRequest
 from winnow.stage import Resources, Stage
 
 __all__ = [
     "Pipeline",
     "Profile",
     "Resources",
+    "RunRequest",
     "Stage",
     "WinnowError",
     "load_pipeline",

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from winnow.errors import StateError, StorageFailed, UsageError, WinnowError
+from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
 from winnow.plan import SKIP, History, Plan, make_plan
 from winnow.profile import (
@@ -32,6 +33,7 @@ from winnow.profile import (
     unused_stage_tables,
 )
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
+from winnow.request import RunRequest
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.liveness import Liveness, liveness
@@ -53,11 +55,16 @@ class Session:
     output_url: str
     notes: list[str]
     pipeline_file: str | None = None
-    rerun: str | None = None  # this stage and those after it recompute every batch
+    request: RunRequest | None = None  # what was asked for (None: built by hand)
+
+    @property
+    def rerun(self) -> str | None:
+        """The stage that, with those after it, recomputes every batch."""
+        return self.request.rerun if self.request else None
 
 
 def run(
-    pipeline: str | Pipeline,
+    pipeline: str | Pipeline | RunRequest,
     profile: str | Profile | None = None,
     inputs: list[str] | None = None,
     output: str | None = None,
@@ -66,13 +73,32 @@ def run(
     verify: str | None = None,
     address: str | None = None,
     rerun: str | None = None,
+    executor: str = "ray",
 ) -> dict[str, Any]:
     """Resolve and run a pipeline; return its job record (what `winnow run --json` prints).
 
-    ``rerun`` names a stage to recompute for every batch, with the stages after it.
+    Args:
+        pipeline: a pipeline name, file or object, or a whole ``RunRequest``
+            (then the other request arguments must be left out).
+        address: the Ray cluster to attach to (default: an embedded local Ray).
+
+    The other arguments are ``RunRequest``'s fields.
     """
-    session = resolve_session(pipeline, profile, inputs, output, state, sets, rerun)
-    return execute(session, verify=verify, address=address)
+    if isinstance(pipeline, RunRequest):
+        request = pipeline
+    else:
+        request = RunRequest(
+            pipeline,
+            profile,
+            tuple(inputs or ()),
+            output,
+            state,
+            tuple(sets or ()),
+            verify,
+            rerun,
+            executor,
+        )
+    return execute(resolve_session(request), address=address)
 
 
 def open_state(url: str | None = None, storage_options: dict[str, Any] | None = None) -> State:
@@ -80,23 +106,16 @@ def open_state(url: str | None = None, storage_options: dict[str, Any] | None = 
     return State(url or default_state_url(), storage_options)
 
 
-def resolve_session(
-    pipeline: str | Pipeline,
-    profile: str | Profile | None = None,
-    inputs: list[str] | None = None,
-    output: str | None = None,
-    state: str | None = None,
-    sets: list[str] | None = None,
-    rerun: str | None = None,
-) -> Session:
+def resolve_session(request: RunRequest) -> Session:
     """Load everything a run needs and validate it; writes nothing."""
+    profile, pipeline, sets = request.profile, request.pipeline, list(request.sets)
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     if sets:
         prof = apply_overrides(prof, sets)
     pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
-    check_set_stages(sets or [], pipe)
-    if rerun is not None:
-        pipe.stage_index(rerun)
+    check_set_stages(sets, pipe)
+    if request.rerun is not None:
+        pipe.stage_index(request.rerun)
     notes = []
     unused = unused_stage_tables(prof, pipe)
     if unused:
@@ -105,10 +124,11 @@ def resolve_session(
             f"{pipe.name!r} does not have; those tables are ignored"
         )
     prof.apply(pipe)  # validates stage names, params and resources early
-    st = State(state or default_state_url(), prof.storage_options)
+    st = State(request.state or default_state_url(), prof.storage_options)
     st.check_version()
-    output_url = output or DEFAULT_OUTPUT
+    output_url = request.output or DEFAULT_OUTPUT
     artifacts = ArtifactStore(join(output_url.rstrip("/"), "artifacts"), prof.storage_options)
+    inputs = list(request.inputs)
     if not inputs:
         inputs = list(pipe.default_inputs)
         if not inputs and pipe.sample_inputs is not None:
@@ -116,11 +136,16 @@ def resolve_session(
         if not inputs:
             raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
     pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))
-    return Session(pipe, prof, list(inputs), st, artifacts, output_url, notes, pipeline_file, rerun)
+    return Session(pipe, prof, inputs, st, artifacts, output_url, notes, pipeline_file, request)
 
 
 def plan(session: Session, verify: str | None = None, only_failed: bool = False) -> Plan:
-    """Per stage: how many batches will run, be skipped or be retried, and why."""
+    """Per stage: how many batches will run, be skipped or be retried, and why.
+
+    ``verify`` overrides the request's (``size`` or ``full``).
+    """
+    if verify is None and session.request is not None:
+        verify = session.request.verify
     return make_plan(
         session.pipeline,
         session.profile,
@@ -175,16 +200,23 @@ def execute(
     notify: Callable[[str], None] | None = None,
     reuse_actors: bool = False,
     started: threading.Event | None = None,
+    executor: str | None = None,
 ) -> dict[str, Any]:
     """Run a resolved session to the end under the pipeline lock; return the job record.
 
     ``started`` is set once the job is recorded and its batches begin to run
-    (before that, an interrupt leaves nothing behind).
+    (before that, an interrupt leaves nothing behind). ``executor`` names what
+    runs the stages (default: the request's): ``ray`` (actor pools on Ray) or
+    ``local`` (this process, no Ray: for pdb, notebooks and tiny inputs).
 
     Raises:
         LockHeld: another live run of this pipeline holds the state's lock.
+        UsageError: no executor has that name.
     """
     t0 = time.monotonic()
+    if executor is None:
+        executor = session.request.executor if session.request else DEFAULT_EXECUTOR
+    check_executor(executor)
     state = session.state
     state.check_version()
     # Bad input fails while planning, before anything is written.
@@ -203,7 +235,7 @@ def execute(
                 f"job {lost} was left RUNNING by a driver that is gone; marked FAILED"
             )
         return _execute_locked(
-            session, the_plan, job_id, address, progress, stop, t0, reuse_actors, started
+            session, the_plan, job_id, address, progress, stop, t0, reuse_actors, started, executor
         )
     finally:
         lock.release()
@@ -276,6 +308,7 @@ def _execute_locked(
     t0: float,
     reuse_actors: bool = False,
     started: threading.Event | None = None,
+    executor: str = DEFAULT_EXECUTOR,
 ) -> dict[str, Any]:
     state = session.state
     queued = _queued_fields(state, job_id)
@@ -297,20 +330,13 @@ def _execute_locked(
         "plan": the_plan.to_dict()["stages"],
         "state_before": the_plan.before,
     }
-    started_ray = False
-    sizes: dict[str, int] = {}
+    engine: Executor | None = None
     if the_plan.work:
-        # Attach and size the pools (once per run) before anything is written:
-        # a wrong address or a request the cluster can never host exits 2 clean.
-        from winnow.execution.cluster import connect, shutdown, size_pools
-
-        started_ray = connect(address, session.profile.ray_num_cpus)
-        try:
-            sizes = size_pools(the_plan.specs, the_plan.active_stages())
-        except BaseException:
-            if started_ray:
-                shutdown()
-            raise
+        # Prepare the executor (Ray: attach and size the pools, once per run) before
+        # anything is written: a wrong address or a request the cluster can never
+        # host exits 2 clean.
+        engine = executor_for(executor, address, reuse_actors)
+        engine.prepare(the_plan)
     state.write_job(record)
     state.append_events(
         [
@@ -327,12 +353,10 @@ def _execute_locked(
         started.set()
     try:
         try:
-            outcome = _run_plan(session, the_plan, job_id, sizes, progress, stop, reuse_actors)
+            outcome = _run_plan(session, the_plan, job_id, engine, progress, stop)
         finally:
-            if started_ray:
-                from winnow.execution.cluster import shutdown
-
-                shutdown()
+            if engine is not None:
+                engine.shutdown()
         _finish_record(record, the_plan, outcome, time.monotonic() - t0)
         record["manifest"] = _write_manifest(session, job_id, the_plan, outcome.finals)
         state.write_job(record)
@@ -371,28 +395,15 @@ def _run_plan(
     session: Session,
     the_plan: Plan,
     job_id: str,
-    sizes: dict[str, int],
+    engine: Executor | None,
     progress: Any,
     stop: threading.Event | None,
-    reuse_actors: bool,
 ) -> Any:
     from winnow.execution.outcome import skipped_outcome
 
-    if not the_plan.work:
+    if engine is None:  # nothing to run: the plan alone says what the run did
         return skipped_outcome(the_plan, progress)
-    from winnow.execution.runner import Runner
-
-    runner = Runner(
-        the_plan,
-        session.state,
-        session.artifacts,
-        job_id,
-        sizes,
-        progress,
-        stop,
-        reuse=reuse_actors,
-    )
-    return runner.run()
+    return engine.run(the_plan, session.state, session.artifacts, job_id, progress, stop)
 
 
 def _record_failure(state: State, record: dict[str, Any], exc: BaseException, t0: float) -> None:
@@ -518,7 +529,10 @@ def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None 
 
 
 def retry_session(
-    state: str | None = None, job_id: str | None = None, profile: str | Profile | None = None
+    state: str | None = None,
+    job_id: str | None = None,
+    profile: str | Profile | None = None,
+    executor: str = "ray",
 ) -> Session:
     """The session that re-runs a job's failed batches: its pipeline, inputs and output.
 
@@ -544,6 +558,6 @@ def retry_session(
     pipeline = record.get("pipeline_file") or record["pipeline"]
     if not os.path.exists(pipeline):
         pipeline = record["pipeline"]
-    return resolve_session(
-        pipeline, profile, list(record.get("inputs") or []), record.get("output_url"), state
-    )
+    inputs = tuple(record.get("inputs") or ())
+    request = RunRequest(pipeline, profile, inputs, record.get("output_url"), state)
+    return resolve_session(request.but(executor=executor))

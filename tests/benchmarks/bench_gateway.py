@@ -28,13 +28,14 @@ CLIENT = """
 import json, sys
 from pathlib import Path
 from winnow.gateway import queue
+from winnow.request import RunRequest
 state, folder, n, client, rows = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 for k in range(n):
     path = Path(folder) / f"input-{client}-{k:04d}.jsonl"
     path.write_text("".join(json.dumps({"id": i, "text": f"{client} {k} row {i}"}) + "\\n"
                             for i in range(rows)))
-    queue.enqueue("tests/pipelines/paced.py", None, [str(path)], state.replace("state", "out"),
-                  state, ["batch_rows=100"])
+    queue.enqueue(RunRequest("tests/pipelines/paced.py", None, [str(path)],
+                             state.replace("state", "out"), state, ["batch_rows=100"]))
 """
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port, run_cli
+from tests.conftest import free_port, run_cli, run_json
 
 
 def assert_nothing_written(tmp_path: Path) -> None:
@@ -122,3 +123,36 @@ def test_submit_needs_a_jobs_api_address(tmp_path: Path, demo_inputs):
     )  # fmt: skip
     assert proc.returncode == 2 and "not a Jobs API address" in proc.stderr
     assert_nothing_written(tmp_path)
+
+
+def test_retry_with_nothing_failed_says_so_and_records_no_job(demo_job: dict):
+    jobs_before = run_json("jobs", *demo_job["state"])["jobs"]
+    out = run_json("retry", "--failed", *demo_job["state"])
+    assert out["status"] == "NOTHING_TO_RETRY" and "nothing to retry" in out["message"]
+    plain = run_cli("retry", "--failed", *demo_job["state"])
+    assert plain.returncode == 0 and "nothing to retry" in plain.stdout
+    assert run_json("jobs", *demo_job["state"])["jobs"] == jobs_before
+
+
+def test_run_with_the_local_executor_needs_no_ray(tmp_path: Path, demo_inputs):
+    """`winnow run --executor local`: the same job in this process, Ray never imported."""
+    code = (
+        "import json, sys\n"
+        "from winnow.cli.app import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    print(json.dumps({'ray_imported': 'ray' in sys.modules}), file=sys.stderr)\n"
+    )
+    where = ["--state", str(tmp_path / "state"), "--output", str(tmp_path / "out")]
+    args = ["run", "demo", "--profile", "local-cpu", "--set", "batch_rows=2000", *where]
+    args += ["--input", demo_inputs[0], "--executor", "local", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["status"] == "SUCCEEDED" and record["rows_out"] > 0
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == {"ray_imported": False}
+    again = run_json(*args[:-1])  # the same run on Ray skips everything the local one did
+    assert {c["run"] for c in again["counts"].values()} == {0}

@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import run_cli
 from winnow import api
+from winnow.request import RunRequest
 
 pytestmark = pytest.mark.slow
 
@@ -68,13 +69,15 @@ def project(tmp_path: Path) -> dict[str, str]:
 
 def session(p: dict[str, str], pipe: str | None = None, sets=(), rerun=None):
     return api.resolve_session(
-        pipe or p["pipe"],
-        "local-cpu",
-        [p["input"]],
-        p["out"],
-        p["state"],
-        ["batch_rows=10", *sets],
-        rerun,
+        RunRequest(
+            pipe or p["pipe"],
+            "local-cpu",
+            [p["input"]],
+            p["out"],
+            p["state"],
+            ["batch_rows=10", *sets],
+            rerun=rerun,
+        )
     )
 
 

@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import ROOT
 from winnow import api, sources
 from winnow.execution import pools
+from winnow.request import RunRequest
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +36,10 @@ def parquet_copy(demo_inputs: list[str], folder: Path, row_group_size: int) -> s
 
 def run(tmp: Path, name: str, inputs: str) -> tuple[dict, list[str], bool]:
     """Run the demo keeping its actors, so the test can see whether a reader was started."""
-    session = api.resolve_session(
+    session = api.resolve_session(RunRequest(
         "demo", "local-cpu", [inputs], str(tmp / name / "out"), str(tmp / name / "state"),
         ["batch_rows=500"],
-    )  # fmt: skip
+    ))  # fmt: skip
     by_range = {b.source.by_range for b in api.plan(session).batches}
     assert len(by_range) == 1
     record = api.execute(session, reuse_actors=True)

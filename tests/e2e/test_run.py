@@ -12,6 +12,7 @@ import pytest
 from tests import processes
 from tests.conftest import ROOT, run_args, run_cli, run_json
 from winnow import api
+from winnow.request import RunRequest
 from winnow.storage.artifacts import ArtifactStore
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,9 @@ SETS = ["batch_rows=500"]
 
 def session(tmp: Path, inputs: list[str], sets: list[str] = ()):
     return api.resolve_session(
-        "demo", "local-cpu", inputs, str(tmp / "out"), str(tmp / "state"), [*SETS, *sets]
+        RunRequest(
+            "demo", "local-cpu", inputs, str(tmp / "out"), str(tmp / "state"), [*SETS, *sets]
+        )
     )
 
 

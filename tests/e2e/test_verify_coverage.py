@@ -20,6 +20,7 @@ import pytest
 from tests.conftest import ROOT, run_cli, run_json
 from winnow import api
 from winnow.records import BatchStatus
+from winnow.request import RunRequest
 from winnow.tools.quarantine import quarantined
 
 SETS = ["batch_rows=500"]
@@ -27,7 +28,7 @@ SETS = ["batch_rows=500"]
 
 def session(tmp: Path, inputs: list[str]):
     return api.resolve_session(
-        "demo", "local-cpu", inputs, str(tmp / "out"), str(tmp / "state"), SETS
+        RunRequest("demo", "local-cpu", inputs, str(tmp / "out"), str(tmp / "state"), SETS)
     )
 
 

@@ -17,6 +17,7 @@ from winnow.execution.outcome import Progress
 from winnow.execution.retry import RetryPolicy
 from winnow.plan import Plan
 from winnow.records import BatchStatus, ErrorRecord, SourceMeta, StageResult
+from winnow.request import RunRequest
 
 PACED = str(ROOT / "tests" / "pipelines" / "paced.py")
 
@@ -26,7 +27,9 @@ def plan(tmp_path: Path) -> Plan:
     source = tmp_path / "in.jsonl"
     source.write_text("".join(json.dumps({"id": i, "text": f"t{i}"}) + "\n" for i in range(20)))
     session = api.resolve_session(
-        PACED, "local-cpu", [str(source)], str(tmp_path / "out"), str(tmp_path / "state")
+        RunRequest(
+            PACED, "local-cpu", [str(source)], str(tmp_path / "out"), str(tmp_path / "state")
+        )
     )
     return api.plan(session)
 

@@ -1,4 +1,5 @@
-"""The queue's view of a RUNNING job's runner: its process on this host, else its heartbeat."""
+"""Queueing a run request: what is stored is what the gateway will run; and the queue's
+view of a RUNNING job's runner: its process on this host, else its heartbeat."""
 
 from __future__ import annotations
 
@@ -7,12 +8,47 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+from tests.conftest import PACED, ROOT, run_json
+from winnow import api
+from winnow.gateway import queue
 from winnow.gateway.queue import runner_gone
+from winnow.request import RunRequest
 from winnow.storage.state import now_iso
 
 LEASE_S = 60.0
+
+
+def test_a_queued_request_reads_back_as_asked_with_inputs_resolved(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "text": "a"}\n')
+    asked = RunRequest(
+        str(ROOT / PACED),
+        "local-cpu",
+        [str(source)],
+        str(tmp_path / "out"),
+        str(tmp_path / "state"),
+        ["batch_rows=10"],
+        "full",
+        "pace",
+    )
+    record = queue.enqueue(asked)
+    stored = api.open_state(str(tmp_path / "state")).read_job(record["job_id"])
+    assert stored["status"] == "PENDING"
+    again = RunRequest.from_dict(stored["request"])
+    # The gateway runs it against its own state; everything else is as asked.
+    assert again == asked.but(state=None)
+
+
+def test_enqueue_from_the_command_line_keeps_rerun(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": 1, "text": "a"}\n')
+    state = str(tmp_path / "state")
+    out = run_json("enqueue", PACED, "--input", str(source), "--state", state, "--rerun", "pace")
+    stored = api.open_state(state).read_job(out["job_id"])["request"]
+    assert stored["rerun"] == "pace" and stored["inputs"] == [str(source)]
 
 
 def _job(**fields: Any) -> dict[str, Any]:

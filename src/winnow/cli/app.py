@@ -17,26 +17,26 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from winnow import api
-from winnow.cli.options import rerun_option, session_options
+from winnow.cli import console
+from winnow.cli.options import executor_option, request_options
+from winnow.cli.summary import print_summary, summary
 from winnow.errors import Interrupted, WinnowError
 from winnow.records import JobStatus
+from winnow.request import RunRequest
 
-_out = Console() if sys.stdout.isatty() else Console(width=120)
-_err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
+_out, _err = console.out, console.err
 
 
 # Commands defined outside this module, imported only when named (or listed by
 # --help): the gateway's daemon, Prometheus client and journal tools cost a
 # tenth of a second to import, a sixth of an all-skipped `winnow run`.
 LAZY_COMMANDS = {
-    **dict.fromkeys(
-        ("verify", "status", "inspect", "gc", "export", "lock", "report"), "winnow.cli.data"
-    ),
+    **dict.fromkeys(("verify", "status", "gc", "export", "lock", "report"), "winnow.cli.data"),
+    "inspect": "winnow.cli.inspect",
     **dict.fromkeys(("enqueue", "gateway"), "winnow.cli.gateway"),
     "submit": "winnow.cli.cluster",
     "invalidate": "winnow.cli.invalidate",
@@ -65,33 +65,19 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("pipeline")
-@session_options
+@request_options(executor=True)
 @click.option(
     "--address",
     default=None,
     help="Ray cluster to attach to (ray://HEAD:10001, HOST:6379 or auto); default: embedded "
     "local Ray.",
 )
-@rerun_option
 @click.option("--job-id", default=None, hidden=True, help="Use this job id (winnow submit).")
-def run(
-    pipeline: str,
-    profile: str | None,
-    inputs: tuple[str, ...],
-    output: str | None,
-    state: str | None,
-    sets: tuple[str, ...],
-    verify: str | None,
-    as_json: bool,
-    address: str | None,
-    rerun: str | None,
-    job_id: str | None,
-) -> None:
+def run(request: RunRequest, as_json: bool, address: str | None, job_id: str | None) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
     signals = _install_signal_handlers()
-    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets), rerun)
-    _run_session(session, signals, verify, address, as_json, job_id=job_id)
+    session = api.resolve_session(request)
+    _run_session(session, signals, address, as_json, job_id=job_id)
 
 
 @cli.command()
@@ -101,6 +87,7 @@ def run(
 @click.option("--profile", "-p", default=None, help="Profile (default: the job's own, resolved).")
 @click.option("--address", default=None, help="Ray cluster to attach to.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object for scripts.")
+@executor_option
 def retry(
     failed: bool,
     job_id: str | None,
@@ -108,26 +95,34 @@ def retry(
     profile: str | None,
     address: str | None,
     as_json: bool,
+    executor: str,
 ) -> None:
     """Re-run only the batches that failed (poison batches included) in a job's state."""
     signals = _install_signal_handlers()
-    session = api.retry_session(state, job_id, profile)
-    _run_session(session, signals, None, address, as_json, only_failed=failed)
+    session = api.retry_session(state, job_id, profile, executor)
+    if not api.plan(session, only_failed=True).work:
+        # Nothing to do is not a job: recording one would make an empty run "the latest".
+        message = f"no failed batches in state {session.state.display()}: nothing to retry"
+        if as_json:
+            click.echo(json.dumps({"status": "NOTHING_TO_RETRY", "message": message}))
+        else:
+            _out.print(escape(message), highlight=False)
+        return
+    _run_session(session, signals, address, as_json, only_failed=failed)
 
 
 def _run_session(
     session: api.Session,
     signals: tuple[threading.Event, threading.Event],
-    verify: str | None,
     address: str | None,
     as_json: bool,
     only_failed: bool = False,
     job_id: str | None = None,
 ) -> None:
-    from winnow.cli.progress import StageBars  # imports Ray: only when a run starts
+    from winnow.cli.progress import StageBars  # rich.progress: only when a run starts
 
     for note in session.notes:
-        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
+        console.note(note)
     stop, started = signals
     progress = None if as_json else StageBars(_err)
     # With --json, stdout carries exactly one object: whatever Ray or a worker
@@ -135,19 +130,18 @@ def _run_session(
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
         record = api.execute(
             session,
-            verify=verify,
             address=address,
             progress=progress,
             stop=stop,
             only_failed=only_failed,
             job_id=job_id,
-            notify=lambda note: _err.print(f"[yellow]note:[/yellow] {escape(note)}"),
+            notify=console.note,
             started=started,
         )
     if as_json:
-        click.echo(json.dumps(_summary(record), sort_keys=True))
+        click.echo(json.dumps(summary(record), sort_keys=True))
     else:
-        _print_summary(record)
+        print_summary(record)
     if record["status"] == JobStatus.CANCELLED:
         raise Interrupted(
             "interrupted: committed batches stay committed; rerun the same command to finish"
@@ -157,36 +151,23 @@ def _run_session(
 
 
 @cli.command()
-@click.argument("pipeline")
-@session_options
+@request_options()
 @click.option(
     "--address",
     default=None,
     help="Size the pools against this Ray cluster (default: this machine).",
 )
-@rerun_option
-def plan(
-    pipeline: str,
-    profile: str | None,
-    inputs: tuple[str, ...],
-    output: str | None,
-    state: str | None,
-    sets: tuple[str, ...],
-    verify: str | None,
-    as_json: bool,
-    address: str | None,
-    rerun: str | None,
-) -> None:
+def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
     """Dry run: per stage, how many batches will run, be skipped or retried, and why;
     how many actors of each stage the cluster can host."""
     from winnow.execution.capacity import for_plan
 
-    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets), rerun)
+    session = api.resolve_session(request)
     for note in session.notes:
-        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
-    the_plan = api.plan(session, verify)
+        console.note(note)
+    the_plan = api.plan(session)
     for line in api.damage_notes(the_plan):
-        _err.print(f"[yellow]warning:[/yellow] {escape(line)}", highlight=False, crop=False)
+        console.warning(line)
     data = the_plan.to_dict()
     active = [s["run"] + s["retry"] > 0 for s in data["stages"]]
     data["capacity"] = cap = for_plan(the_plan.specs, active, address, session.profile.ray_num_cpus)
@@ -224,7 +205,7 @@ def jobs(state: str | None, as_json: bool) -> None:
     api.reconcile_lost_jobs(st)
     records = st.list_jobs()
     if as_json:
-        click.echo(json.dumps({"jobs": [_summary(r) for r in records]}, sort_keys=True))
+        click.echo(json.dumps({"jobs": [summary(r) for r in records]}, sort_keys=True))
         return
     table = Table(title="jobs")
     for col in ("job", "pipeline", "status", "created", "wall s", "rows in", "rows out"):
@@ -240,121 +221,6 @@ def jobs(state: str | None, as_json: bool) -> None:
             str(r.get("rows_out", "")),
         )
     _out.print(table)
-
-
-def _summary(record: dict[str, Any]) -> dict[str, Any]:
-    keys = (
-        "job_id",
-        "pipeline",
-        "status",
-        "batches",
-        "counts",
-        "rows_in",
-        "rows_out",
-        "manifest",
-        "wall_s",
-        "throughput_rows_s",
-        "skipped_fraction",
-        "bad_records",
-        "poison_batches",
-        "integrity_failures",
-        "error",
-        "accounting",
-        "output_url",
-        "state_url",
-        "created_at",
-    )
-    return {k: record.get(k) for k in keys}
-
-
-def _print_summary(record: dict[str, Any]) -> None:
-    table = Table(title=f"{record['pipeline']} — job {record['job_id']} — {record['status']}")
-    for col in (
-        "stage",
-        "run",
-        "skipped",
-        "retried",
-        "failed",
-        "rows in",
-        "rows out",
-        "bad",
-        "busy s",
-    ):
-        table.add_column(col, justify="right" if col != "stage" else "left")
-    for name, c in (record.get("counts") or {}).items():
-        table.add_row(
-            name,
-            str(c["run"]),
-            str(c["skipped"]),
-            str(c["retried"]),
-            str(c["failed"]),
-            f"{c['rows_in']:,}",
-            f"{c['rows_out']:,}",
-            str(c["bad_records"]),
-            f"{c['busy_s']:.1f}",
-        )
-    _out.print(table)
-    skipped = record.get("skipped_fraction", 0) * 100
-    _out.print(
-        f"wall {record['wall_s']:.2f}s, {record.get('throughput_rows_s', 0):,.0f} rows/s processed, "
-        f"{skipped:.0f}% of stage batches skipped; rows in {record.get('rows_in', 0):,}, "
-        f"rows out {record.get('rows_out', 0):,}"
-    )
-    for p in record.get("poison_batches") or []:
-        _out.print(
-            f"[red]failed batch[/red] {p['stage']} {p['source']['file']} rows "
-            f"{p['source']['start']}-{p['source']['stop']}: {p['error_type']}: {escape(p['message'][:200])}"
-        )
-    _print_accounting(record.get("accounting"))
-    if record.get("error"):
-        _err.print(f"[red]error:[/red] {escape(record['error']['message'])}", highlight=False)
-    for p in record.get("integrity_failures") or []:
-        _out.print(
-            f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {escape(p['message'])}"
-        )
-    _out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
-
-
-def _print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None:
-    """Where every input row went: per file (the files with anything but passed
-    and filtered rows first, up to ``limit``) and in total."""
-    if not accounting:
-        return
-    files = accounting["files"]
-    columns = (
-        "read",
-        "passed",
-        "filtered",
-        "quarantined",
-        "blank_lines",
-        "in_failed_batches",
-        "unaccounted",
-    )
-    table = Table(title="rows by input file")
-    table.add_column("file")
-    for col in columns:
-        table.add_column(col.replace("_", " "), justify="right")
-
-    def notable(item: tuple[str, dict[str, int]]) -> int:
-        rows = item[1]
-        return -(rows["quarantined"] + rows["in_failed_batches"] + abs(rows["unaccounted"]))
-
-    shown = sorted(files.items(), key=notable)[:limit]
-    for url, rows in sorted(shown):
-        table.add_row(escape(url), *(f"{rows[c]:,}" for c in columns))
-    if len(files) > limit:
-        table.add_row(f"… {len(files) - limit} more files", *("" for _ in columns))
-    total = accounting["total"]
-    table.add_row("[bold]total[/bold]", *(f"[bold]{total[c]:,}[/bold]" for c in columns))
-    _out.print(table)
-    by_stage = ", ".join(f"{k} {v:,}" for k, v in total["filtered_by_stage"].items())
-    if by_stage:
-        _out.print(f"filtered by stage: {by_stage}", highlight=False)
-    if total["unaccounted"]:
-        _err.print(
-            f"[red]{total['unaccounted']:,} rows are unaccounted for[/red]: a reader or stage "
-            "lost rows without quarantining them; `winnow inspect job --id` has the details"
-        )
 
 
 def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:

@@ -7,22 +7,21 @@ import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
 from winnow import api
-from winnow.cli.options import session_options
+from winnow.cli import console
+from winnow.cli.options import request_options
 from winnow.errors import Interrupted
 from winnow.profile import find_profile_file
 from winnow.records import JOB_ACTIVE, JobStatus
+from winnow.request import RunRequest
 
-_out = Console() if sys.stdout.isatty() else Console(width=120)
-_err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=120)
+_out, _err = console.out, console.err
 
 
 @click.command()
-@click.argument("pipeline")
-@session_options
+@request_options()
 @click.option(
     "--address",
     default=None,
@@ -38,13 +37,7 @@ _err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, wid
 @click.option("--pip", multiple=True, help="Extra pip package for the job's env; repeatable.")
 @click.option("--queue", is_flag=True, help="Hand the job to the gateway's queue instead.")
 def submit(
-    pipeline: str,
-    profile: str | None,
-    inputs: tuple[str, ...],
-    output: str | None,
-    state: str | None,
-    sets: tuple[str, ...],
-    verify: str | None,
+    request: RunRequest,
     as_json: bool,
     address: str | None,
     wait: bool,
@@ -59,22 +52,19 @@ def submit(
     if queue:
         from winnow.gateway import queue as job_queue
 
-        record = job_queue.enqueue(
-            pipeline, profile, list(inputs), output, state, list(sets), verify, submit_to=target
-        )
+        record = job_queue.enqueue(request, submit_to=target)
         _report({"job_id": record["job_id"], "status": record["status"]}, as_json)
         return
     token = jobs_api.auth_token(token_file)
-    session = api.resolve_session(pipeline, profile, list(inputs), output, state, list(sets))
+    session = api.resolve_session(request)
     for note in session.notes:
-        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
-    profile_file = str(find_profile_file(profile)) if profile else None
+        console.note(note)
+    profile = request.profile
+    profile_file = str(find_profile_file(profile)) if isinstance(profile, str) else None
     job_id = api.new_job_id(session.pipeline.name)
-    record = jobs_api.submit(
-        session, target, token, list(sets), verify, job_id, list(pip), profile_file
-    )
+    record = jobs_api.submit(session, target, token, job_id, list(pip), profile_file)
     for note in record.pop("notes", []):
-        _err.print(f"[yellow]note:[/yellow] {escape(note)}")
+        console.note(note)
     ray_info = record["ray"]
     info = {
         "job_id": job_id,

@@ -1,61 +1,30 @@
-"""CLI commands for the tools around a run: status, inspect, verify, gc, export."""
+"""CLI commands for the tools around a run: status, verify, gc, export, lock, report."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import sys
 import time
 from typing import Any
 
 import click
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from winnow import api
+from winnow.cli import console
+from winnow.cli.options import echo_json, json_option, state_option
 from winnow.errors import UsageError
-from winnow.profile import load_profile
 from winnow.storage.state import State
 from winnow.tools import export as export_tool
 from winnow.tools import gc as gc_tool
-from winnow.tools import inspect as inspect_tool
-from winnow.tools import quarantine as quarantine_tool
 from winnow.tools import status as status_tool
 from winnow.tools import verify as verify_tool
 
-_out = Console() if sys.stdout.isatty() else Console(width=120)
-
-
-def state_option(fn: Any) -> Any:
-    """``--state`` (and ``--profile`` for its storage options), given to ``fn`` as a State."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, state: str | None, profile: str | None, **kwargs: Any) -> Any:
-        options = load_profile(profile).storage_options if profile else None
-        st = api.open_state(state, options)
-        st.check_version()
-        return fn(*args, state=st, **kwargs)
-
-    wrapper = click.option(
-        "--profile",
-        "-p",
-        default=None,
-        help="Profile whose storage_options reach the state (endpoint, credentials).",
-    )(wrapper)
-    return click.option(
-        "--state", default=None, help="State root URL (default $WINNOW_STATE or .winnow/state/v1)."
-    )(wrapper)
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, sort_keys=True, default=str))
+_out = console.out
 
 
 @click.command()
@@ -77,7 +46,7 @@ def verify(state: State, full: bool, repair: bool, as_json: bool) -> None:
     result = verify_tool.verify_state(state, full=full, repair=repair)
     found = result["mismatches"] or result["manifest_problems"] or result["damage"]
     if as_json:
-        _echo_json(result)
+        echo_json(result)
     else:
         _print_verify(result, repair)
     if found:
@@ -131,7 +100,7 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
     with contextlib.suppress(OSError):  # a read-only state still shows the jobs
         api.reconcile_lost_jobs(st)  # a job whose driver is gone is not RUNNING
     if as_json and not watch:
-        _echo_json(status_tool.status(st))
+        echo_json(status_tool.status(st))
         return
     if not watch:
         _out.print(_status_view(status_tool.status(st)), crop=False)  # a damaged file's path
@@ -142,7 +111,7 @@ def status(state: State, as_json: bool, watch: bool, interval: float) -> None:
                 time.sleep(interval)
                 data = status_tool.status(st)
                 if as_json:
-                    _echo_json(data)
+                    echo_json(data)
                 else:
                     live.update(_status_view(data), refresh=True)
         except KeyboardInterrupt:
@@ -208,97 +177,6 @@ def _status_view(data: dict[str, Any]) -> Group:
     return Group(*parts)
 
 
-@click.group()
-def inspect() -> None:
-    """Look at one job, batch or artifact."""
-
-
-@inspect.command("job")
-@click.option("--id", "job_id", required=True, help="Job id (see `winnow jobs`).")
-@state_option
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown"]), default="table")
-@json_option
-def inspect_job(job_id: str, state: State, fmt: str, as_json: bool) -> None:
-    """A job's run log: state before/after/delta, per-stage counts and timings, errors."""
-    info = inspect_tool.inspect_job(state, job_id)
-    if as_json:
-        _echo_json(info)
-    elif fmt == "markdown":
-        click.echo(inspect_tool.job_markdown(info))
-    else:
-        _out.print(inspect_tool.job_markdown(info), markup=False, highlight=False)
-
-
-@inspect.command("batch")
-@click.argument("key")
-@state_option
-@json_option
-def inspect_batch(key: str, state: State, as_json: bool) -> None:
-    """One batch's checkpoints per stage and its history across attempts."""
-    info = inspect_tool.inspect_batch(state, key)
-    if as_json:
-        _echo_json(info)
-        return
-    _out.print(f"batch {info['batch']}")
-    for rec in info["stages"]:
-        src = rec.get("source") or {}
-        err = rec.get("error") or {}
-        _out.print(
-            f"  {rec['stage']}: {rec['status']} attempt {rec.get('attempt')} job {rec.get('job_id')}"
-            f" {src.get('file')} rows {src.get('start')}-{src.get('stop')}"
-            + (f" — {err.get('type')}: {escape(str(err.get('message'))[:200])}" if err else "")
-        )
-    for e in info["history"]:
-        _out.print(
-            f"  {e['ts']} {e['type']} {e.get('stage', '')} attempt {e.get('attempt', '')} "
-            f"{e.get('error', '')}"
-        )
-
-
-@inspect.command("artifact")
-@click.argument("digest")
-@state_option
-@json_option
-def inspect_artifact(digest: str, state: State, as_json: bool) -> None:
-    """An artifact's lineage: source file and rows, stage chain, checkpoint and job."""
-    info = inspect_tool.inspect_artifact(state, digest)
-    if as_json:
-        _echo_json(info)
-        return
-    art = info["artifact"]
-    _out.print(
-        f"{art['uri']}\n  {art['bytes']:,} bytes, {art['records']:,} records, {art['format']}"
-    )
-    for use in info["checkpoints"]:
-        src = use.get("source") or {}
-        _out.print(
-            f"  {use['stage']} {use['status']} job {use['job_id']} attempt {use['attempt']}: "
-            f"{src.get('file')} rows {src.get('start')}-{src.get('stop')}"
-        )
-        _out.print(
-            "    " + " -> ".join(f"{c['stage']}:{str(c['digest'])[:12]}" for c in use["chain"])
-        )
-
-
-@inspect.command("quarantine")
-@state_option
-@click.option("--limit", default=20, show_default=True, help="How many records to show.")
-@json_option
-def inspect_quarantine(state: State, limit: int, as_json: bool) -> None:
-    """Quarantined bad records: file, row, error and the raw line."""
-    table = quarantine_tool.quarantined(state, limit=limit)
-    rows = table.to_pylist()
-    if as_json:
-        _echo_json({"records": rows})
-        return
-    if not rows:
-        _out.print("no quarantined records")
-    for r in rows:
-        _out.print(
-            f"{r['file']}:{r['row']}: {escape(str(r['error']))}\n    {escape(str(r['raw'])[:200])}"
-        )
-
-
 @click.command()
 @state_option
 @click.option("--apply", is_flag=True, help="Remove what is listed (default: only list).")
@@ -313,7 +191,7 @@ def gc(state: State, apply: bool, grace: float, as_json: bool) -> None:
     """List (then, with --apply, remove) unreferenced artifacts and stale temporaries."""
     result = gc_tool.gc(state, apply=apply, grace_s=grace)
     if as_json:
-        _echo_json(result)
+        echo_json(result)
         return
     for c in result["candidates"]:
         _out.print(f"{'removed' if apply else 'would remove'} {c['kind']} {c['path']}")
@@ -343,7 +221,7 @@ def export(job_id: str, to: str, fmt: str, state: State, as_json: bool) -> None:
         fmt = "jsonl"
     result = export_tool.export(state, job_id, to, fmt)
     if as_json:
-        _echo_json(result)
+        echo_json(result)
         return
     _out.print(
         f"exported {result['rows']:,} rows of {job_id} to {to} ({len(result['files'])} files)"
@@ -371,7 +249,7 @@ def lock_status(state: State, as_json: bool) -> None:
     for item in locks:
         item.pop("token", None)
     if as_json:
-        _echo_json({"locks": locks})
+        echo_json({"locks": locks})
         return
     if not locks:
         _out.print("no pipeline locks held")

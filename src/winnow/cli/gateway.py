@@ -14,18 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from winnow import api
+from winnow.cli import console
 from winnow.cli import maintenance as maintenance_cli
-from winnow.cli.options import session_options
+from winnow.cli.options import request_options
 from winnow.errors import UsageError
 from winnow.gateway import daemon, queue, snapshots
 from winnow.records import JobStatus
+from winnow.request import RunRequest
 from winnow.storage import journal
 from winnow.storage.liveness import Liveness, liveness
 
-_out = Console() if sys.stdout.isatty() else Console(width=120)
+_out = console.out
 
 run_dir_option = click.option(
     "--run-dir",
@@ -39,20 +40,10 @@ state_option = click.option(
 
 
 @click.command()
-@click.argument("pipeline")
-@session_options
-def enqueue(
-    pipeline: str,
-    profile: str | None,
-    inputs: tuple[str, ...],
-    output: str | None,
-    state: str | None,
-    sets: tuple[str, ...],
-    verify: str | None,
-    as_json: bool,
-) -> None:
+@request_options()
+def enqueue(request: RunRequest, as_json: bool) -> None:
     """Queue a run of PIPELINE for the gateway (validated now; bad input exits 2)."""
-    record = queue.enqueue(pipeline, profile, list(inputs), output, state, list(sets), verify)
+    record = queue.enqueue(request)
     if as_json:
         click.echo(json.dumps({"job_id": record["job_id"], "status": record["status"]}))
     else:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from winnow.cli.data import _echo_json, _out, json_option, state_option
+from winnow.cli.console import out as _out
+from winnow.cli.options import echo_json, json_option, state_option
 from winnow.storage.state import State
 
 
@@ -38,7 +39,7 @@ def invalidate(
 
     result = run_invalidate(state, stage, version, fingerprint, job_id, everything)
     if as_json:
-        _echo_json(result)
+        echo_json(result)
         return
     _out.print(
         f"invalidated {result['invalidated']} committed batches of {stage}; "

@@ -4,20 +4,19 @@ restore-snapshot, migrate-state. Each parses, calls the library, prints."""
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.markup import escape
 
-from winnow.cli.data import state_option
+from winnow.cli import console
+from winnow.cli.options import state_option
 from winnow.gateway import migrate, snapshots
 from winnow.profile import load_profile
 from winnow.storage import journal
 from winnow.storage.state import State, default_state_url
 
-_out = Console() if sys.stdout.isatty() else Console(width=120)
+_out = console.out
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 

@@ -1,4 +1,6 @@
-"""Execution on Ray: actor pools, streaming batches, and the driver loop.
+"""Executing a plan: the executor seam, the driver loop, and Ray's actor pools.
+
+Two executors (``executor``): on Ray, or in this process without Ray (``local``).
 
 Under `uv run`, Ray (by default) rebuilds the project's environment for every
 worker from pyproject.toml alone, which drops optional extras such as s3fs and

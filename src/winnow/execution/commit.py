@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from winnow.accounting import Tally, row_counts
-from winnow.execution import telemetry
 from winnow.execution.flight import Flight
 from winnow.execution.outcome import Outcome, Progress, StageCounts
 from winnow.execution.retry import RetryPolicy
@@ -250,7 +249,6 @@ class Committer:
 
     def _retrying(self, record: CheckpointRecord, error: ErrorRecord, delay: float) -> None:
         self.counts[record.stage].retried += 1
-        telemetry.record_retry(record.stage)
         self.emit(
             event(
                 "retry",

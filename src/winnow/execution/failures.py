@@ -1,14 +1,10 @@
-"""Telling a batch's own failures from the cluster's (an actor or node lost)."""
+"""Telling a batch's own failures from the cluster's (an actor or node lost).
+
+Names only, no Ray: the retry policy, which both executors share, reads them;
+the Ray scheduler turns Ray's errors into records of these types.
+"""
 
 from __future__ import annotations
-
-from typing import Any
-
-import ray
-from ray.exceptions import RayActorError, RayError, RayTaskError
-
-from winnow.execution.pools import short_cause
-from winnow.records import BatchStatus, ErrorRecord, StageResult
 
 # Failures of the cluster rather than of the batch (a type name, or the cause
 # a stage task's input carried from a lost reader).
@@ -28,18 +24,3 @@ INFRA_ERRORS = frozenset(
     }
 )
 MAX_INFRA_RETRIES = 8
-
-
-def fetch_result(ref: Any) -> StageResult:
-    """A stage task's result record; Ray's errors become FAILED records."""
-    try:
-        result: StageResult = ray.get(ref)
-        return result
-    except RayTaskError as exc:  # the input (a source read) failed
-        cause = exc.cause if exc.cause is not None else exc
-        error = ErrorRecord.clipped(type(cause).__name__, str(cause), str(exc))
-    except RayActorError as exc:
-        error = ErrorRecord("WorkerDied", short_cause(exc), "")
-    except RayError as exc:
-        error = ErrorRecord.clipped(type(exc).__name__, str(exc), "")
-    return StageResult(BatchStatus.FAILED, error=error)

@@ -16,15 +16,16 @@ class Flight:
         order: its place in the plan (and in the run manifest).
         plan: its plan: keys, actions and prior checkpoints per stage.
         stage: the stage it is queued for or running at.
-        data: that stage's input: an object ref of a batch, a ``SourceRange``,
-            or ``{"artifact": ...}`` for a stage to read from the store.
-        meta: an object ref of the ``SourceMeta`` of a batch a reader read
-            (stage 0 only).
+        data: that stage's input: a batch (on Ray, an object ref of one), a
+            ``SourceRange``, or ``{"artifact": ...}`` for a stage to read from
+            the store; in-process, the exception of a source read that failed.
+        meta: the ``SourceMeta`` (on Ray, an object ref of it) of a batch a
+            reader read (stage 0 only).
         attempts: per stage, the attempts made so far (prior runs' included).
         input_artifact: the committed artifact this stage's input came from:
             a retry reads it back instead of an object ref that may have died
             with its node.
-        reader: the reader actor that read a stage-0 input.
+        reader: the reader actor that read a stage-0 input (None in-process).
         rows: per stage, its row counts once committed (None: not finished).
         infra: failures of the cluster (an actor or node lost), not of the batch.
     """

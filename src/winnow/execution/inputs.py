@@ -17,8 +17,9 @@ from typing import Any
 
 import ray
 
-from winnow.execution.actors import SourceRange, SourceReader
+from winnow.execution.actors import SourceReader
 from winnow.execution.pools import Pool, take_idle
+from winnow.execution.reading import SourceRange, stream_handle, streams_by_file
 from winnow.plan import BatchPlan, Plan
 from winnow.storage.artifacts import ArtifactStore
 
@@ -50,13 +51,9 @@ class SourceInputs:
 
     def open(self, batches: Iterable[BatchPlan]) -> None:
         """Open one read stream per file for the batches read by stream."""
-        by_file: dict[str, list[BatchPlan]] = {}
-        for bp in batches:
-            if bp.first_run == 0 and not bp.source.by_range:
-                by_file.setdefault(bp.source.file.identity, []).append(bp)
-        for n, (identity, group) in enumerate(by_file.items()):
+        for n, (identity, group) in enumerate(streams_by_file(batches).items()):
             idx = n % len(self.readers)
-            handle = f"{identity[:16]}-{n}"
+            handle = stream_handle(identity, n)
             ranges = [(bp.source.start, bp.source.stop) for bp in group]
             self.readers[idx].open.remote(handle, group[0].source.file, ranges)
             self.streams[identity] = (idx, handle)
@@ -68,7 +65,7 @@ class SourceInputs:
         by range no meta and the ``SourceRange`` the stage actor reads.
         """
         if bp.source.by_range:
-            return None, self._range(bp), None
+            return None, SourceRange.of(self.plan, bp), None
         idx, handle = self.streams[bp.source.file.identity]
         meta, data = self.readers[idx].next.options(num_returns=2).remote(handle)
         return meta, data, idx
@@ -76,19 +73,9 @@ class SourceInputs:
     def again(self, bp: BatchPlan) -> tuple[Any, Any, int | None]:
         """Like ``first``, for a retry: a reader reads the one range on its own."""
         if bp.source.by_range:
-            return None, self._range(bp), None
+            return None, SourceRange.of(self.plan, bp), None
         idx = self.pool.any_live()
         src = bp.source
         reader = self.readers[idx]
         meta, data = reader.read_one.options(num_returns=2).remote(src.file, src.start, src.stop)
         return meta, data, idx
-
-    def _range(self, bp: BatchPlan) -> SourceRange:
-        return SourceRange(
-            bp.source.file,
-            bp.source.start,
-            bp.source.stop,
-            self.plan.pipeline.schema,
-            self.profile.on_bad_record,
-            self.profile.storage_options,
-        )

@@ -1,15 +1,14 @@
-"""The driver loop: stream batches through the stage pools with bounded work.
+"""The driver loop: stream batches through the stages with bounded work.
 
-The driver holds only keys, object refs and small records. Arrow batches move
-reader -> stage -> stage through Ray's object store (a first stage reads
-batches aligned with Parquet row groups itself; see ``inputs``). A batch's checkpoint is
-written (buffered into a segment) only after its stage actor has published and
-verified the artifact.
+The same loop runs both executors: the driver holds only keys, small records
+and (on Ray) object refs; a batch's checkpoint is written (buffered into a
+segment) only after its stage has published and verified the artifact.
 
-The loop's parts each have a home: ``workers`` starts and stops the job's
-actors, ``schedule`` admits batches and sends them to actors, ``commit``
-commits each result and routes its batch (asking ``retry`` whether a failure
-is tried again), and ``scaling`` retires and grows pools as the run goes.
+The loop's parts each have a home: a scheduler (``queues.Queues``: on Ray
+``schedule.Scheduler`` with its actors, in-process
+``local_executor.InProcessScheduler``) admits batches, sends them to run and
+collects their results; ``commit`` commits each result and routes its batch
+(asking ``retry`` whether a failure is tried again).
 """
 
 from __future__ import annotations
@@ -17,40 +16,40 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from winnow.accounting import Tally, row_counts
-from winnow.execution.commit import Committer
+from winnow.execution.commit import Committer, Event
 from winnow.execution.flight import Flight
 from winnow.execution.outcome import Outcome, Progress, count_skips
+from winnow.execution.queues import Queues, Task
 from winnow.execution.retry import RetryPolicy
-from winnow.execution.scaling import Autoscaler
-from winnow.execution.schedule import Scheduler, Task
-from winnow.execution.workers import Workers
 from winnow.plan import SKIP, Plan
 from winnow.records import StageResult
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.checkpoints import CheckpointStore
-from winnow.storage.state import State, event
+from winnow.storage.state import State
 
 FLUSH_EVERY_S = 2.0  # how often buffered checkpoints and events are written
 WAIT_S = 0.1  # how long one turn of the loop waits for results
 
+# Builds a run's scheduler from its batches with work and where events go.
+SchedulerFactory = Callable[[list[Flight], Callable[[Event], None]], Queues]
+
 
 class Runner:
-    """Runs one plan's work on Ray and returns its outcome.
+    """Runs one plan's work and returns its outcome.
 
     Args:
         plan: what to run (batches whose every stage is skipped never enter).
         state: where checkpoints and events go.
-        artifacts: where stage actors write artifacts.
+        artifacts: where stages write artifacts.
         job_id: the job this run is.
-        sizes: actors per active stage, as the cluster was sized once for
-            this run (``cluster.size_pools``).
+        scheduler: builds the executor's scheduler for the batches with work.
         progress: what to tell a display.
         stop: set to stop sending work (an interrupt, the gateway stopping);
             the batches running commit first.
-        reuse: keep the actors for the next job of this process (the gateway).
     """
 
     def __init__(
@@ -59,16 +58,14 @@ class Runner:
         state: State,
         artifacts: ArtifactStore,
         job_id: str,
-        sizes: dict[str, int],
+        scheduler: SchedulerFactory,
         progress: Progress | None = None,
         stop: threading.Event | None = None,
-        reuse: bool = False,
     ) -> None:
         self.plan = plan
         self.names = [s.name for s in plan.specs]
         self.state = state
         self.job_id = job_id
-        self.sizes = sizes
         self.progress = progress or Progress()
         self.stop = stop or threading.Event()
         self.checkpoints: CheckpointStore = state.checkpoints(
@@ -76,7 +73,6 @@ class Runner:
         )
         self.events: list[dict[str, Any]] = []  # written with the next flush
         self.tally = Tally(self.names)
-        self.workers = Workers(plan, artifacts, job_id, reuse)
         self.committer = Committer(
             plan,
             job_id,
@@ -87,13 +83,12 @@ class Runner:
             self.stop,
             self.events.append,
         )
-        self.autoscaler = Autoscaler(self.workers, job_id, reuse, self.events.append)
         flights = [
             Flight(order, bp)
             for order, bp in enumerate(plan.batches)
             if bp.first_run < len(self.names)
         ]
-        self.scheduler = Scheduler(flights, self.workers, self.names, plan.profile.max_in_flight)
+        self.scheduler = scheduler(flights, self.events.append)
         self._unfinished = {f.order: f for f in flights}  # not yet in the row accounting
         self._last_flush = time.monotonic()
 
@@ -103,22 +98,17 @@ class Runner:
         work = bool(self._unfinished)
         try:
             if work:
-                self._start()
+                self.scheduler.start()
                 self._loop()
         finally:
             self._flush(force=True)
             self.progress.stop()
-            self.workers.stop(keep=not self.committer.abort and not self.stop.is_set())
+            self.scheduler.stop(keep=not self.committer.abort and not self.stop.is_set())
             if work:
                 self._compact()
             for flight in list(self._unfinished.values()):  # interrupted or abandoned
                 self._account(flight)
         return self.committer.outcome(self.tally)
-
-    def _start(self) -> None:
-        dropped = self.workers.start(self.sizes)
-        if dropped:
-            self.events.append(event("pools_shrunk", self.job_id, dropped=dropped))
 
     def _loop(self) -> None:
         scheduler = self.scheduler
@@ -127,7 +117,6 @@ class Runner:
             stopping = self.stop.is_set() or self.committer.abort
             if not stopping:
                 scheduler.step()
-                self.autoscaler.tick(scheduler)
             if not scheduler.outstanding:
                 if stopping or scheduler.drained():
                     break
@@ -172,5 +161,5 @@ class Runner:
         self._last_flush = time.monotonic()
         self.checkpoints.flush()
         events = list(self.events)
-        self.events.clear()  # in place: the committer and autoscaler append to this list
+        self.events.clear()  # in place: the committer and scheduler append to this list
         self.state.append_events(events)

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from winnow.execution.pools import SCALE_EVERY_S, fits_now
-from winnow.execution.schedule import Scheduler
+from winnow.execution.queues import Queues
 from winnow.execution.workers import Workers
 from winnow.storage.state import event
 
@@ -35,7 +35,7 @@ class Autoscaler:
         self.emit = emit
         self._last_scale = time.monotonic()
 
-    def tick(self, scheduler: Scheduler) -> None:
+    def tick(self, scheduler: Queues) -> None:
         now = time.monotonic()
         if now - self._last_scale < SCALE_EVERY_S:
             return

@@ -1,131 +1,91 @@
-"""Scheduling: where each batch of a run is, and which actor runs it next.
+"""Scheduling on Ray: which actor runs each queued batch, and collecting results.
 
-A batch is admitted (at most ``max_in_flight`` at once), queued for its
-stage, and sent to the least-loaded live actor of that stage's pool. When its
-result is in, the committer routes it: on to a later stage's queue, back to
-the same stage after a retry backoff, or out of the pipeline.
+The queues, admission and retry heap are ``queues.Queues`` (shared with the
+local executor); this adds the job's actors (``workers``), started once,
+scaled as the run goes (``scaling``) and stopped or kept once, and sends each
+queued batch to the least-loaded live actor of its stage's pool.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import ray
+from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from winnow.errors import StageFailed
-from winnow.execution.failures import INFRA_ERRORS, fetch_result
+from winnow.execution import telemetry
+from winnow.execution.failures import INFRA_ERRORS
 from winnow.execution.flight import Flight
-from winnow.execution.pools import READY_TIMEOUT_S, Pool
+from winnow.execution.inputs import SourceInputs
+from winnow.execution.pools import READY_TIMEOUT_S, Pool, short_cause
+from winnow.execution.queues import Queues, Task
+from winnow.execution.scaling import Autoscaler
 from winnow.execution.workers import Workers
-from winnow.plan import SKIP
-from winnow.records import StageResult
+from winnow.plan import SKIP, Plan
+from winnow.records import BatchStatus, ErrorRecord, StageResult
+from winnow.storage.artifacts import ArtifactStore
+from winnow.storage.state import event
 
 
-@dataclass
-class Task:
-    """A stage task running on an actor: its batch, its actor, its output's ref."""
+class Scheduler(Queues):
+    """The batches of one run on Ray, and the actors that run them.
 
-    flight: Flight
-    actor: int
-    output: Any
-
-
-class Scheduler:
-    """The batches of one run that are not done yet, and their stage tasks.
-
-    Attributes:
-        todo: batches not admitted yet, in plan order.
-        queues: per stage index, batches waiting for a free actor.
-        waiting: a heap of (when, tie, batch): retries waiting out a backoff.
-        outstanding: the stage tasks running, by their result's object ref.
-        in_flight: batches admitted that have not left the pipeline.
+    Args:
+        flights: the batches with work, in plan order.
+        plan: the run's plan.
+        artifacts: where stage actors write artifacts.
+        job_id: the job this run is.
+        sizes: actors per active stage, as the cluster was sized once for
+            this run (``cluster.size_pools``).
+        reuse: keep the actors for the next job of this process (the gateway).
+        emit: where events go (written with the runner's next flush).
     """
 
     def __init__(
-        self, flights: Iterable[Flight], workers: Workers, names: list[str], max_in_flight: int
+        self,
+        flights: Iterable[Flight],
+        plan: Plan,
+        artifacts: ArtifactStore,
+        job_id: str,
+        sizes: dict[str, int],
+        reuse: bool,
+        emit: Callable[[dict[str, Any]], None],
     ) -> None:
-        self.todo: deque[Flight] = deque(flights)
-        self.queues: dict[int, deque[Flight]] = {i: deque() for i in range(len(names))}
-        self.waiting: list[tuple[float, int, Flight]] = []
-        self.outstanding: dict[Any, Task] = {}
-        self.in_flight = 0
-        self.workers = workers
-        self.names = names
-        self.max_in_flight = max_in_flight
-        self._tie = itertools.count()
+        super().__init__(flights, [s.name for s in plan.specs], plan.profile.max_in_flight)
+        self.workers = Workers(plan, artifacts, job_id, reuse)
+        self.autoscaler = Autoscaler(self.workers, job_id, reuse, emit)
+        self.job_id = job_id
+        self.sizes = sizes
+        self.emit = emit
         self._starved_since: dict[int, float] = {}
 
-    # -- what is left ------------------------------------------------------
-    def drained(self) -> bool:
-        """Nothing left to send: no batch to admit, to retry or queued."""
-        return not self.todo and not self.waiting and not self._queued()
+    def start(self) -> None:
+        dropped = self.workers.start(self.sizes)
+        if dropped:
+            self.emit(event("pools_shrunk", self.job_id, dropped=dropped))
 
-    def lowest_stage(self) -> int:
-        """The earliest stage any unfinished batch will still run (the stage count if none)."""
-        return min(
-            [
-                *(f.plan.first_run for f in self.todo),
-                *(f.stage for _, _, f in self.waiting),
-                *(i for i, q in self.queues.items() if q),
-                *(t.flight.stage for t in self.outstanding.values()),
-            ],
-            default=len(self.names),
-        )
+    def stop(self, keep: bool) -> None:
+        self.workers.stop(keep)
 
-    def _queued(self) -> bool:
-        return any(self.queues.values())
-
-    # -- sending work ------------------------------------------------------
-    def open(self) -> None:
-        """Open the source streams of every batch that starts by reading one."""
-        self.workers.readers.open(f.plan for f in self.todo)
+    def inputs(self) -> SourceInputs:
+        return self.workers.readers
 
     def step(self) -> None:
-        """Admit new batches, release retries whose backoff is over, and send
-        queued batches to actors with room."""
-        while self.todo and self.in_flight < self.max_in_flight:
-            flight = self.todo.popleft()
-            self.in_flight += 1
-            self._enter(flight)
-        now = time.monotonic()
-        while self.waiting and self.waiting[0][0] <= now:
-            _, _, flight = heapq.heappop(self.waiting)
-            self._enter_again(flight)
+        super().step()
+        self.autoscaler.tick(self)
+
+    def retry_later(self, flight: Flight, delay: float) -> None:
+        telemetry.record_retry(self.names[flight.stage])
+        super().retry_later(flight, delay)
+
+    # -- sending work ------------------------------------------------------
+    def dispatch(self) -> None:
         for i, queue in self.queues.items():
             self._dispatch(i, queue)
-
-    def pause(self) -> None:
-        """Nothing running: sleep until a retry is due or an actor may be back."""
-        if self.waiting and not self._queued():
-            time.sleep(max(0.0, min(0.2, self.waiting[0][0] - time.monotonic())))
-        elif self._queued():
-            time.sleep(0.05)  # work queued for actors that are being restarted
-
-    def _enter(self, flight: Flight) -> None:
-        """A batch's first stage: read from the source, or from the artifact
-        committed by the stage before it."""
-        first = flight.plan.first_run
-        flight.stage = first
-        if first == 0:
-            flight.meta, flight.data, flight.reader = self.workers.readers.first(flight.plan)
-        else:
-            flight.input_artifact = flight.plan.prior[first - 1]["artifact"]  # type: ignore[index]
-            flight.data = {"artifact": flight.input_artifact}
-        self.queues[first].append(flight)
-
-    def _enter_again(self, flight: Flight) -> None:
-        """A retry: its input is read again (an object ref may have died with its node)."""
-        if flight.stage > 0 and flight.input_artifact is not None:
-            flight.data = {"artifact": flight.input_artifact}
-        elif flight.stage == 0:
-            flight.meta, flight.data, flight.reader = self.workers.readers.again(flight.plan)
-        self.queues[flight.stage].append(flight)
 
     def _dispatch(self, i: int, queue: deque[Flight]) -> None:
         pool = self.workers.pools[self.names[i]]
@@ -185,14 +145,17 @@ class Scheduler:
                     self.workers.readers.pool.lost(flight.reader)
             yield task, result
 
-    def enqueue(self, flight: Flight) -> None:
-        """Queue a batch for its (next) stage, ``flight.stage``."""
-        self.queues[flight.stage].append(flight)
 
-    def retry_later(self, flight: Flight, delay: float) -> None:
-        """Queue a batch for the same stage again once ``delay`` seconds have passed."""
-        heapq.heappush(self.waiting, (time.monotonic() + delay, next(self._tie), flight))
-
-    def leave(self, flight: Flight) -> None:
-        """A batch left the pipeline: one more may be admitted."""
-        self.in_flight -= 1
+def fetch_result(ref: Any) -> StageResult:
+    """A stage task's result record; Ray's errors become FAILED records."""
+    try:
+        result: StageResult = ray.get(ref)
+        return result
+    except RayTaskError as exc:  # the input (a source read) failed
+        cause = exc.cause if exc.cause is not None else exc
+        error = ErrorRecord.clipped(type(cause).__name__, str(cause), str(exc))
+    except RayActorError as exc:
+        error = ErrorRecord("WorkerDied", short_cause(exc), "")
+    except RayError as exc:
+        error = ErrorRecord.clipped(type(exc).__name__, str(exc), "")
+    return StageResult(BatchStatus.FAILED, error=error)

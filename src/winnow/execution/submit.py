@@ -138,8 +138,6 @@ def submit(
     session: Any,
     address: str,
     token: str | None,
-    sets: list[str],
-    verify: str | None,
     job_id: str,
     pip: list[str],
     profile_file: str | None,
@@ -172,30 +170,16 @@ def submit(
         )
     jobs = client(address, token)
     with bundle(session.pipeline_file, profile_file) as (workdir, pipe_ref, prof_ref):
-        argv = [
-            "python",
-            "-m",
-            "winnow",
-            "run",
-            pipe_ref,
-            "--address",
-            "auto",
-            "--job-id",
-            job_id,
-            "--state",
-            state_url,
-            "--output",
-            output_url,
-            "--json",
-        ]
-        if prof_ref:
-            argv += ["--profile", prof_ref]
-        for url in inputs:
-            argv += ["--input", url]
-        for item in sets:
-            argv += ["--set", item]
-        if verify:
-            argv += ["--verify", verify]
+        # The job runs what was asked for here, with paths the cluster can reach.
+        remote = session.request.but(
+            pipeline=pipe_ref,
+            profile=prof_ref,
+            inputs=tuple(inputs),
+            output=output_url,
+            state=state_url,
+        )
+        argv = ["python", "-m", "winnow", "run", pipe_ref, *remote.run_args()]
+        argv += ["--address", "auto", "--job-id", job_id, "--json"]
         runtime_env: dict[str, Any] = {
             "working_dir": str(workdir),
             "py_modules": [str(Path(winnow.__file__).parent)],

@@ -16,6 +16,7 @@ from typing import Any
 from winnow import api
 from winnow.profile import find_profile_file
 from winnow.records import JOB_ACTIVE
+from winnow.request import RunRequest
 from winnow.storage.state import State
 
 log = logging.getLogger("winnow.gateway")
@@ -25,25 +26,17 @@ def submit_queued(state_url: str | None, job: dict[str, Any]) -> dict[str, Any]:
     """Submit a claimed queued job to its cluster; return the SUBMITTED record."""
     from winnow.execution import submit as jobs_api
 
-    request = job["request"]
-    session = api.resolve_session(
-        request["pipeline"],
-        request.get("profile"),
-        request.get("inputs"),
-        request.get("output"),
-        state_url,
-        request.get("sets"),
-    )
-    profile = request.get("profile")
+    stored = job["request"]
+    request = RunRequest.from_dict(stored).but(state=state_url)
+    session = api.resolve_session(request)
+    profile = request.profile
     record = jobs_api.submit(
         session,
-        request["submit_to"],
+        stored["submit_to"],
         jobs_api.auth_token(None),
-        list(request.get("sets") or []),
-        request.get("verify"),
         job["job_id"],
         [],
-        str(find_profile_file(profile)) if profile else None,
+        str(find_profile_file(profile)) if isinstance(profile, str) else None,
         keep={k: job[k] for k in api.QUEUE_FIELDS if k in job},
     )
     for note in record.pop("notes", []):

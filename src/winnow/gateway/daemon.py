@@ -37,6 +37,7 @@ from winnow import api
 from winnow.errors import UsageError
 from winnow.gateway import cluster_jobs, queue, snapshots
 from winnow.records import ErrorRecord, JobStatus
+from winnow.request import RunRequest
 from winnow.storage import journal
 from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.locks import LockHeld
@@ -287,18 +288,11 @@ class Gateway:
         log.info("job started", extra={"fields": {"job": job_id, "attempt": job["attempts"]}})
         t0 = time.monotonic()
         try:
-            session = api.resolve_session(
-                request["pipeline"],
-                request.get("profile"),
-                request.get("inputs"),
-                request.get("output"),
-                self.settings.state,
-                request.get("sets"),
-            )
+            run_request = RunRequest.from_dict(request).but(state=self.settings.state)
+            session = api.resolve_session(run_request)
             self._ensure_ray(session.profile.ray_num_cpus)
             record = api.execute(
                 session,
-                verify=request.get("verify"),
                 address=self.settings.address,
                 stop=self.stop,
                 job_id=job_id,

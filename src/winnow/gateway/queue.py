@@ -14,42 +14,35 @@ from typing import Any
 
 from winnow import api, sources
 from winnow.records import JOB_ACTIVE, ErrorRecord, JobStatus
+from winnow.request import RunRequest
 from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import State, event, now_iso
 
 MAX_ATTEMPTS = 3  # a job requeued this many times (its runner kept dying) is failed
 
 
-def enqueue(
-    pipeline: str,
-    profile: str | None = None,
-    inputs: list[str] | None = None,
-    output: str | None = None,
-    state: str | None = None,
-    sets: list[str] | None = None,
-    verify: str | None = None,
-    submit_to: str | None = None,
-) -> dict[str, Any]:
+def enqueue(request: RunRequest, submit_to: str | None = None) -> dict[str, Any]:
     """Validate a run request (bad input fails here, exit 2) and queue it as PENDING.
 
     With ``submit_to`` (a Jobs API address) the gateway submits the job to
-    that Ray cluster instead of running it itself, and follows it there.
+    that Ray cluster instead of running it itself, and follows it there. The
+    request's state is where the job is queued; the gateway runs it against
+    its own state.
     """
-    session = api.resolve_session(pipeline, profile, inputs, output, state, sets)
+    session = api.resolve_session(request)
     sources.discover(session.inputs, session.profile.storage_options)  # missing input: exit 2
     st = session.state
     st.prepare()
     job_id = api.new_job_id(session.pipeline.name)
-    request = {
-        "pipeline": session.pipeline_file or pipeline,
-        "profile": profile,
-        "inputs": list(session.inputs),
-        "output": session.output_url,
-        "sets": list(sets or []),
-        "verify": verify,
-    }
+    queued = request.but(
+        pipeline=session.pipeline_file or request.pipeline,
+        inputs=tuple(session.inputs),
+        output=session.output_url,
+        state=None,
+    )
+    stored = queued.to_dict()
     if submit_to:
-        request["submit_to"] = submit_to
+        stored["submit_to"] = submit_to
     record = {
         "job_id": job_id,
         "pipeline": session.pipeline.name,
@@ -57,7 +50,7 @@ def enqueue(
         "created_at": now_iso(),
         "queued_at": now_iso(),
         "attempts": 0,
-        "request": request,
+        "request": stored,
         "enqueued_by": {"host": socket.gethostname(), "pid": os.getpid()},
     }
     st.write_job(record)

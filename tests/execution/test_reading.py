@@ -1,4 +1,4 @@
-"""The source reader's streams (the class itself, outside Ray)."""
+"""Source read streams (what a reader actor runs, here outside Ray)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from winnow import sources
-from winnow.execution.actors import SourceReader
+from winnow.execution.reading import SourceStreams
 from winnow.storage.artifacts import ArtifactStore
 
 
-class FlakyReader(SourceReader):
+class FlakyReader(SourceStreams):
     """Fails reading the second range once, as a transient storage error would."""
 
     failed = False

@@ -1,0 +1,62 @@
+"""The Ray executor: stage actor pools on an embedded or attached Ray cluster."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from winnow.execution import cluster
+from winnow.execution.commit import Event
+from winnow.execution.flight import Flight
+from winnow.execution.outcome import Outcome, Progress
+from winnow.execution.runner import Runner
+from winnow.execution.schedule import Scheduler
+from winnow.plan import Plan
+from winnow.storage.artifacts import ArtifactStore
+from winnow.storage.state import State
+
+
+class RayExecutor:
+    """Runs a plan's stages in Ray actor pools, sized once per run.
+
+    Args:
+        address: the cluster to attach to (None: ``RAY_ADDRESS``, or an
+            embedded Ray this executor starts and stops).
+        reuse: keep the actors idle for the next job of this process (the
+            gateway).
+    """
+
+    def __init__(self, address: str | None = None, reuse: bool = False) -> None:
+        self.address = address
+        self.reuse = reuse
+        self.sizes: dict[str, int] = {}
+        self._started = False  # this executor started (or attached to) Ray
+
+    def prepare(self, plan: Plan) -> None:
+        """Attach and size the pools (once per run): a wrong address or a
+        request the cluster can never host exits 2 before anything is written."""
+        self._started = cluster.connect(self.address, plan.profile.ray_num_cpus)
+        try:
+            self.sizes = cluster.size_pools(plan.specs, plan.active_stages())
+        except BaseException:
+            self.shutdown()
+            raise
+
+    def run(
+        self,
+        plan: Plan,
+        state: State,
+        artifacts: ArtifactStore,
+        job_id: str,
+        progress: Progress | None = None,
+        stop: threading.Event | None = None,
+    ) -> Outcome:
+        def scheduler(flights: list[Flight], emit: Callable[[Event], None]) -> Scheduler:
+            return Scheduler(flights, plan, artifacts, job_id, self.sizes, self.reuse, emit)
+
+        return Runner(plan, state, artifacts, job_id, scheduler, progress, stop).run()
+
+    def shutdown(self) -> None:
+        if self._started:
+            self._started = False
+            cluster.shutdown()
