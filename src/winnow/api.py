@@ -30,8 +30,7 @@ from winnow.profile import (
     unused_stage_tables,
 )
 from winnow.request import RunRequest
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.fs import join
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
 from winnow.storage.state import State, default_state_url
 
 DEFAULT_OUTPUT = ".winnow/output"
@@ -122,7 +121,7 @@ def resolve_session(request: RunRequest) -> Session:
     st = State(request.state or default_state_url(), prof.storage_options)
     st.check_version()
     output_url = request.output or DEFAULT_OUTPUT
-    artifacts = ArtifactStore(join(output_url.rstrip("/"), "artifacts"), prof.storage_options)
+    artifacts = ArtifactStore(output_store_url(output_url), prof.storage_options)
     inputs = list(request.inputs)
     if not inputs:
         inputs = list(pipe.default_inputs)
@@ -300,7 +299,7 @@ def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None 
     import pyarrow as pa
 
     manifest = read_manifest(record["manifest"], storage_options)
-    store = ArtifactStore(join(record["output_url"].rstrip("/"), "artifacts"), storage_options)
+    store = ArtifactStore(output_store_url(record["output_url"]), storage_options)
     tables = [
         store.read(ArtifactRef(**e["artifact"])) for e in manifest["batches"] if e["artifact"]
     ]

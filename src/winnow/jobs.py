@@ -25,6 +25,7 @@ from winnow.execution.outcome import Outcome
 from winnow.plan import SKIP, Plan
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.storage.fs import join, resolve, to_url, write_atomic
+from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import State, event, now_iso
 
 
@@ -102,15 +103,16 @@ def reconcile_lost_jobs(
     cluster are Ray's to report (``winnow status`` asks it), and queued jobs
     the gateway's (it requeues them).
     """
-    from winnow.tools.status import _alive
-
     lost = []
     for job in state.list_jobs():
         if job.get("status") != JobStatus.RUNNING or job["job_id"] == exclude:
             continue
         if job.get("ray") or job.get("request"):
             continue  # Ray reports a cluster's jobs; the gateway requeues its own
-        if job.get("pipeline") != locked_pipeline and _alive(job):
+        if (
+            job.get("pipeline") != locked_pipeline
+            and liveness(job.get("pid"), job.get("host")) is not Liveness.GONE
+        ):
             continue
         job.update(
             status=JobStatus.FAILED,

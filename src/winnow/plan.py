@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from winnow import sources
-from winnow.errors import ConfigError, IntegrityError
+from winnow.errors import ConfigError
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
 from winnow.records import BatchStatus
 from winnow.stage import fingerprint_of
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore, Fault
 from winnow.storage.state import State
 
 SKIP, RUN, RETRY = "skip", "run", "retry"
@@ -268,7 +268,7 @@ def make_plan(
                 if rec is None
                 else ""
             )
-            action, reason = _decide(rec, sizes, why_new)
+            action, reason = _decide(rec, artifacts, sizes, why_new)
             if forced is not None and i >= forced and action == SKIP:
                 action, reason = RUN, f"--rerun {specs[forced].name}"
             elif invalidated is not None and action == SKIP:
@@ -325,20 +325,20 @@ def _rerun_index(pipeline: Pipeline, specs: list[StageSpec], rerun: str) -> int:
     return names.index(rerun)
 
 
-def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) -> tuple[str, str]:
+_QUICK_REASONS = {Fault.MISSING: "missing", Fault.WRONG_SIZE: "size differs from checkpoint"}
+
+
+def _decide(
+    rec: dict[str, Any] | None, artifacts: ArtifactStore, sizes: dict[str, int], new_reason: str
+) -> tuple[str, str]:
     if rec is None:
         return RUN, new_reason
     status = rec["status"]
     if status == BatchStatus.SUCCEEDED:
-        quarantine = (rec.get("quarantine") or {}).get("artifact")
-        for what, art in (("artifact", rec["artifact"]), ("quarantine artifact", quarantine)):
-            if art is None:
-                continue
-            size = sizes.get(art["digest"])
-            if size is None:
-                return RUN, f"{what} missing"
-            if size != art["bytes"]:
-                return RUN, f"{what} size differs from checkpoint"
+        for what, ref in _committed(rec):
+            problem = artifacts.check(ref, listing=sizes)
+            if problem is not None:
+                return RUN, f"{what} {_QUICK_REASONS[problem.fault]}"
         return SKIP, "committed"
     if status == BatchStatus.FAILED:
         err = (rec.get("error") or {}).get("type", "error")
@@ -346,6 +346,13 @@ def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) 
     if status == BatchStatus.INVALIDATED:
         return RUN, "invalidated (winnow invalidate)"
     return RUN, "interrupted attempt"
+
+
+def _committed(rec: dict[str, Any]) -> list[tuple[str, ArtifactRef]]:
+    """A SUCCEEDED record's artifacts, each named as a reason names it: output, quarantine."""
+    quarantine = (rec.get("quarantine") or {}).get("artifact")
+    found = (("artifact", rec["artifact"]), ("quarantine artifact", quarantine))
+    return [(what, ArtifactRef(**art)) for what, art in found if art is not None]
 
 
 def _map_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
@@ -366,13 +373,10 @@ def _verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
         bp, i = item
         rec = bp.prior[i]
         assert rec is not None
-        quarantine = (rec.get("quarantine") or {}).get("artifact")
-        try:
-            artifacts.verify(ArtifactRef(**rec["artifact"]))
-            if quarantine:
-                artifacts.verify(ArtifactRef(**quarantine))
-        except IntegrityError as exc:
-            return bp, i, str(exc)
+        for _, ref in _committed(rec):
+            problem = artifacts.check(ref, full=True)
+            if problem is not None:
+                return bp, i, str(problem)
         return bp, i, None
 
     for bp, i, problem in _map_threads(check, todo, 8):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,8 @@ from winnow.errors import UsageError
 from winnow.gateway import daemon, queue, snapshots
 from winnow.records import JobStatus
 from winnow.request import RunRequest
+from winnow.storage import journal
+from winnow.storage.liveness import Liveness, liveness
 
 _out = console.out
 
@@ -141,7 +144,10 @@ def stop(run_dir: str, force: bool, timeout: float) -> None:
     os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pidfile.holder() != pid and not _alive(pid):
+        if (
+            pidfile.holder() != pid
+            and liveness(pid, socket.gethostname(), zombie_is_gone=True) is Liveness.GONE
+        ):
             break
         time.sleep(0.2)
     else:
@@ -152,19 +158,6 @@ def stop(run_dir: str, force: bool, timeout: float) -> None:
     if force:
         pidfile.path.unlink(missing_ok=True)
     _out.print(f"gateway (pid {pid}) {'killed' if force else 'stopped'}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our own child, not yet reaped) is not alive
-        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return True
 
 
 @gateway.command()
@@ -226,12 +219,11 @@ def gateway_status(state: str | None, run_dir: str, verbose: bool = False) -> di
         "latest_snapshot": snapshot,
     }
     if verbose:
-        files = st.event_files()
-        sizes = [int(st.fs.size(p) or 0) for p in files]
+        files, size = journal.journal_size(st)
         data["verbose"] = {
             "memory_rss_mb": _rss_mb(pid) if pid else None,
-            "journal_files": len(files),
-            "journal_bytes": sum(sizes),
+            "journal_files": files,
+            "journal_bytes": size,
             "active_work": [
                 {"job_id": j["job_id"], "pipeline": j.get("pipeline"), "since": j.get("claimed_at")}
                 for j in jobs

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from winnow.execution import nvml
 from winnow.pipeline import StageSpec
 
 
@@ -120,37 +121,11 @@ def _largest(cap: Capacity, kind: str, value: float) -> str:
     return f"{value:g} {kind}s" if cap.nodes <= 1 else f"at most {value:g} {kind}s on any node"
 
 
-def nvml_devices() -> tuple[list[dict[str, Any]], str | None]:
-    """The GPUs NVML sees on this machine, or why it sees none."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ImportError ...
-        return [], f"NVML not available ({type(exc).__name__}: {exc})"
-    try:
-        devices = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            devices.append(
-                {
-                    "index": i,
-                    "name": name.decode() if isinstance(name, bytes) else str(name),
-                    "memory_total_bytes": int(mem.total),
-                }
-            )
-        return devices, None
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def for_plan(
     specs: list[StageSpec], active: list[bool], address: str | None, ray_num_cpus: int | None
 ) -> dict[str, Any]:
     """What `winnow plan` reports: capacity, actors per stage, problems, GPUs seen by NVML."""
-    devices, nvml_note = nvml_devices()
+    devices, nvml_note = nvml.devices()
     if address or os.environ.get("RAY_ADDRESS"):
         from winnow.execution.cluster import cluster_capacity, connect, shutdown
 

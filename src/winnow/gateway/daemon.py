@@ -39,7 +39,7 @@ from winnow.gateway import cluster_jobs, queue, snapshots
 from winnow.records import ErrorRecord, JobStatus
 from winnow.request import RunRequest
 from winnow.storage import journal
-from winnow.storage.fs import join, write_atomic
+from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.locks import LockHeld
 from winnow.storage.state import State, now_iso
 
@@ -84,12 +84,8 @@ class PidFile:
             pid = int(self.path.read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if liveness(pid, socket.gethostname()) is Liveness.GONE:
             return None
-        except PermissionError:
-            pass
         return pid
 
     def acquire(self) -> None:
@@ -368,7 +364,7 @@ class Gateway:
             "stages": {k: dict(v) for k, v in self.runtime.stages.items()},
             "last_snapshot": self.runtime.last_snapshot,
         }
-        write_atomic(self.state.fs, runtime_path(self.state), json.dumps(body, indent=1).encode())
+        self.state.write_file(RUNTIME_FILE, json.dumps(body, indent=1).encode())
 
     # -- HTTP --------------------------------------------------------------
     def _start_http(self) -> None:
@@ -413,13 +409,12 @@ class Gateway:
         threading.Thread(target=self.server.serve_forever, name="gateway-http", daemon=True).start()
 
 
-def runtime_path(state: State) -> str:
-    return join(state.root, "gateway", "runtime.json")
+RUNTIME_FILE = "gateway/runtime.json"  # in the state: what `gateway status` reads
 
 
 def read_runtime(state: State) -> dict[str, Any] | None:
     try:
-        return dict(json.loads(state.fs.cat_file(runtime_path(state))))
+        return dict(json.loads(state.read_file(RUNTIME_FILE)))
     except FileNotFoundError:
         return None
 

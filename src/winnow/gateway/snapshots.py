@@ -18,13 +18,13 @@ from typing import Any
 from winnow.errors import UsageError
 from winnow.gateway import queue
 from winnow.records import ErrorRecord, JobStatus
-from winnow.storage.fs import join, to_url, write_atomic
 from winnow.storage.journal import event_totals
 from winnow.storage.state import State, now_iso
 from winnow.tools.status import job_summary
 from winnow.tools.verify import verify_state
 
 DEFAULT_NAME = "state-latest.json"
+SNAPSHOTS = "snapshots"  # the folder in the state
 
 
 def build_snapshot(state: State) -> dict[str, Any]:
@@ -74,30 +74,22 @@ def _job_entry(record: dict[str, Any]) -> dict[str, Any]:
 
 def write_snapshot(state: State, name: str = DEFAULT_NAME) -> str:
     """Build a snapshot and write it to ``<state>/snapshots/<name>``; return its URL."""
-    path = _snapshot_path(state, name)
+    file = _snapshot_file(name)
     data = build_snapshot(state)
-    write_atomic(state.fs, path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
-    return to_url(state.fs, path)
+    return state.write_file(file, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
-def _snapshot_path(state: State, name: str) -> str:
+def _snapshot_file(name: str) -> str:
     if not name.endswith(".json") or "/" in name or name.startswith("."):
         raise UsageError(f"{name!r} is not a snapshot name: give a file name ending in .json")
-    return join(state.root, "snapshots", name)
+    return f"{SNAPSHOTS}/{name}"
 
 
 def list_snapshots(state: State) -> dict[str, dict[str, Any]]:
     """Every readable snapshot by name."""
-    base = join(state.root, "snapshots")
-    invalidate = getattr(state.fs, "invalidate_cache", None)
-    if invalidate is not None:
-        invalidate(base)
-    try:
-        paths = [p for p in state.fs.find(base) if p.endswith(".json")]
-    except FileNotFoundError:
-        return {}
+    files = [f for f in state.files(SNAPSHOTS) if f.endswith(".json")]
     out = {}
-    for path, data in (state.fs.cat(paths, on_error="omit") if paths else {}).items():
+    for path, data in state.read_files(files).items():
         try:
             snap = json.loads(data)
         except ValueError:
@@ -117,16 +109,16 @@ def latest_snapshot(state: State) -> tuple[str, dict[str, Any]] | None:
 
 
 def read_snapshot(state: State, name: str) -> dict[str, Any]:
-    path = _snapshot_path(state, name)
+    file = _snapshot_file(name)
     try:
-        data = json.loads(state.fs.cat_file(path))
+        data = json.loads(state.read_file(file))
     except FileNotFoundError:
         raise UsageError(
             f"no snapshot {name!r} in {state.display()}/snapshots; "
             "`winnow gateway snapshot` writes one, `--latest` picks the newest"
         ) from None
     except ValueError:
-        raise UsageError(f"snapshot {to_url(state.fs, path)} is not JSON; pick another") from None
+        raise UsageError(f"snapshot {state.file_url(file)} is not JSON; pick another") from None
     return dict(data)
 
 
@@ -165,7 +157,7 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
     unchanged = 0
     for entry in snap.get("jobs", []):
         job_id = entry["job_id"]
-        current = _current(state, job_id)
+        current = state.job_as_written(job_id)
         if current is not None:
             record, written = current
             if record.get("status") == entry["status"]:
@@ -199,17 +191,6 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
     }
 
 
-def _current(state: State, job_id: str) -> tuple[dict[str, Any], datetime | None] | None:
-    """The job record on disk and when it was written, or None when it is missing."""
-    path = state.job_path(job_id)
-    try:
-        record = json.loads(state.fs.cat_file(path))
-        info = state.fs.info(path)
-    except FileNotFoundError:
-        return None
-    return record, _mtime(info)
-
-
 def _restored_record(entry: dict[str, Any], name: str) -> dict[str, Any]:
     record = dict(entry.get("record") or {})
     for key in ("job_id", "status", "pipeline", "created_at"):
@@ -235,17 +216,3 @@ def _parse(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _mtime(info: dict[str, Any]) -> datetime | None:
-    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
-        value = info.get(key)
-        if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value, UTC)
-        if isinstance(value, str):
-            parsed = _parse(value)
-            if parsed is not None:
-                return parsed
-    return None

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winnow.records import CHECKPOINT_STATUSES, CheckpointRecord
-from winnow.storage.fs import join, to_url, write_atomic
+from winnow.storage.fs import join, refresh, to_url, write_atomic
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class CheckpointStore:
         # s3fs keeps a listing cached by an earlier call and answers the size lookup
         # of each `cat` from it: a segment another process wrote since would read as
         # missing and be dropped. Dropping the entry makes `find` cache a fresh one.
-        self.fs.invalidate_cache(directory)
+        refresh(self.fs, directory)
         try:
             paths = sorted(p for p in self.fs.find(directory) if p.endswith(".jsonl"))
         except FileNotFoundError:
@@ -187,7 +187,7 @@ class CheckpointStore:
         base = join(self.root, "stages")
         # Another process may have added a stage since this filesystem instance last
         # listed here, and s3fs would answer from its listing cache.
-        self.fs.invalidate_cache(base)
+        refresh(self.fs, base)
         try:
             return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False))
         except FileNotFoundError:

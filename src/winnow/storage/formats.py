@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from winnow.errors import IntegrityError
 
 EXTENSIONS = {"parquet": "parquet", "ipc": "arrow", "jsonl": "jsonl"}
+DATASET_FORMATS = {"parquet": "parquet", "ipc": "arrow", "jsonl": "json"}  # pyarrow.dataset's
 
 
 def schema_fingerprint(schema: pa.Schema) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 from winnow.errors import StateError, UsageError
 from winnow.records import JOB_TERMINAL
-from winnow.storage.fs import is_local, join, to_url, write_atomic
+from winnow.storage.fs import is_local, join, refresh, to_url, write_atomic
 from winnow.storage.state import State
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -90,6 +90,12 @@ def event_totals(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- recover ----------------------------------------------------------------
+def journal_size(state: State) -> tuple[int, int]:
+    """How many journal files and parts there are, and their bytes in all."""
+    files = state.event_files()
+    return len(files), sum(int(state.fs.size(path) or 0) for path in files)
+
+
 def recover(state: State) -> dict[str, Any]:
     """Repair the journal so it reads again, then replay it.
 
@@ -220,9 +226,7 @@ def _archive_path(state: State, first: str, last: str) -> str:
 
 
 def _check_archive(state: State, archive: str, payload: bytes, count: int) -> None:
-    invalidate = getattr(state.fs, "invalidate_cache", None)
-    if invalidate is not None:
-        invalidate(archive)
+    refresh(state.fs, archive)
     try:
         back = gzip.decompress(state.fs.cat_file(archive))
     except (OSError, EOFError) as exc:

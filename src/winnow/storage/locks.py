@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from winnow.errors import StateError
-from winnow.storage.fs import is_local, join, to_url
+from winnow.storage.fs import is_local, join, refresh, to_url
+from winnow.storage.liveness import Liveness, liveness
 
 DEFAULT_LEASE_S = 120.0
 
@@ -51,21 +52,11 @@ class LockInfo:
     def stale_reason(self, now: float | None = None) -> str | None:
         """Why this lock no longer protects a live run, or None when it may."""
         now = time.time() if now is None else now
-        if self.host == socket.gethostname() and not _pid_alive(self.pid):
+        if liveness(self.pid, self.host) is Liveness.GONE:
             return f"its process {self.pid} on {self.host} is gone"
         if now > self.lease_expires:
             return f"its lease expired {now - self.lease_expires:.0f}s ago"
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LockStore:
@@ -82,9 +73,7 @@ class LockStore:
 
     def read(self, pipeline: str) -> LockInfo | None:
         path = self.path(pipeline)
-        invalidate = getattr(self.fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate(path)
+        refresh(self.fs, path)
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:

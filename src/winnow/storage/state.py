@@ -8,6 +8,9 @@ Layout (any fsspec URL, default ``.winnow/state/v1``)::
     events/YYYY-MM-DD.jsonl      append-only event journal
     sources/<identity>.json      cached row counts (Parquet: row-group size) of input files
     inputs/<pipeline>.json       what a pipeline's last run read (explains the next plan)
+
+Nothing outside ``storage/`` touches the filesystem: the gateway's own files
+(``snapshots/``, ``gateway/``) and a migration's copy go through ``State.files`` & co.
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from typing import Any
 
 from winnow.errors import StateError
 from winnow.storage.checkpoints import CheckpointStore, Damage
-from winnow.storage.fs import ensure_writable, is_local, join, resolve, to_url, write_atomic
+from winnow.storage.fs import (
+    ensure_writable,
+    is_local,
+    join,
+    modified_at,
+    refresh,
+    resolve,
+    to_url,
+    write_atomic,
+)
 from winnow.storage.locks import LockStore
 
 STATE_VERSION = "state/v1"  # what a fresh state is marked with
@@ -32,6 +44,7 @@ STATE_VERSION = "state/v1"  # what a fresh state is marked with
 # v1's layout; the bump marks a state that was copied, never changed in place.
 KNOWN_VERSIONS = ("state/v1", "state/v2")
 DEFAULT_STATE = ".winnow/state/v1"
+VERSION_FILE = "VERSION"
 
 
 def default_state_url() -> str:
@@ -50,7 +63,7 @@ class State:
     # -- version -----------------------------------------------------------
     def version(self) -> str | None:
         try:
-            return str(self.fs.cat_file(join(self.root, "VERSION")).decode().strip())
+            return str(self.fs.cat_file(join(self.root, VERSION_FILE)).decode().strip())
         except FileNotFoundError:
             return None
 
@@ -69,7 +82,11 @@ class State:
         self.check_version()
         ensure_writable(self.fs, self.root, "state root")
         if self.version() is None:
-            write_atomic(self.fs, join(self.root, "VERSION"), f"{STATE_VERSION}\n".encode())
+            self.mark_version(STATE_VERSION)
+
+    def mark_version(self, version: str) -> str:
+        """Write the version marker; return its URL."""
+        return self.write_file(VERSION_FILE, f"{version}\n".encode())
 
     # -- checkpoints -------------------------------------------------------
     def checkpoints(self, job_id: str = "", flush_every: int = 256) -> CheckpointStore:
@@ -103,6 +120,16 @@ class State:
                 f"{REPAIR_FIX}, or delete the file"
             )
         return record
+
+    def job_as_written(self, job_id: str) -> tuple[Any, datetime | None] | None:
+        """A job file's JSON (unchecked: ValueError if none) and its write time; None if missing."""
+        path = self.job_path(job_id)
+        try:
+            record = json.loads(self.fs.cat_file(path))
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        return record, modified_at(info)
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every readable job record, newest first (see ``job_listing`` for damaged ones)."""
@@ -272,6 +299,52 @@ class State:
         write_atomic(
             self.fs, join(self.root, "inputs", f"{pipeline}.json"), json.dumps(data).encode()
         )
+
+    # -- files by name: the gateway's own, and a migration's copy -------------
+    def files(self, folder: str = "") -> dict[str, int]:
+        """Every file under ``folder`` (default: all), freshly listed: name (from the root) -> size."""
+        base = join(self.root, folder) if folder else self.root
+        refresh(self.fs, base)
+        try:
+            listing = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            self._name(path): int(info.get("size") or 0)
+            for path, info in listing.items()
+            if info.get("type", "file") != "directory"
+        }
+
+    def read_file(self, name: str) -> bytes:
+        """One file's bytes; ``FileNotFoundError`` when there is none."""
+        data: bytes = self.fs.cat_file(join(self.root, name))
+        return data
+
+    def read_files(self, names: Iterable[str]) -> dict[str, bytes]:
+        """Several files in one read (concurrent on object stores); unreadable ones left out."""
+        paths = [join(self.root, name) for name in names]
+        contents = self.fs.cat(paths, on_error="omit") if paths else {}
+        return {self._name(path): data for path, data in contents.items()}
+
+    def write_file(self, name: str, data: bytes) -> str:
+        """Write one file atomically (see ``write_atomic``); return its URL."""
+        path = join(self.root, name)
+        write_atomic(self.fs, path, data)
+        return to_url(self.fs, path)
+
+    def file_url(self, name: str) -> str:
+        return to_url(self.fs, join(self.root, name))
+
+    def clear(self) -> None:
+        """Remove the root with everything under it (``migrate-state --force``)."""
+        self.fs.rm(self.root, recursive=True)
+
+    def place(self) -> tuple[str, str]:
+        """Where the root lies: its filesystem (as the URL of ``/``) and its path."""
+        return self.fs.unstrip_protocol("/"), self.root.rstrip("/")
+
+    def _name(self, path: str) -> str:
+        return posixpath.relpath(path, self.root.rstrip("/"))
 
     def display(self) -> str:
         return to_url(self.fs, self.root)

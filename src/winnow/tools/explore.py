@@ -13,10 +13,10 @@ import pyarrow.dataset as ds
 
 from winnow.errors import UsageError
 from winnow.records import BatchStatus
-from winnow.storage.artifacts import ArtifactStore
+from winnow.storage import artifacts
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.fs import resolve
 from winnow.storage.state import State
-from winnow.tools.status import store_for
 
 RECORD_COLUMNS = {
     "stage": pa.string(),
@@ -83,21 +83,10 @@ def output_dataset(state: State, job_id: str) -> ds.Dataset:
     import json
 
     manifest = json.loads(fs.cat_file(path))
-    stores: dict[str, ArtifactStore] = {}
-    paths = []
-    fmt = "parquet"
-    art_fs = None
-    for entry in manifest["batches"]:
-        art = entry.get("artifact")
-        if not art:
-            continue
-        store = store_for(art["uri"], stores, options)
-        paths.append(store.path_of(art["uri"]))
-        fmt = {"parquet": "parquet", "ipc": "arrow", "jsonl": "json"}[art["format"]]
-        art_fs = store.fs
-    if not paths:
+    refs = [ArtifactRef(**e["artifact"]) for e in manifest["batches"] if e.get("artifact")]
+    if not refs:
         return ds.dataset(pa.table({}))
-    return ds.dataset(paths, format=fmt, filesystem=art_fs)
+    return artifacts.dataset(refs, options)
 
 
 def stage_samples(state: State, batch: str, rows: int = 5) -> dict[str, pa.Table]:
@@ -133,6 +122,8 @@ def stage_samples(state: State, batch: str, rows: int = 5) -> dict[str, pa.Table
         art = rec.get("artifact")
         if rec["status"] == BatchStatus.SUCCEEDED and art:
             out[rec["stage"]] = (
-                store_for(art["uri"], stores, state.storage_options).read(art).slice(0, rows)
+                ArtifactStore.for_uri(art["uri"], state.storage_options, stores)
+                .read(art)
+                .slice(0, rows)
             )
     return out

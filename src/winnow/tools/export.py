@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from winnow.errors import IntegrityError, UsageError
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
 from winnow.storage.formats import serialize
 from winnow.storage.fs import (
     discard,
@@ -34,6 +34,7 @@ from winnow.storage.fs import (
     is_local,
     join,
     location,
+    refresh,
     replace_folder,
     resolve,
     temp_beside,
@@ -41,7 +42,6 @@ from winnow.storage.fs import (
     write_atomic,
 )
 from winnow.storage.state import State, now_iso
-from winnow.tools.status import store_for
 
 MARKER = "_winnow_export.json"  # a folder export's completion marker, written last
 _PART = re.compile(r"part-\d{5}\.(parquet|jsonl)")
@@ -130,7 +130,7 @@ class _Sources:
         self.stores: dict[str, ArtifactStore] = {}
 
     def store(self, ref: ArtifactRef) -> ArtifactStore:
-        return store_for(ref.uri, self.stores, self.options)
+        return ArtifactStore.for_uri(ref.uri, self.options, self.stores)
 
     def tables(self) -> Iterator[pa.Table]:
         for ref in self.refs:
@@ -153,7 +153,7 @@ class _Sources:
             store = self.store(ref)
             with self._checked(ref):
                 if ref.format == "parquet":
-                    with store.fs.open(store.path_of(ref.uri), "rb") as fh:
+                    with store.open(ref) as fh:
                         schemas.append(pq.read_schema(fh))
                 else:
                     schemas.append(store.read(ref).schema)
@@ -192,7 +192,7 @@ def _refuse_protected(
     protected = [("state root", state.url), ("state root", record.get("state_url"))]
     if output:
         protected += [
-            ("artifact store", join(output, "artifacts")),
+            ("artifact store", output_store_url(output)),
             ("manifests folder", join(output, "manifests")),
         ]
     stores = {sources.store(ref).root_url for ref in sources.refs}  # where the manifest points
@@ -287,7 +287,7 @@ def _previous_export(fs: Any, final: str) -> set[str] | None:
     ``part-NNNNN`` files without the marker counts too: it is what an
     interrupted publish leaves (the marker goes first), and rerunning fixes it.
     """
-    fs.invalidate_cache(final)
+    refresh(fs, final)
     if not fs.exists(final):
         return None
     url = to_url(fs, final)
@@ -360,7 +360,7 @@ def _write(
 
 def _read_back(fs: Any, path: str, fmt: str) -> tuple[int, int, str]:
     """Rows (Parquet footer, JSONL lines), size and SHA-256 of the file as stored."""
-    fs.invalidate_cache(path)
+    refresh(fs, path)
     sha, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
     with fs.open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -392,7 +392,7 @@ def _check_total(files: list[ExportedFile], sources: _Sources) -> None:
 def _check_sizes(fs: Any, sizes: dict[str, int]) -> None:
     """Object storage: each published copy has the size of the file that was verified."""
     for path, size in sizes.items():
-        fs.invalidate_cache(path)
+        refresh(fs, path)
         found = fs.info(path).get("size")
         if found != size:
             raise IntegrityError(

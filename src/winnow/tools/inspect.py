@@ -9,7 +9,6 @@ from typing import Any
 from winnow.errors import UsageError
 from winnow.storage.state import State
 from winnow.tools.status import ray_view
-from winnow.tools.verify import store_for as store_for
 from winnow.tools.verify import verify_state as verify_state
 
 

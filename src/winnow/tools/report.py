@@ -18,7 +18,6 @@ from winnow.tools import plots
 from winnow.tools.explore import batch_records
 from winnow.tools.inspect import inspect_job
 from winnow.tools.quarantine import quarantined
-from winnow.tools.verify import store_for
 
 SECTIONS = (
     "summary",
@@ -180,8 +179,7 @@ def _artifact_check(state: State, job: dict[str, Any]) -> str:
     if not entries:
         return "<p>No artifacts.</p>"
     art = entries[0]["artifact"]
-    stores: dict[str, ArtifactStore] = {}
-    data = store_for(art["uri"], stores, state.storage_options).read_bytes(art["uri"])
+    data = ArtifactStore.for_uri(art["uri"], state.storage_options).read_bytes(art["uri"])
     digest = hashlib.sha256(data).hexdigest()
     verdict = "matches" if digest == art["digest"] else "DOES NOT match"
     css = "ok" if digest == art["digest"] else "bad"

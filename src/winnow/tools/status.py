@@ -3,15 +3,13 @@ failures, quarantined records and state damage."""
 
 from __future__ import annotations
 
-import os
-import socket
 from collections import Counter
 from typing import Any
 
 from winnow.records import JOB_ACTIVE, BatchStatus, JobStatus
 from winnow.storage.checkpoints import Damage
+from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import REPAIR_FIX, State
-from winnow.tools.verify import store_for as store_for
 from winnow.tools.verify import verify_state as verify_state
 
 DAMAGE_FIX = (
@@ -44,7 +42,10 @@ def job_summary(record: dict[str, Any]) -> dict[str, Any]:
         out["poison_batches"] = record["poison_batches"]
     if record.get("ray"):
         out["ray"] = ray_view(record)
-    elif record.get("status") == JobStatus.RUNNING and not _alive(record):
+    elif (
+        record.get("status") == JobStatus.RUNNING
+        and liveness(record.get("pid"), record.get("host")) is Liveness.GONE
+    ):
         out["note"] = "its process is gone (killed?); rerun the same command to finish"
     ray = out.get("ray") or {}
     if ray.get("note"):
@@ -67,19 +68,6 @@ def ray_view(record: dict[str, Any]) -> dict[str, Any]:
                 f"(driver lost): {live.get('message', '')}".strip()
             )
     return view
-
-
-def _alive(record: dict[str, Any]) -> bool:
-    """Whether a RUNNING job's driver may still be alive (unknown on another host)."""
-    if record.get("host") != socket.gethostname() or not record.get("pid"):
-        return True
-    try:
-        os.kill(int(record["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- status -----------------------------------------------------------------
