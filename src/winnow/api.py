@@ -19,9 +19,10 @@ from typing import Any
 from winnow import jobs
 from winnow.errors import StorageFailed, UsageError, WinnowError
 from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
+from winnow.history import History
 from winnow.jobs import read_manifest
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
-from winnow.plan import History, Plan, make_plan
+from winnow.plan import Plan, make_plan
 from winnow.profile import (
     Profile,
     apply_overrides,
