@@ -20,7 +20,7 @@ from winnow.cli import console
 from winnow.cli import maintenance as maintenance_cli
 from winnow.cli.options import json_option, request_options
 from winnow.errors import UsageError
-from winnow.gateway import daemon, queue, snapshots
+from winnow.gateway import daemon, queue, service, snapshots
 from winnow.records import JobStatus
 from winnow.request import RunRequest
 from winnow.storage import journal
@@ -85,9 +85,9 @@ def start(
         recover=recover,
     )
     if foreground:
-        daemon.configure_logging()
+        service.configure_logging()
         sys.exit(daemon.Gateway(settings).serve())
-    holder = daemon.PidFile(run_dir).holder()
+    holder = service.PidFile(run_dir).holder()
     if holder is not None:
         raise UsageError(
             f"a gateway is already running (pid {holder}, pid file {run_dir}/gateway.pid); "
@@ -136,7 +136,7 @@ def _health(port: int) -> dict[str, Any] | None:
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for exit.")
 def stop(run_dir: str, force: bool, timeout: float) -> None:
     """Stop the gateway: no new jobs, in-flight batches commit, locks released, exit 0."""
-    pidfile = daemon.PidFile(run_dir)
+    pidfile = service.PidFile(run_dir)
     pid = pidfile.holder()
     if pid is None:
         _out.print("no gateway is running")
@@ -200,7 +200,7 @@ def gateway_status(state: str | None, run_dir: str, verbose: bool = False) -> di
     jobs = st.list_jobs()
     depth = queue.depth(jobs)
     runtime = daemon.read_runtime(st) or {}
-    pid = daemon.PidFile(run_dir).holder()
+    pid = service.PidFile(run_dir).holder()
     scheduler = "running" if pid is not None else "stopped"
     if pid is None and runtime.get("scheduler") == "running":
         scheduler = "stopped (unclean exit: run `winnow gateway start` to resume)"

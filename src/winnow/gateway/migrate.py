@@ -48,40 +48,8 @@ def migrate_state(
     target = State(target_url, storage_options)
     _check_roots(source, target)
     found = source.version()
-    if found is not None and found not in KNOWN_VERSIONS:
-        raise UsageError(
-            f"source {source.display()} is version {found!r}, which this Winnow does not "
-            f"read ({', '.join(KNOWN_VERSIONS)}); migrate it with the Winnow that wrote it"
-        )
-    files = source.files()
-    if not files:
-        raise UsageError(f"source {source.display()} holds no state; check --source-root")
-    existing = target.files()
-    if existing and not force:
-        raise UsageError(
-            f"target {target.display()} is not empty ({len(existing)} files); pick an empty "
-            "--target-root, or pass --force to clear it and copy again"
-        )
-    if existing:
-        _check_clearable(target, existing)
-        target.clear()
-    copied: Counter[str] = Counter({k: 0 for k in (*KINDS, "other")})
-    skipped: Counter[str] = Counter()
-    written: dict[str, int] = {}
-    for rel in sorted(files):
-        top = rel.split("/", 1)[0]
-        if rel in _OWN_FILES:
-            continue  # written fresh below
-        if top in _SKIP_DIRS:
-            skipped[top] += 1
-            continue
-        if is_temporary(rel):
-            skipped["temporary"] += 1
-            continue
-        data = source.read_file(rel)
-        target.write_file(rel, data)
-        written[rel] = len(data)
-        copied[top if top in KINDS else "other"] += 1
+    files = _check_migratable(source, target, found, force)
+    copied, skipped, written = _copy(source, target, files)
     _check_copy(source, target, written)
     version_file = target.mark_version(TARGET_VERSION)
     summary = {
@@ -101,6 +69,54 @@ def migrate_state(
     summary["version_file"] = version_file
     summary["migration_file"] = migration_file
     return summary
+
+
+def _check_migratable(
+    source: State, target: State, found: str | None, force: bool
+) -> dict[str, int]:
+    """The source's files, once the source is known and the target empty (or cleared)."""
+    if found is not None and found not in KNOWN_VERSIONS:
+        raise UsageError(
+            f"source {source.display()} is version {found!r}, which this Winnow does not "
+            f"read ({', '.join(KNOWN_VERSIONS)}); migrate it with the Winnow that wrote it"
+        )
+    files = source.files()
+    if not files:
+        raise UsageError(f"source {source.display()} holds no state; check --source-root")
+    existing = target.files()
+    if existing and not force:
+        raise UsageError(
+            f"target {target.display()} is not empty ({len(existing)} files); pick an empty "
+            "--target-root, or pass --force to clear it and copy again"
+        )
+    if existing:
+        _check_clearable(target, existing)
+        target.clear()
+    return files
+
+
+def _copy(
+    source: State, target: State, files: dict[str, int]
+) -> tuple[Counter[str], Counter[str], dict[str, int]]:
+    """Copy every file worth keeping; counts copied by kind, skipped by reason, bytes by file."""
+    copied: Counter[str] = Counter({k: 0 for k in (*KINDS, "other")})
+    skipped: Counter[str] = Counter()
+    written: dict[str, int] = {}
+    for rel in sorted(files):
+        top = rel.split("/", 1)[0]
+        if rel in _OWN_FILES:
+            continue  # written fresh by migrate_state
+        if top in _SKIP_DIRS:
+            skipped[top] += 1
+            continue
+        if is_temporary(rel):
+            skipped["temporary"] += 1
+            continue
+        data = source.read_file(rel)
+        target.write_file(rel, data)
+        written[rel] = len(data)
+        copied[top if top in KINDS else "other"] += 1
+    return copied, skipped, written
 
 
 def _check_roots(source: State, target: State) -> None:

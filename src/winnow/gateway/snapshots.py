@@ -139,18 +139,7 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
     Raises:
         UsageError: not exactly one of ``name`` and ``latest``, or no such snapshot.
     """
-    if (name is None) == (not latest):
-        raise UsageError("give one of --latest or --name NAME")
-    if latest:
-        found = latest_snapshot(state)
-        if found is None:
-            raise UsageError(
-                f"no snapshot in {state.display()}/snapshots; `winnow gateway snapshot` writes one"
-            )
-        name, snap = found
-    else:
-        assert name is not None
-        snap = read_snapshot(state, name)
+    name, snap = _chosen(state, name, latest)
     taken = _parse(snap["created_at"])
     restored: list[dict[str, Any]] = []
     kept_newer: list[str] = []
@@ -168,12 +157,13 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
                 continue
         new = _restored_record(entry, name)
         state.write_job(new)
+        was = None if current is None else current[0].get("status")
         restored.append(
             {
                 "job_id": job_id,
                 "snapshot_status": entry["status"],
                 "status": new["status"],
-                "was": None if current is None else current[0].get("status"),
+                "was": was,
             }
         )
     verified = verify_state(state, full=False)
@@ -189,6 +179,20 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
             "mismatches": verified["mismatches"],
         },
     }
+
+
+def _chosen(state: State, name: str | None, latest: bool) -> tuple[str, dict[str, Any]]:
+    """The snapshot named, or the latest one: its name and contents."""
+    if (name is None) == (not latest):
+        raise UsageError("give one of --latest or --name NAME")
+    if name is not None:
+        return name, read_snapshot(state, name)
+    found = latest_snapshot(state)
+    if found is None:
+        raise UsageError(
+            f"no snapshot in {state.display()}/snapshots; `winnow gateway snapshot` writes one"
+        )
+    return found
 
 
 def _restored_record(entry: dict[str, Any], name: str) -> dict[str, Any]:

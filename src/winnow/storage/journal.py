@@ -190,18 +190,7 @@ def compact_events(state: State, keep_recent_days: int) -> dict[str, Any]:
     if not sources:
         return result
     paths = [p for _, p in sources]
-    contents = state.fs.cat(paths)
-    lines: list[bytes] = []
-    for path in paths:
-        found = scan(contents[path])
-        if found.bad:
-            raise StateError(
-                f"event journal {to_url(state.fs, path)} line {found.bad[0]} is not JSON; "
-                "nothing was compacted. Run `winnow gateway start --recover` to repair it first"
-            )
-        if found.torn:
-            result["torn"].append(f"{to_url(state.fs, path)}:{found.torn}")
-        lines.extend(found.good)
+    lines = _good_lines(state, paths, result["torn"])
     payload = b"".join(line + b"\n" for line in lines)
     archive = _archive_path(state, result["days"][0], result["days"][-1])
     write_atomic(state.fs, archive, gzip.compress(payload, mtime=0))
@@ -215,6 +204,27 @@ def compact_events(state: State, keep_recent_days: int) -> dict[str, Any]:
         events=len(lines),
     )
     return result
+
+
+def _good_lines(state: State, paths: list[str], torn: list[str]) -> list[bytes]:
+    """Every event line of ``paths`` in order; torn tails are listed in ``torn``.
+
+    Raises:
+        StateError: a line mid-file is not JSON (nothing is compacted then).
+    """
+    contents = state.fs.cat(paths)
+    lines: list[bytes] = []
+    for path in paths:
+        found = scan(contents[path])
+        if found.bad:
+            raise StateError(
+                f"event journal {to_url(state.fs, path)} line {found.bad[0]} is not JSON; "
+                "nothing was compacted. Run `winnow gateway start --recover` to repair it first"
+            )
+        if found.torn:
+            torn.append(f"{to_url(state.fs, path)}:{found.torn}")
+        lines.extend(found.good)
+    return lines
 
 
 def _archive_path(state: State, first: str, last: str) -> str:

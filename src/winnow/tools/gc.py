@@ -27,18 +27,7 @@ def gc(
     one a run is about to commit.
     """
     storage_options = state.storage_options if storage_options is None else storage_options
-    store = state.checkpoints()
-    referenced: set[str] = set()
-    roots: set[str] = set()
-    for stage in store.stages():
-        for rec in store.load(stage).records.values():
-            for ref in (rec.get("artifact"), (rec.get("quarantine") or {}).get("artifact")):
-                if ref:
-                    referenced.add(ref["digest"])
-                    roots.add(ArtifactStore.root_of(ref["uri"]))
-    for job in state.list_jobs():
-        if job.get("output_url"):
-            roots.add(output_store_url(job["output_url"]))
+    referenced, roots = _references(state)
     live = [
         j["job_id"]
         for j in state.list_jobs()
@@ -51,18 +40,14 @@ def gc(
     for root in sorted(roots):
         art = ArtifactStore(root, storage_options)
         mine: list[dict[str, Any]] = []
-        for f in art.files():
-            if f.digest in referenced:
-                continue
-            if now - _written(f) < grace_s:
-                kept_young += 1
-                continue
-            mine.append({"kind": "unreferenced", "path": f.path, "bytes": f.bytes})
-        for f in art.files(temporary=True):
-            if now - _written(f) < grace_s:
-                kept_young += 1
-                continue
-            mine.append({"kind": "temporary", "path": f.path, "bytes": f.bytes})
+        for kind, temporary in (("unreferenced", False), ("temporary", True)):
+            for f in art.files(temporary=temporary):
+                if not temporary and f.digest in referenced:
+                    continue
+                if now - _written(f) < grace_s:
+                    kept_young += 1
+                    continue
+                mine.append({"kind": kind, "path": f.path, "bytes": f.bytes})
         if apply:
             for c in mine:
                 art.remove(c["path"])
@@ -76,6 +61,23 @@ def gc(
         "kept_young": kept_young,
         "live_jobs": live,
     }
+
+
+def _references(state: State) -> tuple[set[str], set[str]]:
+    """The digests every checkpoint references, and every artifact store root in use."""
+    store = state.checkpoints()
+    referenced: set[str] = set()
+    roots: set[str] = set()
+    for stage in store.stages():
+        for rec in store.load(stage).records.values():
+            for ref in (rec.get("artifact"), (rec.get("quarantine") or {}).get("artifact")):
+                if ref:
+                    referenced.add(ref["digest"])
+                    roots.add(ArtifactStore.root_of(ref["uri"]))
+    for job in state.list_jobs():
+        if job.get("output_url"):
+            roots.add(output_store_url(job["output_url"]))
+    return referenced, roots
 
 
 def _written(f: StoredFile) -> float:

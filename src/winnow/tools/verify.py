@@ -55,24 +55,7 @@ def verify_state(
     """
     storage_options = state.storage_options if storage_options is None else storage_options
     checker = _Checker(full, storage_options)
-    checkpoints = state.checkpoints(job_id=f"verify-{int(time.time())}")
-    damage: list[Damage] = []
-    mismatches: list[dict[str, Any]] = []
-    for stage in checkpoints.stages():
-        loaded = checkpoints.load(stage)
-        damage.extend(loaded.damage)
-        records = [r for r in loaded.records.values() if r["status"] == BatchStatus.SUCCEEDED]
-        for rec, problems in zip(records, checker.check_records(records), strict=True):
-            if not problems:
-                continue
-            mismatches.extend({"stage": stage, "key": rec["key"], **p} for p in problems)
-            if mark:
-                message = "; ".join(f"{p['artifact']} {p['problem']}" for p in problems)
-                error = ErrorRecord(IntegrityError.__name__, message, "").to_dict()
-                checkpoints.append(
-                    {**rec, "status": BatchStatus.FAILED, "ts": time.time(), "error": error}
-                )
-    checkpoints.flush()
+    mismatches, damage = _check_checkpoints(state, checker, mark)
     listing = state.job_listing()
     damage.extend(listing.damaged)
     jobs = [j for j in listing.jobs if j.get("manifest")]
@@ -97,6 +80,32 @@ def verify_state(
         "repairs": repairs,
         "full": full,
     }
+
+
+def _check_checkpoints(
+    state: State, checker: _Checker, mark: bool
+) -> tuple[list[dict[str, Any]], list[Damage]]:
+    """Check every SUCCEEDED checkpoint's artifacts; with ``mark``, a bad one gets a FAILED
+    record. Returns the mismatches and the damaged checkpoint lines met on the way."""
+    checkpoints = state.checkpoints(job_id=f"verify-{int(time.time())}")
+    damage: list[Damage] = []
+    mismatches: list[dict[str, Any]] = []
+    for stage in checkpoints.stages():
+        loaded = checkpoints.load(stage)
+        damage.extend(loaded.damage)
+        records = [r for r in loaded.records.values() if r["status"] == BatchStatus.SUCCEEDED]
+        for rec, problems in zip(records, checker.check_records(records), strict=True):
+            if not problems:
+                continue
+            mismatches.extend({"stage": stage, "key": rec["key"], **p} for p in problems)
+            if mark:
+                message = "; ".join(f"{p['artifact']} {p['problem']}" for p in problems)
+                error = ErrorRecord(IntegrityError.__name__, message, "").to_dict()
+                checkpoints.append(
+                    {**rec, "status": BatchStatus.FAILED, "ts": time.time(), "error": error}
+                )
+    checkpoints.flush()
+    return mismatches, damage
 
 
 def _check_manifest(job: dict[str, Any], checker: _Checker) -> list[dict[str, Any]]:
