@@ -48,9 +48,11 @@ class LazyGroup(click.Group):
     """A group whose ``LAZY_COMMANDS`` load from their module on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name: the ones defined here and the lazily loaded ones."""
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, importing its module first if it is a lazy one."""
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in LAZY_COMMANDS:
             module = importlib.import_module(LAZY_COMMANDS[cmd_name])

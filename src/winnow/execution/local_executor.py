@@ -64,6 +64,8 @@ class LocalExecutor:
         progress: Progress | None = None,
         stop: threading.Event | None = None,
     ) -> Outcome:
+        """Run the plan's work with every stage in this process; return the run's outcome."""
+
         def scheduler(flights: list[Flight], emit: Callable[[Event], None]) -> Queues:
             return InProcessScheduler(flights, plan, artifacts)
 
@@ -86,6 +88,7 @@ class LocalInputs:
         self.handles: dict[str, str] = {}  # file identity -> its stream
 
     def open(self, batches: Iterable[BatchPlan]) -> None:
+        """Open one stream per source file for the batches that start by reading it."""
         for n, (identity, group) in enumerate(streams_by_file(batches).items()):
             handle = stream_handle(identity, n)
             ranges = [(bp.source.start, bp.source.stop) for bp in group]
@@ -99,6 +102,7 @@ class LocalInputs:
         return self._read(lambda: self.reader.next(self.handles[bp.source.file.identity]))
 
     def again(self, bp: BatchPlan) -> tuple[Any, Any, int | None]:
+        """Read a retried batch's range on its own, as ``first`` does (never from the open stream)."""
         if bp.source.by_range:
             return None, SourceRange.of(self.plan, bp), None
         src = bp.source
@@ -157,6 +161,7 @@ class InProcessScheduler(Queues):
         self.stages.clear()
 
     def inputs(self) -> LocalInputs:
+        """The source batches of this run, read in this process."""
         return self.local_inputs
 
     def dispatch(self) -> None:

@@ -51,6 +51,7 @@ class Pool:
         return random.choice(live or list(range(len(self.actors))))
 
     def live(self) -> int:
+        """How many actors are not known to be down."""
         return len(self.actors) - len(self.down)
 
     def add(self, actor: Any) -> None:
@@ -60,6 +61,7 @@ class Pool:
         self.down[len(self.actors) - 1] = (actor.ready.remote(), 0.0)
 
     def starting(self) -> bool:
+        """Whether some actor's first (or repeat) ``ready`` probe is still in flight."""
         return any(ref is not None for ref, _ in self.down.values())
 
     def retire(self) -> int:
@@ -71,10 +73,12 @@ class Pool:
         return live
 
     def lost(self, idx: int) -> None:
+        """Take actor ``idx`` out of service until a ``ready`` probe answers."""
         if idx not in self.down:
             self.down[idx] = (self.actors[idx].ready.remote(), 0.0)
 
     def check(self) -> None:
+        """Poll the down actors' probes without waiting: those that answer are back in service; a probe that failed is sent again after ``PROBE_EVERY_S``."""
         if not self.down:
             return
         now = time.monotonic()
@@ -110,6 +114,7 @@ def _code_hash(obj: Any) -> str:
 
 
 def stage_key(spec: Any, artifacts: ArtifactStore, profile: Any) -> tuple[Any, ...]:
+    """The key under which a stage's idle actors are kept: actors built from the same stage code, parameters, resources, store and artifact format are interchangeable."""
     r = spec.resources
     return (
         "stage",
@@ -124,6 +129,7 @@ def stage_key(spec: Any, artifacts: ArtifactStore, profile: Any) -> tuple[Any, .
 
 
 def reader_key(plan: Plan, artifacts: ArtifactStore) -> tuple[Any, ...]:
+    """The key under which a run's idle reader actors are kept: same schema, bad-record policy and storage."""
     profile = plan.profile
     return (
         "read",
@@ -135,6 +141,7 @@ def reader_key(plan: Plan, artifacts: ArtifactStore) -> tuple[Any, ...]:
 
 
 def take_idle(key: tuple[Any, ...], n: int) -> list[Any]:
+    """Take up to ``n`` idle actors kept under ``key``; the rest are killed."""
     idle = IDLE.pop(key, [])
     for actor in idle[n:]:
         ray.kill(actor, no_restart=True)
@@ -159,6 +166,19 @@ class Starting:
         self.optional: list[tuple[str, Any]] = []
 
     def wait(self) -> tuple[dict[str, Pool], dict[str, int]]:
+        """Wait for the actors to come up.
+
+        Every required actor must answer ``ready`` within ``READY_TIMEOUT_S``; the
+        optional ones get ``OPTIONAL_GRACE_S`` and those not up by then are killed.
+
+        Returns:
+            The pools of the actors that came up, and per stage how many optional
+            actors were dropped.
+
+        Raises:
+            StageFailed: a stage's ``setup()`` failed, or a required actor could not
+                be placed in time.
+        """
         for name, actor in self.required:
             wait_ready(name, actor.ready.remote(), READY_TIMEOUT_S)
         dropped: dict[str, int] = {}
@@ -187,6 +207,7 @@ class Starting:
 
 
 def create_actor(spec: Any, i: int, job_id: str, artifacts: ArtifactStore, profile: Any) -> Any:
+    """Create actor ``i`` of a stage's pool (named after the job, stage and index) with the stage's resource request."""
     r = spec.resources
     worker: Any = ray.remote(StageWorker)
     return worker.options(
@@ -244,6 +265,12 @@ def start_pools(
 
 
 def wait_ready(name: str, ref: Any, timeout: float) -> None:
+    """Wait for one actor's ``ready`` probe ``ref``.
+
+    Raises:
+        StageFailed: the actor died (its stage's ``setup()`` failed), or it did
+            not answer within ``timeout`` seconds (the cluster cannot place it).
+    """
     try:
         ray.get(ref, timeout=timeout)
     except RayActorError as exc:
@@ -260,5 +287,6 @@ def wait_ready(name: str, ref: Any, timeout: float) -> None:
 
 
 def short_cause(exc: BaseException) -> str:
+    """The last line of an exception's text (at most 500 characters), or its type name when it has none."""
     text = str(exc)
     return text.strip().splitlines()[-1][:500] if text.strip() else type(exc).__name__

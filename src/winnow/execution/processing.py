@@ -138,6 +138,7 @@ class StageProcessor:
         raise TypeError(f"unexpected stage input {type(data).__name__}")
 
     def teardown(self) -> None:
+        """Run the stage's ``teardown()``."""
         self.stage.teardown()
 
 

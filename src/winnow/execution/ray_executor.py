@@ -62,12 +62,15 @@ class RayExecutor:
         progress: Progress | None = None,
         stop: threading.Event | None = None,
     ) -> Outcome:
+        """Run the plan's work on the Ray actors sized by ``prepare``; return the run's outcome."""
+
         def scheduler(flights: list[Flight], emit: Callable[[Event], None]) -> Scheduler:
             return Scheduler(flights, plan, artifacts, job_id, self.sizes, self.reuse, emit)
 
         return Runner(plan, state, artifacts, job_id, scheduler, progress, stop).run()
 
     def shutdown(self) -> None:
+        """Shut down the Ray this executor started; a cluster it attached to is left alone."""
         if self._started:
             self._started = False
             cluster.shutdown()

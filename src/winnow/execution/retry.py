@@ -38,6 +38,7 @@ class RetryPolicy:
 
     @classmethod
     def of(cls, profile: Profile) -> RetryPolicy:
+        """The policy a profile sets: its ``max_attempts`` and ``retry_backoff_s``."""
         return cls(profile.max_attempts, profile.retry_backoff_s)
 
     def retry_delay(

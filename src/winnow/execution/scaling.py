@@ -36,6 +36,7 @@ class Autoscaler:
         self._last_scale = time.monotonic()
 
     def tick(self, scheduler: Queues) -> None:
+        """Retire and grow the scheduler's pools, at most once per ``SCALE_EVERY_S``."""
         now = time.monotonic()
         if now - self._last_scale < SCALE_EVERY_S:
             return
