@@ -81,6 +81,7 @@ class Stage:
 
     @property
     def stage_name(self) -> str:
+        """The stage's ``name``, or its class name in lower case when it has none."""
         return self.name or type(self).__name__.lower()
 
     def params(self) -> dict[str, Any]:

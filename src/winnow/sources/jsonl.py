@@ -38,6 +38,7 @@ class BadRecord:
     blank: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as quarantine stores it (``blank`` lines are never quarantined)."""
         return {"file": self.file, "row": self.row, "error": self.error, "raw": self.raw}
 
 
@@ -104,6 +105,25 @@ def _lines(fh: Any, chunk: int = 4 << 20) -> Iterator[tuple[bytes, bool]]:
 def read(
     url: str, fh: Any, ranges: Sequence[tuple[int, int]], schema: pa.Schema | None
 ) -> Iterator[tuple[pa.RecordBatch, list[BadRecord]]]:
+    """Read the JSONL lines at ``ranges`` (0-based line numbers, ascending) from ``fh``.
+
+    A line that is not a record is returned as a ``BadRecord`` beside its batch;
+    so is the cut-off last line of a compressed stream that ends without its
+    end marker.
+
+    Args:
+        url: the file's URL, for messages and bad records.
+        fh: the file, opened (and decompressed) for reading.
+        ranges: ``[start, stop)`` line ranges, one batch each.
+        schema: the schema to parse with; None infers it.
+
+    Yields:
+        Each range's batch and its bad records.
+
+    Raises:
+        InputError: the file ends before the last range (it changed since it was
+            indexed).
+    """
     pending = list(ranges)
     lines: list[bytes] = []
     torn: list[BadRecord] = []

@@ -51,6 +51,7 @@ class ArtifactRef:
     format: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The reference as a checkpoint stores it."""
         return asdict(self)
 
 
@@ -127,6 +128,11 @@ class ArtifactStore:
         return opened[root]
 
     def path_for(self, digest: str, fmt: str) -> str:
+        """Where an artifact with this ``digest`` and format is (or would be) published.
+
+        Raises:
+            IntegrityError: ``digest`` is not a SHA-256 hex digest.
+        """
         check_digest(digest)
         return join(self.root, PUBLISHED, digest[:2], f"{digest}.{formats.EXTENSIONS[fmt]}")
 
@@ -146,6 +152,22 @@ class ArtifactStore:
         return self.put_bytes(data, fmt, expected_records=batch.num_rows)
 
     def put_bytes(self, data: bytes, fmt: str, expected_records: int) -> ArtifactRef:
+        """Store serialised artifact bytes under their SHA-256 digest; return the verified reference.
+
+        An artifact already published with the same digest is verified and reused
+        (a damaged copy is overwritten). Otherwise the bytes are written (to a
+        temporary in the store on a local disk, to the final key on an object
+        store), read back and verified, and published; a write that does not read
+        back the same is made ``WRITE_ATTEMPTS`` times in all.
+
+        Args:
+            data: the serialised artifact.
+            fmt: its format (``parquet``, ``ipc`` or ``jsonl``).
+            expected_records: how many records it must decode to.
+
+        Raises:
+            IntegrityError: every attempt read back something other than ``data``.
+        """
         digest = hashlib.sha256(data).hexdigest()
         final = self.path_for(digest, fmt)
         expected = ArtifactRef(
@@ -193,6 +215,12 @@ class ArtifactStore:
         return ArtifactRef(**{**ref.to_dict(), "uri": to_url(self.fs, final)})
 
     def read_bytes(self, uri: str) -> bytes:
+        """The stored bytes of the artifact at ``uri``, as read (not verified: see ``read``).
+
+        Raises:
+            IntegrityError: ``uri`` is not an artifact of this store.
+            FileNotFoundError: it is not there.
+        """
         path = self.path_of(uri)
         refresh(self.fs, path)
         data: bytes = self.fs.cat_file(path)

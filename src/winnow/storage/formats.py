@@ -109,6 +109,8 @@ def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Decoded:
+    """What a valid artifact holds: its record count and schema fingerprint (empty for JSONL)."""
+
     records: int
     schema_fp: str
 

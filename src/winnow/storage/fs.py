@@ -81,6 +81,7 @@ def modified_at(info: dict[str, Any]) -> datetime | None:
 
 
 def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is the local disk (its protocols include ``file``)."""
     return "file" in _protocols(fs)
 
 
@@ -97,6 +98,7 @@ def to_url(fs: Any, path: str) -> str:
 
 
 def join(*parts: str) -> str:
+    """Join path parts with ``/``, whatever the OS (fsspec paths are POSIX)."""
     return posixpath.join(*parts)
 
 
@@ -154,6 +156,7 @@ def ensure_writable(fs: Any, root: str, what: str) -> None:
 
 
 def open_url(url: str, mode: str = "rb", **storage_options: Any) -> Any:
+    """An fsspec ``OpenFile`` for ``url``: enter it as a context manager to get the file."""
     return fsspec.open(url, mode, **storage_options)
 
 
