@@ -150,8 +150,9 @@ class SourceMeta:
 
 @dataclass
 class StageResult:
-    """What a stage actor returns to the driver for one batch (a small record:
-    the batch itself stays in Ray's object store).
+    """What a stage actor returns to the driver for one batch.
+
+    A small record: the batch itself stays in Ray's object store.
 
     ``status`` is SUCCEEDED with ``artifact`` (a verified ``ArtifactRef`` as a
     dict), or FAILED, INTEGRITY or STORAGE with ``error``. A measurement is

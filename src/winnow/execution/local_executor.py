@@ -76,8 +76,11 @@ class LocalExecutor:
 
 
 class LocalInputs:
-    """Source batches read in this process: one stream per file, as a reader actor
-    keeps them, or a range the first stage reads itself (row-group-aligned Parquet)."""
+    """Source batches read in this process.
+
+    One stream per file, as a reader actor keeps them, or a range the first
+    stage reads itself (row-group-aligned Parquet).
+    """
 
     def __init__(self, plan: Plan, artifacts: ArtifactStore) -> None:
         profile = plan.profile
@@ -147,8 +150,10 @@ class InProcessScheduler(Queues):
                 ) from exc
 
     def stop(self, keep: bool) -> None:
-        """Tear each stage down; a teardown that fails is reported, not raised:
-        what the run committed stays committed."""
+        """Tear each stage down; a teardown that fails is reported, not raised.
+
+        What the run committed stays committed.
+        """
         for i, processor in self.stages.items():
             try:
                 processor.teardown()

@@ -78,10 +78,13 @@ def count_skips(
     finals: list[dict[str, Any] | None],
     tally: Tally | None = None,
 ) -> dict[str, int]:
-    """Count every skipped (stage, batch), fill in finals committed before, and
-    account the rows of every batch no stage runs.
+    """Count the skipped (stage, batch) pairs of a plan.
 
-    Returns batches already done per stage (for the progress display).
+    Also fills in the finals committed before, and accounts the rows of every
+    batch no stage runs.
+
+    Returns:
+        Batches already done per stage (for the progress display).
     """
     names = [s.name for s in plan.specs]
     done = dict.fromkeys(names, 0)

@@ -1,5 +1,7 @@
-"""Stage actor pools: load per actor, actors lost and probed back, and actors
-kept warm between jobs of one long-lived driver (the gateway).
+"""Stage actor pools.
+
+Load per actor, actors lost and probed back, and actors kept warm between
+jobs of one long-lived driver (the gateway).
 """
 
 from __future__ import annotations
@@ -27,12 +29,15 @@ SCALE_EVERY_S = 1.0  # how often pools are grown or retired (one GCS call each t
 
 
 class Pool:
-    """One stage's actors. An actor whose task died gets no work until a
-    ``ready`` probe answers (Ray restarted it, here or on another node); a
-    probe that fails is sent again a second later. An actor that never answers
-    (restarts ran out, or no node can host it) simply gets no more work; the
-    rest of the pool carries on, and the runner fails the job if a stage is
-    left with no live actor for too long."""
+    """One stage's actors.
+
+    An actor whose task died gets no work until a ``ready`` probe answers
+    (Ray restarted it, here or on another node); a probe that fails is sent
+    again a second later. An actor that never answers (restarts ran out, or no
+    node can host it) simply gets no more work; the rest of the pool carries
+    on, and the runner fails the job if a stage is left with no live actor
+    for too long.
+    """
 
     def __init__(self, actors: list[Any]) -> None:
         self.actors = actors
@@ -156,9 +161,12 @@ def evict_idle_except(keys: set[tuple[Any, ...]]) -> None:
 
 
 class Starting:
-    """Stage actors being started: the required ones (each stage's first
-    min_actors) must come up; the optional rest get a grace period and those
-    the cluster cannot place are dropped."""
+    """Stage actors being started.
+
+    The required ones (each stage's first ``min_actors``) must come up; the
+    optional rest get a grace period and those the cluster cannot place are
+    dropped.
+    """
 
     def __init__(self) -> None:
         self.pools: dict[str, list[Any]] = {}
@@ -240,8 +248,11 @@ def start_pools(
     artifacts: ArtifactStore,
     profile: Any,
 ) -> Starting:
-    """Create every stage's actors: required ones first, GPU stages before the
-    rest, so a node's CPUs go to the actors that can only run there."""
+    """Create every stage's actors, taking over ``idle`` ones first.
+
+    Required ones first, GPU stages before the rest, so a node's CPUs go to
+    the actors that can only run there.
+    """
 
     def create(spec: Any, i: int) -> Any:
         return create_actor(spec, i, job_id, artifacts, profile)

@@ -40,8 +40,11 @@ class RayExecutor:
         self._started = False  # this executor started (or attached to) Ray
 
     def prepare(self, plan: Plan) -> None:
-        """Attach and size the pools (once per run): a wrong address or a
-        request the cluster can never host exits 2 before anything is written."""
+        """Attach to Ray and size the pools, once per run.
+
+        A wrong address or a request the cluster can never host exits 2
+        before anything is written.
+        """
         profile = plan.profile
         self._started = cluster.connect(self.address, profile.ray_num_cpus, profile.ray_dashboard)
         url = cluster.dashboard_url()

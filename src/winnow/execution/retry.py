@@ -44,8 +44,9 @@ class RetryPolicy:
     def retry_delay(
         self, flight: Flight, error_type: str, attempt: int, stopping: bool
     ) -> float | None:
-        """Charge one failure to the batch; the backoff before its next try, or
-        None when it is not tried again (its budget is spent, or the job stops).
+        """Charge one failure to the batch; return the backoff before its next try.
+
+        None when it is not tried again: its budget is spent, or the job stops.
 
         Args:
             flight: the batch; a cluster failure is counted on it (``infra``).

@@ -1,6 +1,8 @@
-"""JSON Lines input: lines read in large chunks from any decompressor, parsed
-by Arrow, with malformed lines set aside as bad records instead of failing
-their batch."""
+"""JSON Lines input.
+
+Lines are read in large chunks from any decompressor and parsed by Arrow;
+malformed lines are set aside as bad records instead of failing their batch.
+"""
 
 from __future__ import annotations
 
@@ -258,8 +260,11 @@ def _suspect(table: pa.Table, schema: pa.Schema | None) -> bool:
 
 
 def _mismatch(value: dict[str, Any], schema: pa.Schema | None) -> str:
-    """Why a record does not fit ``schema``: it shares no field with it, or lacks a
-    non-nullable one ('' when it fits; its values' types are checked apart)."""
+    """Why a record does not fit ``schema``, or '' when it fits.
+
+    It shares no field with the schema, or lacks a non-nullable one. Its
+    values' types are checked apart.
+    """
     if schema is None:
         return ""
     if not any(name in value for name in schema.names):
@@ -277,8 +282,11 @@ def _mismatch(value: dict[str, Any], schema: pa.Schema | None) -> str:
 
 
 def _inexact(value: dict[str, Any], schema: pa.Schema | None) -> str:
-    """A number that an integer column would truncate (Arrow's conversion from Python
-    turns 12.5 into 12 without a word; its JSON reader refuses it, and so do we)."""
+    """Why a record holds a number an integer column would truncate, or '' if none.
+
+    Arrow's conversion from Python turns 12.5 into 12 without a word; its
+    JSON reader refuses it, and so do we.
+    """
     if schema is None:
         return ""
     for field in schema:

@@ -362,13 +362,19 @@ class ArtifactStore:
         ]
 
     def remove(self, path: str) -> None:
-        """Remove one file :meth:`files` found (``winnow gc``), as the filesystem's
-        ``rm_file`` does (a local disk raises ``FileNotFoundError`` for one already gone)."""
+        """Remove one file :meth:`files` found (``winnow gc``).
+
+        As the filesystem's ``rm_file`` does: a local disk raises
+        ``FileNotFoundError`` for one already gone.
+        """
         self.fs.rm_file(path)
 
     def open(self, ref: ArtifactRef) -> Any:
-        """The artifact's bytes as a binary file, unverified: for reading a Parquet
-        footer without the whole file. :meth:`read` verifies."""
+        """The artifact's bytes as a binary file, unverified.
+
+        For reading a Parquet footer without the whole file; :meth:`read`
+        verifies.
+        """
         return self.fs.open(self.path_of(ref.uri), "rb")
 
     def _discard(self, path: str) -> None:
@@ -397,8 +403,10 @@ class ArtifactStore:
 
 
 def dataset(refs: list[ArtifactRef], storage_options: dict[str, Any] | None = None) -> Any:
-    """A ``pyarrow.dataset.Dataset`` over these artifacts, in order: read lazily and
-    unverified, through the last one's filesystem and in its format.
+    """A ``pyarrow.dataset.Dataset`` over these artifacts, in order.
+
+    Read lazily and unverified, through the last one's filesystem and in its
+    format.
 
     The artifacts may lie in several stores (a rerun with another output keeps
     the batches it skipped where they were); each path is its own store's.

@@ -177,8 +177,11 @@ TMP_TAG = ".winnow-tmp-"  # in the name of every temporary written beside a targ
 
 
 def is_temporary(path: str) -> bool:
-    """Whether ``path`` names what an unfinished state write leaves: a temporary of
-    :func:`write_atomic` (local disk) or :func:`ensure_writable`'s probe."""
+    """Whether ``path`` names what an unfinished state write leaves.
+
+    A temporary of :func:`write_atomic` (local disk) or
+    :func:`ensure_writable`'s probe.
+    """
     return any(marker in posixpath.basename(path) for marker in (".tmp-", ".write-probe-"))
 
 
