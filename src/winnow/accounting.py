@@ -27,7 +27,7 @@ class FileRows:
 
     @property
     def unaccounted(self) -> int:
-        """Rows read but not passed, filtered, quarantined, blank or failed; 0 unless rows were lost."""
+        """Rows read but neither passed, filtered, quarantined, blank nor failed; 0 unless lost."""
         left = self.read - self.passed - self.quarantined - self.blank - self.failed
         return left - self.filtered.total()
 

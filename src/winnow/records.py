@@ -264,7 +264,11 @@ class CheckpointRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The record as a segment line stores it: fields in a fixed order, unset ones left out (``stage_version`` always kept), unknown ones from ``extra`` last."""
+        """The record as a segment line stores it.
+
+        Fields in a fixed order, unset ones left out (``stage_version`` always
+        kept), unknown ones from ``extra`` last.
+        """
         out: dict[str, Any] = {}
         for name in _CHECKPOINT_ORDER:
             value = getattr(self, name)

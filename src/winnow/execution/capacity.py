@@ -59,7 +59,7 @@ class Capacity:
 
     @classmethod
     def local(cls, num_cpus: int | None, gpus: int) -> Capacity:
-        """This machine as an embedded Ray would see it: ``num_cpus`` (default: every core) and ``gpus``."""
+        """This machine as an embedded Ray sees it: ``num_cpus`` (None: every core), ``gpus``."""
         cpus = float(num_cpus or os.cpu_count() or 1)
         return cls(cpus, float(gpus), cpus, float(gpus), source="this machine (embedded Ray)")
 

@@ -105,7 +105,7 @@ class LocalInputs:
         return self._read(lambda: self.reader.next(self.handles[bp.source.file.identity]))
 
     def again(self, bp: BatchPlan) -> tuple[Any, Any, int | None]:
-        """Read a retried batch's range on its own, as ``first`` does (never from the open stream)."""
+        """Like ``first``, for a retry: the batch's range is read on its own, not from a stream."""
         if bp.source.by_range:
             return None, SourceRange.of(self.plan, bp), None
         src = bp.source

@@ -15,7 +15,7 @@ from winnow.plan import SKIP, Plan
 
 @dataclass
 class StageCounts:
-    """One stage's totals over a run: batches run, skipped, retried and failed, rows, bytes and busy time."""
+    """One stage's totals over a run: batches by fate, rows, bytes and busy time."""
 
     run: int = 0
     skipped: int = 0

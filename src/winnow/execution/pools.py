@@ -83,7 +83,11 @@ class Pool:
             self.down[idx] = (self.actors[idx].ready.remote(), 0.0)
 
     def check(self) -> None:
-        """Poll the down actors' probes without waiting: those that answer are back in service; a probe that failed is sent again after ``PROBE_EVERY_S``."""
+        """Poll the down actors' ``ready`` probes without waiting.
+
+        Those that answer are back in service; a probe that failed is sent
+        again after ``PROBE_EVERY_S``.
+        """
         if not self.down:
             return
         now = time.monotonic()
@@ -119,7 +123,11 @@ def _code_hash(obj: Any) -> str:
 
 
 def stage_key(spec: Any, artifacts: ArtifactStore, profile: Any) -> tuple[Any, ...]:
-    """The key under which a stage's idle actors are kept: actors built from the same stage code, parameters, resources, store and artifact format are interchangeable."""
+    """The key under which a stage's idle actors are kept between jobs.
+
+    Actors built from the same stage code, parameters, resources, artifact
+    store and artifact format are interchangeable.
+    """
     r = spec.resources
     return (
         "stage",
@@ -134,7 +142,7 @@ def stage_key(spec: Any, artifacts: ArtifactStore, profile: Any) -> tuple[Any, .
 
 
 def reader_key(plan: Plan, artifacts: ArtifactStore) -> tuple[Any, ...]:
-    """The key under which a run's idle reader actors are kept: same schema, bad-record policy and storage."""
+    """The key under which idle reader actors are kept: schema, bad-record policy, storage."""
     profile = plan.profile
     return (
         "read",
@@ -215,7 +223,7 @@ class Starting:
 
 
 def create_actor(spec: Any, i: int, job_id: str, artifacts: ArtifactStore, profile: Any) -> Any:
-    """Create actor ``i`` of a stage's pool (named after the job, stage and index) with the stage's resource request."""
+    """Create actor ``i`` of a stage's pool, named after the job, with the stage's resources."""
     r = spec.resources
     worker: Any = ray.remote(StageWorker)
     return worker.options(
@@ -298,6 +306,6 @@ def wait_ready(name: str, ref: Any, timeout: float) -> None:
 
 
 def short_cause(exc: BaseException) -> str:
-    """The last line of an exception's text (at most 500 characters), or its type name when it has none."""
+    """The last line of an exception's text (500 characters at most), or its type's name."""
     text = str(exc)
     return text.strip().splitlines()[-1][:500] if text.strip() else type(exc).__name__

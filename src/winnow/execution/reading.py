@@ -79,7 +79,7 @@ class SourceStreams:
         self.streams: dict[str, _Stream] = {}
 
     def open(self, handle: str, file: sources.SourceFile, ranges: list[tuple[int, int]]) -> None:
-        """Open stream ``handle``: the batches of ``file`` at ``ranges``, read in order on demand."""
+        """Open stream ``handle``: the batches of ``file`` at ``ranges``, read in order."""
         ranges = sorted(ranges)
         self.streams[handle] = _Stream(file, ranges, self._read(file, ranges))
 

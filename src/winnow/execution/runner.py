@@ -93,7 +93,7 @@ class Runner:
         self._last_flush = time.monotonic()
 
     def run(self) -> Outcome:
-        """Run every batch with work, flushing checkpoints and events as it goes; return the outcome.
+        """Run every batch with work, flushing checkpoints and events; return the outcome.
 
         Whatever ends the loop (done, stopped, an exception), the buffered
         checkpoints are flushed, the scheduler is stopped (its actors kept for the

@@ -64,7 +64,7 @@ class Scheduler(Queues):
         self._starved_since: dict[int, float] = {}
 
     def start(self) -> None:
-        """Start (or take over idle) actors for the job; a pool the cluster could not fill is noted in an event."""
+        """Start (or take over idle) actors for the job; note any pool left short in an event."""
         dropped = self.workers.start(self.sizes)
         if dropped:
             self.emit(event("pools_shrunk", self.job_id, dropped=dropped))

@@ -50,7 +50,7 @@ class ZstdReader:
         return out
 
     def read(self, size: int = -1) -> bytes:
-        """Up to ``size`` decompressed bytes (all that is left when negative); fewer only at the end."""
+        """Up to ``size`` decompressed bytes (negative: all the rest); fewer only at the end."""
         if size is None or size < 0:
             parts = []
             while part := self.read1():

@@ -152,7 +152,7 @@ class ArtifactStore:
         return self.put_bytes(data, fmt, expected_records=batch.num_rows)
 
     def put_bytes(self, data: bytes, fmt: str, expected_records: int) -> ArtifactRef:
-        """Store serialised artifact bytes under their SHA-256 digest; return the verified reference.
+        """Store serialised artifact bytes under their SHA-256 digest; return a verified ref.
 
         An artifact already published with the same digest is verified and reused
         (a damaged copy is overwritten). Otherwise the bytes are written (to a

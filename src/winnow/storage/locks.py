@@ -91,7 +91,7 @@ class LockStore:
         return join(self.root, "locks", f"{pipeline}.json")
 
     def read(self, pipeline: str) -> LockInfo | None:
-        """Who holds ``pipeline``'s lock, or None when it is free; a torn lock file reads as an expired lock."""
+        """Who holds ``pipeline``'s lock, or None if no one; a torn lock file reads as expired."""
         path = self.path(pipeline)
         refresh(self.fs, path)
         try:

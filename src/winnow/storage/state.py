@@ -300,7 +300,7 @@ class State:
 
     # -- source index ------------------------------------------------------
     def source_index(self, identity: str) -> dict[str, Any] | None:
-        """The cached facts (row count, Parquet row-group size) about the input file with ``identity``, or None."""
+        """Cached facts (row counts, Parquet row-group size) of input file ``identity``, or None."""
         try:
             return dict(
                 json.loads(self.fs.cat_file(join(self.root, "sources", f"{identity}.json")))
