@@ -103,7 +103,8 @@ def fit_pools(
     by_name = {s.name: s for s in specs}
 
     def need(attr: str) -> float:
-        return sum(getattr(by_name[n].resources, attr) * k for n, k in sizes.items())
+        total: float = sum(getattr(by_name[n].resources, attr) * k for n, k in sizes.items())
+        return total
 
     # Shrink the largest pools first until every actor fits at once, so no
     # actor waits forever for a CPU another stage holds.

@@ -19,6 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from winnow.errors import StageFailed
 from winnow.execution.actors import StageWorker
 from winnow.plan import Plan
+from winnow.stage import Resources
 from winnow.storage.artifacts import ArtifactStore
 
 READY_TIMEOUT_S = 300.0
@@ -238,9 +239,9 @@ def create_actor(spec: Any, i: int, job_id: str, artifacts: ArtifactStore, profi
     ).remote(spec.stage, artifacts, profile.artifact_format, profile.compression)
 
 
-def fits_now(resources: Any) -> bool:
+def fits_now(resources: Resources) -> bool:
     """Whether the cluster has room for one more actor with this request right now."""
-    free = ray.available_resources()
+    free: dict[str, float] = ray.available_resources()
     return (
         free.get("CPU", 0.0) + 1e-9 >= resources.num_cpus
         and free.get("GPU", 0.0) + 1e-9 >= resources.num_gpus

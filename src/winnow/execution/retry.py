@@ -62,4 +62,4 @@ class RetryPolicy:
             return None
         tries = flight.infra if infra else own
         base = max(self.backoff_s, MIN_INFRA_BACKOFF_S) if infra else self.backoff_s
-        return min(MAX_BACKOFF_S, base * 2 ** (tries - 1)) * (0.5 + self.jitter())
+        return min(MAX_BACKOFF_S, base * 2.0 ** (tries - 1)) * (0.5 + self.jitter())

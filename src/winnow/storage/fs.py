@@ -94,7 +94,8 @@ def to_url(fs: Any, path: str) -> str:
     """A URL that ``resolve`` maps back to ``path`` on ``fs``."""
     if is_local(fs):
         return path
-    return fs.unstrip_protocol(path)
+    url: str = fs.unstrip_protocol(path)
+    return url
 
 
 def join(*parts: str) -> str:
