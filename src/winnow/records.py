@@ -123,7 +123,7 @@ class ErrorRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorRecord:
-        """The record ``to_dict`` wrote."""
+        """Rebuild a record from what ``to_dict`` wrote."""
         return cls(str(data["type"]), str(data["message"]), data.get("traceback"))
 
 
