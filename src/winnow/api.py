@@ -75,9 +75,17 @@ def run(
     Args:
         pipeline: a pipeline name, file or object, or a whole ``RunRequest``
             (then the other request arguments must be left out).
+        profile: a profile name, TOML path or ``Profile`` (None: the defaults).
+        inputs: files, folders or globs (None: the pipeline's default inputs).
+        output: where artifacts and manifests go.
+        state: the state root URL.
+        sets: ``KEY=VALUE`` overrides of profile keys or stage parameters.
+        verify: how committed artifacts are checked before a skip.
         address: the Ray cluster to attach to (default: an embedded local Ray).
+        rerun: a stage to recompute every batch of, with the stages after it.
+        executor: ``ray`` or ``local``.
 
-    The other arguments are ``RunRequest``'s fields.
+    The request arguments are ``RunRequest``'s fields, documented there.
     """
     if isinstance(pipeline, RunRequest):
         request = pipeline

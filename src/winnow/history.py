@@ -1,5 +1,8 @@
-"""What the previous run of a pipeline recorded, and what changed since: the causes
-``winnow plan`` names (code, parameter, version, input file, batch size, schema)."""
+"""What the previous run of a pipeline recorded, and what changed since.
+
+These are the causes ``winnow plan`` names: code, parameter, version, input
+file, batch size, schema.
+"""
 
 from __future__ import annotations
 

@@ -50,6 +50,12 @@ class BatchPlan:
 
 @dataclass
 class StagePlan:
+    """One stage in a plan.
+
+    Its fingerprint (and the parts it hashes), and how many batches it will
+    run, skip or retry, by action and by reason.
+    """
+
     name: str
     fingerprint: str
     parts: dict[str, Any] = field(default_factory=dict)
@@ -59,6 +65,20 @@ class StagePlan:
 
 @dataclass
 class Plan:
+    """What a run will do: per (stage, batch) run, skip or retry, and why.
+
+    Attributes:
+        pipeline: the pipeline planned.
+        profile: the resolved profile.
+        specs: the enabled stages with their resources, in order.
+        files: the input files discovered.
+        batches: one ``BatchPlan`` per source batch, in source order.
+        stages: one ``StagePlan`` per stage.
+        before: per stage, its checkpoints by status before the run.
+        reader: the source reader's fingerprint.
+        damage: checkpoint lines skipped as damaged (their batches rerun).
+    """
+
     pipeline: Pipeline
     profile: Profile
     specs: list[StageSpec]
@@ -71,6 +91,7 @@ class Plan:
 
     @property
     def work(self) -> int:
+        """How many batches have any stage to run (0: the run starts no executor)."""
         return sum(1 for b in self.batches if b.first_run < len(self.specs))
 
     def active_stages(self) -> list[bool]:
@@ -78,6 +99,7 @@ class Plan:
         return [any(b.actions[i] != SKIP for b in self.batches) for i in range(len(self.specs))]
 
     def to_dict(self) -> dict[str, Any]:
+        """What ``winnow plan --json`` prints: per stage run, retry, skip and why."""
         return {
             "pipeline": self.pipeline.name,
             "profile": self.profile.name,
@@ -100,6 +122,7 @@ class Plan:
 
 
 def chain_key(fingerprint: str, input_key: str) -> str:
+    """A stage's batch key: SHA-256 of its fingerprint and its input batch's key."""
     return hashlib.sha256(f"{fingerprint}|{input_key}".encode()).hexdigest()
 
 
@@ -322,8 +345,11 @@ def _committed(rec: dict[str, Any]) -> list[tuple[str, ArtifactRef]]:
 
 
 def _map_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
-    """``fn`` over ``items`` on threads; an interrupt returns at once, not after the
-    running calls (a read of a huge or stalled input) finish."""
+    """``fn`` over ``items`` on threads.
+
+    An interrupt returns at once, not after the running calls (a read of a huge
+    or stalled input) finish.
+    """
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         return list(pool.map(fn, items))

@@ -48,9 +48,11 @@ class LazyGroup(click.Group):
     """A group whose ``LAZY_COMMANDS`` load from their module on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name: the ones defined here and the lazily loaded ones."""
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, importing its module first if it is a lazy one."""
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in LAZY_COMMANDS:
             module = importlib.import_module(LAZY_COMMANDS[cmd_name])
@@ -171,8 +173,11 @@ def _run_session(
     help="Size the pools against this Ray cluster (default: this machine).",
 )
 def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
-    """Dry run: per stage, how many batches will run, be skipped or retried, and why;
-    how many actors of each stage the cluster can host."""
+    """Dry run: what a run would do, and why; nothing is written.
+
+    Per stage, how many batches will run, be skipped or retried, and why; how
+    many actors of each stage the cluster can host.
+    """
     from winnow.execution.capacity import for_plan
 
     session = api.resolve_session(request)
@@ -237,9 +242,12 @@ def jobs(state: str | None, as_json: bool) -> None:
 
 
 def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:
-    """SIGINT/SIGTERM: before the job starts (loading, planning, starting Ray), stop
-    at once, nothing is written yet; once it runs, finish in-flight batches; a second
-    signal abandons them. Returns the (stop, started) events the run shares."""
+    """Handle SIGINT/SIGTERM for a run; return the (stop, started) events it shares.
+
+    Before the job starts (loading, planning, starting Ray), stop at once:
+    nothing is written yet. Once it runs, finish in-flight batches; a second
+    signal abandons them.
+    """
     stop, started = threading.Event(), threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:

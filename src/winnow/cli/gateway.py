@@ -195,6 +195,19 @@ def status(state: str | None, run_dir: str, verbose: bool, as_json: bool) -> Non
 
 
 def gateway_status(state: str | None, run_dir: str, verbose: bool = False) -> dict[str, Any]:
+    """The gateway's state as ``winnow gateway status`` prints it.
+
+    Args:
+        state: the state URL (None: the default state).
+        run_dir: where the daemon's pid file is, to tell a running scheduler
+            from a stopped one.
+        verbose: also report the daemon's memory, the journal's size and the
+            jobs running now.
+
+    Returns:
+        The queue depth and backlog, the scheduler's health (from its pid file
+        and its last runtime record), its metrics and the latest snapshot.
+    """
     st = api.open_state(state)
     st.check_version()
     jobs = st.list_jobs()

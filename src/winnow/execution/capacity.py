@@ -18,6 +18,18 @@ from winnow.pipeline import StageSpec
 
 @dataclass
 class Capacity:
+    """What a cluster (or this machine) can host: CPUs and GPUs in all and on its largest node.
+
+    Attributes:
+        cpus: CPUs on all nodes together.
+        gpus: GPUs on all nodes together.
+        node_cpus: CPUs of the largest single node: the most one actor can get.
+        node_gpus: GPUs of the largest single node.
+        source: where the figures came from, as a problem message names it.
+        nodes: how many nodes.
+        custom: custom resources, by name.
+    """
+
     cpus: float
     gpus: float
     node_cpus: float  # the largest single node's, what one actor can get at most
@@ -28,6 +40,8 @@ class Capacity:
 
     @classmethod
     def of(cls, per_node: list[dict[str, Any]], source: str) -> Capacity:
+        """The capacity of the nodes whose Ray resource dicts are ``per_node``."""
+
         def total(key: str) -> float:
             return float(sum(n.get(key, 0) for n in per_node))
 
@@ -45,10 +59,12 @@ class Capacity:
 
     @classmethod
     def local(cls, num_cpus: int | None, gpus: int) -> Capacity:
+        """This machine as an embedded Ray sees it: ``num_cpus`` (None: every core), ``gpus``."""
         cpus = float(num_cpus or os.cpu_count() or 1)
         return cls(cpus, float(gpus), cpus, float(gpus), source="this machine (embedded Ray)")
 
     def to_dict(self) -> dict[str, Any]:
+        """The capacity as ``winnow plan --json`` shows it."""
         return {
             "source": self.source,
             "nodes": self.nodes,
@@ -87,7 +103,8 @@ def fit_pools(
     by_name = {s.name: s for s in specs}
 
     def need(attr: str) -> float:
-        return sum(getattr(by_name[n].resources, attr) * k for n, k in sizes.items())
+        total: float = sum(getattr(by_name[n].resources, attr) * k for n, k in sizes.items())
+        return total
 
     # Shrink the largest pools first until every actor fits at once, so no
     # actor waits forever for a CPU another stage holds.

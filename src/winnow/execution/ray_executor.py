@@ -40,8 +40,11 @@ class RayExecutor:
         self._started = False  # this executor started (or attached to) Ray
 
     def prepare(self, plan: Plan) -> None:
-        """Attach and size the pools (once per run): a wrong address or a
-        request the cluster can never host exits 2 before anything is written."""
+        """Attach to Ray and size the pools, once per run.
+
+        A wrong address or a request the cluster can never host exits 2
+        before anything is written.
+        """
         profile = plan.profile
         self._started = cluster.connect(self.address, profile.ray_num_cpus, profile.ray_dashboard)
         url = cluster.dashboard_url()
@@ -62,12 +65,15 @@ class RayExecutor:
         progress: Progress | None = None,
         stop: threading.Event | None = None,
     ) -> Outcome:
+        """Run the plan's work on the Ray actors sized by ``prepare``; return the run's outcome."""
+
         def scheduler(flights: list[Flight], emit: Callable[[Event], None]) -> Scheduler:
             return Scheduler(flights, plan, artifacts, job_id, self.sizes, self.reuse, emit)
 
         return Runner(plan, state, artifacts, job_id, scheduler, progress, stop).run()
 
     def shutdown(self) -> None:
+        """Shut down the Ray this executor started; a cluster it attached to is left alone."""
         if self._started:
             self._started = False
             cluster.shutdown()

@@ -112,6 +112,7 @@ def record_batch(stage: str, result: StageResult, bytes_in: int) -> None:
 
 
 def record_retry(stage: str) -> None:
+    """Count one retry of a batch at ``stage`` in Ray's metrics."""
     _get()["retries"].inc(1, tags={"stage": stage})
 
 
@@ -126,6 +127,7 @@ class GpuSampler:
         self.thread: threading.Thread | None = None
 
     def start(self) -> bool:
+        """Start the sampling thread; False (with a one-time note) when NVML is not available."""
         global _nvml_note_given
         try:
             session = Nvml.open()
@@ -143,6 +145,7 @@ class GpuSampler:
         return True
 
     def sample(self, session: Nvml) -> list[dict[str, Any]]:
+        """Sample each GPU's utilisation and memory into the gauges; return the readings."""
         out = []
         m = _get()
         node = socket.gethostname()
@@ -168,4 +171,5 @@ class GpuSampler:
             session.close()
 
     def close(self) -> None:
+        """Ask the sampling thread to stop (it closes NVML on its way out)."""
         self.stop.set()

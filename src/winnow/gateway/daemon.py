@@ -47,6 +47,8 @@ RECONCILE_EVERY_S = 10.0  # how often submitted jobs are checked with the Ray Jo
 
 @dataclass
 class Settings:
+    """How the gateway runs: its state, run dir, port, Ray address and periods."""
+
     state: str | None = None
     run_dir: str = DEFAULT_RUN_DIR
     port: int = DEFAULT_PORT
@@ -69,6 +71,13 @@ class Runtime:
 
 
 class Gateway:
+    """The operations daemon.
+
+    It claims queued jobs and runs them one at a time, hands cluster jobs to
+    the Jobs API, requeues stuck ones, snapshots the state, and serves /health
+    and /metrics.
+    """
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state: State = api.open_state(settings.state)
@@ -306,6 +315,7 @@ RUNTIME_FILE = "gateway/runtime.json"  # in the state: what `gateway status` rea
 
 
 def read_runtime(state: State) -> dict[str, Any] | None:
+    """What the running gateway last wrote about itself, or None if none ever ran here."""
     try:
         return dict(json.loads(state.read_file(RUNTIME_FILE)))
     except FileNotFoundError:

@@ -1,5 +1,8 @@
-"""The gateway daemon as a process: its pid file, its metrics, its /health and
-/metrics endpoint on 127.0.0.1, and its JSON log lines."""
+"""The gateway daemon as a process.
+
+Its pid file, its metrics, its /health and /metrics endpoint on 127.0.0.1,
+and its JSON log lines.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ class PidFile:
         self.path = Path(run_dir) / "gateway.pid"
 
     def holder(self) -> int | None:
+        """The pid of the live gateway holding the file, or None (no file, or its holder is gone)."""
         try:
             pid = int(self.path.read_text().split()[0])
         except (FileNotFoundError, ValueError, IndexError):
@@ -36,6 +40,11 @@ class PidFile:
         return pid
 
     def acquire(self) -> None:
+        """Create the file for this process, taking over a dead holder's.
+
+        Raises:
+            UsageError: a live gateway holds it, or another one raced for it.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(2):
             try:
@@ -55,6 +64,7 @@ class PidFile:
         raise UsageError(f"could not create {self.path}; another gateway raced for it")
 
     def release(self) -> None:
+        """Remove the file if this process (or nobody alive) holds it."""
         if self.holder() in (None, os.getpid()):
             self.path.unlink(missing_ok=True)
 
@@ -137,6 +147,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, message and the record's fields."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one JSON line."""
         body = {
             "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname,

@@ -109,6 +109,11 @@ def latest_snapshot(state: State) -> tuple[str, dict[str, Any]] | None:
 
 
 def read_snapshot(state: State, name: str) -> dict[str, Any]:
+    """The snapshot ``name`` as written.
+
+    Raises:
+        UsageError: there is no such snapshot, or it does not parse.
+    """
     file = _snapshot_file(name)
     try:
         data = json.loads(state.read_file(file))

@@ -1,5 +1,8 @@
-"""Discovering inputs: files, folders and globs on any fsspec URL, each with the
-identity that decides whether its batches are still the ones committed."""
+"""Discovering inputs: files, folders and globs on any fsspec URL.
+
+Each file found has the identity that decides whether its batches are still
+the ones committed.
+"""
 
 from __future__ import annotations
 
@@ -31,8 +34,11 @@ _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """An input file as discovered: URL, format, compression, size and version (ETag,
-    generation or modification time), which make its identity."""
+    """An input file as discovered: URL, format, compression, size and version.
+
+    The version is the ETag, generation or modification time; with the URL and
+    size it makes the file's identity.
+    """
 
     url: str
     format: str
@@ -133,8 +139,9 @@ _SPECIAL = (
 
 
 def _refuse_special(fs: Any, path: str) -> None:
-    """Refuse a local path that is not a regular file, without opening it: opening a
-    FIFO blocks until a writer comes (planning hung, deaf to SIGTERM).
+    """Refuse a local path that is not a regular file, without opening it.
+
+    Opening a FIFO blocks until a writer comes (planning hung, deaf to SIGTERM).
 
     Raises:
         InputError: naming the path, what it is and the fix.

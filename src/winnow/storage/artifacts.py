@@ -51,6 +51,7 @@ class ArtifactRef:
     format: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The reference as a checkpoint stores it."""
         return asdict(self)
 
 
@@ -127,6 +128,11 @@ class ArtifactStore:
         return opened[root]
 
     def path_for(self, digest: str, fmt: str) -> str:
+        """Where an artifact with this ``digest`` and format is (or would be) published.
+
+        Raises:
+            IntegrityError: ``digest`` is not a SHA-256 hex digest.
+        """
         check_digest(digest)
         return join(self.root, PUBLISHED, digest[:2], f"{digest}.{formats.EXTENSIONS[fmt]}")
 
@@ -146,6 +152,22 @@ class ArtifactStore:
         return self.put_bytes(data, fmt, expected_records=batch.num_rows)
 
     def put_bytes(self, data: bytes, fmt: str, expected_records: int) -> ArtifactRef:
+        """Store serialised artifact bytes under their SHA-256 digest; return a verified ref.
+
+        An artifact already published with the same digest is verified and reused
+        (a damaged copy is overwritten). Otherwise the bytes are written (to a
+        temporary in the store on a local disk, to the final key on an object
+        store), read back and verified, and published; a write that does not read
+        back the same is made ``WRITE_ATTEMPTS`` times in all.
+
+        Args:
+            data: the serialised artifact.
+            fmt: its format (``parquet``, ``ipc`` or ``jsonl``).
+            expected_records: how many records it must decode to.
+
+        Raises:
+            IntegrityError: every attempt read back something other than ``data``.
+        """
         digest = hashlib.sha256(data).hexdigest()
         final = self.path_for(digest, fmt)
         expected = ArtifactRef(
@@ -193,6 +215,12 @@ class ArtifactStore:
         return ArtifactRef(**{**ref.to_dict(), "uri": to_url(self.fs, final)})
 
     def read_bytes(self, uri: str) -> bytes:
+        """The stored bytes of the artifact at ``uri``, as read (not verified: see ``read``).
+
+        Raises:
+            IntegrityError: ``uri`` is not an artifact of this store.
+            FileNotFoundError: it is not there.
+        """
         path = self.path_of(uri)
         refresh(self.fs, path)
         data: bytes = self.fs.cat_file(path)
@@ -334,13 +362,19 @@ class ArtifactStore:
         ]
 
     def remove(self, path: str) -> None:
-        """Remove one file :meth:`files` found (``winnow gc``), as the filesystem's
-        ``rm_file`` does (a local disk raises ``FileNotFoundError`` for one already gone)."""
+        """Remove one file :meth:`files` found (``winnow gc``).
+
+        As the filesystem's ``rm_file`` does: a local disk raises
+        ``FileNotFoundError`` for one already gone.
+        """
         self.fs.rm_file(path)
 
     def open(self, ref: ArtifactRef) -> Any:
-        """The artifact's bytes as a binary file, unverified: for reading a Parquet
-        footer without the whole file. :meth:`read` verifies."""
+        """The artifact's bytes as a binary file, unverified.
+
+        For reading a Parquet footer without the whole file; :meth:`read`
+        verifies.
+        """
         return self.fs.open(self.path_of(ref.uri), "rb")
 
     def _discard(self, path: str) -> None:
@@ -369,8 +403,10 @@ class ArtifactStore:
 
 
 def dataset(refs: list[ArtifactRef], storage_options: dict[str, Any] | None = None) -> Any:
-    """A ``pyarrow.dataset.Dataset`` over these artifacts, in order: read lazily and
-    unverified, through the last one's filesystem and in its format.
+    """A ``pyarrow.dataset.Dataset`` over these artifacts, in order.
+
+    Read lazily and unverified, through the last one's filesystem and in its
+    format.
 
     The artifacts may lie in several stores (a rerun with another output keeps
     the batches it skipped where they were); each path is its own store's.

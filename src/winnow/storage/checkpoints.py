@@ -74,6 +74,7 @@ class CheckpointStore:
         self._lock = threading.Lock()
 
     def stage_dir(self, stage: str) -> str:
+        """The folder of ``stage``'s checkpoint segments."""
         return join(self.root, "stages", stage, "segments")
 
     def load(self, stage: str) -> StageCheckpoints:
@@ -184,6 +185,7 @@ class CheckpointStore:
         return bad
 
     def stages(self) -> list[str]:
+        """The stages with checkpoints in this state, sorted by name (freshly listed)."""
         base = join(self.root, "stages")
         # Another process may have added a stage since this filesystem instance last
         # listed here, and s3fs would answer from its listing cache.

@@ -81,6 +81,7 @@ def modified_at(info: dict[str, Any]) -> datetime | None:
 
 
 def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is the local disk (its protocols include ``file``)."""
     return "file" in _protocols(fs)
 
 
@@ -93,10 +94,12 @@ def to_url(fs: Any, path: str) -> str:
     """A URL that ``resolve`` maps back to ``path`` on ``fs``."""
     if is_local(fs):
         return path
-    return fs.unstrip_protocol(path)
+    url: str = fs.unstrip_protocol(path)
+    return url
 
 
 def join(*parts: str) -> str:
+    """Join path parts with ``/``, whatever the OS (fsspec paths are POSIX)."""
     return posixpath.join(*parts)
 
 
@@ -154,6 +157,7 @@ def ensure_writable(fs: Any, root: str, what: str) -> None:
 
 
 def open_url(url: str, mode: str = "rb", **storage_options: Any) -> Any:
+    """An fsspec ``OpenFile`` for ``url``: enter it as a context manager to get the file."""
     return fsspec.open(url, mode, **storage_options)
 
 
@@ -174,8 +178,11 @@ TMP_TAG = ".winnow-tmp-"  # in the name of every temporary written beside a targ
 
 
 def is_temporary(path: str) -> bool:
-    """Whether ``path`` names what an unfinished state write leaves: a temporary of
-    :func:`write_atomic` (local disk) or :func:`ensure_writable`'s probe."""
+    """Whether ``path`` names what an unfinished state write leaves.
+
+    A temporary of :func:`write_atomic` (local disk) or
+    :func:`ensure_writable`'s probe.
+    """
     return any(marker in posixpath.basename(path) for marker in (".tmp-", ".write-probe-"))
 
 

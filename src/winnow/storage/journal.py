@@ -46,6 +46,7 @@ class Scan:
 
     @property
     def clean(self) -> bool:
+        """Nothing to repair: no bad line, no torn tail, no unterminated last line."""
         return not self.bad and self.torn is None and not self.unterminated
 
 

@@ -48,6 +48,7 @@ VERSION_FILE = "VERSION"
 
 
 def default_state_url() -> str:
+    """The state URL to use: ``$WINNOW_STATE``, else ``.winnow/state/v1``."""
     return os.environ.get("WINNOW_STATE") or DEFAULT_STATE
 
 
@@ -62,12 +63,19 @@ class State:
 
     # -- version -----------------------------------------------------------
     def version(self) -> str | None:
+        """The version marker's content, or None when the state has none (a fresh one)."""
         try:
             return str(self.fs.cat_file(join(self.root, VERSION_FILE)).decode().strip())
         except FileNotFoundError:
             return None
 
     def check_version(self) -> None:
+        """Check that this Winnow can read the state.
+
+        Raises:
+            StateError: the state has a version this Winnow does not know (the
+                message says how to migrate it).
+        """
         found = self.version()
         if found is not None and found not in KNOWN_VERSIONS:
             raise StateError(
@@ -90,22 +98,39 @@ class State:
 
     # -- checkpoints -------------------------------------------------------
     def checkpoints(self, job_id: str = "", flush_every: int = 256) -> CheckpointStore:
+        """The checkpoint store of this state, writing as ``job_id``.
+
+        A stage's buffered records are written as a segment once there are
+        ``flush_every`` of them (and on ``flush``).
+        """
         return CheckpointStore(self.fs, self.root, job_id, flush_every)
 
     def locks(self) -> LockStore:
+        """The pipeline locks of this state."""
         return LockStore(self.fs, self.root)
 
     # -- jobs --------------------------------------------------------------
     def job_path(self, job_id: str) -> str:
+        """The file of ``job_id``'s record.
+
+        Raises:
+            StateError: ``job_id`` is not a name that can be a file name.
+        """
         if not job_id or "/" in job_id or job_id.startswith("."):
             raise StateError(f"{job_id!r} is not a job id")
         return join(self.root, "jobs", f"{job_id}.json")
 
     def write_job(self, record: dict[str, Any]) -> None:
+        """Write a job record (atomically, replacing any earlier one of that ``job_id``)."""
         data = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
         write_atomic(self.fs, self.job_path(record["job_id"]), data)
 
     def read_job(self, job_id: str) -> dict[str, Any]:
+        """The record of ``job_id``.
+
+        Raises:
+            StateError: there is no such job, or its file is not a job record.
+        """
         path = self.job_path(job_id)
         try:
             data = self.fs.cat_file(path)
@@ -275,6 +300,7 @@ class State:
 
     # -- source index ------------------------------------------------------
     def source_index(self, identity: str) -> dict[str, Any] | None:
+        """Cached facts (row counts, Parquet row-group size) of input file ``identity``, or None."""
         try:
             return dict(
                 json.loads(self.fs.cat_file(join(self.root, "sources", f"{identity}.json")))
@@ -283,6 +309,7 @@ class State:
             return None
 
     def write_source_index(self, identity: str, data: dict[str, Any]) -> None:
+        """Cache facts about the input file with ``identity`` (written atomically)."""
         write_atomic(
             self.fs, join(self.root, "sources", f"{identity}.json"), json.dumps(data).encode()
         )
@@ -296,6 +323,7 @@ class State:
         return dict(data) if isinstance(data, dict) else {}
 
     def write_inputs(self, pipeline: str, data: dict[str, Any]) -> None:
+        """Record what this run of ``pipeline`` read, for the next plan to explain what changed."""
         write_atomic(
             self.fs, join(self.root, "inputs", f"{pipeline}.json"), json.dumps(data).encode()
         )
@@ -333,6 +361,7 @@ class State:
         return to_url(self.fs, path)
 
     def file_url(self, name: str) -> str:
+        """The URL of the file ``name`` (relative to the root), whether or not it exists."""
         return to_url(self.fs, join(self.root, name))
 
     def clear(self) -> None:
@@ -347,6 +376,7 @@ class State:
         return posixpath.relpath(path, self.root.rstrip("/"))
 
     def display(self) -> str:
+        """The root's URL, for messages."""
         return to_url(self.fs, self.root)
 
 
@@ -358,6 +388,13 @@ REPAIR_FIX = (
 
 @dataclass
 class JobListing:
+    """The job records of a state.
+
+    Attributes:
+        jobs: the readable records, newest first.
+        damaged: job files that are not a job record (skipped).
+    """
+
     jobs: list[dict[str, Any]]  # newest first
     damaged: list[Damage]  # job files that are not a job record (skipped)
 
@@ -375,11 +412,19 @@ def _job_record(data: bytes) -> tuple[dict[str, Any] | None, str]:
 
 @dataclass
 class Journal:
+    """The events read from the journal.
+
+    Attributes:
+        events: the events, in journal order.
+        torn: ``file:line`` of each unterminated last line (tolerated, skipped).
+    """
+
     events: list[dict[str, Any]]
     torn: list[str]  # "file:line" of unterminated last lines (tolerated)
 
 
 def event(kind: str, job_id: str, **fields: Any) -> dict[str, Any]:
+    """A journal event of type ``kind`` for ``job_id``, stamped with the time (UTC) and host."""
     return {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "type": kind,
@@ -390,8 +435,10 @@ def event(kind: str, job_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def now_iso() -> str:
+    """The time now, UTC, as an ISO 8601 string with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def monotonic() -> float:
+    """``time.monotonic()``: seconds from an arbitrary start, for measuring durations."""
     return time.monotonic()

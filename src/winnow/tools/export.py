@@ -57,11 +57,15 @@ def export(
     """Write a job's output as one dataset in source order, verified, then published.
 
     Args:
+        state: the state holding the job's record.
+        job_id: the job whose run manifest lists what to export.
         to: ending in ``.parquet``/``.jsonl``: one file (format by extension);
             else a folder of ``part-NNNNN`` files (one per batch with output) and
             ``_winnow_export.json``; a job without rows gives an empty file, or a
             folder with the marker and empty parts (none without batches).
         fmt: ``parquet`` or ``jsonl``, for a folder.
+        storage_options: for the artifact stores, the manifest and ``to``
+            (default: the state's).
 
     Raises:
         UsageError: ``to`` is inside the state, an artifact store or the

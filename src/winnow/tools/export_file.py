@@ -115,6 +115,7 @@ class DigestingFile:
             os.fsync(fh.fileno())
 
     def write(self, data: Any) -> int:
+        """Hash, count and write ``data``; how many bytes were written."""
         data = bytes(data)
         self.sha.update(data)
         self.size += len(data)
@@ -122,6 +123,7 @@ class DigestingFile:
         return len(data)
 
     def flush(self) -> None:
+        """Flush the underlying file."""
         self.fh.flush()
 
     def close(self) -> None:

@@ -85,8 +85,11 @@ def verify_state(
 def _check_checkpoints(
     state: State, checker: _Checker, mark: bool
 ) -> tuple[list[dict[str, Any]], list[Damage]]:
-    """Check every SUCCEEDED checkpoint's artifacts; with ``mark``, a bad one gets a FAILED
-    record. Returns the mismatches and the damaged checkpoint lines met on the way."""
+    """Check every SUCCEEDED checkpoint's artifacts.
+
+    With ``mark``, a checkpoint whose artifact is bad gets a FAILED record.
+    Returns the mismatches and the damaged checkpoint lines met on the way.
+    """
     checkpoints = state.checkpoints(job_id=f"verify-{int(time.time())}")
     damage: list[Damage] = []
     mismatches: list[dict[str, Any]] = []
