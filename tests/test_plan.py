@@ -23,8 +23,9 @@ import pyarrow as pa
 import pytest
 
 from winnow.errors import ConfigError
+from winnow.history import History
 from winnow.pipeline import Pipeline
-from winnow.plan import History, Plan, make_plan
+from winnow.plan import Plan, make_plan
 from winnow.profile import Profile, StageOverride
 from winnow.stage import Stage
 from winnow.storage.artifacts import ArtifactStore

@@ -27,10 +27,12 @@ class FileRows:
 
     @property
     def unaccounted(self) -> int:
+        """Rows read but neither passed, filtered, quarantined, blank nor failed; 0 unless lost."""
         left = self.read - self.passed - self.quarantined - self.blank - self.failed
         return left - self.filtered.total()
 
     def add(self, other: FileRows) -> None:
+        """Add another file's (or batch's) counts to these, stage by stage."""
         self.read += other.read
         self.passed += other.passed
         self.quarantined += other.quarantined
@@ -39,6 +41,7 @@ class FileRows:
         self.filtered.update(other.filtered)
 
     def to_dict(self) -> dict[str, Any]:
+        """The counts as written in a run's summary (JSON keys such as ``blank_lines``)."""
         return {
             "read": self.read,
             "passed": self.passed,
@@ -87,12 +90,14 @@ class Tally:
         t.passed += entering
 
     def total(self) -> FileRows:
+        """The counts of every file summed."""
         out = FileRows()
         for rows in self.files.values():
             out.add(rows)
         return out
 
     def to_dict(self) -> dict[str, Any]:
+        """The run's accounting for its summary: the ``total`` and each file's, by URL."""
         return {
             "total": self.total().to_dict(),
             "files": {url: rows.to_dict() for url, rows in sorted(self.files.items())},

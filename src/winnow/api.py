@@ -19,9 +19,10 @@ from typing import Any
 from winnow import jobs
 from winnow.errors import StorageFailed, UsageError, WinnowError
 from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
+from winnow.history import History
 from winnow.jobs import read_manifest
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
-from winnow.plan import History, Plan, make_plan
+from winnow.plan import Plan, make_plan
 from winnow.profile import (
     Profile,
     apply_overrides,
@@ -30,8 +31,7 @@ from winnow.profile import (
     unused_stage_tables,
 )
 from winnow.request import RunRequest
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.fs import join
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
 from winnow.storage.state import State, default_state_url
 
 DEFAULT_OUTPUT = ".winnow/output"
@@ -75,9 +75,17 @@ def run(
     Args:
         pipeline: a pipeline name, file or object, or a whole ``RunRequest``
             (then the other request arguments must be left out).
+        profile: a profile name, TOML path or ``Profile`` (None: the defaults).
+        inputs: files, folders or globs (None: the pipeline's default inputs).
+        output: where artifacts and manifests go.
+        state: the state root URL.
+        sets: ``KEY=VALUE`` overrides of profile keys or stage parameters.
+        verify: how committed artifacts are checked before a skip.
         address: the Ray cluster to attach to (default: an embedded local Ray).
+        rerun: a stage to recompute every batch of, with the stages after it.
+        executor: ``ray`` or ``local``.
 
-    The other arguments are ``RunRequest``'s fields.
+    The request arguments are ``RunRequest``'s fields, documented there.
     """
     if isinstance(pipeline, RunRequest):
         request = pipeline
@@ -122,7 +130,7 @@ def resolve_session(request: RunRequest) -> Session:
     st = State(request.state or default_state_url(), prof.storage_options)
     st.check_version()
     output_url = request.output or DEFAULT_OUTPUT
-    artifacts = ArtifactStore(join(output_url.rstrip("/"), "artifacts"), prof.storage_options)
+    artifacts = ArtifactStore(output_store_url(output_url), prof.storage_options)
     inputs = list(request.inputs)
     if not inputs:
         inputs = list(pipe.default_inputs)
@@ -225,9 +233,9 @@ def execute(
             (notify or _stderr)(
                 f"job {lost} was left RUNNING by a driver that is gone; marked FAILED"
             )
-        return _execute_locked(
-            session, the_plan, job_id, address, progress, stop, t0, reuse_actors, started, executor
-        )
+        # Only a plan with work needs an executor (an all-skipped rerun starts no Ray).
+        engine = executor_for(executor, address, reuse_actors, notify) if the_plan.work else None
+        return _execute_locked(session, the_plan, job_id, engine, progress, stop, t0, started)
     finally:
         lock.release()
 
@@ -240,22 +248,18 @@ def _execute_locked(
     session: Session,
     the_plan: Plan,
     job_id: str,
-    address: str | None,
+    engine: Executor | None,
     progress: Any,
     stop: threading.Event | None,
     t0: float,
-    reuse_actors: bool = False,
     started: threading.Event | None = None,
-    executor: str = DEFAULT_EXECUTOR,
 ) -> dict[str, Any]:
     state = session.state
     record = jobs.started_record(the_plan, state, job_id, session.pipeline_file, session.output_url)
-    engine: Executor | None = None
-    if the_plan.work:
+    if engine is not None:
         # Prepare the executor (Ray: attach and size the pools, once per run) before
         # anything is written: a wrong address or a request the cluster can never
         # host exits 2 clean.
-        engine = executor_for(executor, address, reuse_actors)
         engine.prepare(the_plan)
     jobs.publish_start(state, record, the_plan)
     if started is not None:
@@ -304,7 +308,7 @@ def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None 
     import pyarrow as pa
 
     manifest = read_manifest(record["manifest"], storage_options)
-    store = ArtifactStore(join(record["output_url"].rstrip("/"), "artifacts"), storage_options)
+    store = ArtifactStore(output_store_url(record["output_url"]), storage_options)
     tables = [
         store.read(ArtifactRef(**e["artifact"])) for e in manifest["batches"] if e["artifact"]
     ]

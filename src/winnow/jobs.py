@@ -1,5 +1,7 @@
-"""A job's record through its life: started, finished or failed, its run manifest,
-and the jobs whose driver is gone.
+"""A job's record through its life.
+
+Started, finished or failed, its run manifest, and the jobs whose driver is
+gone.
 
 A job record (``state/jobs/<id>.json``) is written when the job starts
 (status RUNNING), and again when it ends: counts, rows, the state before and
@@ -25,6 +27,7 @@ from winnow.execution.outcome import Outcome
 from winnow.plan import SKIP, Plan
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.storage.fs import join, resolve, to_url, write_atomic
+from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import State, event, now_iso
 
 
@@ -66,8 +69,11 @@ def publish_start(state: State, record: dict[str, Any], the_plan: Plan) -> None:
 
 
 def publish_end(state: State, record: dict[str, Any], the_plan: Plan) -> None:
-    """After the finished record is written: remember the inputs this run read (the next
-    plan names a changed file as the cause) and append the ``job_finished`` event."""
+    """Record what follows a finished job record: its inputs and its event.
+
+    Remembers the inputs this run read (the next plan names a changed file as
+    the cause) and appends the ``job_finished`` event.
+    """
     state.write_inputs(
         the_plan.pipeline.name,
         {
@@ -102,15 +108,16 @@ def reconcile_lost_jobs(
     cluster are Ray's to report (``winnow status`` asks it), and queued jobs
     the gateway's (it requeues them).
     """
-    from winnow.tools.status import _alive
-
     lost = []
     for job in state.list_jobs():
         if job.get("status") != JobStatus.RUNNING or job["job_id"] == exclude:
             continue
         if job.get("ray") or job.get("request"):
             continue  # Ray reports a cluster's jobs; the gateway requeues its own
-        if job.get("pipeline") != locked_pipeline and _alive(job):
+        if (
+            job.get("pipeline") != locked_pipeline
+            and liveness(job.get("pid"), job.get("host")) is not Liveness.GONE
+        ):
             continue
         job.update(
             status=JobStatus.FAILED,
@@ -161,8 +168,11 @@ def record_failure(state: State, record: dict[str, Any], exc: BaseException, t0:
 
 
 def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall: float) -> None:
-    """Fill in how the job ended: status, counts, rows, the state after and its delta,
-    errors, poison batches and where every row went."""
+    """Fill in how the job ended.
+
+    Status, counts, rows, the state after and its delta, errors, poison
+    batches and where every row went.
+    """
     counts = {n: c.to_dict() for n, c in outcome.counts.items()}
     names = [s.name for s in the_plan.stages]
     first, last = counts[names[0]], counts[names[-1]]

@@ -30,6 +30,7 @@ class StageSpec:
 
     @property
     def name(self) -> str:
+        """The stage's name (``Stage.stage_name``)."""
         return self.stage.stage_name
 
 
@@ -65,6 +66,7 @@ class Pipeline:
             raise ConfigError(f"pipeline {self.name!r} has no stages; add at least one")
 
     def stage_names(self) -> list[str]:
+        """The stages' names, first to last."""
         return [s.stage_name for s in self.stages]
 
     def stage_index(self, name: str, option: str = "--rerun") -> int:

@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from winnow import sources
-from winnow.errors import ConfigError, IntegrityError
+from winnow.errors import ConfigError
+from winnow.history import History, source_change, stage_change
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
 from winnow.records import BatchStatus
 from winnow.stage import fingerprint_of
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore, Fault
 from winnow.storage.state import State
 
 SKIP, RUN, RETRY = "skip", "run", "retry"
@@ -49,6 +50,12 @@ class BatchPlan:
 
 @dataclass
 class StagePlan:
+    """One stage in a plan.
+
+    Its fingerprint (and the parts it hashes), and how many batches it will
+    run, skip or retry, by action and by reason.
+    """
+
     name: str
     fingerprint: str
     parts: dict[str, Any] = field(default_factory=dict)
@@ -58,6 +65,20 @@ class StagePlan:
 
 @dataclass
 class Plan:
+    """What a run will do: per (stage, batch) run, skip or retry, and why.
+
+    Attributes:
+        pipeline: the pipeline planned.
+        profile: the resolved profile.
+        specs: the enabled stages with their resources, in order.
+        files: the input files discovered.
+        batches: one ``BatchPlan`` per source batch, in source order.
+        stages: one ``StagePlan`` per stage.
+        before: per stage, its checkpoints by status before the run.
+        reader: the source reader's fingerprint.
+        damage: checkpoint lines skipped as damaged (their batches rerun).
+    """
+
     pipeline: Pipeline
     profile: Profile
     specs: list[StageSpec]
@@ -70,6 +91,7 @@ class Plan:
 
     @property
     def work(self) -> int:
+        """How many batches have any stage to run (0: the run starts no executor)."""
         return sum(1 for b in self.batches if b.first_run < len(self.specs))
 
     def active_stages(self) -> list[bool]:
@@ -77,6 +99,7 @@ class Plan:
         return [any(b.actions[i] != SKIP for b in self.batches) for i in range(len(self.specs))]
 
     def to_dict(self) -> dict[str, Any]:
+        """What ``winnow plan --json`` prints: per stage run, retry, skip and why."""
         return {
             "pipeline": self.pipeline.name,
             "profile": self.profile.name,
@@ -99,6 +122,7 @@ class Plan:
 
 
 def chain_key(fingerprint: str, input_key: str) -> str:
+    """A stage's batch key: SHA-256 of its fingerprint and its input batch's key."""
     return hashlib.sha256(f"{fingerprint}|{input_key}".encode()).hexdigest()
 
 
@@ -146,62 +170,6 @@ def source_batches(
     return out
 
 
-@dataclass
-class History:
-    """What the previous run of a pipeline recorded, to explain what changed since.
-
-    Args:
-        stages: per stage name, its ``fingerprint_parts()`` and ``fingerprint``.
-        files: per input URL, the file identity it had.
-        batch_rows: the batch size the batches were cut with.
-        reader: the reader fingerprint (schema, bad-record policy) they were read with.
-    """
-
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-    batch_rows: int | None = None
-    reader: str | None = None
-
-
-def stage_change(
-    name: str, prev: dict[str, Any] | None, parts: dict[str, Any], fp: str
-) -> str | None:
-    """Why stage ``name``'s fingerprint differs from the previous run's, or None if it does not."""
-    if prev is None or prev.get("fingerprint") == fp:
-        return None
-    if "params" not in prev:  # recorded before fingerprints covered code
-        return f"{name}: fingerprint changed (checkpoints from before code-aware fingerprints)"
-    causes = []
-    if prev.get("version") != parts["version"]:
-        causes.append(f"{name} version {prev.get('version')} -> {parts['version']}")
-    old, new = prev.get("params") or {}, parts["params"]
-    for key in sorted(set(old) | set(new)):
-        if old.get(key) != new.get(key):
-            causes.append(f"{name} parameter {key} {_show(old.get(key))} -> {_show(new.get(key))}")
-    if prev.get("code") != parts["code"]:
-        causes.append(f"code of stage {name} changed")
-    return "; ".join(causes) or f"{name}: fingerprint changed"
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def source_change(sb: sources.SourceBatch, history: History, batch_rows: int, reader: str) -> str:
-    """Why a source batch is new to the first stage."""
-    old = history.files.get(sb.file.url)
-    if old is not None and old != sb.file.identity:
-        return "input file changed"
-    if history.batch_rows is not None and history.batch_rows != batch_rows:
-        return f"batch_rows changed {history.batch_rows} -> {batch_rows} (batch boundaries moved)"
-    if history.reader is not None and history.reader != reader:
-        return "input schema or on_bad_record changed"
-    if history.files and old is None:
-        return "new input file"
-    return "new batch"
-
-
 def make_plan(
     pipeline: Pipeline,
     profile: Profile,
@@ -223,8 +191,6 @@ def make_plan(
     forced = None if rerun is None else _rerun_index(pipeline, specs, rerun)
     files = sources.discover(inputs, profile.storage_options)
     batches = source_batches(files, state, profile, pipeline)
-    reader = sources.reader_fingerprint(pipeline.schema, profile.on_bad_record)
-    verify = verify or profile.verify
     store = state.checkpoints()
     stage_checkpoints = {spec.name: store.load(spec.name) for spec in specs}
     loaded = {name: sc.records for name, sc in stage_checkpoints.items()}
@@ -233,44 +199,86 @@ def make_plan(
         name: dict(Counter(r["status"] for r in records.values()))
         for name, records in loaded.items()
     }
-    sizes = artifacts.sizes() if any(loaded.values()) else {}
-    history = history or History()
-    stage_plans = []
-    changes: list[str | None] = []
-    for spec in specs:
-        parts = spec.stage.fingerprint_parts()
-        fp = fingerprint_of(parts)
-        changes.append(stage_change(spec.name, history.stages.get(spec.name), parts, fp))
-        stage_plans.append(StagePlan(spec.name, fp, parts))
+    decider = _Decider(
+        specs,
+        profile,
+        history or History(),
+        loaded,
+        artifacts,
+        artifacts.sizes() if any(loaded.values()) else {},
+        sources.reader_fingerprint(pipeline.schema, profile.on_bad_record),
+        forced,
+    )
+    plans = [decider.batch(sb) for sb in batches]
+    if only_failed:
+        plans = [bp for bp in plans if RETRY in bp.actions]
+    if (verify or profile.verify) == "full":
+        _verify_skips(plans, artifacts)
+    for bp in plans:
+        for i, sp in enumerate(decider.stages):
+            sp.counts[bp.actions[i]] += 1
+            sp.reasons[bp.reasons[i]] += 1
+    return Plan(
+        pipeline, profile, specs, files, plans, decider.stages, before, decider.reader, damage
+    )
 
-    plans = []
-    for sb in batches:
+
+class _Decider:
+    """Decides, batch by batch, what each stage does, and why.
+
+    Args:
+        specs: the enabled stages, in order.
+        profile: the resolved profile (batch size, for the reasons).
+        history: what the last run of this pipeline recorded.
+        loaded: per stage, its latest checkpoint record by key.
+        artifacts: the output store, to check a committed artifact before a skip.
+        sizes: the store's artifact sizes by digest (one listing for the plan).
+        reader: the source reader's fingerprint.
+        forced: the index of the ``--rerun`` stage, if any.
+    """
+
+    def __init__(
+        self,
+        specs: list[StageSpec],
+        profile: Profile,
+        history: History,
+        loaded: dict[str, dict[str, dict[str, Any]]],
+        artifacts: ArtifactStore,
+        sizes: dict[str, int],
+        reader: str,
+        forced: int | None,
+    ) -> None:
+        self.specs = specs
+        self.profile = profile
+        self.history = history
+        self.loaded = loaded
+        self.artifacts = artifacts
+        self.sizes = sizes
+        self.reader = reader
+        self.forced = forced
+        self.stages: list[StagePlan] = []
+        self.changes: list[str | None] = []  # per stage: how its fingerprint changed, if it did
+        for spec in specs:
+            parts = spec.stage.fingerprint_parts()
+            fp = fingerprint_of(parts)
+            self.changes.append(stage_change(spec.name, history.stages.get(spec.name), parts, fp))
+            self.stages.append(StagePlan(spec.name, fp, parts))
+
+    def batch(self, sb: sources.SourceBatch) -> BatchPlan:
+        """One source batch's keys, actions, reasons and prior checkpoints, stage by stage."""
         key = sb.key
         keys, actions, reasons, prior = [], [], [], []
         first_new: int | None = None
         invalidated: str | None = None
-        for i, spec in enumerate(specs):
-            key = chain_key(stage_plans[i].fingerprint, key)
-            rec = loaded[spec.name].get(key)
+        for i, spec in enumerate(self.specs):
+            key = chain_key(self.stages[i].fingerprint, key)
+            rec = self.loaded[spec.name].get(key)
             if rec is None and first_new is None:
                 first_new = i
-            why_new = (
-                _why_new(
-                    i,
-                    i if first_new is None else first_new,
-                    changes,
-                    specs,
-                    sb,
-                    history,
-                    profile,
-                    reader,
-                )
-                if rec is None
-                else ""
-            )
-            action, reason = _decide(rec, sizes, why_new)
-            if forced is not None and i >= forced and action == SKIP:
-                action, reason = RUN, f"--rerun {specs[forced].name}"
+            why_new = "" if rec is not None else self._why_new(i, first_new or 0, sb)
+            action, reason = _decide(rec, self.artifacts, self.sizes, why_new)
+            if self.forced is not None and i >= self.forced and action == SKIP:
+                action, reason = RUN, f"--rerun {self.specs[self.forced].name}"
             elif invalidated is not None and action == SKIP:
                 # Its input is being recomputed because it was wrong: so is its output.
                 action, reason = RUN, f"upstream stage {invalidated} invalidated"
@@ -280,39 +288,20 @@ def make_plan(
             actions.append(action)
             reasons.append(reason)
             prior.append(rec)
-        plans.append(BatchPlan(sb, keys, actions, reasons, prior))
+        return BatchPlan(sb, keys, actions, reasons, prior)
 
-    if only_failed:
-        plans = [bp for bp in plans if RETRY in bp.actions]
-    if verify == "full":
-        _verify_skips(plans, artifacts)
-    for bp in plans:
-        for i, sp in enumerate(stage_plans):
-            sp.counts[bp.actions[i]] += 1
-            sp.reasons[bp.reasons[i]] += 1
-    return Plan(pipeline, profile, specs, files, plans, stage_plans, before, reader, damage)
-
-
-def _why_new(
-    i: int,
-    first_new: int,
-    changes: list[str | None],
-    specs: list[StageSpec],
-    sb: sources.SourceBatch,
-    history: History,
-    profile: Profile,
-    reader: str,
-) -> str:
-    """Why stage ``i`` of a batch has no checkpoint under its key (used only if it has none)."""
-    if first_new == i:
-        if changes[i]:
-            return str(changes[i])
-        if i == 0:
-            return source_change(sb, history, profile.batch_rows, reader)
-        return "new batch"
-    if first_new == 0 and not changes[0]:
-        return source_change(sb, history, profile.batch_rows, reader)
-    return f"upstream stage {specs[first_new].name} changed"
+    def _why_new(self, i: int, first_new: int, sb: sources.SourceBatch) -> str:
+        """Why stage ``i`` of a batch has no checkpoint under its key (asked only if it has none)."""
+        changes, profile, history = self.changes, self.profile, self.history
+        if first_new == i:
+            if changes[i]:
+                return str(changes[i])
+            if i == 0:
+                return source_change(sb, history, profile.batch_rows, self.reader)
+            return "new batch"
+        if first_new == 0 and not changes[0]:
+            return source_change(sb, history, profile.batch_rows, self.reader)
+        return f"upstream stage {self.specs[first_new].name} changed"
 
 
 def _rerun_index(pipeline: Pipeline, specs: list[StageSpec], rerun: str) -> int:
@@ -325,20 +314,20 @@ def _rerun_index(pipeline: Pipeline, specs: list[StageSpec], rerun: str) -> int:
     return names.index(rerun)
 
 
-def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) -> tuple[str, str]:
+_QUICK_REASONS = {Fault.MISSING: "missing", Fault.WRONG_SIZE: "size differs from checkpoint"}
+
+
+def _decide(
+    rec: dict[str, Any] | None, artifacts: ArtifactStore, sizes: dict[str, int], new_reason: str
+) -> tuple[str, str]:
     if rec is None:
         return RUN, new_reason
     status = rec["status"]
     if status == BatchStatus.SUCCEEDED:
-        quarantine = (rec.get("quarantine") or {}).get("artifact")
-        for what, art in (("artifact", rec["artifact"]), ("quarantine artifact", quarantine)):
-            if art is None:
-                continue
-            size = sizes.get(art["digest"])
-            if size is None:
-                return RUN, f"{what} missing"
-            if size != art["bytes"]:
-                return RUN, f"{what} size differs from checkpoint"
+        for what, ref in _committed(rec):
+            problem = artifacts.check(ref, listing=sizes)
+            if problem is not None:
+                return RUN, f"{what} {_QUICK_REASONS[problem.fault]}"
         return SKIP, "committed"
     if status == BatchStatus.FAILED:
         err = (rec.get("error") or {}).get("type", "error")
@@ -348,9 +337,19 @@ def _decide(rec: dict[str, Any] | None, sizes: dict[str, int], new_reason: str) 
     return RUN, "interrupted attempt"
 
 
+def _committed(rec: dict[str, Any]) -> list[tuple[str, ArtifactRef]]:
+    """A SUCCEEDED record's artifacts, each named as a reason names it: output, quarantine."""
+    quarantine = (rec.get("quarantine") or {}).get("artifact")
+    found = (("artifact", rec["artifact"]), ("quarantine artifact", quarantine))
+    return [(what, ArtifactRef(**art)) for what, art in found if art is not None]
+
+
 def _map_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
-    """``fn`` over ``items`` on threads; an interrupt returns at once, not after the
-    running calls (a read of a huge or stalled input) finish."""
+    """``fn`` over ``items`` on threads.
+
+    An interrupt returns at once, not after the running calls (a read of a huge
+    or stalled input) finish.
+    """
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
         return list(pool.map(fn, items))
@@ -366,13 +365,10 @@ def _verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
         bp, i = item
         rec = bp.prior[i]
         assert rec is not None
-        quarantine = (rec.get("quarantine") or {}).get("artifact")
-        try:
-            artifacts.verify(ArtifactRef(**rec["artifact"]))
-            if quarantine:
-                artifacts.verify(ArtifactRef(**quarantine))
-        except IntegrityError as exc:
-            return bp, i, str(exc)
+        for _, ref in _committed(rec):
+            problem = artifacts.check(ref, full=True)
+            if problem is not None:
+                return bp, i, str(problem)
         return bp, i, None
 
     for bp, i, problem in _map_threads(check, todo, 8):

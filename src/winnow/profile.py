@@ -52,6 +52,11 @@ class Profile(BaseModel):
     )
     checkpoint_flush_every: int = Field(default=256, ge=1)
     ray_num_cpus: int | None = Field(default=None, ge=1)
+    ray_dashboard: bool = Field(
+        default=False,
+        description="start the embedded Ray with its dashboard on 127.0.0.1 (winnow run "
+        "--dashboard) and print its URL",
+    )
     storage_options: dict[str, Any] = Field(default_factory=dict)
     stages: dict[str, StageOverride] = Field(default_factory=dict)
 
@@ -121,6 +126,15 @@ def redact(options: Any) -> Any:
 
 
 def find_profile_file(name_or_path: str, search_dirs: list[str] | None = None) -> Path:
+    """The TOML file of a profile given by name or path.
+
+    A value ending in ``.toml`` or holding a path separator is a path; any other
+    is a name looked up as ``<name>.toml`` in ``search_dirs``, then in
+    ``./profiles``.
+
+    Raises:
+        ConfigError: no such file (the message lists the profiles available).
+    """
     candidate = Path(name_or_path)
     if candidate.suffix == ".toml" or os.sep in name_or_path:
         if candidate.is_file():
@@ -156,6 +170,15 @@ def load_profile(name_or_path: str | None, search_dirs: list[str] | None = None)
 
 
 def validate_profile(data: dict[str, Any], source: str) -> Profile:
+    """Validate a profile's parsed TOML.
+
+    Args:
+        data: the profile's keys and values.
+        source: where they came from, for the error message.
+
+    Raises:
+        ConfigError: unknown keys or bad values, every one named in one message.
+    """
     try:
         return Profile.model_validate(data)
     except ValidationError as exc:

@@ -115,6 +115,7 @@ class ErrorRecord:
         return cls(name, str(exc), text)
 
     def to_dict(self) -> dict[str, str]:
+        """The record as JSON-ready fields; ``traceback`` only when there is one."""
         out = {"type": self.type, "message": self.message}
         if self.traceback is not None:
             out["traceback"] = self.traceback
@@ -122,6 +123,7 @@ class ErrorRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ErrorRecord:
+        """Rebuild a record from what ``to_dict`` wrote."""
         return cls(str(data["type"]), str(data["message"]), data.get("traceback"))
 
 
@@ -148,8 +150,9 @@ class SourceMeta:
 
 @dataclass
 class StageResult:
-    """What a stage actor returns to the driver for one batch (a small record:
-    the batch itself stays in Ray's object store).
+    """What a stage actor returns to the driver for one batch.
+
+    A small record: the batch itself stays in Ray's object store.
 
     ``status`` is SUCCEEDED with ``artifact`` (a verified ``ArtifactRef`` as a
     dict), or FAILED, INTEGRITY or STORAGE with ``error``. A measurement is
@@ -202,6 +205,7 @@ class SourceRows:
     stop: int
 
     def to_dict(self) -> dict[str, Any]:
+        """The range as JSON-ready fields."""
         return {"file": self.file, "start": self.start, "stop": self.stop}
 
 
@@ -260,6 +264,11 @@ class CheckpointRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as a segment line stores it.
+
+        Fields in a fixed order, unset ones left out (``stage_version`` always
+        kept), unknown ones from ``extra`` last.
+        """
         out: dict[str, Any] = {}
         for name in _CHECKPOINT_ORDER:
             value = getattr(self, name)
@@ -271,6 +280,7 @@ class CheckpointRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CheckpointRecord:
+        """The record in a segment line; fields this Winnow does not know are kept in ``extra``."""
         known = {k: v for k, v in data.items() if k in _CHECKPOINT_ORDER}
         known["source"] = SourceRows(**data["source"])
         known["status"] = BatchStatus(data["status"])

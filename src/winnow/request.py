@@ -1,5 +1,7 @@
-"""What to run: one value shared by `winnow run`, `plan`, `submit`, `enqueue`,
-the gateway's queue and the Python API.
+"""What to run: one value for every way of asking for a run.
+
+Shared by `winnow run`, `plan`, `submit`, `enqueue`, the gateway's queue and
+the Python API.
 
 A request is what a user asked for, before anything is resolved: the
 pipeline and profile by name (or as objects, from Python), the inputs as

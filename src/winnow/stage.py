@@ -81,6 +81,7 @@ class Stage:
 
     @property
     def stage_name(self) -> str:
+        """The stage's ``name``, or its class name in lower case when it has none."""
         return self.name or type(self).__name__.lower()
 
     def params(self) -> dict[str, Any]:
@@ -90,8 +91,10 @@ class Stage:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def fingerprint_parts(self) -> dict[str, Any]:
-        """What the fingerprint covers: name, version, parameters (less the
-        neutral ones) and the code digest (``None`` when pinned to the version).
+        """What the fingerprint covers.
+
+        Name, version, parameters (less the neutral ones) and the code digest
+        (``None`` when pinned to the version).
 
         Not the resources, and not the file or module the stage lives in.
         """

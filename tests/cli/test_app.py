@@ -79,6 +79,30 @@ def test_help_documents_every_command(command: str):
     assert proc.returncode == 0 and "Usage:" in proc.stdout
 
 
+def test_every_command_and_option_has_help_text():
+    import click
+
+    from winnow.cli.app import cli
+
+    def walk(cmd: click.Command, path: str):
+        if isinstance(cmd, click.Group):
+            ctx = click.Context(cmd)
+            for name in cmd.list_commands(ctx):
+                yield from walk(cmd.get_command(ctx, name), f"{path} {name}")  # type: ignore[arg-type]
+        else:
+            yield path, cmd
+
+    missing = []
+    for path, cmd in walk(cli, "winnow"):
+        missing += [path] if not cmd.help else []
+        missing += [
+            f"{path} {p.opts[0]}"
+            for p in cmd.params
+            if isinstance(p, click.Option) and not p.hidden and not p.help
+        ]
+    assert missing == []
+
+
 def test_commands_from_other_modules_load_when_named():
     """Every lazily loaded command resolves to itself; `run` loads none of them."""
     import click

@@ -51,6 +51,20 @@ def test_inspect_job_prints_the_run_log(demo_job: dict):
     assert missing.returncode == 2 and "winnow jobs" in missing.stderr
 
 
+def test_inspect_job_takes_the_job_positionally_and_prints_tables(demo_job: dict):
+    job = demo_job["record"]["job_id"]
+    proc = run_cli("inspect", "job", job, *demo_job["state"])
+    assert proc.returncode == 0, proc.stderr
+    assert "# Run log" not in proc.stdout and "per stage" in proc.stdout  # tables, not Markdown
+    stages = ["normalize", "quality", "embed"]  # the demo's order (not alphabetical)
+    rows = [line.split("│")[1].strip() for line in proc.stdout.splitlines() if "│" in line]
+    assert rows[: len(stages)] == stages
+    assert run_cli("inspect", "job", job, "--id", job, *demo_job["state"]).returncode == 0
+    for bad in ([], [job, "--id", "other-1"]):
+        proc = run_cli("inspect", "job", *bad, *demo_job["state"])
+        assert proc.returncode == 2 and "name the job once" in proc.stderr
+
+
 def test_inspect_artifact_and_batch_walk_the_lineage(demo_job: dict):
     manifest = api.read_manifest(demo_job["record"]["manifest"])
     entry = manifest["batches"][1]

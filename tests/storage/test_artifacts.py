@@ -17,8 +17,14 @@ import pytest
 
 from tests.storage.conftest import Backend, CountingFS, count_s3_requests, peer
 from winnow.errors import IntegrityError
-from winnow.storage import formats
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore, check_digest
+from winnow.storage import artifacts, formats
+from winnow.storage.artifacts import (
+    ArtifactRef,
+    ArtifactStore,
+    Fault,
+    check_digest,
+    output_store_url,
+)
 from winnow.storage.fs import join, resolve
 
 FORMATS = ["parquet", "ipc", "jsonl"]
@@ -263,3 +269,69 @@ def test_digests_that_are_not_sha256_are_rejected(store: ArtifactStore, bad: str
 def test_unknown_extension_is_rejected(store: ArtifactStore):
     with pytest.raises(IntegrityError, match="unknown extension"):
         store.path_of(f"x/{'0' * 64}.csv")
+
+
+def test_check_answers_whether_a_committed_artifact_is_still_good(backend: Backend, store):
+    """The one check `plan` and `verify` share: quick by the listing, full by re-hashing."""
+    good, flipped = store.put(batch(), "parquet"), store.put(batch(9), "parquet")
+    gone = store.put(batch(8), "jsonl")
+    writer = other_instance(backend, store)  # damage made elsewhere, as by another process
+    data = writer.read_bytes(flipped.uri)
+    writer.fs.pipe_file(writer.path_of(flipped.uri), bytes([data[0] ^ 1]) + data[1:])
+    writer.fs.rm_file(writer.path_of(gone.uri))
+    listing = store.sizes()
+    assert store.check(good, listing=listing) is None
+    assert store.check(good) is None and store.check(good, full=True) is None
+    missing = store.check(gone, listing=listing)
+    assert missing is not None and missing.fault == Fault.MISSING
+    assert str(missing) == f"artifact {gone.uri} is missing"
+    longer = ArtifactRef(**{**good.to_dict(), "bytes": good.bytes + 1})
+    wrong = store.check(longer, listing=listing)
+    assert wrong is not None and wrong.fault == Fault.WRONG_SIZE
+    assert str(wrong) == f"artifact {good.uri}: bytes {good.bytes} != {good.bytes + 1}"
+    assert store.check(flipped, listing=listing) is None  # same size: only a re-hash sees it
+    damaged = store.check(flipped, full=True)
+    assert damaged is not None and damaged.fault == Fault.UNVERIFIED
+    assert str(damaged).startswith(f"artifact {flipped.uri}: sha256 ")
+    absent = store.check(gone, full=True)
+    assert absent is not None and str(absent) == f"artifact {gone.uri} is missing"
+
+
+def test_for_uri_finds_the_store_that_holds_a_recorded_artifact(backend: Backend, store):
+    ref = store.put(batch(), "parquet")
+    root = ArtifactStore.root_of(ref.uri)  # as the URI records it
+    assert ArtifactStore(root, backend.storage_options).root == store.root
+    opened: dict[str, ArtifactStore] = {}
+    found = ArtifactStore.for_uri(ref.uri, backend.storage_options, opened)
+    assert ArtifactStore.for_uri(ref.uri, backend.storage_options, opened) is found
+    assert list(opened) == [root]
+    assert found.read(ref).to_pylist() == batch().to_pylist()
+    assert ArtifactStore.for_uri(ref.uri, backend.storage_options).check(ref) is None
+    assert output_store_url(backend.url + "/") == join(backend.url, "artifacts")
+
+
+def test_files_lists_published_and_unfinished_writes_and_remove_deletes_one(
+    backend: Backend, store
+):
+    ref = store.put(batch(), "jsonl")
+    assert store.files(temporary=True) == []
+    stray = join(store.root, "tmp", f"{'0' * 64}.deadbeef.partial")
+    writer = other_instance(backend, store)  # written elsewhere: a fresh listing sees it
+    writer.fs.pipe_file(stray, b"half")
+    [published] = store.files()
+    assert (published.digest, published.bytes) == (ref.digest, ref.bytes)
+    assert published.path == store.path_of(ref.uri) and published.modified is not None
+    [temporary] = store.files(temporary=True)
+    assert (temporary.path, temporary.digest, temporary.bytes) == (stray, "0" * 64, 4)
+    store.remove(stray)
+    assert store.files(temporary=True) == []
+
+
+def test_open_reads_an_artifacts_bytes_and_dataset_spans_stores(backend: Backend, store):
+    ref = store.put(batch(), "parquet")
+    with store.open(ref) as fh:
+        assert fh.read() == store.read_bytes(ref.uri)
+    other = ArtifactStore(join(backend.url, "elsewhere"), backend.storage_options)
+    later = other.put(batch(7), "parquet")
+    table = artifacts.dataset([ref, later], backend.storage_options).to_table()
+    assert table.to_pylist() == batch().to_pylist() + batch(7).to_pylist()

@@ -265,3 +265,15 @@ def test_a_bad_duration_names_the_forms(local: State):
     result = cli("archive", "--older-than", "soon", "--state", local.url)
     assert isinstance(result.exception, UsageError)
     assert "30d, 12h" in str(result.exception)
+
+
+def test_journal_size_counts_every_file_or_part_and_its_bytes(state: State):
+    assert journal.journal_size(state) == (0, 0)
+    state.append_events([event("a", "j1")])
+    state.append_events([event("b", "j1")])
+    files = state.event_files()
+    assert journal.journal_size(state) == (
+        len(files),
+        sum(len(state.fs.cat_file(p)) for p in files),
+    )
+    assert len(files) == (1 if is_local(state.fs) else 2)  # one day file, or one part a flush

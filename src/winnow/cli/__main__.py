@@ -1,3 +1,5 @@
+"""``python -m winnow.cli``: the ``winnow`` command."""
+
 from winnow.cli.app import main
 
 main()

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from winnow import api
 from winnow.cli import console
-from winnow.cli.options import executor_option, request_options
+from winnow.cli.options import executor_option, json_option, request_options
 from winnow.cli.summary import print_summary, summary
 from winnow.errors import Interrupted, WinnowError
 from winnow.jobs import reconcile_lost_jobs
@@ -48,9 +48,11 @@ class LazyGroup(click.Group):
     """A group whose ``LAZY_COMMANDS`` load from their module on first use."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name: the ones defined here and the lazily loaded ones."""
         return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command ``cmd_name``, importing its module first if it is a lazy one."""
         command = super().get_command(ctx, cmd_name)
         if command is None and cmd_name in LAZY_COMMANDS:
             module = importlib.import_module(LAZY_COMMANDS[cmd_name])
@@ -73,9 +75,21 @@ def cli() -> None:
     help="Ray cluster to attach to (ray://HEAD:10001, HOST:6379 or auto); default: embedded "
     "local Ray.",
 )
+@click.option(
+    "--dashboard",
+    is_flag=True,
+    help="Start the embedded Ray with its dashboard on 127.0.0.1 and print its URL "
+    "(profile key ray_dashboard); with --address the cluster's URL is printed anyway.",
+)
 @click.option("--job-id", default=None, hidden=True, help="Use this job id (winnow submit).")
-def run(request: RunRequest, as_json: bool, address: str | None, job_id: str | None) -> None:
+def run(
+    request: RunRequest, as_json: bool, address: str | None, dashboard: bool, job_id: str | None
+) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
+    if dashboard:
+        if request.executor == "local":
+            raise click.UsageError("--dashboard watches Ray: drop it or use --executor ray")
+        request = request.but(sets=(*request.sets, "ray_dashboard=true"))
     signals = _install_signal_handlers()
     session = api.resolve_session(request)
     _run_session(session, signals, address, as_json, job_id=job_id)
@@ -159,8 +173,11 @@ def _run_session(
     help="Size the pools against this Ray cluster (default: this machine).",
 )
 def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
-    """Dry run: per stage, how many batches will run, be skipped or retried, and why;
-    how many actors of each stage the cluster can host."""
+    """Dry run: what a run would do, and why; nothing is written.
+
+    Per stage, how many batches will run, be skipped or retried, and why; how
+    many actors of each stage the cluster can host.
+    """
     from winnow.execution.capacity import for_plan
 
     session = api.resolve_session(request)
@@ -199,7 +216,7 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
 
 @cli.command()
 @click.option("--state", default=None, help="State root URL.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def jobs(state: str | None, as_json: bool) -> None:
     """The history of runs, newest first."""
     st = api.open_state(state)
@@ -225,9 +242,12 @@ def jobs(state: str | None, as_json: bool) -> None:
 
 
 def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:
-    """SIGINT/SIGTERM: before the job starts (loading, planning, starting Ray), stop
-    at once, nothing is written yet; once it runs, finish in-flight batches; a second
-    signal abandons them. Returns the (stop, started) events the run shares."""
+    """Handle SIGINT/SIGTERM for a run; return the (stop, started) events it shares.
+
+    Before the job starts (loading, planning, starting Ray), stop at once:
+    nothing is written yet. Once it runs, finish in-flight batches; a second
+    signal abandons them.
+    """
     stop, started = threading.Event(), threading.Event()
 
     def handler(signum: int, _frame: Any) -> None:

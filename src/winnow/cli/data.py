@@ -206,7 +206,14 @@ def gc(state: State, apply: bool, grace: float, as_json: bool) -> None:
 @click.command()
 @click.argument("job_id")
 @click.option("--to", "to", required=True, help="Target URL: a folder, or a .parquet/.jsonl file.")
-@click.option("--format", "fmt", type=click.Choice(["parquet", "jsonl"]), default="parquet")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["parquet", "jsonl"]),
+    default="parquet",
+    show_default=True,
+    help="File format of a folder export (a --to ending in .parquet/.jsonl names its own).",
+)
 @state_option
 @json_option
 def export(job_id: str, to: str, fmt: str, state: State, as_json: bool) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,11 +18,13 @@ import click
 from winnow import api
 from winnow.cli import console
 from winnow.cli import maintenance as maintenance_cli
-from winnow.cli.options import request_options
+from winnow.cli.options import json_option, request_options
 from winnow.errors import UsageError
-from winnow.gateway import daemon, queue, snapshots
+from winnow.gateway import daemon, queue, service, snapshots
 from winnow.records import JobStatus
 from winnow.request import RunRequest
+from winnow.storage import journal
+from winnow.storage.liveness import Liveness, liveness
 
 _out = console.out
 
@@ -82,9 +85,9 @@ def start(
         recover=recover,
     )
     if foreground:
-        daemon.configure_logging()
+        service.configure_logging()
         sys.exit(daemon.Gateway(settings).serve())
-    holder = daemon.PidFile(run_dir).holder()
+    holder = service.PidFile(run_dir).holder()
     if holder is not None:
         raise UsageError(
             f"a gateway is already running (pid {holder}, pid file {run_dir}/gateway.pid); "
@@ -133,7 +136,7 @@ def _health(port: int) -> dict[str, Any] | None:
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for exit.")
 def stop(run_dir: str, force: bool, timeout: float) -> None:
     """Stop the gateway: no new jobs, in-flight batches commit, locks released, exit 0."""
-    pidfile = daemon.PidFile(run_dir)
+    pidfile = service.PidFile(run_dir)
     pid = pidfile.holder()
     if pid is None:
         _out.print("no gateway is running")
@@ -141,7 +144,10 @@ def stop(run_dir: str, force: bool, timeout: float) -> None:
     os.kill(pid, signal.SIGKILL if force else signal.SIGTERM)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if pidfile.holder() != pid and not _alive(pid):
+        if (
+            pidfile.holder() != pid
+            and liveness(pid, socket.gethostname(), zombie_is_gone=True) is Liveness.GONE
+        ):
             break
         time.sleep(0.2)
     else:
@@ -154,24 +160,11 @@ def stop(run_dir: str, force: bool, timeout: float) -> None:
     _out.print(f"gateway (pid {pid}) {'killed' if force else 'stopped'}")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (our own child, not yet reaped) is not alive
-        return "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]
-    except (OSError, IndexError):
-        return True
-
-
 @gateway.command()
 @state_option
 @run_dir_option
 @click.option("--verbose", "-v", is_flag=True, help="Add memory, journal size and active work.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 def status(state: str | None, run_dir: str, verbose: bool, as_json: bool) -> None:
     """Queue depth, backlog, worker health, persisted runtime metrics, latest snapshot."""
     data = gateway_status(state, run_dir, verbose)
@@ -202,12 +195,25 @@ def status(state: str | None, run_dir: str, verbose: bool, as_json: bool) -> Non
 
 
 def gateway_status(state: str | None, run_dir: str, verbose: bool = False) -> dict[str, Any]:
+    """The gateway's state as ``winnow gateway status`` prints it.
+
+    Args:
+        state: the state URL (None: the default state).
+        run_dir: where the daemon's pid file is, to tell a running scheduler
+            from a stopped one.
+        verbose: also report the daemon's memory, the journal's size and the
+            jobs running now.
+
+    Returns:
+        The queue depth and backlog, the scheduler's health (from its pid file
+        and its last runtime record), its metrics and the latest snapshot.
+    """
     st = api.open_state(state)
     st.check_version()
     jobs = st.list_jobs()
     depth = queue.depth(jobs)
     runtime = daemon.read_runtime(st) or {}
-    pid = daemon.PidFile(run_dir).holder()
+    pid = service.PidFile(run_dir).holder()
     scheduler = "running" if pid is not None else "stopped"
     if pid is None and runtime.get("scheduler") == "running":
         scheduler = "stopped (unclean exit: run `winnow gateway start` to resume)"
@@ -226,12 +232,11 @@ def gateway_status(state: str | None, run_dir: str, verbose: bool = False) -> di
         "latest_snapshot": snapshot,
     }
     if verbose:
-        files = st.event_files()
-        sizes = [int(st.fs.size(p) or 0) for p in files]
+        files, size = journal.journal_size(st)
         data["verbose"] = {
             "memory_rss_mb": _rss_mb(pid) if pid else None,
-            "journal_files": len(files),
-            "journal_bytes": sum(sizes),
+            "journal_files": files,
+            "journal_bytes": size,
             "active_work": [
                 {"job_id": j["job_id"], "pipeline": j.get("pipeline"), "since": j.get("claimed_at")}
                 for j in jobs

@@ -1,5 +1,8 @@
-"""`winnow gateway` maintenance commands: compact-events, archive, snapshot,
-restore-snapshot, migrate-state. Each parses, calls the library, prints."""
+"""`winnow gateway` maintenance commands.
+
+compact-events, archive, snapshot, restore-snapshot, migrate-state. Each
+parses, calls the library, prints.
+"""
 
 from __future__ import annotations
 

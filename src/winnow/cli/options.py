@@ -1,5 +1,8 @@
-"""Options written once: the ``RunRequest`` ones (run, plan, submit, enqueue) and the
-``--state``/``--json`` ones of the data tools."""
+"""Options written once, shared by the commands that take them.
+
+The ``RunRequest`` ones (run, plan, submit, enqueue) and the
+``--state``/``--json`` ones of the data tools.
+"""
 
 from __future__ import annotations
 

@@ -21,7 +21,10 @@ from winnow.execution.outcome import Progress as RunnerProgress
 
 
 class RowsPerSecond(ProgressColumn):
+    """A progress column: the rows per second a stage has passed on since this run started."""
+
     def render(self, task: Task) -> Text:
+        """The rate for one stage's bar (blank until it has passed rows)."""
         rows = task.fields.get("rows", 0)
         elapsed = max(time.monotonic() - task.fields.get("t0", time.monotonic()), 1e-6)
         return Text(f"{rows / elapsed:,.0f} rows/s" if rows else "", style="cyan")
@@ -44,6 +47,7 @@ class StageBars(RunnerProgress):
         self.tasks: dict[str, TaskID] = {}
 
     def start(self, totals: dict[str, int], done: dict[str, int]) -> None:
+        """Add one bar per stage (``done`` batches already complete) and start drawing."""
         now = time.monotonic()
         for name, total in totals.items():
             self.tasks[name] = self.bars.add_task(
@@ -52,9 +56,11 @@ class StageBars(RunnerProgress):
         self.bars.start()
 
     def advance(self, stage: str, rows: int) -> None:
+        """One batch of ``stage`` finished with ``rows`` rows out: move its bar on."""
         task = self.tasks[stage]
         rows_so_far = self.bars.tasks[task].fields.get("rows", 0) + rows
         self.bars.update(task, advance=1, rows=rows_so_far)
 
     def stop(self) -> None:
+        """Stop drawing; the bars stay on screen."""
         self.bars.stop()

@@ -86,8 +86,11 @@ def print_summary(record: dict[str, Any]) -> None:
 
 
 def print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None:
-    """Where every input row went: per file (the files with anything but passed
-    and filtered rows first, up to ``limit``) and in total."""
+    """Print where every input row went, per file and in total.
+
+    Files with anything but passed and filtered rows come first, up to
+    ``limit`` of them.
+    """
     if not accounting:
         return
     files = accounting["files"]

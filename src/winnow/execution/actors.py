@@ -24,6 +24,7 @@ class SourceReader(SourceStreams):
     """A reader actor: streams source files, keeping open streams between calls."""
 
     def ready(self) -> str:
+        """The Ray node this reader runs on; answering at all means the actor is up."""
         return ray.get_runtime_context().get_node_id()
 
 
@@ -38,12 +39,15 @@ class StageWorker(StageProcessor):
             self.gpu_sampler.start()
 
     def ready(self) -> str:
+        """The Ray node this worker runs on; answering means the stage's ``setup()`` succeeded."""
         return ray.get_runtime_context().get_node_id()
 
     def observe(self, result: StageResult) -> None:
+        """Record one batch's result in Ray's metrics for this stage."""
         telemetry.record_batch(self.stage.stage_name, result, self.bytes_in)
 
     def shutdown(self) -> None:
+        """Stop sampling the GPUs and run the stage's ``teardown()``."""
         if self.gpu_sampler is not None:
             self.gpu_sampler.close()
         self.teardown()

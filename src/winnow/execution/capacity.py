@@ -12,11 +12,24 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from winnow.execution import nvml
 from winnow.pipeline import StageSpec
 
 
 @dataclass
 class Capacity:
+    """What a cluster (or this machine) can host: CPUs and GPUs in all and on its largest node.
+
+    Attributes:
+        cpus: CPUs on all nodes together.
+        gpus: GPUs on all nodes together.
+        node_cpus: CPUs of the largest single node: the most one actor can get.
+        node_gpus: GPUs of the largest single node.
+        source: where the figures came from, as a problem message names it.
+        nodes: how many nodes.
+        custom: custom resources, by name.
+    """
+
     cpus: float
     gpus: float
     node_cpus: float  # the largest single node's, what one actor can get at most
@@ -27,6 +40,8 @@ class Capacity:
 
     @classmethod
     def of(cls, per_node: list[dict[str, Any]], source: str) -> Capacity:
+        """The capacity of the nodes whose Ray resource dicts are ``per_node``."""
+
         def total(key: str) -> float:
             return float(sum(n.get(key, 0) for n in per_node))
 
@@ -44,10 +59,12 @@ class Capacity:
 
     @classmethod
     def local(cls, num_cpus: int | None, gpus: int) -> Capacity:
+        """This machine as an embedded Ray sees it: ``num_cpus`` (None: every core), ``gpus``."""
         cpus = float(num_cpus or os.cpu_count() or 1)
         return cls(cpus, float(gpus), cpus, float(gpus), source="this machine (embedded Ray)")
 
     def to_dict(self) -> dict[str, Any]:
+        """The capacity as ``winnow plan --json`` shows it."""
         return {
             "source": self.source,
             "nodes": self.nodes,
@@ -86,7 +103,8 @@ def fit_pools(
     by_name = {s.name: s for s in specs}
 
     def need(attr: str) -> float:
-        return sum(getattr(by_name[n].resources, attr) * k for n, k in sizes.items())
+        total: float = sum(getattr(by_name[n].resources, attr) * k for n, k in sizes.items())
+        return total
 
     # Shrink the largest pools first until every actor fits at once, so no
     # actor waits forever for a CPU another stage holds.
@@ -120,37 +138,11 @@ def _largest(cap: Capacity, kind: str, value: float) -> str:
     return f"{value:g} {kind}s" if cap.nodes <= 1 else f"at most {value:g} {kind}s on any node"
 
 
-def nvml_devices() -> tuple[list[dict[str, Any]], str | None]:
-    """The GPUs NVML sees on this machine, or why it sees none."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ImportError ...
-        return [], f"NVML not available ({type(exc).__name__}: {exc})"
-    try:
-        devices = []
-        for i in range(pynvml.nvmlDeviceGetCount()):
-            handle = pynvml.nvmlDeviceGetHandleByIndex(i)
-            mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            name = pynvml.nvmlDeviceGetName(handle)
-            devices.append(
-                {
-                    "index": i,
-                    "name": name.decode() if isinstance(name, bytes) else str(name),
-                    "memory_total_bytes": int(mem.total),
-                }
-            )
-        return devices, None
-    finally:
-        pynvml.nvmlShutdown()
-
-
 def for_plan(
     specs: list[StageSpec], active: list[bool], address: str | None, ray_num_cpus: int | None
 ) -> dict[str, Any]:
     """What `winnow plan` reports: capacity, actors per stage, problems, GPUs seen by NVML."""
-    devices, nvml_note = nvml_devices()
+    devices, nvml_note = nvml.devices()
     if address or os.environ.get("RAY_ADDRESS"):
         from winnow.execution.cluster import cluster_capacity, connect, shutdown
 

@@ -23,10 +23,12 @@ from winnow.pipeline import StageSpec
 log = logging.getLogger(__name__)
 
 
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None, num_cpus: int | None = None, dashboard: bool = False) -> bool:
     """Start an embedded local Ray, or attach to ``address``/``RAY_ADDRESS``.
 
-    Returns True when this call started Ray (and so should shut it down).
+    ``dashboard`` starts the embedded Ray with its dashboard (on 127.0.0.1);
+    a cluster's dashboard is its own. Returns True when this call started Ray
+    (and so should shut it down).
     """
     if ray.is_initialized():
         return False
@@ -35,7 +37,17 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     # read, and Ray would print an "Unhandled error" block for each at exit.
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     with _keep_signal_handlers():
-        return _init(address, num_cpus)
+        return _init(address, num_cpus, dashboard)
+
+
+def dashboard_url() -> str | None:
+    """The dashboard of the Ray this process is connected to, if it has one."""
+    if not ray.is_initialized() or _context is None:
+        return None
+    url = str(getattr(_context, "dashboard_url", "") or "")
+    if not url:
+        return None
+    return url if "://" in url else f"http://{url}"
 
 
 @contextlib.contextmanager
@@ -53,10 +65,17 @@ def _keep_signal_handlers() -> Iterator[None]:
 
 def shutdown() -> None:
     """Disconnect from Ray; stop the embedded Ray if this process started it."""
+    global _context
+    _context = None
     ray.shutdown()
 
 
-def _init(address: str | None, num_cpus: int | None) -> bool:
+# What ray.init() returned for this process's connection (its dashboard URL).
+_context: Any = None
+
+
+def _init(address: str | None, num_cpus: int | None, dashboard: bool) -> bool:
+    global _context
     address = address or os.environ.get("RAY_ADDRESS") or None
     common: dict[str, Any] = {
         "logging_level": logging.WARNING,
@@ -68,10 +87,10 @@ def _init(address: str | None, num_cpus: int | None) -> bool:
         if _is_loopback(address):
             _keep_loopback()
             _use_local_token()
-        _attach(address, common)
+        _context = _attach(address, common)
         return True
     _keep_loopback()
-    embedded.start(num_cpus or os.cpu_count() or 1, common)
+    _context = embedded.start(num_cpus or os.cpu_count() or 1, common, dashboard)
     return True
 
 
@@ -85,12 +104,11 @@ CLIENT_SERVER_START_FAILURES = (
 ATTACH_ATTEMPTS = 3
 
 
-def _attach(address: str, common: dict[str, Any]) -> None:
+def _attach(address: str, common: dict[str, Any]) -> Any:
     attempts = ATTACH_ATTEMPTS if address.startswith("ray://") else 1
     for attempt in range(1, attempts + 1):
         try:
-            ray.init(address=address, **common)
-            return
+            return ray.init(address=address, **common)
         except (ConnectionError, RuntimeError, ValueError) as exc:
             transient = any(s in str(exc) for s in CLIENT_SERVER_START_FAILURES)
             if transient and attempt < attempts:

@@ -127,6 +127,7 @@ class Committer:
         self.abort = False
 
     def outcome(self, tally: Tally) -> Outcome:
+        """What the run produced so far, with ``tally`` as its row accounting."""
         return Outcome(
             self.counts,
             self.finals,

@@ -51,13 +51,18 @@ REGISTRATION_POLL_S = 0.02
 REGISTRATION_TIMEOUT_S = 10.0  # then Ray's own once-a-second wait, and its errors
 
 
-def start(num_cpus: int, common: dict[str, Any]) -> None:
-    """``ray.init()`` of a single-node Ray on 127.0.0.1, started lean."""
-    with _lean_node():
-        ray.init(
+def start(num_cpus: int, common: dict[str, Any], dashboard: bool = False) -> Any:
+    """``ray.init()`` of a single-node Ray on 127.0.0.1, started lean; its context.
+
+    With ``dashboard`` the node keeps its dashboard, bound to 127.0.0.1 (Ray
+    takes 8265, or a free port if that one is taken).
+    """
+    with _lean_node(dashboard):
+        return ray.init(
             address="local",
             num_cpus=num_cpus,
-            include_dashboard=False,
+            include_dashboard=dashboard,
+            dashboard_host="127.0.0.1",
             _node_ip_address="127.0.0.1",
             _system_config=SYSTEM_CONFIG,
             **common,
@@ -65,10 +70,11 @@ def start(num_cpus: int, common: dict[str, Any]) -> None:
 
 
 @contextlib.contextmanager
-def _lean_node() -> Iterator[None]:
+def _lean_node(dashboard: bool = False) -> Iterator[None]:
     """Swap four of Ray's node start-up steps for lean ones, then put them back.
 
-    * No dashboard process (API server). With ``include_dashboard=False`` Ray
+    * No dashboard process (API server), unless the dashboard is asked
+      for. With ``include_dashboard=False`` Ray
       still starts it for usage stats alone (which ``ray.init()`` turns off) and
       polls about 1.3 s for it to register; nothing else in it is loaded.
     * No autoscaler monitor: one node started for one run has nothing to
@@ -86,11 +92,14 @@ def _lean_node() -> Iterator[None]:
     utils = ray._private.utils
     services = ray._private.services
     swaps: list[tuple[Any, str, Callable[..., Any]]] = [
-        (node_class, "start_api_server", lambda self, **_: None),
         (node_class, "start_monitor", lambda self: None),
-        (utils, "get_dashboard_dependency_error", _missing_dashboard_dependency),
         (services, "get_node", _registered_node(getattr(services, "get_node", None))),
     ]
+    if not dashboard:  # the API server is the dashboard: keep Ray's steps when it is wanted
+        swaps += [
+            (node_class, "start_api_server", lambda self, **_: None),
+            (utils, "get_dashboard_dependency_error", _missing_dashboard_dependency),
+        ]
     saved = []
     for owner, name, replacement in swaps:
         original = getattr(owner, name, None)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import threading
+from collections.abc import Callable
 from typing import Protocol
 
 from winnow.errors import UsageError
@@ -75,7 +76,12 @@ def check_executor(name: str) -> str:
     return name
 
 
-def executor_for(name: str, address: str | None = None, reuse: bool = False) -> Executor:
+def executor_for(
+    name: str,
+    address: str | None = None,
+    reuse: bool = False,
+    notify: Callable[[str], None] | None = None,
+) -> Executor:
     """A new executor of kind ``name``.
 
     Args:
@@ -84,10 +90,12 @@ def executor_for(name: str, address: str | None = None, reuse: bool = False) -> 
             embedded Ray or uses ``RAY_ADDRESS``).
         reuse: keep workers for the next job of this process (the gateway;
             ``ray`` only).
+        notify: where an executor tells the user something (the Ray
+            dashboard's URL).
 
     Raises:
         UsageError: no executor has that name, or it does not take ``address``.
     """
     module, cls = EXECUTORS[check_executor(name)]
-    executor: Executor = getattr(importlib.import_module(module), cls)(address, reuse)
+    executor: Executor = getattr(importlib.import_module(module), cls)(address, reuse, notify)
     return executor

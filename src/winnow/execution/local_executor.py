@@ -40,7 +40,12 @@ class LocalExecutor:
         reuse: ignored; nothing outlives the run.
     """
 
-    def __init__(self, address: str | None = None, reuse: bool = False) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        reuse: bool = False,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         if address:
             raise UsageError(
                 f"the local executor runs every stage in this process: it attaches to no "
@@ -59,6 +64,8 @@ class LocalExecutor:
         progress: Progress | None = None,
         stop: threading.Event | None = None,
     ) -> Outcome:
+        """Run the plan's work with every stage in this process; return the run's outcome."""
+
         def scheduler(flights: list[Flight], emit: Callable[[Event], None]) -> Queues:
             return InProcessScheduler(flights, plan, artifacts)
 
@@ -69,8 +76,11 @@ class LocalExecutor:
 
 
 class LocalInputs:
-    """Source batches read in this process: one stream per file, as a reader actor
-    keeps them, or a range the first stage reads itself (row-group-aligned Parquet)."""
+    """Source batches read in this process.
+
+    One stream per file, as a reader actor keeps them, or a range the first
+    stage reads itself (row-group-aligned Parquet).
+    """
 
     def __init__(self, plan: Plan, artifacts: ArtifactStore) -> None:
         profile = plan.profile
@@ -81,6 +91,7 @@ class LocalInputs:
         self.handles: dict[str, str] = {}  # file identity -> its stream
 
     def open(self, batches: Iterable[BatchPlan]) -> None:
+        """Open one stream per source file for the batches that start by reading it."""
         for n, (identity, group) in enumerate(streams_by_file(batches).items()):
             handle = stream_handle(identity, n)
             ranges = [(bp.source.start, bp.source.stop) for bp in group]
@@ -94,6 +105,7 @@ class LocalInputs:
         return self._read(lambda: self.reader.next(self.handles[bp.source.file.identity]))
 
     def again(self, bp: BatchPlan) -> tuple[Any, Any, int | None]:
+        """Like ``first``, for a retry: the batch's range is read on its own, not from a stream."""
         if bp.source.by_range:
             return None, SourceRange.of(self.plan, bp), None
         src = bp.source
@@ -138,8 +150,10 @@ class InProcessScheduler(Queues):
                 ) from exc
 
     def stop(self, keep: bool) -> None:
-        """Tear each stage down; a teardown that fails is reported, not raised:
-        what the run committed stays committed."""
+        """Tear each stage down; a teardown that fails is reported, not raised.
+
+        What the run committed stays committed.
+        """
         for i, processor in self.stages.items():
             try:
                 processor.teardown()
@@ -152,6 +166,7 @@ class InProcessScheduler(Queues):
         self.stages.clear()
 
     def inputs(self) -> LocalInputs:
+        """The source batches of this run, read in this process."""
         return self.local_inputs
 
     def dispatch(self) -> None:

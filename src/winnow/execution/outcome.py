@@ -15,6 +15,8 @@ from winnow.plan import SKIP, Plan
 
 @dataclass
 class StageCounts:
+    """One stage's totals over a run: batches by fate, rows, bytes and busy time."""
+
     run: int = 0
     skipped: int = 0
     retried: int = 0
@@ -26,11 +28,27 @@ class StageCounts:
     busy_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The counts as a plain dict, keyed by field name."""
         return dict(vars(self))
 
 
 @dataclass
 class Outcome:
+    """What a run produced.
+
+    Attributes:
+        counts: per stage, its totals.
+        finals: per batch in plan order, the last stage's checkpoint record
+            (None where the batch did not finish).
+        poisoned: error records of batches that used up their retries.
+        integrity: records of artifacts that failed verification.
+        interrupted: the run was stopped before it finished.
+        errors: per error type, how many failures, one example and the stages
+            it was seen at.
+        storage_failure: why a store refused writes for good; the job stopped.
+        tally: where every input row went.
+    """
+
     counts: dict[str, StageCounts]
     finals: list[dict[str, Any] | None]
     poisoned: list[dict[str, Any]]
@@ -44,9 +62,14 @@ class Outcome:
 class Progress:
     """What the runner reports to a display; the default shows nothing."""
 
-    def start(self, totals: dict[str, int], done: dict[str, int]) -> None: ...
-    def advance(self, stage: str, rows: int) -> None: ...
-    def stop(self) -> None: ...
+    def start(self, totals: dict[str, int], done: dict[str, int]) -> None:
+        """The run starts: ``totals`` batches per stage, ``done`` of them already committed."""
+
+    def advance(self, stage: str, rows: int) -> None:
+        """One batch of ``stage`` finished with ``rows`` rows out."""
+
+    def stop(self) -> None:
+        """The run ended (finished, failed or stopped)."""
 
 
 def count_skips(
@@ -55,10 +78,13 @@ def count_skips(
     finals: list[dict[str, Any] | None],
     tally: Tally | None = None,
 ) -> dict[str, int]:
-    """Count every skipped (stage, batch), fill in finals committed before, and
-    account the rows of every batch no stage runs.
+    """Count the skipped (stage, batch) pairs of a plan.
 
-    Returns batches already done per stage (for the progress display).
+    Also fills in the finals committed before, and accounts the rows of every
+    batch no stage runs.
+
+    Returns:
+        Batches already done per stage (for the progress display).
     """
     names = [s.name for s in plan.specs]
     done = dict.fromkeys(names, 0)

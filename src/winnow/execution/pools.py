@@ -1,5 +1,7 @@
-"""Stage actor pools: load per actor, actors lost and probed back, and actors
-kept warm between jobs of one long-lived driver (the gateway).
+"""Stage actor pools.
+
+Load per actor, actors lost and probed back, and actors kept warm between
+jobs of one long-lived driver (the gateway).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ray.exceptions import GetTimeoutError, RayActorError
 from winnow.errors import StageFailed
 from winnow.execution.actors import StageWorker
 from winnow.plan import Plan
+from winnow.stage import Resources
 from winnow.storage.artifacts import ArtifactStore
 
 READY_TIMEOUT_S = 300.0
@@ -27,12 +30,15 @@ SCALE_EVERY_S = 1.0  # how often pools are grown or retired (one GCS call each t
 
 
 class Pool:
-    """One stage's actors. An actor whose task died gets no work until a
-    ``ready`` probe answers (Ray restarted it, here or on another node); a
-    probe that fails is sent again a second later. An actor that never answers
-    (restarts ran out, or no node can host it) simply gets no more work; the
-    rest of the pool carries on, and the runner fails the job if a stage is
-    left with no live actor for too long."""
+    """One stage's actors.
+
+    An actor whose task died gets no work until a ``ready`` probe answers
+    (Ray restarted it, here or on another node); a probe that fails is sent
+    again a second later. An actor that never answers (restarts ran out, or no
+    node can host it) simply gets no more work; the rest of the pool carries
+    on, and the runner fails the job if a stage is left with no live actor
+    for too long.
+    """
 
     def __init__(self, actors: list[Any]) -> None:
         self.actors = actors
@@ -51,6 +57,7 @@ class Pool:
         return random.choice(live or list(range(len(self.actors))))
 
     def live(self) -> int:
+        """How many actors are not known to be down."""
         return len(self.actors) - len(self.down)
 
     def add(self, actor: Any) -> None:
@@ -60,6 +67,7 @@ class Pool:
         self.down[len(self.actors) - 1] = (actor.ready.remote(), 0.0)
 
     def starting(self) -> bool:
+        """Whether some actor's first (or repeat) ``ready`` probe is still in flight."""
         return any(ref is not None for ref, _ in self.down.values())
 
     def retire(self) -> int:
@@ -71,10 +79,16 @@ class Pool:
         return live
 
     def lost(self, idx: int) -> None:
+        """Take actor ``idx`` out of service until a ``ready`` probe answers."""
         if idx not in self.down:
             self.down[idx] = (self.actors[idx].ready.remote(), 0.0)
 
     def check(self) -> None:
+        """Poll the down actors' ``ready`` probes without waiting.
+
+        Those that answer are back in service; a probe that failed is sent
+        again after ``PROBE_EVERY_S``.
+        """
         if not self.down:
             return
         now = time.monotonic()
@@ -110,6 +124,11 @@ def _code_hash(obj: Any) -> str:
 
 
 def stage_key(spec: Any, artifacts: ArtifactStore, profile: Any) -> tuple[Any, ...]:
+    """The key under which a stage's idle actors are kept between jobs.
+
+    Actors built from the same stage code, parameters, resources, artifact
+    store and artifact format are interchangeable.
+    """
     r = spec.resources
     return (
         "stage",
@@ -124,6 +143,7 @@ def stage_key(spec: Any, artifacts: ArtifactStore, profile: Any) -> tuple[Any, .
 
 
 def reader_key(plan: Plan, artifacts: ArtifactStore) -> tuple[Any, ...]:
+    """The key under which idle reader actors are kept: schema, bad-record policy, storage."""
     profile = plan.profile
     return (
         "read",
@@ -135,6 +155,7 @@ def reader_key(plan: Plan, artifacts: ArtifactStore) -> tuple[Any, ...]:
 
 
 def take_idle(key: tuple[Any, ...], n: int) -> list[Any]:
+    """Take up to ``n`` idle actors kept under ``key``; the rest are killed."""
     idle = IDLE.pop(key, [])
     for actor in idle[n:]:
         ray.kill(actor, no_restart=True)
@@ -149,9 +170,12 @@ def evict_idle_except(keys: set[tuple[Any, ...]]) -> None:
 
 
 class Starting:
-    """Stage actors being started: the required ones (each stage's first
-    min_actors) must come up; the optional rest get a grace period and those
-    the cluster cannot place are dropped."""
+    """Stage actors being started.
+
+    The required ones (each stage's first ``min_actors``) must come up; the
+    optional rest get a grace period and those the cluster cannot place are
+    dropped.
+    """
 
     def __init__(self) -> None:
         self.pools: dict[str, list[Any]] = {}
@@ -159,6 +183,19 @@ class Starting:
         self.optional: list[tuple[str, Any]] = []
 
     def wait(self) -> tuple[dict[str, Pool], dict[str, int]]:
+        """Wait for the actors to come up.
+
+        Every required actor must answer ``ready`` within ``READY_TIMEOUT_S``; the
+        optional ones get ``OPTIONAL_GRACE_S`` and those not up by then are killed.
+
+        Returns:
+            The pools of the actors that came up, and per stage how many optional
+            actors were dropped.
+
+        Raises:
+            StageFailed: a stage's ``setup()`` failed, or a required actor could not
+                be placed in time.
+        """
         for name, actor in self.required:
             wait_ready(name, actor.ready.remote(), READY_TIMEOUT_S)
         dropped: dict[str, int] = {}
@@ -187,6 +224,7 @@ class Starting:
 
 
 def create_actor(spec: Any, i: int, job_id: str, artifacts: ArtifactStore, profile: Any) -> Any:
+    """Create actor ``i`` of a stage's pool, named after the job, with the stage's resources."""
     r = spec.resources
     worker: Any = ray.remote(StageWorker)
     return worker.options(
@@ -201,9 +239,9 @@ def create_actor(spec: Any, i: int, job_id: str, artifacts: ArtifactStore, profi
     ).remote(spec.stage, artifacts, profile.artifact_format, profile.compression)
 
 
-def fits_now(resources: Any) -> bool:
+def fits_now(resources: Resources) -> bool:
     """Whether the cluster has room for one more actor with this request right now."""
-    free = ray.available_resources()
+    free: dict[str, float] = ray.available_resources()
     return (
         free.get("CPU", 0.0) + 1e-9 >= resources.num_cpus
         and free.get("GPU", 0.0) + 1e-9 >= resources.num_gpus
@@ -219,8 +257,11 @@ def start_pools(
     artifacts: ArtifactStore,
     profile: Any,
 ) -> Starting:
-    """Create every stage's actors: required ones first, GPU stages before the
-    rest, so a node's CPUs go to the actors that can only run there."""
+    """Create every stage's actors, taking over ``idle`` ones first.
+
+    Required ones first, GPU stages before the rest, so a node's CPUs go to
+    the actors that can only run there.
+    """
 
     def create(spec: Any, i: int) -> Any:
         return create_actor(spec, i, job_id, artifacts, profile)
@@ -244,6 +285,12 @@ def start_pools(
 
 
 def wait_ready(name: str, ref: Any, timeout: float) -> None:
+    """Wait for one actor's ``ready`` probe ``ref``.
+
+    Raises:
+        StageFailed: the actor died (its stage's ``setup()`` failed), or it did
+            not answer within ``timeout`` seconds (the cluster cannot place it).
+    """
     try:
         ray.get(ref, timeout=timeout)
     except RayActorError as exc:
@@ -260,5 +307,6 @@ def wait_ready(name: str, ref: Any, timeout: float) -> None:
 
 
 def short_cause(exc: BaseException) -> str:
+    """The last line of an exception's text (500 characters at most), or its type's name."""
     text = str(exc)
     return text.strip().splitlines()[-1][:500] if text.strip() else type(exc).__name__

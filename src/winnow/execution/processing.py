@@ -92,8 +92,10 @@ class StageProcessor:
         return result, out if keep_output else None
 
     def observe(self, result: StageResult) -> None:
-        """Called with the result of each batch this stage processed (not of a
-        failed range read); the Ray actor exports it as metrics."""
+        """Called with the result of each batch this stage processed.
+
+        Not called for a failed range read. The Ray actor exports it as metrics.
+        """
 
     def _run(self, result: StageResult, data: Any) -> tuple[StageResult, pa.RecordBatch | None]:
         self.bytes_in = 0
@@ -138,6 +140,7 @@ class StageProcessor:
         raise TypeError(f"unexpected stage input {type(data).__name__}")
 
     def teardown(self) -> None:
+        """Run the stage's ``teardown()``."""
         self.stage.teardown()
 
 

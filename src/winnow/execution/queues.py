@@ -26,8 +26,14 @@ from winnow.records import StageResult
 
 @dataclass
 class Task:
-    """A stage task sent to run: its batch, its actor (0 in-process), its output
-    (an object ref of the output batch on Ray, the batch itself in-process)."""
+    """A stage task sent to run.
+
+    Attributes:
+        flight: its batch.
+        actor: the index of its actor in the stage's pool (0 in-process).
+        output: an object ref of the output batch on Ray, the batch itself
+            in-process.
+    """
 
     flight: Flight
     actor: int
@@ -116,8 +122,7 @@ class Queues(ABC):
         self.inputs().open(f.plan for f in self.todo)
 
     def step(self) -> None:
-        """Admit new batches, release retries whose backoff is over, and send
-        queued batches to run."""
+        """Admit new batches, release retries whose backoff is over, send queued ones."""
         while self.todo and self.in_flight < self.max_in_flight:
             flight = self.todo.popleft()
             self.in_flight += 1
@@ -136,8 +141,11 @@ class Queues(ABC):
             time.sleep(0.05)  # work queued for actors that are being restarted
 
     def _enter(self, flight: Flight) -> None:
-        """A batch's first stage: read from the source, or from the artifact
-        committed by the stage before it."""
+        """Queue a batch for its first stage to run.
+
+        Its input is read from the source, or from the artifact committed by
+        the stage before it.
+        """
         first = flight.plan.first_run
         flight.stage = first
         if first == 0:

@@ -24,18 +24,32 @@ class RayExecutor:
             embedded Ray this executor starts and stops).
         reuse: keep the actors idle for the next job of this process (the
             gateway).
+        notify: where the dashboard's URL is told (the CLI prints it).
     """
 
-    def __init__(self, address: str | None = None, reuse: bool = False) -> None:
+    def __init__(
+        self,
+        address: str | None = None,
+        reuse: bool = False,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
         self.address = address
         self.reuse = reuse
+        self.notify = notify
         self.sizes: dict[str, int] = {}
         self._started = False  # this executor started (or attached to) Ray
 
     def prepare(self, plan: Plan) -> None:
-        """Attach and size the pools (once per run): a wrong address or a
-        request the cluster can never host exits 2 before anything is written."""
-        self._started = cluster.connect(self.address, plan.profile.ray_num_cpus)
+        """Attach to Ray and size the pools, once per run.
+
+        A wrong address or a request the cluster can never host exits 2
+        before anything is written.
+        """
+        profile = plan.profile
+        self._started = cluster.connect(self.address, profile.ray_num_cpus, profile.ray_dashboard)
+        url = cluster.dashboard_url()
+        if url and self.notify is not None:
+            self.notify(f"Ray dashboard: {url}")
         try:
             self.sizes = cluster.size_pools(plan.specs, plan.active_stages())
         except BaseException:
@@ -51,12 +65,15 @@ class RayExecutor:
         progress: Progress | None = None,
         stop: threading.Event | None = None,
     ) -> Outcome:
+        """Run the plan's work on the Ray actors sized by ``prepare``; return the run's outcome."""
+
         def scheduler(flights: list[Flight], emit: Callable[[Event], None]) -> Scheduler:
             return Scheduler(flights, plan, artifacts, job_id, self.sizes, self.reuse, emit)
 
         return Runner(plan, state, artifacts, job_id, scheduler, progress, stop).run()
 
     def shutdown(self) -> None:
+        """Shut down the Ray this executor started; a cluster it attached to is left alone."""
         if self._started:
             self._started = False
             cluster.shutdown()

@@ -79,6 +79,7 @@ class SourceStreams:
         self.streams: dict[str, _Stream] = {}
 
     def open(self, handle: str, file: sources.SourceFile, ranges: list[tuple[int, int]]) -> None:
+        """Open stream ``handle``: the batches of ``file`` at ``ranges``, read in order."""
         ranges = sorted(ranges)
         self.streams[handle] = _Stream(file, ranges, self._read(file, ranges))
 
@@ -115,6 +116,7 @@ class SourceStreams:
         return self._meta(batch, bad), batch
 
     def close(self, handle: str) -> None:
+        """Forget stream ``handle`` (no error if it is already gone)."""
         self.streams.pop(handle, None)
 
     def _meta(self, batch: pa.RecordBatch, bad: list[sources.BadRecord]) -> SourceMeta:
@@ -152,6 +154,7 @@ class SourceRange:
         )
 
     def read(self, store: ArtifactStore) -> tuple[SourceMeta, pa.RecordBatch]:
+        """Read the range from the source; return its source meta and the batch."""
         ranges = [(self.start, self.stop)]
         batch, bad = next(sources.read(self.file, ranges, self.schema, self.storage_options))
         return source_meta(store, batch, bad, self.on_bad_record), batch

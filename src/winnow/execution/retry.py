@@ -38,13 +38,15 @@ class RetryPolicy:
 
     @classmethod
     def of(cls, profile: Profile) -> RetryPolicy:
+        """The policy a profile sets: its ``max_attempts`` and ``retry_backoff_s``."""
         return cls(profile.max_attempts, profile.retry_backoff_s)
 
     def retry_delay(
         self, flight: Flight, error_type: str, attempt: int, stopping: bool
     ) -> float | None:
-        """Charge one failure to the batch; the backoff before its next try, or
-        None when it is not tried again (its budget is spent, or the job stops).
+        """Charge one failure to the batch; return the backoff before its next try.
+
+        None when it is not tried again: its budget is spent, or the job stops.
 
         Args:
             flight: the batch; a cluster failure is counted on it (``infra``).
@@ -60,4 +62,4 @@ class RetryPolicy:
             return None
         tries = flight.infra if infra else own
         base = max(self.backoff_s, MIN_INFRA_BACKOFF_S) if infra else self.backoff_s
-        return min(MAX_BACKOFF_S, base * 2 ** (tries - 1)) * (0.5 + self.jitter())
+        return min(MAX_BACKOFF_S, base * 2.0 ** (tries - 1)) * (0.5 + self.jitter())

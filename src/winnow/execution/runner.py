@@ -93,6 +93,13 @@ class Runner:
         self._last_flush = time.monotonic()
 
     def run(self) -> Outcome:
+        """Run every batch with work, flushing checkpoints and events; return the outcome.
+
+        Whatever ends the loop (done, stopped, an exception), the buffered
+        checkpoints are flushed, the scheduler is stopped (its actors kept for the
+        next job only when the run was not aborted or stopped) and every batch still
+        in flight is counted in the row accounting.
+        """
         done = count_skips(self.plan, self.committer.counts, self.committer.finals, self.tally)
         self.progress.start({n: len(self.plan.batches) for n in self.names}, done)
         work = bool(self._unfinished)

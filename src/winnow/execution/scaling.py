@@ -13,7 +13,9 @@ from winnow.storage.state import event
 
 
 class Autoscaler:
-    """Every ``SCALE_EVERY_S``: stop the pools of stages no batch will reach
+    """Retires the pools no batch needs and grows backlogged ones, during a run.
+
+    Every ``SCALE_EVERY_S``: stop the pools of stages no batch will reach
     again (freeing their CPUs/GPUs), and grow a backlogged pool by one actor,
     up to its ``max_actors``, when the cluster has room for it now.
 
@@ -36,6 +38,7 @@ class Autoscaler:
         self._last_scale = time.monotonic()
 
     def tick(self, scheduler: Queues) -> None:
+        """Retire and grow the scheduler's pools, at most once per ``SCALE_EVERY_S``."""
         now = time.monotonic()
         if now - self._last_scale < SCALE_EVERY_S:
             return

@@ -64,26 +64,32 @@ class Scheduler(Queues):
         self._starved_since: dict[int, float] = {}
 
     def start(self) -> None:
+        """Start (or take over idle) actors for the job; note any pool left short in an event."""
         dropped = self.workers.start(self.sizes)
         if dropped:
             self.emit(event("pools_shrunk", self.job_id, dropped=dropped))
 
     def stop(self, keep: bool) -> None:
+        """Stop the job's actors, or ``keep`` them idle for the next job."""
         self.workers.stop(keep)
 
     def inputs(self) -> SourceInputs:
+        """The reader actors, which read source batches for the first stage."""
         return self.workers.readers
 
     def step(self) -> None:
+        """Admit, release and send batches as the base class does, then scale the pools."""
         super().step()
         self.autoscaler.tick(self)
 
     def retry_later(self, flight: Flight, delay: float) -> None:
+        """Count the retry in Ray's metrics, then queue it as the base class does."""
         telemetry.record_retry(self.names[flight.stage])
         super().retry_later(flight, delay)
 
     # -- sending work ------------------------------------------------------
     def dispatch(self) -> None:
+        """Send each stage's queued batches to the least-loaded live actors of its pool."""
         for i, queue in self.queues.items():
             self._dispatch(i, queue)
 

@@ -79,6 +79,12 @@ def auth_token(token_file: str | None) -> str | None:
 
 
 def client(address: str, token: str | None) -> Any:
+    """A Ray Jobs API client for the cluster at ``address``.
+
+    Raises:
+        UsageError: the API cannot be reached (the error text has the token
+            redacted and hints at a missing token on 401/403).
+    """
     from ray.job_submission import JobSubmissionClient
 
     headers = {"Authorization": f"Bearer {token}"} if token else None

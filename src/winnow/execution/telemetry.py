@@ -5,8 +5,8 @@ process. Ray prefixes them with ``ray_`` on each node's metrics export port
 (counters also get ``_total``): ``ray_winnow_batches_total{stage,status}``,
 ``ray_winnow_rows_in_total``, ``ray_winnow_stage_latency_seconds_bucket`` ...
 
-GPU utilization and memory are sampled with nvidia-ml-py in every stage actor
-that holds GPUs. Without NVML (no driver, no GPU) that is said once per
+GPU utilization and memory are sampled (through ``execution/nvml.py``, the one
+home of NVML calls) in every stage actor that holds GPUs. Without NVML (no driver, no GPU) that is said once per
 process, as a note, never as an error.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from ray.util import metrics as ray_metrics
 
+from winnow.execution.nvml import Nvml, NvmlUnavailable
 from winnow.records import BatchStatus, StageResult
 
 LATENCY_BOUNDARIES = [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
@@ -111,6 +112,7 @@ def record_batch(stage: str, result: StageResult, bytes_in: int) -> None:
 
 
 def record_retry(stage: str) -> None:
+    """Count one retry of a batch at ``stage`` in Ray's metrics."""
     _get()["retries"].inc(1, tags={"stage": stage})
 
 
@@ -125,49 +127,49 @@ class GpuSampler:
         self.thread: threading.Thread | None = None
 
     def start(self) -> bool:
+        """Start the sampling thread; False (with a one-time note) when NVML is not available."""
         global _nvml_note_given
         try:
-            import pynvml
-
-            pynvml.nvmlInit()
-        except Exception as exc:
+            session = Nvml.open()
+        except NvmlUnavailable as exc:
             if not _nvml_note_given:
                 _nvml_note_given = True
                 print(
                     f"note: GPU telemetry off for stage {self.stage!r} on {socket.gethostname()}: "
-                    f"NVML not available ({type(exc).__name__}); the stage runs as usual",
+                    f"NVML not available ({type(exc.cause).__name__}); the stage runs as usual",
                     file=sys.stderr,
                 )
             return False
-        self.thread = threading.Thread(target=self._loop, args=(pynvml,), daemon=True)
+        self.thread = threading.Thread(target=self._loop, args=(session,), daemon=True)
         self.thread.start()
         return True
 
-    def sample(self, nvml: Any) -> list[dict[str, Any]]:
+    def sample(self, session: Nvml) -> list[dict[str, Any]]:
+        """Sample each GPU's utilisation and memory into the gauges; return the readings."""
         out = []
         m = _get()
         node = socket.gethostname()
         for gpu in self.gpu_ids:
-            handle = nvml.nvmlDeviceGetHandleByIndex(gpu)
-            util = nvml.nvmlDeviceGetUtilizationRates(handle).gpu
-            used = nvml.nvmlDeviceGetMemoryInfo(handle).used
+            now = session.sample(gpu)
+            util, used = now.utilization_percent, now.memory_used_bytes
             tags = {"node": node, "gpu": str(gpu), "stage": self.stage}
             m["gpu_util"].set(float(util), tags=tags)
             m["gpu_mem"].set(float(used), tags=tags)
             out.append({"gpu": gpu, "utilization_percent": util, "memory_used_bytes": used})
         return out
 
-    def _loop(self, nvml: Any) -> None:
+    def _loop(self, session: Nvml) -> None:
         try:
             while not self.stop.is_set():
                 try:
-                    self.sample(nvml)
+                    self.sample(session)
                 except Exception as exc:  # a GPU fell off the bus: stop sampling, keep working
                     print(f"note: GPU sampling stopped: {exc}", file=sys.stderr)
                     return
                 self.stop.wait(self.period_s)
         finally:
-            nvml.nvmlShutdown()
+            session.close()
 
     def close(self) -> None:
+        """Ask the sampling thread to stop (it closes NVML on its way out)."""
         self.stop.set()

@@ -26,20 +26,15 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_client import Counter as PromCounter
-
 from winnow import api
-from winnow.errors import UsageError
 from winnow.gateway import cluster_jobs, queue, snapshots
+from winnow.gateway.service import Metrics, PidFile, serve_http
 from winnow.records import ErrorRecord, JobStatus
 from winnow.request import RunRequest
 from winnow.storage import journal
-from winnow.storage.fs import join, write_atomic
 from winnow.storage.locks import LockHeld
 from winnow.storage.state import State, now_iso
 
@@ -52,6 +47,8 @@ RECONCILE_EVERY_S = 10.0  # how often submitted jobs are checked with the Ray Jo
 
 @dataclass
 class Settings:
+    """How the gateway runs: its state, run dir, port, Ray address and periods."""
+
     state: str | None = None
     run_dir: str = DEFAULT_RUN_DIR
     port: int = DEFAULT_PORT
@@ -73,82 +70,14 @@ class Runtime:
     last_snapshot: str | None = None
 
 
-class PidFile:
-    """``gateway.pid``: created exclusively; a dead holder's file is taken over."""
-
-    def __init__(self, run_dir: str) -> None:
-        self.path = Path(run_dir) / "gateway.pid"
-
-    def holder(self) -> int | None:
-        try:
-            pid = int(self.path.read_text().split()[0])
-        except (FileNotFoundError, ValueError, IndexError):
-            return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        except PermissionError:
-            pass
-        return pid
-
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                pid = self.holder()
-                if pid is not None and pid != os.getpid():
-                    raise UsageError(
-                        f"a gateway is already running (pid {pid}, pid file {self.path}); "
-                        "stop it with `winnow gateway stop`"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # its holder is gone: a stale file
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{os.getpid()}\n")
-            return
-        raise UsageError(f"could not create {self.path}; another gateway raced for it")
-
-    def release(self) -> None:
-        if self.holder() in (None, os.getpid()):
-            self.path.unlink(missing_ok=True)
-
-
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.up = Gauge("winnow_gateway_up", "1 while the scheduler runs", registry=r)
-        self.queue = Gauge(
-            "winnow_gateway_queue_depth", "Jobs by queue state", ["state"], registry=r
-        )
-        self.active = Gauge("winnow_gateway_active_jobs", "Jobs running now", registry=r)
-        self.finished = PromCounter(
-            "winnow_gateway_jobs_finished", "Jobs finished by status", ["status"], registry=r
-        )
-        self.requeued = PromCounter(
-            "winnow_gateway_jobs_requeued", "Stuck jobs put back in the queue", registry=r
-        )
-        self.batches = PromCounter(
-            "winnow_gateway_batches",
-            "Stage batches by outcome",
-            ["stage", "outcome"],
-            registry=r,
-        )
-        self.submitted = PromCounter(
-            "winnow_gateway_jobs_submitted", "Queued jobs handed to a Ray cluster", registry=r
-        )
-        self.job_seconds = Histogram(
-            "winnow_gateway_job_seconds",
-            "Wall time of finished jobs",
-            buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 1800, 7200),
-            registry=r,
-        )
-
-
 class Gateway:
+    """The operations daemon.
+
+    It claims queued jobs and runs them one at a time, hands cluster jobs to
+    the Jobs API, requeues stuck ones, snapshots the state, and serves /health
+    and /metrics.
+    """
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.state: State = api.open_state(settings.state)
@@ -354,6 +283,17 @@ class Gateway:
         self.runtime.last_snapshot = now_iso()
         log.info("snapshot written", extra={"fields": {"path": str(path)}})
 
+    def _start_http(self) -> None:
+        def health() -> dict[str, Any]:
+            return {
+                "status": "ok" if not self.stop.is_set() else "stopping",
+                "pid": os.getpid(),
+                "active_jobs": len(self.runtime.active),
+            }
+
+        self.server = serve_http(self.settings.port, health, self.metrics.registry)
+        self.settings.port = self.server.server_address[1]
+
     def _write_runtime(self, scheduler: str) -> None:
         body = {
             "pid": os.getpid(),
@@ -368,81 +308,15 @@ class Gateway:
             "stages": {k: dict(v) for k, v in self.runtime.stages.items()},
             "last_snapshot": self.runtime.last_snapshot,
         }
-        write_atomic(self.state.fs, runtime_path(self.state), json.dumps(body, indent=1).encode())
-
-    # -- HTTP --------------------------------------------------------------
-    def _start_http(self) -> None:
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.rstrip("/") == "/health":
-                    body = json.dumps(
-                        {
-                            "status": "ok" if not gateway.stop.is_set() else "stopping",
-                            "pid": os.getpid(),
-                            "active_jobs": len(gateway.runtime.active),
-                        }
-                    ).encode()
-                    self._send(200, "application/json", body)
-                elif self.path.rstrip("/") == "/metrics":
-                    self._send(
-                        200, "text/plain; version=0.0.4", generate_latest(gateway.metrics.registry)
-                    )
-                else:
-                    self._send(404, "text/plain", b"not found: try /health or /metrics\n")
-
-            def _send(self, code: int, kind: str, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                return
-
-        try:
-            self.server = ThreadingHTTPServer(("127.0.0.1", self.settings.port), Handler)
-        except OSError as exc:
-            raise UsageError(
-                f"gateway cannot listen on 127.0.0.1:{self.settings.port} ({exc}); "
-                "pass another --port"
-            ) from None
-        self.settings.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, name="gateway-http", daemon=True).start()
+        self.state.write_file(RUNTIME_FILE, json.dumps(body, indent=1).encode())
 
 
-def runtime_path(state: State) -> str:
-    return join(state.root, "gateway", "runtime.json")
+RUNTIME_FILE = "gateway/runtime.json"  # in the state: what `gateway status` reads
 
 
 def read_runtime(state: State) -> dict[str, Any] | None:
+    """What the running gateway last wrote about itself, or None if none ever ran here."""
     try:
-        return dict(json.loads(state.fs.cat_file(runtime_path(state))))
+        return dict(json.loads(state.read_file(RUNTIME_FILE)))
     except FileNotFoundError:
         return None
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, message and the record's fields."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        body = {
-            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-            **getattr(record, "fields", {}),
-        }
-        return json.dumps(body, default=str)
-
-
-def configure_logging() -> None:
-    level = os.environ.get("WINNOW_LOG_LEVEL", "INFO").upper()
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("winnow")
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False

@@ -9,21 +9,20 @@ read, so a failed or regretted migration costs nothing but the target.
 from __future__ import annotations
 
 import json
-import posixpath
 from collections import Counter
 from typing import Any
 
 from winnow.errors import StateError, UsageError
-from winnow.storage.fs import join, to_url, write_atomic
-from winnow.storage.state import KNOWN_VERSIONS, STATE_VERSION, State, now_iso
+from winnow.storage.fs import is_temporary
+from winnow.storage.state import KNOWN_VERSIONS, STATE_VERSION, VERSION_FILE, State, now_iso
 
 TARGET_VERSION = "state/v2"
 KINDS = ("jobs", "stages", "events", "snapshots", "sources", "inputs")
 # Not state but a moment of it: a lock belongs to a live run on the source, and
-# temporaries are writes that never finished.
+# temporaries (storage.fs.is_temporary) are writes that never finished.
 _SKIP_DIRS = ("locks",)
-_SKIP_MARKERS = (".tmp-", ".write-probe-")
-_OWN_FILES = ("VERSION", "migration.json")
+MIGRATION_FILE = "migration.json"
+_OWN_FILES = (VERSION_FILE, MIGRATION_FILE)
 _STATE_ENTRIES = {*KINDS, *_SKIP_DIRS, *_OWN_FILES, "jobs-archive", "gateway", "backups"}
 
 
@@ -49,42 +48,10 @@ def migrate_state(
     target = State(target_url, storage_options)
     _check_roots(source, target)
     found = source.version()
-    if found is not None and found not in KNOWN_VERSIONS:
-        raise UsageError(
-            f"source {source.display()} is version {found!r}, which this Winnow does not "
-            f"read ({', '.join(KNOWN_VERSIONS)}); migrate it with the Winnow that wrote it"
-        )
-    files = _files(source)
-    if not files:
-        raise UsageError(f"source {source.display()} holds no state; check --source-root")
-    existing = _files(target)
-    if existing and not force:
-        raise UsageError(
-            f"target {target.display()} is not empty ({len(existing)} files); pick an empty "
-            "--target-root, or pass --force to clear it and copy again"
-        )
-    if existing:
-        _check_clearable(target, existing)
-        target.fs.rm(target.root, recursive=True)
-    copied: Counter[str] = Counter({k: 0 for k in (*KINDS, "other")})
-    skipped: Counter[str] = Counter()
-    written: dict[str, int] = {}
-    for rel in sorted(files):
-        top = rel.split("/", 1)[0]
-        if rel in _OWN_FILES:
-            continue  # written fresh below
-        if top in _SKIP_DIRS:
-            skipped[top] += 1
-            continue
-        if any(marker in posixpath.basename(rel) for marker in _SKIP_MARKERS):
-            skipped["temporary"] += 1
-            continue
-        data = source.fs.cat_file(join(source.root, rel))
-        write_atomic(target.fs, join(target.root, rel), data)
-        written[rel] = len(data)
-        copied[top if top in KINDS else "other"] += 1
+    files = _check_migratable(source, target, found, force)
+    copied, skipped, written = _copy(source, target, files)
     _check_copy(source, target, written)
-    write_atomic(target.fs, join(target.root, "VERSION"), f"{TARGET_VERSION}\n".encode())
+    version_file = target.mark_version(TARGET_VERSION)
     summary = {
         "source": source.display(),
         "target": target.display(),
@@ -96,22 +63,67 @@ def migrate_state(
         "bytes": sum(written.values()),
         "skipped": dict(skipped),
     }
-    write_atomic(
-        target.fs,
-        join(target.root, "migration.json"),
-        json.dumps(summary, indent=2, sort_keys=True).encode(),
+    migration_file = target.write_file(
+        MIGRATION_FILE, json.dumps(summary, indent=2, sort_keys=True).encode()
     )
-    summary["version_file"] = to_url(target.fs, join(target.root, "VERSION"))
-    summary["migration_file"] = to_url(target.fs, join(target.root, "migration.json"))
+    summary["version_file"] = version_file
+    summary["migration_file"] = migration_file
     return summary
+
+
+def _check_migratable(
+    source: State, target: State, found: str | None, force: bool
+) -> dict[str, int]:
+    """The source's files, once the source is known and the target empty (or cleared)."""
+    if found is not None and found not in KNOWN_VERSIONS:
+        raise UsageError(
+            f"source {source.display()} is version {found!r}, which this Winnow does not "
+            f"read ({', '.join(KNOWN_VERSIONS)}); migrate it with the Winnow that wrote it"
+        )
+    files = source.files()
+    if not files:
+        raise UsageError(f"source {source.display()} holds no state; check --source-root")
+    existing = target.files()
+    if existing and not force:
+        raise UsageError(
+            f"target {target.display()} is not empty ({len(existing)} files); pick an empty "
+            "--target-root, or pass --force to clear it and copy again"
+        )
+    if existing:
+        _check_clearable(target, existing)
+        target.clear()
+    return files
+
+
+def _copy(
+    source: State, target: State, files: dict[str, int]
+) -> tuple[Counter[str], Counter[str], dict[str, int]]:
+    """Copy every file worth keeping; counts copied by kind, skipped by reason, bytes by file."""
+    copied: Counter[str] = Counter({k: 0 for k in (*KINDS, "other")})
+    skipped: Counter[str] = Counter()
+    written: dict[str, int] = {}
+    for rel in sorted(files):
+        top = rel.split("/", 1)[0]
+        if rel in _OWN_FILES:
+            continue  # written fresh by migrate_state
+        if top in _SKIP_DIRS:
+            skipped[top] += 1
+            continue
+        if is_temporary(rel):
+            skipped["temporary"] += 1
+            continue
+        data = source.read_file(rel)
+        target.write_file(rel, data)
+        written[rel] = len(data)
+        copied[top if top in KINDS else "other"] += 1
+    return copied, skipped, written
 
 
 def _check_roots(source: State, target: State) -> None:
     """Refuse roots that overlap: clearing or filling one would change the other."""
-    same_fs = source.fs.unstrip_protocol("/") == target.fs.unstrip_protocol("/")
-    if not same_fs:
+    (src_fs, src), (dst_fs, dst) = source.place(), target.place()
+    if src_fs != dst_fs:
         return
-    src, dst = source.root.rstrip("/"), target.root.rstrip("/")
     if src == dst:
         raise UsageError(
             f"source and target are the same root ({source.display()}); a migration is a copy "
@@ -140,26 +152,9 @@ def _check_clearable(target: State, existing: dict[str, int]) -> None:
         )
 
 
-def _files(state: State) -> dict[str, int]:
-    """Every file under a root, by path relative to it, with its size."""
-    invalidate = getattr(state.fs, "invalidate_cache", None)
-    if invalidate is not None:
-        invalidate(state.root)
-    try:
-        listing = state.fs.find(state.root, detail=True)
-    except FileNotFoundError:
-        return {}
-    root = state.root.rstrip("/")
-    return {
-        posixpath.relpath(path, root): int(info.get("size") or 0)
-        for path, info in listing.items()
-        if info.get("type", "file") != "directory"
-    }
-
-
 def _check_copy(source: State, target: State, written: dict[str, int]) -> None:
     """Every copied file is in a fresh listing of the target, at the size written."""
-    found = _files(target)
+    found = target.files()
     wrong = [rel for rel, size in written.items() if found.get(rel) != size]
     if wrong:
         raise StateError(

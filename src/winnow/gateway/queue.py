@@ -15,6 +15,7 @@ from typing import Any
 from winnow import api, jobs, sources
 from winnow.records import JOB_ACTIVE, ErrorRecord, JobStatus
 from winnow.request import RunRequest
+from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import State, event, now_iso
 
 MAX_ATTEMPTS = 3  # a job requeued this many times (its runner kept dying) is failed
@@ -107,14 +108,11 @@ def runner_gone(record: dict[str, Any], now_s: float, lease_s: float) -> str | N
     """Why a RUNNING job's runner is gone (process dead on this host, or lease expired)."""
     from datetime import datetime
 
-    host, pid = record.get("host"), record.get("pid")
-    if host == socket.gethostname() and pid:
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return f"its process {pid} is gone"
-        except PermissionError:
-            pass
+    pid = record.get("pid")
+    alive = liveness(pid, record.get("host"))
+    if alive is Liveness.GONE:
+        return f"its process {pid} is gone"
+    if alive is Liveness.ALIVE:
         return None
     beat = record.get("heartbeat_at") or record.get("created_at")
     if beat:

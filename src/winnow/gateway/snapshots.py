@@ -18,13 +18,13 @@ from typing import Any
 from winnow.errors import UsageError
 from winnow.gateway import queue
 from winnow.records import ErrorRecord, JobStatus
-from winnow.storage.fs import join, to_url, write_atomic
 from winnow.storage.journal import event_totals
 from winnow.storage.state import State, now_iso
 from winnow.tools.status import job_summary
 from winnow.tools.verify import verify_state
 
 DEFAULT_NAME = "state-latest.json"
+SNAPSHOTS = "snapshots"  # the folder in the state
 
 
 def build_snapshot(state: State) -> dict[str, Any]:
@@ -74,30 +74,22 @@ def _job_entry(record: dict[str, Any]) -> dict[str, Any]:
 
 def write_snapshot(state: State, name: str = DEFAULT_NAME) -> str:
     """Build a snapshot and write it to ``<state>/snapshots/<name>``; return its URL."""
-    path = _snapshot_path(state, name)
+    file = _snapshot_file(name)
     data = build_snapshot(state)
-    write_atomic(state.fs, path, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
-    return to_url(state.fs, path)
+    return state.write_file(file, json.dumps(data, indent=2, sort_keys=True, default=str).encode())
 
 
-def _snapshot_path(state: State, name: str) -> str:
+def _snapshot_file(name: str) -> str:
     if not name.endswith(".json") or "/" in name or name.startswith("."):
         raise UsageError(f"{name!r} is not a snapshot name: give a file name ending in .json")
-    return join(state.root, "snapshots", name)
+    return f"{SNAPSHOTS}/{name}"
 
 
 def list_snapshots(state: State) -> dict[str, dict[str, Any]]:
     """Every readable snapshot by name."""
-    base = join(state.root, "snapshots")
-    invalidate = getattr(state.fs, "invalidate_cache", None)
-    if invalidate is not None:
-        invalidate(base)
-    try:
-        paths = [p for p in state.fs.find(base) if p.endswith(".json")]
-    except FileNotFoundError:
-        return {}
+    files = [f for f in state.files(SNAPSHOTS) if f.endswith(".json")]
     out = {}
-    for path, data in (state.fs.cat(paths, on_error="omit") if paths else {}).items():
+    for path, data in state.read_files(files).items():
         try:
             snap = json.loads(data)
         except ValueError:
@@ -117,16 +109,21 @@ def latest_snapshot(state: State) -> tuple[str, dict[str, Any]] | None:
 
 
 def read_snapshot(state: State, name: str) -> dict[str, Any]:
-    path = _snapshot_path(state, name)
+    """The snapshot ``name`` as written.
+
+    Raises:
+        UsageError: there is no such snapshot, or it does not parse.
+    """
+    file = _snapshot_file(name)
     try:
-        data = json.loads(state.fs.cat_file(path))
+        data = json.loads(state.read_file(file))
     except FileNotFoundError:
         raise UsageError(
             f"no snapshot {name!r} in {state.display()}/snapshots; "
             "`winnow gateway snapshot` writes one, `--latest` picks the newest"
         ) from None
     except ValueError:
-        raise UsageError(f"snapshot {to_url(state.fs, path)} is not JSON; pick another") from None
+        raise UsageError(f"snapshot {state.file_url(file)} is not JSON; pick another") from None
     return dict(data)
 
 
@@ -147,25 +144,14 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
     Raises:
         UsageError: not exactly one of ``name`` and ``latest``, or no such snapshot.
     """
-    if (name is None) == (not latest):
-        raise UsageError("give one of --latest or --name NAME")
-    if latest:
-        found = latest_snapshot(state)
-        if found is None:
-            raise UsageError(
-                f"no snapshot in {state.display()}/snapshots; `winnow gateway snapshot` writes one"
-            )
-        name, snap = found
-    else:
-        assert name is not None
-        snap = read_snapshot(state, name)
+    name, snap = _chosen(state, name, latest)
     taken = _parse(snap["created_at"])
     restored: list[dict[str, Any]] = []
     kept_newer: list[str] = []
     unchanged = 0
     for entry in snap.get("jobs", []):
         job_id = entry["job_id"]
-        current = _current(state, job_id)
+        current = state.job_as_written(job_id)
         if current is not None:
             record, written = current
             if record.get("status") == entry["status"]:
@@ -176,12 +162,13 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
                 continue
         new = _restored_record(entry, name)
         state.write_job(new)
+        was = None if current is None else current[0].get("status")
         restored.append(
             {
                 "job_id": job_id,
                 "snapshot_status": entry["status"],
                 "status": new["status"],
-                "was": None if current is None else current[0].get("status"),
+                "was": was,
             }
         )
     verified = verify_state(state, full=False)
@@ -199,15 +186,18 @@ def restore_snapshot(state: State, name: str | None = None, latest: bool = False
     }
 
 
-def _current(state: State, job_id: str) -> tuple[dict[str, Any], datetime | None] | None:
-    """The job record on disk and when it was written, or None when it is missing."""
-    path = state.job_path(job_id)
-    try:
-        record = json.loads(state.fs.cat_file(path))
-        info = state.fs.info(path)
-    except FileNotFoundError:
-        return None
-    return record, _mtime(info)
+def _chosen(state: State, name: str | None, latest: bool) -> tuple[str, dict[str, Any]]:
+    """The snapshot named, or the latest one: its name and contents."""
+    if (name is None) == (not latest):
+        raise UsageError("give one of --latest or --name NAME")
+    if name is not None:
+        return name, read_snapshot(state, name)
+    found = latest_snapshot(state)
+    if found is None:
+        raise UsageError(
+            f"no snapshot in {state.display()}/snapshots; `winnow gateway snapshot` writes one"
+        )
+    return found
 
 
 def _restored_record(entry: dict[str, Any], name: str) -> dict[str, Any]:
@@ -235,17 +225,3 @@ def _parse(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _mtime(info: dict[str, Any]) -> datetime | None:
-    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
-        value = info.get(key)
-        if isinstance(value, datetime):
-            return value if value.tzinfo else value.replace(tzinfo=UTC)
-        if isinstance(value, int | float):
-            return datetime.fromtimestamp(value, UTC)
-        if isinstance(value, str):
-            parsed = _parse(value)
-            if parsed is not None:
-                return parsed
-    return None

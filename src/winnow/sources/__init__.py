@@ -1,16 +1,17 @@
-"""Sources: reading inputs. Files, globs and folders on any fsspec URL are
-discovered and split into deterministic batches (``files``); each format has
-its reader (``jsonl``, ``csvfile``; Parquet and Arrow IPC through pyarrow),
-``zstd`` notices a compressed stream cut short, and ``conform`` fits rows to
-the pipeline's schema, setting aside the ones that do not fit."""
+"""Sources: reading inputs.
 
+Files, globs and folders on any fsspec URL are discovered (``discover``) and
+split into deterministic batches (``files``); each format has its reader
+(``jsonl``, ``csvfile``; Parquet and Arrow IPC through pyarrow), ``zstd``
+notices a compressed stream cut short, and ``conform`` fits rows to the
+pipeline's schema, setting aside the ones that do not fit.
+"""
+
+from winnow.sources.discover import SourceFile, detect, discover
 from winnow.sources.files import (
     READER_VERSION,
     SourceBatch,
-    SourceFile,
     check_schema,
-    detect,
-    discover,
     file_stats,
     range_readable,
     read,

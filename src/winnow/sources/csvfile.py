@@ -121,8 +121,13 @@ class _Reader:
 
 
 def _header(url: str, fh: Any) -> tuple[bytes, list[str]]:
-    """The bytes read from the start of ``fh`` (through its header line) and the
-    column names the header gives, as Arrow reads them (a UTF-8 BOM dropped)."""
+    """Read a CSV file's header line from ``fh``.
+
+    Returns:
+        The bytes read from the start of ``fh`` (through the header line),
+        and the column names the header gives, as Arrow reads them (a UTF-8
+        BOM dropped).
+    """
     head = b""
     while b"\n" not in head.lstrip(b"\r\n"):  # Arrow skips blank lines before the header
         data = fh.read(_HEAD_CHUNK)

@@ -1,6 +1,8 @@
-"""JSON Lines input: lines read in large chunks from any decompressor, parsed
-by Arrow, with malformed lines set aside as bad records instead of failing
-their batch."""
+"""JSON Lines input.
+
+Lines are read in large chunks from any decompressor and parsed by Arrow;
+malformed lines are set aside as bad records instead of failing their batch.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ class BadRecord:
     blank: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as quarantine stores it (``blank`` lines are never quarantined)."""
         return {"file": self.file, "row": self.row, "error": self.error, "raw": self.raw}
 
 
@@ -104,6 +107,25 @@ def _lines(fh: Any, chunk: int = 4 << 20) -> Iterator[tuple[bytes, bool]]:
 def read(
     url: str, fh: Any, ranges: Sequence[tuple[int, int]], schema: pa.Schema | None
 ) -> Iterator[tuple[pa.RecordBatch, list[BadRecord]]]:
+    """Read the JSONL lines at ``ranges`` (0-based line numbers, ascending) from ``fh``.
+
+    A line that is not a record is returned as a ``BadRecord`` beside its batch;
+    so is the cut-off last line of a compressed stream that ends without its
+    end marker.
+
+    Args:
+        url: the file's URL, for messages and bad records.
+        fh: the file, opened (and decompressed) for reading.
+        ranges: ``[start, stop)`` line ranges, one batch each.
+        schema: the schema to parse with; None infers it.
+
+    Yields:
+        Each range's batch and its bad records.
+
+    Raises:
+        InputError: the file ends before the last range (it changed since it was
+            indexed).
+    """
     pending = list(ranges)
     lines: list[bytes] = []
     torn: list[BadRecord] = []
@@ -238,8 +260,11 @@ def _suspect(table: pa.Table, schema: pa.Schema | None) -> bool:
 
 
 def _mismatch(value: dict[str, Any], schema: pa.Schema | None) -> str:
-    """Why a record does not fit ``schema``: it shares no field with it, or lacks a
-    non-nullable one ('' when it fits; its values' types are checked apart)."""
+    """Why a record does not fit ``schema``, or '' when it fits.
+
+    It shares no field with the schema, or lacks a non-nullable one. Its
+    values' types are checked apart.
+    """
     if schema is None:
         return ""
     if not any(name in value for name in schema.names):
@@ -257,8 +282,11 @@ def _mismatch(value: dict[str, Any], schema: pa.Schema | None) -> str:
 
 
 def _inexact(value: dict[str, Any], schema: pa.Schema | None) -> str:
-    """A number that an integer column would truncate (Arrow's conversion from Python
-    turns 12.5 into 12 without a word; its JSON reader refuses it, and so do we)."""
+    """Why a record holds a number an integer column would truncate, or '' if none.
+
+    Arrow's conversion from Python turns 12.5 into 12 without a word; its
+    JSON reader refuses it, and so do we.
+    """
     if schema is None:
         return ""
     for field in schema:

@@ -50,6 +50,7 @@ class ZstdReader:
         return out
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` decompressed bytes (negative: all the rest); fewer only at the end."""
         if size is None or size < 0:
             parts = []
             while part := self.read1():
@@ -62,15 +63,19 @@ class ZstdReader:
         return b"".join(parts)
 
     def readable(self) -> bool:
+        """Always True: this is a read-only stream."""
         return True
 
     def seekable(self) -> bool:
+        """Always False: a zstd stream is read front to back only."""
         return False
 
     def writable(self) -> bool:
+        """Always False: this is a read-only stream."""
         return False
 
     def close(self) -> None:
+        """Close the underlying raw stream (once)."""
         if not self.closed:
             self.closed = True
             self._raw.close()

@@ -2,8 +2,10 @@
 
 An artifact lives at ``<root>/sha256/<2 hex>/<64 hex>.<ext>``, named by the
 SHA-256 of its bytes, which we compute ourselves (never a backend's ETag).
-A commit is: write to a temporary name, read back and verify, publish. The
-caller writes the checkpoint last.
+A commit is: write to a temporary name (on a local disk under ``<root>/tmp/``),
+read back and verify, publish. The caller writes the checkpoint last. Nobody
+else builds or parses these paths: tools find a store with :meth:`ArtifactStore.for_uri`
+and ask it (:meth:`~ArtifactStore.check`, :meth:`~ArtifactStore.files`, ...).
 """
 
 from __future__ import annotations
@@ -13,15 +15,19 @@ import hashlib
 import posixpath
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
 
 from winnow.errors import IntegrityError
 from winnow.storage import formats
-from winnow.storage.fs import is_local, join, resolve, to_url
+from winnow.storage.fs import is_local, join, modified_at, refresh, resolve, to_url
 
+PUBLISHED, TEMPORARY = "sha256", "tmp"  # the store's two folders under its root
 WRITE_ATTEMPTS = 3  # a commit whose read-back differs is rewritten this many times in all
 _DIGEST = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: `$` also matches before "\n"
 
@@ -45,7 +51,42 @@ class ArtifactRef:
     format: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The reference as a checkpoint stores it."""
         return asdict(self)
+
+
+class Fault(StrEnum):
+    """What is wrong with a committed artifact (see :meth:`ArtifactStore.check`)."""
+
+    MISSING = "missing"  # not in the store's listing
+    WRONG_SIZE = "wrong size"  # listed, with another size than recorded
+    UNVERIFIED = "unverified"  # a full check: missing, or it did not re-hash and decode
+
+
+@dataclass(frozen=True)
+class ArtifactProblem:
+    """Why a committed artifact is no longer good: its fault, and a message naming it."""
+
+    fault: Fault
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def output_store_url(output_url: str) -> str:
+    """The root of a run's artifact store under its output URL: ``<output>/artifacts``."""
+    return join(output_url.rstrip("/"), "artifacts")
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """One file under an artifact store, as :meth:`ArtifactStore.files` found it."""
+
+    path: str  # on the store's filesystem
+    digest: str  # its name up to the first dot: a published artifact's SHA-256
+    bytes: int
+    modified: datetime | None  # None when the filesystem does not say
 
 
 class ArtifactStore:
@@ -59,9 +100,41 @@ class ArtifactStore:
     def __reduce__(self) -> tuple[Any, ...]:
         return (ArtifactStore, (self.root_url, self.storage_options))
 
+    @staticmethod
+    def root_of(uri: str) -> str:
+        """The root URL of the store holding the artifact recorded at ``uri``."""
+        return uri.rsplit("/", 3)[0]  # <root>/sha256/<2 hex>/<digest>.<ext>
+
+    @classmethod
+    def for_uri(
+        cls,
+        uri: str,
+        storage_options: dict[str, Any] | None = None,
+        opened: dict[str, ArtifactStore] | None = None,
+    ) -> ArtifactStore:
+        """The store that holds the artifact a checkpoint or manifest records at ``uri``.
+
+        Args:
+            uri: an artifact's recorded URI, ``<root>/sha256/<2 hex>/<digest>.<ext>``.
+            storage_options: for a store opened here.
+            opened: stores already opened, by root URL; a store opened here is
+                added, so many artifacts of one store share it (and its listing).
+        """
+        root = cls.root_of(uri)
+        if opened is None:
+            return cls(root, storage_options)
+        if root not in opened:
+            opened[root] = cls(root, storage_options)
+        return opened[root]
+
     def path_for(self, digest: str, fmt: str) -> str:
+        """Where an artifact with this ``digest`` and format is (or would be) published.
+
+        Raises:
+            IntegrityError: ``digest`` is not a SHA-256 hex digest.
+        """
         check_digest(digest)
-        return join(self.root, "sha256", digest[:2], f"{digest}.{formats.EXTENSIONS[fmt]}")
+        return join(self.root, PUBLISHED, digest[:2], f"{digest}.{formats.EXTENSIONS[fmt]}")
 
     def path_of(self, uri: str) -> str:
         """Map a recorded URI back to a path, refusing anything outside the store."""
@@ -79,6 +152,22 @@ class ArtifactStore:
         return self.put_bytes(data, fmt, expected_records=batch.num_rows)
 
     def put_bytes(self, data: bytes, fmt: str, expected_records: int) -> ArtifactRef:
+        """Store serialised artifact bytes under their SHA-256 digest; return a verified ref.
+
+        An artifact already published with the same digest is verified and reused
+        (a damaged copy is overwritten). Otherwise the bytes are written (to a
+        temporary in the store on a local disk, to the final key on an object
+        store), read back and verified, and published; a write that does not read
+        back the same is made ``WRITE_ATTEMPTS`` times in all.
+
+        Args:
+            data: the serialised artifact.
+            fmt: its format (``parquet``, ``ipc`` or ``jsonl``).
+            expected_records: how many records it must decode to.
+
+        Raises:
+            IntegrityError: every attempt read back something other than ``data``.
+        """
         digest = hashlib.sha256(data).hexdigest()
         final = self.path_for(digest, fmt)
         expected = ArtifactRef(
@@ -109,25 +198,31 @@ class ArtifactStore:
             # An object store publishes a whole object on PUT (there is no rename to
             # make atomic): write the final key, then read it back and verify it.
             self._write(final, data)
-            self._invalidate(final)
+            refresh(self.fs, final)
             try:
                 return self._verify_path(final, expected, check_schema=False, written=data)
             except BaseException:
-                self._remove(final)
+                self._discard(final)
                 raise
-        tmp = join(self.root, "tmp", f"{expected.digest}.{uuid.uuid4().hex}.partial")
+        tmp = join(self.root, TEMPORARY, f"{expected.digest}.{uuid.uuid4().hex}.partial")
         try:
             self._write(tmp, data)  # a full disk fails here, leaving a part to remove
             ref = self._verify_path(tmp, expected, check_schema=False, written=data)
             self._publish(tmp, final)
         except BaseException:
-            self._remove(tmp)
+            self._discard(tmp)
             raise
         return ArtifactRef(**{**ref.to_dict(), "uri": to_url(self.fs, final)})
 
     def read_bytes(self, uri: str) -> bytes:
+        """The stored bytes of the artifact at ``uri``, as read (not verified: see ``read``).
+
+        Raises:
+            IntegrityError: ``uri`` is not an artifact of this store.
+            FileNotFoundError: it is not there.
+        """
         path = self.path_of(uri)
-        self._invalidate(path)
+        refresh(self.fs, path)
         data: bytes = self.fs.cat_file(path)
         return data
 
@@ -147,6 +242,38 @@ class ArtifactStore:
             )
         return formats.decode(data, ref.format)
 
+    def check(
+        self, ref: ArtifactRef, *, full: bool = False, listing: Mapping[str, int] | None = None
+    ) -> ArtifactProblem | None:
+        """Is this committed artifact still good? ``None`` when it is, else why not.
+
+        The one answer that ``plan`` (before it skips a batch) and ``verify``
+        both use. Quick (the default): the store lists the artifact with the
+        size its reference records. ``full``: it is also read back, re-hashed
+        and decoded (:meth:`verify`).
+
+        Args:
+            ref: the artifact's reference, as its checkpoint records it.
+            full: re-hash and decode instead of comparing the size.
+            listing: digests and sizes from :meth:`sizes`, one listing shared
+                by many quick checks; listed now when not given. Unused by a
+                full check.
+        """
+        if full:
+            try:
+                self.verify(ref)
+            except IntegrityError as exc:
+                return ArtifactProblem(Fault.UNVERIFIED, str(exc))
+            return None
+        size = (self.sizes() if listing is None else listing).get(ref.digest)
+        if size is None:
+            return ArtifactProblem(Fault.MISSING, f"artifact {ref.uri} is missing")
+        if size != ref.bytes:
+            return ArtifactProblem(
+                Fault.WRONG_SIZE, f"artifact {ref.uri}: bytes {size} != {ref.bytes}"
+            )
+        return None
+
     def verify(self, ref: ArtifactRef, check_schema: bool = True) -> ArtifactRef:
         """Read the artifact back and check digest, bytes, records, schema, format."""
         return self._verify_path(self.path_of(ref.uri), ref, check_schema)
@@ -161,7 +288,7 @@ class ArtifactStore:
         proves the same digest as hashing it again at a fraction of the cost;
         a mismatch is hashed to name it.
         """
-        self._invalidate(path)
+        refresh(self.fs, path)
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
@@ -196,7 +323,7 @@ class ArtifactStore:
 
     def sizes(self) -> dict[str, int]:
         """Every published artifact's digest and size, in one listing."""
-        base = join(self.root, "sha256")
+        base = join(self.root, PUBLISHED)
         try:
             listing = self.fs.find(base, detail=True)
         except FileNotFoundError:
@@ -209,21 +336,48 @@ class ArtifactStore:
         return out
 
     def _exists(self, path: str) -> bool:
-        self._invalidate(path)
+        refresh(self.fs, path)
         return bool(self.fs.exists(path))
 
-    def _invalidate(self, path: str) -> None:
-        """Drop cached listings (s3fs) so the next check or read sees the object as it is.
+    def files(self, temporary: bool = False) -> list[StoredFile]:
+        """Every file the store published, or (``temporary``) its unfinished writes.
 
-        s3fs answers ``exists`` and the size lookup inside ``cat_file`` from a
-        listing cached by an earlier call (``sizes()`` caches every shard), so an
-        object another process wrote since would read as missing.
+        A fresh listing of every file there whatever its name (:meth:`sizes`
+        keeps only artifact names, and may answer from a cached listing).
         """
-        invalidate = getattr(self.fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate(path)
+        base = join(self.root, TEMPORARY if temporary else PUBLISHED)
+        refresh(self.fs, base)
+        try:
+            listing = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return []
+        return [
+            StoredFile(
+                path=path,
+                digest=posixpath.basename(path).partition(".")[0],
+                bytes=int(info.get("size") or 0),
+                modified=modified_at(info),
+            )
+            for path, info in listing.items()
+        ]
 
-    def _remove(self, path: str) -> None:
+    def remove(self, path: str) -> None:
+        """Remove one file :meth:`files` found (``winnow gc``).
+
+        As the filesystem's ``rm_file`` does: a local disk raises
+        ``FileNotFoundError`` for one already gone.
+        """
+        self.fs.rm_file(path)
+
+    def open(self, ref: ArtifactRef) -> Any:
+        """The artifact's bytes as a binary file, unverified.
+
+        For reading a Parquet footer without the whole file; :meth:`read`
+        verifies.
+        """
+        return self.fs.open(self.path_of(ref.uri), "rb")
+
+    def _discard(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(path)
 
@@ -246,3 +400,21 @@ class ArtifactStore:
                 raise
             self.fs.makedirs(posixpath.dirname(path), exist_ok=True)
             write()
+
+
+def dataset(refs: list[ArtifactRef], storage_options: dict[str, Any] | None = None) -> Any:
+    """A ``pyarrow.dataset.Dataset`` over these artifacts, in order.
+
+    Read lazily and unverified, through the last one's filesystem and in its
+    format.
+
+    The artifacts may lie in several stores (a rerun with another output keeps
+    the batches it skipped where they were); each path is its own store's.
+    """
+    import pyarrow.dataset as ds
+
+    opened: dict[str, ArtifactStore] = {}
+    stores = [ArtifactStore.for_uri(ref.uri, storage_options, opened) for ref in refs]
+    paths = [store.path_of(ref.uri) for store, ref in zip(stores, refs, strict=True)]
+    fmt = formats.DATASET_FORMATS[refs[-1].format]
+    return ds.dataset(paths, format=fmt, filesystem=stores[-1].fs)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winnow.records import CHECKPOINT_STATUSES, CheckpointRecord
-from winnow.storage.fs import join, to_url, write_atomic
+from winnow.storage.fs import join, refresh, to_url, write_atomic
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class CheckpointStore:
         self._lock = threading.Lock()
 
     def stage_dir(self, stage: str) -> str:
+        """The folder of ``stage``'s checkpoint segments."""
         return join(self.root, "stages", stage, "segments")
 
     def load(self, stage: str) -> StageCheckpoints:
@@ -82,7 +83,7 @@ class CheckpointStore:
         # s3fs keeps a listing cached by an earlier call and answers the size lookup
         # of each `cat` from it: a segment another process wrote since would read as
         # missing and be dropped. Dropping the entry makes `find` cache a fresh one.
-        self.fs.invalidate_cache(directory)
+        refresh(self.fs, directory)
         try:
             paths = sorted(p for p in self.fs.find(directory) if p.endswith(".jsonl"))
         except FileNotFoundError:
@@ -184,10 +185,11 @@ class CheckpointStore:
         return bad
 
     def stages(self) -> list[str]:
+        """The stages with checkpoints in this state, sorted by name (freshly listed)."""
         base = join(self.root, "stages")
         # Another process may have added a stage since this filesystem instance last
         # listed here, and s3fs would answer from its listing cache.
-        self.fs.invalidate_cache(base)
+        refresh(self.fs, base)
         try:
             return sorted(posixpath.basename(p.rstrip("/")) for p in self.fs.ls(base, detail=False))
         except FileNotFoundError:

@@ -62,6 +62,7 @@ class FaultyFileSystem(LocalFileSystem):
         return super()._strip_protocol(path)
 
     def unstrip_protocol(self, name: str) -> str:
+        """The ``faulty://`` URL of ``name``."""
         return f"faulty://{self._strip_protocol(name)}"
 
     def _roll(self, op: str) -> str | None:
@@ -84,6 +85,7 @@ class FaultyFileSystem(LocalFileSystem):
 
     # -- the operations Winnow's stores use --------------------------------
     def pipe_file(self, path: str, value: bytes, mode: str = "overwrite", **kwargs: Any) -> None:
+        """Write a file; an injected fault may raise first, or store only its first half."""
         if self._roll("write") == "truncate" and len(value) > 1:
             value = value[: len(value) // 2]
         super().pipe_file(path, value, mode=mode, **kwargs)
@@ -91,6 +93,7 @@ class FaultyFileSystem(LocalFileSystem):
     def cat_file(
         self, path: str, start: int | None = None, end: int | None = None, **kwargs: Any
     ) -> bytes:
+        """Read a file; an injected fault may raise first, or return only its first half."""
         fault = self._roll("read")
         data: bytes = super().cat_file(path, start=start, end=end, **kwargs)
         if fault == "truncate" and len(data) > 1:
@@ -98,13 +101,16 @@ class FaultyFileSystem(LocalFileSystem):
         return data
 
     def mv(self, path1: str, path2: str, **kwargs: Any) -> None:
+        """Rename a file, unless an injected fault raises first."""
         self._roll("rename")
         super().mv(path1, path2, **kwargs)
 
     def exists(self, path: str, **kwargs: Any) -> bool:
+        """Whether the path exists, unless an injected fault raises first."""
         self._roll("stat")
         return bool(super().exists(path, **kwargs))
 
     def rm_file(self, path: str) -> None:
+        """Remove a file, unless an injected fault raises first."""
         self._roll("delete")
         super().rm_file(path)

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from winnow.errors import IntegrityError
 
 EXTENSIONS = {"parquet": "parquet", "ipc": "arrow", "jsonl": "jsonl"}
+DATASET_FORMATS = {"parquet": "parquet", "ipc": "arrow", "jsonl": "json"}  # pyarrow.dataset's
 
 
 def schema_fingerprint(schema: pa.Schema) -> str:
@@ -45,7 +46,8 @@ def serialize(batch: pa.RecordBatch, fmt: str, compression: str = "zstd") -> byt
             store_schema=True,
             use_dictionary=dictionary_columns(batch),
         )
-        return sink.getvalue().to_pybytes()
+        parquet_bytes: bytes = sink.getvalue().to_pybytes()
+        return parquet_bytes
     if fmt == "ipc":
         sink = pa.BufferOutputStream()
         options = ipc.IpcWriteOptions(
@@ -53,7 +55,8 @@ def serialize(batch: pa.RecordBatch, fmt: str, compression: str = "zstd") -> byt
         )
         with ipc.new_file(sink, batch.schema, options=options) as writer:
             writer.write_batch(batch)
-        return sink.getvalue().to_pybytes()
+        ipc_bytes: bytes = sink.getvalue().to_pybytes()
+        return ipc_bytes
     if fmt == "jsonl":
         lines = [
             json.dumps(row, ensure_ascii=False, separators=(",", ":"), default=str)
@@ -108,6 +111,8 @@ def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Decoded:
+    """What a valid artifact holds: its record count and schema fingerprint (empty for JSONL)."""
+
     records: int
     schema_fp: str
 

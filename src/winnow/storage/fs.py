@@ -7,6 +7,7 @@ import posixpath
 import shutil
 import time
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
@@ -43,7 +44,44 @@ def resolve(url: str, storage_options: dict[str, Any] | None = None) -> tuple[An
     return fs, path
 
 
+def refresh(fs: Any, path: str) -> None:
+    """Make the next look at ``path`` on ``fs`` ask the store, not a cached listing.
+
+    s3fs (and other object-store filesystems) answer ``exists``, ``ls``,
+    ``find``, ``info`` and the size lookup inside ``cat`` from listings cached
+    by earlier calls, so an object another process wrote or removed since would
+    read as it was. Dropping the cached entries for ``path`` (and its parents)
+    makes the next call list afresh; on a local disk it does nothing.
+    """
+    invalidate = getattr(fs, "invalidate_cache", None)
+    if invalidate is not None:
+        invalidate(path)
+
+
+def modified_at(info: dict[str, Any]) -> datetime | None:
+    """When a file was last written, from a listing entry (``fs.info``, ``find(detail=True)``).
+
+    Each filesystem names it differently (local ``mtime`` seconds, s3fs
+    ``LastModified``, gcsfs ``updated`` ...); a time without a zone is UTC.
+    None when the entry has none.
+    """
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=UTC)
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str):
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
 def is_local(fs: Any) -> bool:
+    """Whether ``fs`` is the local disk (its protocols include ``file``)."""
     return "file" in _protocols(fs)
 
 
@@ -56,10 +94,12 @@ def to_url(fs: Any, path: str) -> str:
     """A URL that ``resolve`` maps back to ``path`` on ``fs``."""
     if is_local(fs):
         return path
-    return fs.unstrip_protocol(path)
+    url: str = fs.unstrip_protocol(path)
+    return url
 
 
 def join(*parts: str) -> str:
+    """Join path parts with ``/``, whatever the OS (fsspec paths are POSIX)."""
     return posixpath.join(*parts)
 
 
@@ -85,9 +125,7 @@ def write_atomic(fs: Any, path: str, data: bytes) -> None:
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             fs.pipe_file(path, data)
-            invalidate = getattr(fs, "invalidate_cache", None)
-            if invalidate is not None:
-                invalidate(path)
+            refresh(fs, path)
             if fs.cat_file(path) == data:
                 return
             problem: BaseException = OSError(f"{path}: read back differs from what was written")
@@ -119,6 +157,7 @@ def ensure_writable(fs: Any, root: str, what: str) -> None:
 
 
 def open_url(url: str, mode: str = "rb", **storage_options: Any) -> Any:
+    """An fsspec ``OpenFile`` for ``url``: enter it as a context manager to get the file."""
     return fsspec.open(url, mode, **storage_options)
 
 
@@ -138,6 +177,15 @@ def location(url: str, storage_options: dict[str, Any] | None = None) -> tuple[s
 TMP_TAG = ".winnow-tmp-"  # in the name of every temporary written beside a target
 
 
+def is_temporary(path: str) -> bool:
+    """Whether ``path`` names what an unfinished state write leaves.
+
+    A temporary of :func:`write_atomic` (local disk) or
+    :func:`ensure_writable`'s probe.
+    """
+    return any(marker in posixpath.basename(path) for marker in (".tmp-", ".write-probe-"))
+
+
 def temp_beside(path: str) -> str:
     """A fresh temporary name beside ``path``: ``.<name>.winnow-tmp-<hex>``."""
     name = f".{posixpath.basename(path)}{TMP_TAG}{uuid.uuid4().hex[:16]}"
@@ -147,7 +195,7 @@ def temp_beside(path: str) -> str:
 def discard(fs: Any, path: str) -> None:
     """Remove a file or folder if it is there, best effort (cleanup after a failure)."""
     try:
-        fs.invalidate_cache(path)
+        refresh(fs, path)
         if is_local(fs):
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)

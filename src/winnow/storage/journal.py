@@ -29,7 +29,7 @@ from typing import Any
 
 from winnow.errors import StateError, UsageError
 from winnow.records import JOB_TERMINAL
-from winnow.storage.fs import is_local, join, to_url, write_atomic
+from winnow.storage.fs import is_local, join, refresh, to_url, write_atomic
 from winnow.storage.state import State
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
@@ -46,6 +46,7 @@ class Scan:
 
     @property
     def clean(self) -> bool:
+        """Nothing to repair: no bad line, no torn tail, no unterminated last line."""
         return not self.bad and self.torn is None and not self.unterminated
 
 
@@ -90,6 +91,12 @@ def event_totals(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # -- recover ----------------------------------------------------------------
+def journal_size(state: State) -> tuple[int, int]:
+    """How many journal files and parts there are, and their bytes in all."""
+    files = state.event_files()
+    return len(files), sum(int(state.fs.size(path) or 0) for path in files)
+
+
 def recover(state: State) -> dict[str, Any]:
     """Repair the journal so it reads again, then replay it.
 
@@ -184,18 +191,7 @@ def compact_events(state: State, keep_recent_days: int) -> dict[str, Any]:
     if not sources:
         return result
     paths = [p for _, p in sources]
-    contents = state.fs.cat(paths)
-    lines: list[bytes] = []
-    for path in paths:
-        found = scan(contents[path])
-        if found.bad:
-            raise StateError(
-                f"event journal {to_url(state.fs, path)} line {found.bad[0]} is not JSON; "
-                "nothing was compacted. Run `winnow gateway start --recover` to repair it first"
-            )
-        if found.torn:
-            result["torn"].append(f"{to_url(state.fs, path)}:{found.torn}")
-        lines.extend(found.good)
+    lines = _good_lines(state, paths, result["torn"])
     payload = b"".join(line + b"\n" for line in lines)
     archive = _archive_path(state, result["days"][0], result["days"][-1])
     write_atomic(state.fs, archive, gzip.compress(payload, mtime=0))
@@ -211,6 +207,27 @@ def compact_events(state: State, keep_recent_days: int) -> dict[str, Any]:
     return result
 
 
+def _good_lines(state: State, paths: list[str], torn: list[str]) -> list[bytes]:
+    """Every event line of ``paths`` in order; torn tails are listed in ``torn``.
+
+    Raises:
+        StateError: a line mid-file is not JSON (nothing is compacted then).
+    """
+    contents = state.fs.cat(paths)
+    lines: list[bytes] = []
+    for path in paths:
+        found = scan(contents[path])
+        if found.bad:
+            raise StateError(
+                f"event journal {to_url(state.fs, path)} line {found.bad[0]} is not JSON; "
+                "nothing was compacted. Run `winnow gateway start --recover` to repair it first"
+            )
+        if found.torn:
+            torn.append(f"{to_url(state.fs, path)}:{found.torn}")
+        lines.extend(found.good)
+    return lines
+
+
 def _archive_path(state: State, first: str, last: str) -> str:
     base = join(state.root, "events", "archive", f"events-{first}_{last}")
     path = f"{base}.jsonl.gz"
@@ -220,9 +237,7 @@ def _archive_path(state: State, first: str, last: str) -> str:
 
 
 def _check_archive(state: State, archive: str, payload: bytes, count: int) -> None:
-    invalidate = getattr(state.fs, "invalidate_cache", None)
-    if invalidate is not None:
-        invalidate(archive)
+    refresh(state.fs, archive)
     try:
         back = gzip.decompress(state.fs.cat_file(archive))
     except (OSError, EOFError) as exc:

@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from winnow.errors import StateError
-from winnow.storage.fs import is_local, join, to_url
+from winnow.storage.fs import is_local, join, refresh, to_url
+from winnow.storage.liveness import Liveness, liveness
 
 DEFAULT_LEASE_S = 120.0
 
@@ -33,6 +34,19 @@ class LockHeld(StateError):
 
 @dataclass
 class LockInfo:
+    """What a pipeline lock file holds: who holds it and until when.
+
+    Attributes:
+        pipeline: the pipeline it locks.
+        job_id: the holder's job.
+        host: the holder's host name.
+        pid: the holder's process id (on ``host``).
+        started_at: when it was taken (epoch seconds).
+        lease_expires: when it goes stale unless renewed (epoch seconds).
+        token: a random id of this acquisition: only its holder releases or
+            renews it.
+    """
+
     pipeline: str
     job_id: str
     host: str
@@ -42,6 +56,7 @@ class LockInfo:
     token: str
 
     def describe(self) -> str:
+        """The holder in words, for messages: job, host, pid, start and lease expiry."""
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started_at))
         return (
             f"job {self.job_id} on host {self.host}, pid {self.pid}, started {started}, "
@@ -51,21 +66,11 @@ class LockInfo:
     def stale_reason(self, now: float | None = None) -> str | None:
         """Why this lock no longer protects a live run, or None when it may."""
         now = time.time() if now is None else now
-        if self.host == socket.gethostname() and not _pid_alive(self.pid):
+        if liveness(self.pid, self.host) is Liveness.GONE:
             return f"its process {self.pid} on {self.host} is gone"
         if now > self.lease_expires:
             return f"its lease expired {now - self.lease_expires:.0f}s ago"
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class LockStore:
@@ -76,15 +81,19 @@ class LockStore:
         self.root = root
 
     def path(self, pipeline: str) -> str:
+        """The lock file of ``pipeline``.
+
+        Raises:
+            StateError: ``pipeline`` is not a name that can be a file name.
+        """
         if not pipeline or "/" in pipeline or pipeline.startswith("."):
             raise StateError(f"{pipeline!r} is not a pipeline name")
         return join(self.root, "locks", f"{pipeline}.json")
 
     def read(self, pipeline: str) -> LockInfo | None:
+        """Who holds ``pipeline``'s lock, or None if no one; a torn lock file reads as expired."""
         path = self.path(pipeline)
-        invalidate = getattr(self.fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate(path)
+        refresh(self.fs, path)
         try:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
@@ -96,6 +105,7 @@ class LockStore:
             return LockInfo(pipeline, "unknown", "unknown", 0, 0.0, 0.0, "")
 
     def list(self) -> list[LockInfo]:
+        """Every lock in this state, sorted by pipeline name."""
         base = join(self.root, "locks")
         try:
             names = [p.rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False)]
@@ -201,6 +211,7 @@ class LockStore:
         return True
 
     def display(self, pipeline: str) -> str:
+        """The lock file's URL, for messages."""
         return to_url(self.fs, self.path(pipeline))
 
 
@@ -233,6 +244,7 @@ class Lock:
                 self.store.renew(self.info, self.lease_s)
 
     def release(self) -> None:
+        """Stop renewing and remove the lock if it is still ours."""
         self._stop.set()
         self._thread.join(timeout=5)
         self.store.release(self.info.pipeline, self.info.token)

@@ -8,6 +8,9 @@ Layout (any fsspec URL, default ``.winnow/state/v1``)::
     events/YYYY-MM-DD.jsonl      append-only event journal
     sources/<identity>.json      cached row counts (Parquet: row-group size) of input files
     inputs/<pipeline>.json       what a pipeline's last run read (explains the next plan)
+
+Nothing outside ``storage/`` touches the filesystem: the gateway's own files
+(``snapshots/``, ``gateway/``) and a migration's copy go through ``State.files`` & co.
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from typing import Any
 
 from winnow.errors import StateError
 from winnow.storage.checkpoints import CheckpointStore, Damage
-from winnow.storage.fs import ensure_writable, is_local, join, resolve, to_url, write_atomic
+from winnow.storage.fs import (
+    ensure_writable,
+    is_local,
+    join,
+    modified_at,
+    refresh,
+    resolve,
+    to_url,
+    write_atomic,
+)
 from winnow.storage.locks import LockStore
 
 STATE_VERSION = "state/v1"  # what a fresh state is marked with
@@ -32,9 +44,11 @@ STATE_VERSION = "state/v1"  # what a fresh state is marked with
 # v1's layout; the bump marks a state that was copied, never changed in place.
 KNOWN_VERSIONS = ("state/v1", "state/v2")
 DEFAULT_STATE = ".winnow/state/v1"
+VERSION_FILE = "VERSION"
 
 
 def default_state_url() -> str:
+    """The state URL to use: ``$WINNOW_STATE``, else ``.winnow/state/v1``."""
     return os.environ.get("WINNOW_STATE") or DEFAULT_STATE
 
 
@@ -49,12 +63,19 @@ class State:
 
     # -- version -----------------------------------------------------------
     def version(self) -> str | None:
+        """The version marker's content, or None when the state has none (a fresh one)."""
         try:
-            return str(self.fs.cat_file(join(self.root, "VERSION")).decode().strip())
+            return str(self.fs.cat_file(join(self.root, VERSION_FILE)).decode().strip())
         except FileNotFoundError:
             return None
 
     def check_version(self) -> None:
+        """Check that this Winnow can read the state.
+
+        Raises:
+            StateError: the state has a version this Winnow does not know (the
+                message says how to migrate it).
+        """
         found = self.version()
         if found is not None and found not in KNOWN_VERSIONS:
             raise StateError(
@@ -69,26 +90,47 @@ class State:
         self.check_version()
         ensure_writable(self.fs, self.root, "state root")
         if self.version() is None:
-            write_atomic(self.fs, join(self.root, "VERSION"), f"{STATE_VERSION}\n".encode())
+            self.mark_version(STATE_VERSION)
+
+    def mark_version(self, version: str) -> str:
+        """Write the version marker; return its URL."""
+        return self.write_file(VERSION_FILE, f"{version}\n".encode())
 
     # -- checkpoints -------------------------------------------------------
     def checkpoints(self, job_id: str = "", flush_every: int = 256) -> CheckpointStore:
+        """The checkpoint store of this state, writing as ``job_id``.
+
+        A stage's buffered records are written as a segment once there are
+        ``flush_every`` of them (and on ``flush``).
+        """
         return CheckpointStore(self.fs, self.root, job_id, flush_every)
 
     def locks(self) -> LockStore:
+        """The pipeline locks of this state."""
         return LockStore(self.fs, self.root)
 
     # -- jobs --------------------------------------------------------------
     def job_path(self, job_id: str) -> str:
+        """The file of ``job_id``'s record.
+
+        Raises:
+            StateError: ``job_id`` is not a name that can be a file name.
+        """
         if not job_id or "/" in job_id or job_id.startswith("."):
             raise StateError(f"{job_id!r} is not a job id")
         return join(self.root, "jobs", f"{job_id}.json")
 
     def write_job(self, record: dict[str, Any]) -> None:
+        """Write a job record (atomically, replacing any earlier one of that ``job_id``)."""
         data = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
         write_atomic(self.fs, self.job_path(record["job_id"]), data)
 
     def read_job(self, job_id: str) -> dict[str, Any]:
+        """The record of ``job_id``.
+
+        Raises:
+            StateError: there is no such job, or its file is not a job record.
+        """
         path = self.job_path(job_id)
         try:
             data = self.fs.cat_file(path)
@@ -103,6 +145,16 @@ class State:
                 f"{REPAIR_FIX}, or delete the file"
             )
         return record
+
+    def job_as_written(self, job_id: str) -> tuple[Any, datetime | None] | None:
+        """A job file's JSON (unchecked: ValueError if none) and its write time; None if missing."""
+        path = self.job_path(job_id)
+        try:
+            record = json.loads(self.fs.cat_file(path))
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        return record, modified_at(info)
 
     def list_jobs(self) -> list[dict[str, Any]]:
         """Every readable job record, newest first (see ``job_listing`` for damaged ones)."""
@@ -248,6 +300,7 @@ class State:
 
     # -- source index ------------------------------------------------------
     def source_index(self, identity: str) -> dict[str, Any] | None:
+        """Cached facts (row counts, Parquet row-group size) of input file ``identity``, or None."""
         try:
             return dict(
                 json.loads(self.fs.cat_file(join(self.root, "sources", f"{identity}.json")))
@@ -256,6 +309,7 @@ class State:
             return None
 
     def write_source_index(self, identity: str, data: dict[str, Any]) -> None:
+        """Cache facts about the input file with ``identity`` (written atomically)."""
         write_atomic(
             self.fs, join(self.root, "sources", f"{identity}.json"), json.dumps(data).encode()
         )
@@ -269,11 +323,60 @@ class State:
         return dict(data) if isinstance(data, dict) else {}
 
     def write_inputs(self, pipeline: str, data: dict[str, Any]) -> None:
+        """Record what this run of ``pipeline`` read, for the next plan to explain what changed."""
         write_atomic(
             self.fs, join(self.root, "inputs", f"{pipeline}.json"), json.dumps(data).encode()
         )
 
+    # -- files by name: the gateway's own, and a migration's copy -------------
+    def files(self, folder: str = "") -> dict[str, int]:
+        """Every file under ``folder`` (default: all), freshly listed: name (from the root) -> size."""
+        base = join(self.root, folder) if folder else self.root
+        refresh(self.fs, base)
+        try:
+            listing = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            self._name(path): int(info.get("size") or 0)
+            for path, info in listing.items()
+            if info.get("type", "file") != "directory"
+        }
+
+    def read_file(self, name: str) -> bytes:
+        """One file's bytes; ``FileNotFoundError`` when there is none."""
+        data: bytes = self.fs.cat_file(join(self.root, name))
+        return data
+
+    def read_files(self, names: Iterable[str]) -> dict[str, bytes]:
+        """Several files in one read (concurrent on object stores); unreadable ones left out."""
+        paths = [join(self.root, name) for name in names]
+        contents = self.fs.cat(paths, on_error="omit") if paths else {}
+        return {self._name(path): data for path, data in contents.items()}
+
+    def write_file(self, name: str, data: bytes) -> str:
+        """Write one file atomically (see ``write_atomic``); return its URL."""
+        path = join(self.root, name)
+        write_atomic(self.fs, path, data)
+        return to_url(self.fs, path)
+
+    def file_url(self, name: str) -> str:
+        """The URL of the file ``name`` (relative to the root), whether or not it exists."""
+        return to_url(self.fs, join(self.root, name))
+
+    def clear(self) -> None:
+        """Remove the root with everything under it (``migrate-state --force``)."""
+        self.fs.rm(self.root, recursive=True)
+
+    def place(self) -> tuple[str, str]:
+        """Where the root lies: its filesystem (as the URL of ``/``) and its path."""
+        return self.fs.unstrip_protocol("/"), self.root.rstrip("/")
+
+    def _name(self, path: str) -> str:
+        return posixpath.relpath(path, self.root.rstrip("/"))
+
     def display(self) -> str:
+        """The root's URL, for messages."""
         return to_url(self.fs, self.root)
 
 
@@ -285,6 +388,13 @@ REPAIR_FIX = (
 
 @dataclass
 class JobListing:
+    """The job records of a state.
+
+    Attributes:
+        jobs: the readable records, newest first.
+        damaged: job files that are not a job record (skipped).
+    """
+
     jobs: list[dict[str, Any]]  # newest first
     damaged: list[Damage]  # job files that are not a job record (skipped)
 
@@ -302,11 +412,19 @@ def _job_record(data: bytes) -> tuple[dict[str, Any] | None, str]:
 
 @dataclass
 class Journal:
+    """The events read from the journal.
+
+    Attributes:
+        events: the events, in journal order.
+        torn: ``file:line`` of each unterminated last line (tolerated, skipped).
+    """
+
     events: list[dict[str, Any]]
     torn: list[str]  # "file:line" of unterminated last lines (tolerated)
 
 
 def event(kind: str, job_id: str, **fields: Any) -> dict[str, Any]:
+    """A journal event of type ``kind`` for ``job_id``, stamped with the time (UTC) and host."""
     return {
         "ts": datetime.now(UTC).isoformat(timespec="milliseconds"),
         "type": kind,
@@ -317,8 +435,10 @@ def event(kind: str, job_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def now_iso() -> str:
+    """The time now, UTC, as an ISO 8601 string with milliseconds."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def monotonic() -> float:
+    """``time.monotonic()``: seconds from an arbitrary start, for measuring durations."""
     return time.monotonic()

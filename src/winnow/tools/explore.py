@@ -14,11 +14,11 @@ import pyarrow.dataset as ds
 
 from winnow.errors import UsageError
 from winnow.records import BatchStatus
-from winnow.storage.artifacts import ArtifactStore
+from winnow.storage import artifacts
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.fs import resolve
 from winnow.storage.state import State
 from winnow.tools.inspect import stage_order
-from winnow.tools.status import store_for
 
 RECORD_COLUMNS = {
     "stage": pa.string(),
@@ -96,10 +96,10 @@ def job_batches(state: State, job_id: str) -> pa.Table:
 
 
 def job_checkpoints(state: State, job: dict[str, Any]) -> list[dict[str, Any]]:
-    """The checkpoint records of one job (its record): the ones it wrote, and the
-    ones its output is made of, followed stage by stage from its source batches.
+    """The checkpoint records of one job: those it wrote and those its output is made of.
 
-    A stage's record belongs to the output when its input is the previous
+    The output's records are followed stage by stage from the job's source
+    batches (its manifest). A stage's record belongs to the output when its input is the previous
     stage's (the source batch, for the first stage) and its fingerprint is the
     job's; so a stage name another pipeline shares brings none of its records.
     """
@@ -182,21 +182,10 @@ def output_dataset(state: State, job_id: str) -> ds.Dataset:
     import json
 
     manifest = json.loads(fs.cat_file(path))
-    stores: dict[str, ArtifactStore] = {}
-    paths = []
-    fmt = "parquet"
-    art_fs = None
-    for entry in manifest["batches"]:
-        art = entry.get("artifact")
-        if not art:
-            continue
-        store = store_for(art["uri"], stores, options)
-        paths.append(store.path_of(art["uri"]))
-        fmt = {"parquet": "parquet", "ipc": "arrow", "jsonl": "json"}[art["format"]]
-        art_fs = store.fs
-    if not paths:
+    refs = [ArtifactRef(**e["artifact"]) for e in manifest["batches"] if e.get("artifact")]
+    if not refs:
         return ds.dataset(pa.table({}))
-    return ds.dataset(paths, format=fmt, filesystem=art_fs)
+    return artifacts.dataset(refs, options)
 
 
 def stage_samples(state: State, batch: str, rows: int = 5) -> dict[str, pa.Table]:
@@ -232,6 +221,8 @@ def stage_samples(state: State, batch: str, rows: int = 5) -> dict[str, pa.Table
         art = rec.get("artifact")
         if rec["status"] == BatchStatus.SUCCEEDED and art:
             out[rec["stage"]] = (
-                store_for(art["uri"], stores, state.storage_options).read(art).slice(0, rows)
+                ArtifactStore.for_uri(art["uri"], state.storage_options, stores)
+                .read(art)
+                .slice(0, rows)
             )
     return out

@@ -13,27 +13,26 @@ written last, so a folder without the marker is not a finished export.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import posixpath
 import re
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from winnow.errors import IntegrityError, UsageError
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.formats import serialize
+from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
 from winnow.storage.fs import (
     discard,
     fsync_dir,
     is_local,
     join,
     location,
+    refresh,
     replace_folder,
     resolve,
     temp_beside,
@@ -41,21 +40,11 @@ from winnow.storage.fs import (
     write_atomic,
 )
 from winnow.storage.state import State, now_iso
-from winnow.tools.status import store_for
+from winnow.tools.export_file import ExportedFile, write_checked
 
 MARKER = "_winnow_export.json"  # a folder export's completion marker, written last
 _PART = re.compile(r"part-\d{5}\.(parquet|jsonl)")
 _CHUNK = 8 << 20
-
-
-@dataclass(frozen=True)
-class ExportedFile:
-    """One file an export wrote and read back: its rows, size and SHA-256."""
-
-    name: str
-    rows: int
-    bytes: int
-    sha256: str
 
 
 def export(
@@ -68,11 +57,15 @@ def export(
     """Write a job's output as one dataset in source order, verified, then published.
 
     Args:
+        state: the state holding the job's record.
+        job_id: the job whose run manifest lists what to export.
         to: ending in ``.parquet``/``.jsonl``: one file (format by extension);
             else a folder of ``part-NNNNN`` files (one per batch with output) and
             ``_winnow_export.json``; a job without rows gives an empty file, or a
             folder with the marker and empty parts (none without batches).
         fmt: ``parquet`` or ``jsonl``, for a folder.
+        storage_options: for the artifact stores, the manifest and ``to``
+            (default: the state's).
 
     Raises:
         UsageError: ``to`` is inside the state, an artifact store or the
@@ -130,7 +123,7 @@ class _Sources:
         self.stores: dict[str, ArtifactStore] = {}
 
     def store(self, ref: ArtifactRef) -> ArtifactStore:
-        return store_for(ref.uri, self.stores, self.options)
+        return ArtifactStore.for_uri(ref.uri, self.options, self.stores)
 
     def tables(self) -> Iterator[pa.Table]:
         for ref in self.refs:
@@ -153,7 +146,7 @@ class _Sources:
             store = self.store(ref)
             with self._checked(ref):
                 if ref.format == "parquet":
-                    with store.fs.open(store.path_of(ref.uri), "rb") as fh:
+                    with store.open(ref) as fh:
                         schemas.append(pq.read_schema(fh))
                 else:
                     schemas.append(store.read(ref).schema)
@@ -192,7 +185,7 @@ def _refuse_protected(
     protected = [("state root", state.url), ("state root", record.get("state_url"))]
     if output:
         protected += [
-            ("artifact store", join(output, "artifacts")),
+            ("artifact store", output_store_url(output)),
             ("manifests folder", join(output, "manifests")),
         ]
     stores = {sources.store(ref).root_url for ref in sources.refs}  # where the manifest points
@@ -231,7 +224,7 @@ def _export_file(fs: Any, final: str, sources: _Sources, fmt: str) -> ExportedFi
     tmp = temp_beside(final)
     fs.makedirs(posixpath.dirname(final), exist_ok=True)
     try:
-        written = _write(fs, tmp, sources.tables(), fmt, schema, posixpath.basename(final))
+        written = write_checked(fs, tmp, sources.tables(), fmt, schema, posixpath.basename(final))
         _check_total([written], sources)
         if is_local(fs):
             os.replace(tmp, final)
@@ -253,7 +246,9 @@ def _export_folder(
     fs.makedirs(tmp, exist_ok=True)
     try:
         parts = [
-            _write(fs, join(tmp, f"part-{n:05d}.{fmt}"), [table], fmt, None, f"part-{n:05d}.{fmt}")
+            write_checked(
+                fs, join(tmp, f"part-{n:05d}.{fmt}"), [table], fmt, None, f"part-{n:05d}.{fmt}"
+            )
             for n, table in enumerate(sources.tables())
         ]
         _check_total(parts, sources)
@@ -287,7 +282,7 @@ def _previous_export(fs: Any, final: str) -> set[str] | None:
     ``part-NNNNN`` files without the marker counts too: it is what an
     interrupted publish leaves (the marker goes first), and rerunning fixes it.
     """
-    fs.invalidate_cache(final)
+    refresh(fs, final)
     if not fs.exists(final):
         return None
     url = to_url(fs, final)
@@ -317,68 +312,6 @@ def _previous_export(fs: Any, final: str) -> set[str] | None:
     )
 
 
-def _write(
-    fs: Any,
-    path: str,
-    tables: Any,
-    fmt: str,
-    schema: pa.Schema | None,
-    name: str,
-) -> ExportedFile:
-    """Write ``tables`` as one file at ``path``, read it back and check it."""
-    rows, writer = 0, None
-    with _Digesting.open(fs, path) as out:
-        try:
-            if schema is not None:
-                writer = pq.ParquetWriter(out, schema, compression="zstd")
-            for table in tables:
-                rows += table.num_rows
-                if fmt == "jsonl":
-                    for batch in table.to_batches():
-                        out.write(serialize(batch, "jsonl"))
-                    continue
-                if writer is None:
-                    writer = pq.ParquetWriter(out, table.schema, compression="zstd")
-                writer.write_table(table if schema is None else _conform(table, schema))
-        except BaseException:
-            if writer is not None:  # now, not in its __del__ after the file is closed
-                with contextlib.suppress(Exception):
-                    writer.close()
-            raise
-        if writer is not None:
-            writer.close()
-    written = ExportedFile(name=name, rows=rows, bytes=out.size, sha256=out.sha.hexdigest())
-    back = _read_back(fs, path, fmt)
-    if back != (written.rows, written.bytes, written.sha256):
-        raise IntegrityError(
-            f"export file {name}: read back {back[0]} rows, {back[1]} bytes, sha256 "
-            f"{back[2][:12]}…; wrote {rows} rows, {out.size} bytes, sha256 "
-            f"{written.sha256[:12]}…. Nothing was published; run the export again"
-        )
-    return written
-
-
-def _read_back(fs: Any, path: str, fmt: str) -> tuple[int, int, str]:
-    """Rows (Parquet footer, JSONL lines), size and SHA-256 of the file as stored."""
-    fs.invalidate_cache(path)
-    sha, size, lines, last = hashlib.sha256(), 0, 0, b"\n"
-    with fs.open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-            lines += chunk.count(b"\n")
-            last = chunk[-1:]
-    if fmt == "parquet":
-        try:
-            with fs.open(path, "rb") as fh:
-                rows = pq.read_metadata(fh).num_rows
-        except (pa.ArrowException, OSError):
-            rows = -1  # no valid footer: a torn file
-    else:
-        rows = lines if last == b"\n" else -1  # a JSONL file ends with a newline
-    return rows, size, sha.hexdigest()
-
-
 def _check_total(files: list[ExportedFile], sources: _Sources) -> None:
     rows = sum(f.rows for f in files)
     if rows != sources.records:
@@ -392,7 +325,7 @@ def _check_total(files: list[ExportedFile], sources: _Sources) -> None:
 def _check_sizes(fs: Any, sizes: dict[str, int]) -> None:
     """Object storage: each published copy has the size of the file that was verified."""
     for path, size in sizes.items():
-        fs.invalidate_cache(path)
+        refresh(fs, path)
         found = fs.info(path).get("size")
         if found != size:
             raise IntegrityError(
@@ -415,51 +348,3 @@ def _publish_objects(
             fs.rm_file(join(final, name))
     write_atomic(fs, join(final, MARKER), marker)
     discard(fs, tmp)
-
-
-class _Digesting:
-    """A file open for writing that hashes and counts what passes through it."""
-
-    closed = False  # what pyarrow asks before it writes
-
-    def __init__(self, fh: Any) -> None:
-        self.fh = fh
-        self.sha = hashlib.sha256()
-        self.size = 0
-
-    @classmethod
-    @contextlib.contextmanager
-    def open(cls, fs: Any, path: str) -> Iterator[_Digesting]:
-        """Open ``path``; on a local disk the file is fsynced before it is closed."""
-        if not is_local(fs):
-            with fs.open(path, "wb") as fh:
-                yield cls(fh)
-            return
-        with open(path, "wb") as fh:
-            yield cls(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def write(self, data: Any) -> int:
-        data = bytes(data)
-        self.sha.update(data)
-        self.size += len(data)
-        self.fh.write(data)
-        return len(data)
-
-    def flush(self) -> None:
-        self.fh.flush()
-
-    def close(self) -> None:
-        """The opener closes the file (pyarrow's writer calls this first)."""
-
-
-def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
-    """``table`` with ``schema``'s columns in its order (absent ones as nulls)."""
-    columns = [
-        table.column(f.name).cast(f.type)
-        if f.name in table.column_names
-        else pa.nulls(table.num_rows, f.type)
-        for f in schema
-    ]
-    return pa.Table.from_arrays(columns, schema=schema)

@@ -9,7 +9,6 @@ from typing import Any
 from winnow.errors import UsageError
 from winnow.storage.state import State
 from winnow.tools.status import ray_view
-from winnow.tools.verify import store_for as store_for
 from winnow.tools.verify import verify_state as verify_state
 
 
@@ -91,8 +90,8 @@ def _state_lines(job: dict[str, Any]) -> list[str]:
     for stage in stage_order(job):
         if stage in before or stage in after or stage in delta:
             lines.append(
-                f"| {stage} | {_fmt(before.get(stage))} | {_fmt(after.get(stage))} | "
-                f"{_fmt(delta.get(stage), signed=True)} |"
+                f"| {stage} | {counts_text(before.get(stage))} | {counts_text(after.get(stage))} | "
+                f"{counts_text(delta.get(stage), signed=True)} |"
             )
     return lines
 
@@ -145,7 +144,8 @@ def _error_lines(job: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _fmt(counts: dict[str, int] | None, signed: bool = False) -> str:
+def counts_text(counts: dict[str, int] | None, signed: bool = False) -> str:
+    """Status counts as ``SUCCEEDED 4, FAILED 1`` (``+4`` with ``signed``), ``-`` if none."""
     if not counts:
         return "-"
     return ", ".join(f"{k} {v:+d}" if signed else f"{k} {v}" for k, v in sorted(counts.items()))

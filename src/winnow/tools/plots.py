@@ -130,6 +130,7 @@ def throughput(records: pa.Table, order: list[str] | None = None, bins: int = 30
 
 
 def to_png(fig: Any) -> bytes:
+    """The figure as PNG bytes (90 dpi); the figure is closed."""
     import io
 
     buf = io.BytesIO()

@@ -12,7 +12,6 @@ from winnow.errors import IntegrityError
 from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.state import State
-from winnow.tools.status import store_for
 
 MARKER = "_winnow_export.json"  # a folder export's completion marker, written last
 _PART = re.compile(r"part-\d{5}\.(parquet|jsonl)")
@@ -54,7 +53,8 @@ def quarantine_of(
         if q and rec["status"] == BatchStatus.SUCCEEDED:
             ref = q["artifact"]
             try:
-                tables.append(store_for(ref["uri"], stores, storage_options).read(ref))
+                artifacts = ArtifactStore.for_uri(ref["uri"], storage_options, stores)
+                tables.append(artifacts.read(ref))
             except (IntegrityError, FileNotFoundError) as exc:
                 problem = str(exc) if isinstance(exc, IntegrityError) else "it is missing"
                 raise IntegrityError(

@@ -26,7 +26,6 @@ from winnow.tools import plots
 from winnow.tools import report_page as page
 from winnow.tools.explore import job_batches, job_quarantined
 from winnow.tools.inspect import stage_order
-from winnow.tools.verify import store_for
 
 SECTIONS = (
     "summary",
@@ -84,6 +83,7 @@ def build(state: State, job_id: str) -> str:
 
 
 def write(state: State, job_id: str, to: str) -> str:
+    """Write the report of ``job_id`` to ``to`` (any fsspec URL); return ``to``."""
     text = build(state, job_id)
     with open_url(to, "w", **state.storage_options) as fh:
         fh.write(text)
@@ -358,8 +358,7 @@ def _artifact_check(state: State, job: dict[str, Any]) -> str:
     if not entries:
         return "<p class='muted'>The output has no artifacts: no batch reached the last stage.</p>"
     art = entries[0]["artifact"]
-    stores: dict[str, ArtifactStore] = {}
-    data = store_for(art["uri"], stores, state.storage_options).read_bytes(art["uri"])
+    data = ArtifactStore.for_uri(art["uri"], state.storage_options).read_bytes(art["uri"])
     digest = hashlib.sha256(data).hexdigest()
     verdict = "matches" if digest == art["digest"] else "DOES NOT match"
     css = "ok" if digest == art["digest"] else "bad"

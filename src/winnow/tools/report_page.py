@@ -1,6 +1,8 @@
-"""The HTML pieces of ``winnow report``: the page's style, tables, sections,
-inline images and status badges. Everything is escaped here; nothing on a
-page is fetched from elsewhere."""
+"""The HTML pieces of ``winnow report``.
+
+The page's style, tables, sections, inline images and status badges. Every
+value is escaped here; nothing on a page is fetched from elsewhere.
+"""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ td.bad{background:#fdecea;font-weight:bold}
 
 
 def esc(value: Any) -> str:
+    """``value`` as HTML text."""
     return html.escape(str(value))
 
 
@@ -39,10 +42,12 @@ def number(value: Any) -> str:
 
 
 def section(anchor: str, title: str, body: str) -> str:
+    """A ``<section id=anchor>`` with its title and body (HTML)."""
     return f"<section id='{anchor}'><h2>{esc(title)}</h2>{body}</section>"
 
 
 def image(fig: Any) -> str:
+    """A matplotlib figure as an inline PNG ``<img>`` (the figure is closed)."""
     title = fig.axes[0].get_title() if fig.axes else "chart"
     data = base64.b64encode(plots.to_png(fig)).decode()
     return f"<img alt='{esc(title)}' src='data:image/png;base64,{data}'>"
@@ -51,8 +56,13 @@ def image(fig: Any) -> str:
 def table(
     header: list[str] | None, rows: list[list[Any]], bad: set[tuple[int, int]] | None = None
 ) -> str:
-    """A table (no header row without ``header``); numbers right-aligned; the
-    cells at ``bad`` (row, column) in red."""
+    """A table of ``rows``; numbers right-aligned.
+
+    Args:
+        header: the column titles; None for a table without a header row.
+        rows: the cells, escaped here.
+        bad: the (row, column) cells to show in red.
+    """
     bad = bad or set()
     head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>" if header else ""
     body = []
@@ -68,5 +78,6 @@ def table(
 
 
 def badge(status: Any) -> str:
+    """A job status as a coloured badge: green SUCCEEDED, red FAILED, grey otherwise."""
     css = {JobStatus.SUCCEEDED: "ok", JobStatus.FAILED: "bad"}.get(status, "other")
     return f"<span class='status {css}'>{esc(status)}</span>"

@@ -1,17 +1,17 @@
-"""``winnow status`` and ``winnow jobs``: jobs, queue depth, per-stage counts,
-failures, quarantined records and state damage."""
+"""``winnow status`` and ``winnow jobs``.
+
+Jobs, queue depth, per-stage counts, failures, quarantined records and state damage.
+"""
 
 from __future__ import annotations
 
-import os
-import socket
 from collections import Counter
 from typing import Any
 
 from winnow.records import JOB_ACTIVE, BatchStatus, JobStatus
 from winnow.storage.checkpoints import Damage
+from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import REPAIR_FIX, State
-from winnow.tools.verify import store_for as store_for
 from winnow.tools.verify import verify_state as verify_state
 
 DAMAGE_FIX = (
@@ -37,6 +37,11 @@ SUMMARY_KEYS = (
 
 
 def job_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """A job record's headline fields, counts and poison batches, with Ray's view or a note.
+
+    Args:
+        record: the job record (``state.read_job``).
+    """
     out = {k: record.get(k) for k in SUMMARY_KEYS if k in record}
     if record.get("counts"):
         out["counts"] = record["counts"]
@@ -44,7 +49,10 @@ def job_summary(record: dict[str, Any]) -> dict[str, Any]:
         out["poison_batches"] = record["poison_batches"]
     if record.get("ray"):
         out["ray"] = ray_view(record)
-    elif record.get("status") == JobStatus.RUNNING and not _alive(record):
+    elif (
+        record.get("status") == JobStatus.RUNNING
+        and liveness(record.get("pid"), record.get("host")) is Liveness.GONE
+    ):
         out["note"] = "its process is gone (killed?); rerun the same command to finish"
     ray = out.get("ray") or {}
     if ray.get("note"):
@@ -70,27 +78,17 @@ def ray_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pipeline_order(stages: list[str], jobs: list[dict[str, Any]]) -> list[str]:
-    """The state's stages in pipeline order: the newest job's pipeline first, then
-    the stages of older jobs' pipelines, then any no job record names."""
+    """The state's stages in pipeline order.
+
+    The newest job's pipeline first, then the stages of older jobs' pipelines,
+    then any stage no job record names.
+    """
     from winnow.tools.inspect import stage_order  # inspect imports this module
 
     order: list[str] = []
     for job in jobs:
         order += [s for s in stage_order(job) if s in stages and s not in order]
     return order + [s for s in stages if s not in order]
-
-
-def _alive(record: dict[str, Any]) -> bool:
-    """Whether a RUNNING job's driver may still be alive (unknown on another host)."""
-    if record.get("host") != socket.gethostname() or not record.get("pid"):
-        return True
-    try:
-        os.kill(int(record["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # -- status -----------------------------------------------------------------

@@ -20,7 +20,7 @@ from winnow.errors import IntegrityError
 from winnow.records import BatchStatus, ErrorRecord
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import Damage
-from winnow.storage.fs import resolve
+from winnow.storage.fs import refresh, resolve
 from winnow.storage.state import State, event
 
 OUTPUT, QUARANTINE = "output", "quarantine"
@@ -55,24 +55,7 @@ def verify_state(
     """
     storage_options = state.storage_options if storage_options is None else storage_options
     checker = _Checker(full, storage_options)
-    checkpoints = state.checkpoints(job_id=f"verify-{int(time.time())}")
-    damage: list[Damage] = []
-    mismatches: list[dict[str, Any]] = []
-    for stage in checkpoints.stages():
-        loaded = checkpoints.load(stage)
-        damage.extend(loaded.damage)
-        records = [r for r in loaded.records.values() if r["status"] == BatchStatus.SUCCEEDED]
-        for rec, problems in zip(records, checker.check_records(records), strict=True):
-            if not problems:
-                continue
-            mismatches.extend({"stage": stage, "key": rec["key"], **p} for p in problems)
-            if mark:
-                message = "; ".join(f"{p['artifact']} {p['problem']}" for p in problems)
-                error = ErrorRecord(IntegrityError.__name__, message, "").to_dict()
-                checkpoints.append(
-                    {**rec, "status": BatchStatus.FAILED, "ts": time.time(), "error": error}
-                )
-    checkpoints.flush()
+    mismatches, damage = _check_checkpoints(state, checker, mark)
     listing = state.job_listing()
     damage.extend(listing.damaged)
     jobs = [j for j in listing.jobs if j.get("manifest")]
@@ -99,15 +82,42 @@ def verify_state(
     }
 
 
+def _check_checkpoints(
+    state: State, checker: _Checker, mark: bool
+) -> tuple[list[dict[str, Any]], list[Damage]]:
+    """Check every SUCCEEDED checkpoint's artifacts.
+
+    With ``mark``, a checkpoint whose artifact is bad gets a FAILED record.
+    Returns the mismatches and the damaged checkpoint lines met on the way.
+    """
+    checkpoints = state.checkpoints(job_id=f"verify-{int(time.time())}")
+    damage: list[Damage] = []
+    mismatches: list[dict[str, Any]] = []
+    for stage in checkpoints.stages():
+        loaded = checkpoints.load(stage)
+        damage.extend(loaded.damage)
+        records = [r for r in loaded.records.values() if r["status"] == BatchStatus.SUCCEEDED]
+        for rec, problems in zip(records, checker.check_records(records), strict=True):
+            if not problems:
+                continue
+            mismatches.extend({"stage": stage, "key": rec["key"], **p} for p in problems)
+            if mark:
+                message = "; ".join(f"{p['artifact']} {p['problem']}" for p in problems)
+                error = ErrorRecord(IntegrityError.__name__, message, "").to_dict()
+                checkpoints.append(
+                    {**rec, "status": BatchStatus.FAILED, "ts": time.time(), "error": error}
+                )
+    checkpoints.flush()
+    return mismatches, damage
+
+
 def _check_manifest(job: dict[str, Any], checker: _Checker) -> list[dict[str, Any]]:
     """What is wrong with a job's run manifest and the artifacts it lists."""
     url = str(job["manifest"])
     base = {"job_id": job.get("job_id"), "manifest": url, "fix": MANIFEST_FIX}
     try:
         fs, path = resolve(url, checker.storage_options)
-        invalidate = getattr(fs, "invalidate_cache", None)
-        if invalidate is not None:
-            invalidate(path)
+        refresh(fs, path)
         data = fs.cat_file(path)
     except FileNotFoundError:
         return [{**base, "problem": "the manifest is missing"}]
@@ -161,21 +171,11 @@ class _Checker:
         return [self.results[r] for r in refs]
 
     def _check_one(self, ref: ArtifactRef) -> str | None:
-        store = store_for(ref.uri, self.stores, self.storage_options)
-        if self.full:
-            try:
-                store.verify(ref)
-            except IntegrityError as exc:
-                return str(exc)
-            return None
-        if store.root_url not in self.sizes:
+        store = ArtifactStore.for_uri(ref.uri, self.storage_options, self.stores)
+        if not self.full and store.root_url not in self.sizes:
             self.sizes[store.root_url] = store.sizes()
-        size = self.sizes[store.root_url].get(ref.digest)
-        if size is None:
-            return f"artifact {ref.uri} is missing"
-        if size != ref.bytes:
-            return f"artifact {ref.uri}: bytes {size} != {ref.bytes}"
-        return None
+        problem = store.check(ref, full=self.full, listing=self.sizes.get(store.root_url))
+        return None if problem is None else str(problem)
 
 
 def _artifacts(rec: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -193,12 +193,3 @@ def _ref(raw: Any) -> ArtifactRef | str:
         return ArtifactRef(**raw)
     except TypeError:  # not a mapping, or fields missing or unknown
         return f"the checkpoint's artifact reference is malformed: {str(raw)[:200]}"
-
-
-def store_for(
-    uri: str, stores: dict[str, ArtifactStore], storage_options: dict[str, Any] | None
-) -> ArtifactStore:
-    root = uri.rsplit("/", 3)[0]  # <root>/sha256/<2 hex>/<digest>.<ext>
-    if root not in stores:
-        stores[root] = ArtifactStore(root, storage_options)
-    return stores[root]

@@ -1,0 +1,52 @@
+"""storage/fs.py: ``refresh``, the one cache-freshness step before a look at a path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from tests.storage.conftest import Backend, peer
+from winnow.storage.fs import is_temporary, join, modified_at, refresh, resolve
+
+
+def test_refresh_shows_what_another_instance_wrote_and_removed(backend: Backend) -> None:
+    fs, root = resolve(backend.url, backend.storage_options)
+    other, _ = resolve(backend.url, peer(backend).storage_options)
+    folder = join(root, "listing")
+    path = join(folder, "a.json")
+    other.makedirs(folder, exist_ok=True)
+    other.pipe_file(join(folder, "first.json"), b"{}")
+    refresh(fs, folder)
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.find(folder)) == ["first.json"]  # cached now
+
+    other.pipe_file(path, b"{}")
+    refresh(fs, folder)
+    assert fs.exists(path) and len(fs.find(folder)) == 2
+
+    other.rm_file(path)
+    refresh(fs, path)
+    assert not fs.exists(path)
+
+
+def test_refresh_accepts_a_filesystem_without_a_cache() -> None:
+    class Bare:
+        pass
+
+    bare: Any = Bare()
+    refresh(bare, "anything")  # nothing to drop, nothing raised
+
+
+def test_modified_at_reads_each_filesystems_own_field() -> None:
+    when = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    assert modified_at({"mtime": when.timestamp()}) == when  # local
+    assert modified_at({"LastModified": when}) == when  # s3fs
+    assert modified_at({"updated": "2024-05-01T12:00:00Z"}) == when  # gcsfs
+    assert modified_at({"created": datetime(2024, 5, 1, 12, 0)}) == when  # no zone: UTC
+    assert modified_at({"mtime": "not a time", "created": when}) == when
+    assert modified_at({"size": 3}) is None
+
+
+def test_is_temporary_knows_every_unfinished_write() -> None:
+    assert is_temporary("/state/jobs/j.json.tmp-0123abcd")  # write_atomic's, local
+    assert is_temporary("/state/.write-probe-0123abcd")
+    assert not is_temporary("/state/jobs/j.json") and not is_temporary("/tmp-folder/x.json")

@@ -1,0 +1,64 @@
+"""State's named files (the gateway's own, a migration's copy), on every backend."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.storage.conftest import Backend, peer
+from winnow.storage.fs import join
+from winnow.storage.state import State
+
+
+@pytest.fixture
+def state(backend: Backend) -> State:
+    return State(join(backend.url, "state"), backend.storage_options)
+
+
+def test_files_are_written_listed_and_read_by_name(backend: Backend, state: State) -> None:
+    assert state.files() == {} and state.read_files([]) == {}
+    url = state.write_file("snapshots/a.json", b"{}")
+    assert url == state.file_url("snapshots/a.json") and url.endswith("/state/snapshots/a.json")
+    writer = State(state.url, peer(backend).storage_options)  # another process's instance
+    writer.write_file("snapshots/b.json", b"[1]")
+    writer.write_file("gateway/runtime.json", b"{}")
+    assert state.files("snapshots") == {"snapshots/a.json": 2, "snapshots/b.json": 3}
+    assert state.files() == {**state.files("snapshots"), "gateway/runtime.json": 2}
+    assert state.read_file("snapshots/b.json") == b"[1]"
+    assert state.read_files(["snapshots/a.json", "snapshots/b.json", "snapshots/gone.json"]) == {
+        "snapshots/a.json": b"{}",
+        "snapshots/b.json": b"[1]",
+    }
+    with pytest.raises(FileNotFoundError):
+        state.read_file("snapshots/gone.json")
+
+
+def test_mark_version_and_clear(state: State) -> None:
+    url = state.mark_version("state/v2")
+    assert state.version() == "state/v2" and url == state.file_url("VERSION")
+    state.clear()
+    assert state.files() == {} and state.version() is None
+
+
+def test_place_tells_overlapping_roots_apart(backend: Backend, state: State) -> None:
+    inner = State(join(state.url, "inner"), backend.storage_options)
+    fs, root = state.place()
+    assert inner.place() == (fs, root + "/inner")
+    assert State(state.url + "/", backend.storage_options).place() == (fs, root)
+
+
+def test_job_as_written_gives_the_record_and_when_it_was_written(state: State) -> None:
+    assert state.job_as_written("j1") is None
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    state.write_job({"job_id": "j1", "status": "RUNNING"})
+    found = state.job_as_written("j1")
+    assert found is not None
+    record, written = found
+    assert record == {"job_id": "j1", "status": "RUNNING"}
+    assert written is not None and before <= written <= datetime.now(UTC) + timedelta(seconds=5)
+    state.write_file("jobs/bad.json", b"{torn")
+    with pytest.raises(ValueError):
+        state.job_as_written("bad")
+    assert json.loads(state.read_file("jobs/j1.json")) == record
