@@ -330,7 +330,7 @@ def _quarantine(state: State, job: dict[str, Any]) -> str:
     shown = f"; the first {table.num_rows}" if total > table.num_rows else ""
     lead = (
         f"<p>{total:,} bad record(s) in this run's input were set aside{shown}. "
-        "<code>winnow inspect quarantine</code> lists them all.</p>"
+        "All of them: <code>winnow.tools.explore.job_quarantined(state, job_id)</code>.</p>"
     )
     records = table.to_pylist()
     files = [str(r["file"]) for r in records]
