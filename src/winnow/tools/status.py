@@ -10,8 +10,9 @@ from typing import Any
 
 from winnow.records import JOB_ACTIVE, BatchStatus, JobStatus
 from winnow.storage.checkpoints import Damage
+from winnow.storage.job_records import REPAIR_FIX
 from winnow.storage.liveness import Liveness, liveness
-from winnow.storage.state import REPAIR_FIX, State
+from winnow.storage.state import State
 from winnow.tools.verify import verify_state as verify_state
 
 DAMAGE_FIX = (
