@@ -49,6 +49,9 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if src.is_file():
             (dest / name.decode()).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name.decode())
+    # Set up as README's quick start does: bytecode compiled once, at sync.
+    synced = sh(dest, "uv sync --compile-bytecode")
+    assert synced.returncode == 0, synced.stderr[-2000:]
     return dest
 
 
@@ -85,6 +88,11 @@ def test_every_runbook_command_works_verbatim(scratch: Path, demo_inputs: list[s
     assert blocks[: len(expected)] == expected
     assert blocks[len(expected)].startswith("uv run winnow gateway migrate-state")
     start_fg, start_bg, stop, status, inspect, compact, snapshot, migrate = blocks[:8]
+
+    # After the quick start's sync, `uv run` neither installs nor recompiles anything.
+    quiet = sh(scratch, "uv run winnow --version")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "Bytecode compiled" not in quiet.stderr and "Installed" not in quiet.stderr
 
     # §1, foreground: it serves until SIGTERM, then exits 0.
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "WINNOW_STATE")}
