@@ -20,7 +20,6 @@ from winnow import jobs
 from winnow.errors import StorageFailed, UsageError, WinnowError
 from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
 from winnow.history import History
-from winnow.jobs import read_manifest
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
 from winnow.plan import Plan, make_plan
 from winnow.profile import (
@@ -32,6 +31,7 @@ from winnow.profile import (
 )
 from winnow.request import RunRequest
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
+from winnow.storage.manifests import read_manifest
 from winnow.storage.state import State, default_state_url
 
 DEFAULT_OUTPUT = ".winnow/output"
@@ -109,9 +109,7 @@ def open_state(url: str | None = None, storage_options: dict[str, Any] | None = 
     return State(url or default_state_url(), storage_options)
 
 
-def resolve_session(
-    request: RunRequest, notify: Callable[[str], None] | None = None
-) -> Session:
+def resolve_session(request: RunRequest, notify: Callable[[str], None] | None = None) -> Session:
     """Load everything a run needs and validate it; writes nothing (but sample inputs).
 
     Args:

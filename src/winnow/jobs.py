@@ -12,7 +12,6 @@ and the URL of its run manifest (the final stage's artifacts in source order).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import socket
@@ -26,7 +25,8 @@ from winnow.errors import StateError
 from winnow.execution.outcome import Outcome
 from winnow.plan import SKIP, Plan
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
-from winnow.storage.fs import join, resolve, to_url, write_atomic
+from winnow.storage import manifests
+from winnow.storage.fs import resolve, to_url
 from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import State, event, now_iso
 
@@ -234,8 +234,6 @@ def write_manifest(
     the_plan: Plan, job_id: str, output_url: str, finals: list[dict[str, Any] | None]
 ) -> str:
     """Write the run manifest: the final stage's artifact per batch, in source order; its URL."""
-    fs, root = resolve(output_url, the_plan.profile.storage_options)
-    path = join(root, "manifests", the_plan.pipeline.name, f"{job_id}.json")
     entries = []
     for bp, final in zip(the_plan.batches, finals, strict=True):
         entries.append(
@@ -257,11 +255,4 @@ def write_manifest(
         "stage": the_plan.stages[-1].name,
         "batches": entries,
     }
-    write_atomic(fs, path, json.dumps(body, indent=1).encode())
-    return to_url(fs, path)
-
-
-def read_manifest(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A job's run manifest (``record["manifest"]``) as a dict."""
-    fs, path = resolve(url, storage_options)
-    return dict(json.loads(fs.cat_file(path)))
+    return manifests.write_manifest(output_url, the_plan.profile.storage_options, body)

@@ -15,8 +15,8 @@ import pyarrow.dataset as ds
 from winnow.errors import UsageError
 from winnow.records import BatchStatus
 from winnow.storage import artifacts
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore
-from winnow.storage.fs import resolve
+from winnow.storage.artifacts import ArtifactStore
+from winnow.storage.manifests import manifest_refs, read_manifest
 from winnow.storage.state import State
 from winnow.tools.inspect import stage_order
 
@@ -139,7 +139,6 @@ def _source_batches(state: State, job: dict[str, Any]) -> set[str]:
     """The source batch keys of a job's run, from its manifest (none without one)."""
     if not job.get("manifest"):
         return set()
-    from winnow.jobs import read_manifest
 
     try:
         manifest = read_manifest(job["manifest"], state.storage_options)
@@ -178,11 +177,7 @@ def output_dataset(state: State, job_id: str) -> ds.Dataset:
     if not record.get("manifest"):
         raise UsageError(f"job {job_id} has no output manifest (status {record.get('status')})")
     options = state.storage_options
-    fs, path = resolve(record["manifest"], options)
-    import json
-
-    manifest = json.loads(fs.cat_file(path))
-    refs = [ArtifactRef(**e["artifact"]) for e in manifest["batches"] if e.get("artifact")]
+    refs = manifest_refs(read_manifest(record["manifest"], options))
     if not refs:
         return ds.dataset(pa.table({}))
     return artifacts.dataset(refs, options)

@@ -39,6 +39,7 @@ from winnow.storage.fs import (
     to_url,
     write_atomic,
 )
+from winnow.storage.manifests import manifest_entries, manifests_folder, read_manifest
 from winnow.storage.state import State, now_iso
 from winnow.tools.export_file import ExportedFile, write_checked
 
@@ -79,9 +80,8 @@ def export(
     record = state.read_job(job_id)
     if not record.get("manifest"):
         raise UsageError(f"job {job_id} has no output manifest (status {record.get('status')})")
-    fs_m, path_m = resolve(record["manifest"], storage_options)
-    manifest = json.loads(fs_m.cat_file(path_m))
-    entries = [e for e in manifest["batches"] if e.get("artifact")]
+    manifest = read_manifest(record["manifest"], storage_options)
+    entries = manifest_entries(manifest)
     sources = _Sources(entries, storage_options, f"export of {job_id} to {to}")
     _refuse_protected(to, state, record, sources, storage_options)
     fs, final = resolve(to, storage_options)
@@ -186,7 +186,7 @@ def _refuse_protected(
     if output:
         protected += [
             ("artifact store", output_store_url(output)),
-            ("manifests folder", join(output, "manifests")),
+            ("manifests folder", manifests_folder(output)),
         ]
     stores = {sources.store(ref).root_url for ref in sources.refs}  # where the manifest points
     protected += [("artifact store", url) for url in sorted(stores)]

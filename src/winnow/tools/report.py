@@ -17,10 +17,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from winnow.jobs import read_manifest
 from winnow.records import BatchStatus, JobStatus
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import open_url
+from winnow.storage.manifests import read_manifest
 from winnow.storage.state import State
 from winnow.tools import plots
 from winnow.tools import report_page as page

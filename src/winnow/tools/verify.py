@@ -11,7 +11,6 @@ backup. A bad artifact gets a FAILED checkpoint so the next run recomputes it.
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -20,7 +19,7 @@ from winnow.errors import IntegrityError
 from winnow.records import BatchStatus, ErrorRecord
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import Damage
-from winnow.storage.fs import refresh, resolve
+from winnow.storage.manifests import manifest_entries, manifest_refs, read_manifest
 from winnow.storage.state import State, event
 
 OUTPUT, QUARANTINE = "output", "quarantine"
@@ -116,14 +115,14 @@ def _check_manifest(job: dict[str, Any], checker: _Checker) -> list[dict[str, An
     url = str(job["manifest"])
     base = {"job_id": job.get("job_id"), "manifest": url, "fix": MANIFEST_FIX}
     try:
-        fs, path = resolve(url, checker.storage_options)
-        refresh(fs, path)
-        data = fs.cat_file(path)
+        manifest = read_manifest(url, checker.storage_options, fresh=True)
     except FileNotFoundError:
         return [{**base, "problem": "the manifest is missing"}]
+    except ValueError as exc:
+        return [{**base, "problem": f"the manifest does not parse ({type(exc).__name__}: {exc})"}]
     try:
-        entries = [e for e in json.loads(data)["batches"] if e.get("artifact")]
-        refs = [ArtifactRef(**e["artifact"]) for e in entries]
+        entries = manifest_entries(manifest)
+        refs = manifest_refs(manifest)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return [{**base, "problem": f"the manifest does not parse ({type(exc).__name__}: {exc})"}]
     return [

@@ -1,0 +1,60 @@
+"""Run manifests: ``<output>/manifests/<pipeline>/<job_id>.json``.
+
+A run manifest lists, for each batch of a job in source order, the final
+stage's artifact (or None where the batch did not finish). Exports, the
+report, the notebook and ``verify`` read it; only this module knows where it
+lives and how it is written.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from winnow.storage.fs import join, refresh, resolve, to_url, write_atomic
+from winnow.storage.refs import ArtifactRef
+
+FOLDER = "manifests"
+
+
+def manifests_folder(output_url: str) -> str:
+    """Where a run's manifests live under its output URL."""
+    return join(output_url.rstrip("/"), FOLDER)
+
+
+def write_manifest(output_url: str, storage_options: dict[str, Any], body: dict[str, Any]) -> str:
+    """Write ``body`` (with ``pipeline`` and ``job_id``) atomically; return its URL."""
+    fs, root = resolve(output_url, storage_options)
+    path = join(root, FOLDER, body["pipeline"], f"{body['job_id']}.json")
+    write_atomic(fs, path, json.dumps(body, indent=1).encode())
+    return to_url(fs, path)
+
+
+def read_manifest(
+    url: str, storage_options: dict[str, Any] | None = None, fresh: bool = False
+) -> dict[str, Any]:
+    """A job's run manifest (``record["manifest"]``) as a dict.
+
+    Args:
+        url: the manifest's URL, as the job record names it.
+        storage_options: to reach it.
+        fresh: look past a cached listing (an object store) first.
+
+    Raises:
+        FileNotFoundError: there is no manifest at ``url``.
+        ValueError: it is not JSON.
+    """
+    fs, path = resolve(url, storage_options)
+    if fresh:
+        refresh(fs, path)
+    return dict(json.loads(fs.cat_file(path)))
+
+
+def manifest_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """The batches of a manifest that have an artifact, in source order."""
+    return [e for e in manifest["batches"] if e.get("artifact")]
+
+
+def manifest_refs(manifest: dict[str, Any]) -> list[ArtifactRef]:
+    """The artifacts a manifest lists, in source order."""
+    return [ArtifactRef(**e["artifact"]) for e in manifest_entries(manifest)]
