@@ -1,4 +1,5 @@
-"""The exploration notebook (executed on a real kernel) and the HTML report, on a fresh demo run."""
+"""The exploration notebook (executed on a real kernel) and the HTML report, on a fresh
+demo run, its all-skipped rerun and a failed job of another pipeline in the same state."""
 
 from __future__ import annotations
 
@@ -24,6 +25,60 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory, demo_inputs: list[str]) -
     return {"record": record, "state": str(d / "state"), "dir": d}
 
 
+@pytest.fixture(scope="module")
+def rerun(demo_run: dict, demo_inputs: list[str]) -> dict:
+    """The same demo command again: every batch skipped, the newest demo job."""
+    args = run_args("demo", demo_run["dir"], demo_inputs, "batch_rows=600", profile="local-cpu")
+    record = run_json(*args)
+    assert record["skipped_fraction"] == 1.0
+    return record
+
+
+@pytest.fixture(scope="module")
+def failed_run(demo_run: dict) -> dict:
+    """A flaky job in the same state whose batches holding id 40 or 80 fail for good."""
+    d = demo_run["dir"]
+    (d / "marks").mkdir()
+    rows = "".join(json.dumps({"id": i, "text": f"row {i}"}) + "\n" for i in range(1, 101))
+    (d / "flaky.jsonl").write_text(rows)
+    sets = [
+        "batch_rows=25",
+        "flaky.fail_mod=40",
+        "flaky.fail_times=9",
+        f"flaky.marks={d / 'marks'}",
+    ]
+    args = run_args("tests/pipelines/flaky.py", d, [d / "flaky.jsonl"], *sets, profile="local-cpu")
+    record = run_json(*args, "--executor", "local", expect=1)
+    assert len(record["poison_batches"]) == 2
+    return record
+
+
+def execute(state: str, **parameters: object) -> list:
+    """Run the notebook top to bottom on a real kernel with ``parameters`` set right
+    after its cell tagged ``parameters`` (as papermill does); its code cells' outputs."""
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    [at] = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    given = {"state_url": state, **parameters}
+    nb.cells.insert(
+        at + 1, nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in given.items()))
+    )
+    NotebookClient(
+        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
+    ).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    errors = [f"{o.ename}: {o.evalue}" for o in outputs if o.output_type == "error"]
+    assert not errors, errors
+    return outputs
+
+
+def _text(outputs: list) -> str:
+    return "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+
+
+def _images(outputs: list) -> int:
+    return sum(1 for o in outputs if "image/png" in o.get("data", {}))
+
+
 def test_notebook_is_stored_without_outputs():
     nb = nbformat.read(NOTEBOOK, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -32,20 +87,34 @@ def test_notebook_is_stored_without_outputs():
         assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
-@pytest.mark.slow
-def test_notebook_runs_top_to_bottom_on_a_real_kernel(demo_run: dict, monkeypatch):
-    monkeypatch.setenv("WINNOW_STATE", demo_run["state"])
+def test_notebook_takes_pipeline_and_job_as_parameters_at_the_top():
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}
-    ).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert not [o for o in outputs if o.output_type == "error"]
-    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
-    assert demo_run["record"]["job_id"] in text
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert first.metadata.get("tags") == ["parameters"]
+    names = {line.split("=")[0].strip() for line in first.source.splitlines() if "=" in line}
+    assert {"pipeline", "job_id", "state_url"} <= names
+
+
+@pytest.mark.slow
+def test_notebook_after_an_all_skipped_rerun_shows_the_rerun(demo_run: dict, rerun: dict):
+    outputs = execute(demo_run["state"], pipeline="demo")  # job_id None: the newest demo job
+    text = _text(outputs)
+    assert f"looking at {rerun['job_id']} (SUCCEEDED)" in text
+    assert "normalize -> quality -> embed" in text  # pipeline order
+    assert f"computed by {demo_run['record']['job_id']}" in text
     assert "matches its checkpoint" in text
-    images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) >= 3  # rows per stage, latency, throughput
+    assert _images(outputs) == 3  # rows per stage, latency, throughput (the last two say "none")
+
+
+@pytest.mark.slow
+def test_notebook_on_a_failed_job_of_another_pipeline(demo_run: dict, failed_run: dict):
+    outputs = execute(demo_run["state"], pipeline="flaky", job_id=failed_run["job_id"])
+    text = _text(outputs)
+    assert f"looking at {failed_run['job_id']} (FAILED)" in text
+    assert "2 poison batches" in text
+    assert _images(outputs) == 3
+    tables = "".join(o.get("data", {}).get("text/plain", "") for o in outputs)
+    assert "normalize" not in tables and "embed" not in tables  # flaky's stages only
 
 
 class _Collector(HTMLParser):

@@ -13,12 +13,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import posixpath
-import re
 import uuid
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -26,67 +22,33 @@ import pyarrow as pa
 from winnow.errors import IntegrityError
 from winnow.storage import formats
 from winnow.storage.fs import is_local, join, modified_at, refresh, resolve, to_url
+from winnow.storage.refs import (
+    ArtifactProblem,
+    ArtifactRef,
+    Fault,
+    StoredFile,
+    check_digest,
+    is_digest,
+)
+
+__all__ = [
+    "ArtifactProblem",
+    "ArtifactRef",
+    "ArtifactStore",
+    "Fault",
+    "StoredFile",
+    "check_digest",
+    "dataset",
+    "output_store_url",
+]
 
 PUBLISHED, TEMPORARY = "sha256", "tmp"  # the store's two folders under its root
 WRITE_ATTEMPTS = 3  # a commit whose read-back differs is rewritten this many times in all
-_DIGEST = re.compile(r"[0-9a-f]{64}")  # used with fullmatch: `$` also matches before "\n"
-
-
-def check_digest(digest: str) -> str:
-    """Reject anything but 64 lowercase hex, so no path can leave the store."""
-    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
-        raise IntegrityError(f"{digest!r} is not a SHA-256 digest (64 lowercase hex)")
-    return digest
-
-
-@dataclass(frozen=True)
-class ArtifactRef:
-    """What a checkpoint records about one verified artifact."""
-
-    uri: str
-    digest: str
-    bytes: int
-    records: int
-    schema_fp: str
-    format: str
-
-    def to_dict(self) -> dict[str, Any]:
-        """The reference as a checkpoint stores it."""
-        return asdict(self)
-
-
-class Fault(StrEnum):
-    """What is wrong with a committed artifact (see :meth:`ArtifactStore.check`)."""
-
-    MISSING = "missing"  # not in the store's listing
-    WRONG_SIZE = "wrong size"  # listed, with another size than recorded
-    UNVERIFIED = "unverified"  # a full check: missing, or it did not re-hash and decode
-
-
-@dataclass(frozen=True)
-class ArtifactProblem:
-    """Why a committed artifact is no longer good: its fault, and a message naming it."""
-
-    fault: Fault
-    message: str
-
-    def __str__(self) -> str:
-        return self.message
 
 
 def output_store_url(output_url: str) -> str:
     """The root of a run's artifact store under its output URL: ``<output>/artifacts``."""
     return join(output_url.rstrip("/"), "artifacts")
-
-
-@dataclass(frozen=True)
-class StoredFile:
-    """One file under an artifact store, as :meth:`ArtifactStore.files` found it."""
-
-    path: str  # on the store's filesystem
-    digest: str  # its name up to the first dot: a published artifact's SHA-256
-    bytes: int
-    modified: datetime | None  # None when the filesystem does not say
 
 
 class ArtifactStore:
@@ -331,7 +293,7 @@ class ArtifactStore:
         out = {}
         for path, info in listing.items():
             digest = posixpath.basename(path).partition(".")[0]
-            if _DIGEST.fullmatch(digest):
+            if is_digest(digest):
                 out[digest] = int(info.get("size") or 0)
         return out
 

@@ -31,12 +31,12 @@ from winnow.storage.fs import (
     ensure_writable,
     is_local,
     join,
-    modified_at,
     refresh,
     resolve,
     to_url,
     write_atomic,
 )
+from winnow.storage.job_records import JobRecords, _job_record
 from winnow.storage.locks import LockStore
 
 STATE_VERSION = "state/v1"  # what a fresh state is marked with
@@ -52,7 +52,7 @@ def default_state_url() -> str:
     return os.environ.get("WINNOW_STATE") or DEFAULT_STATE
 
 
-class State:
+class State(JobRecords):
     """One state root on any fsspec filesystem."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
@@ -108,75 +108,6 @@ class State:
     def locks(self) -> LockStore:
         """The pipeline locks of this state."""
         return LockStore(self.fs, self.root)
-
-    # -- jobs --------------------------------------------------------------
-    def job_path(self, job_id: str) -> str:
-        """The file of ``job_id``'s record.
-
-        Raises:
-            StateError: ``job_id`` is not a name that can be a file name.
-        """
-        if not job_id or "/" in job_id or job_id.startswith("."):
-            raise StateError(f"{job_id!r} is not a job id")
-        return join(self.root, "jobs", f"{job_id}.json")
-
-    def write_job(self, record: dict[str, Any]) -> None:
-        """Write a job record (atomically, replacing any earlier one of that ``job_id``)."""
-        data = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
-        write_atomic(self.fs, self.job_path(record["job_id"]), data)
-
-    def read_job(self, job_id: str) -> dict[str, Any]:
-        """The record of ``job_id``.
-
-        Raises:
-            StateError: there is no such job, or its file is not a job record.
-        """
-        path = self.job_path(job_id)
-        try:
-            data = self.fs.cat_file(path)
-        except FileNotFoundError:
-            raise StateError(
-                f"no job {job_id!r} in state {self.url!r}; `winnow jobs` lists the jobs"
-            ) from None
-        record, reason = _job_record(data)
-        if record is None:
-            raise StateError(
-                f"job record {to_url(self.fs, path)} is damaged ({reason}); "
-                f"{REPAIR_FIX}, or delete the file"
-            )
-        return record
-
-    def job_as_written(self, job_id: str) -> tuple[Any, datetime | None] | None:
-        """A job file's JSON (unchecked: ValueError if none) and its write time; None if missing."""
-        path = self.job_path(job_id)
-        try:
-            record = json.loads(self.fs.cat_file(path))
-            info = self.fs.info(path)
-        except FileNotFoundError:
-            return None
-        return record, modified_at(info)
-
-    def list_jobs(self) -> list[dict[str, Any]]:
-        """Every readable job record, newest first (see ``job_listing`` for damaged ones)."""
-        return self.job_listing().jobs
-
-    def job_listing(self) -> JobListing:
-        """Every job record, newest first, and the job files that are not one (skipped)."""
-        base = join(self.root, "jobs")
-        try:
-            paths = [p for p in self.fs.find(base) if p.endswith(".json")]
-        except FileNotFoundError:
-            return JobListing([], [])
-        contents = self.fs.cat(paths, on_error="omit") if paths else {}
-        listing = JobListing([], [])
-        for path in sorted(contents):
-            record, reason = _job_record(contents[path])
-            if record is None:
-                listing.damaged.append(Damage(path, to_url(self.fs, path), 0, reason))
-            else:
-                listing.jobs.append(record)
-        listing.jobs.sort(key=lambda j: str(j.get("created_at", "")), reverse=True)
-        return listing
 
     # -- repair ------------------------------------------------------------
     def repair(self, damage: Iterable[Damage]) -> list[dict[str, Any]]:
@@ -378,36 +309,6 @@ class State:
     def display(self) -> str:
         """The root's URL, for messages."""
         return to_url(self.fs, self.root)
-
-
-REPAIR_FIX = (
-    "`winnow verify --repair` mends it (a checkpoint segment is rewritten without its bad "
-    "lines, a job record set aside; originals are kept under <state>/backups/)"
-)
-
-
-@dataclass
-class JobListing:
-    """The job records of a state.
-
-    Attributes:
-        jobs: the readable records, newest first.
-        damaged: job files that are not a job record (skipped).
-    """
-
-    jobs: list[dict[str, Any]]  # newest first
-    damaged: list[Damage]  # job files that are not a job record (skipped)
-
-
-def _job_record(data: bytes) -> tuple[dict[str, Any] | None, str]:
-    """The job record in ``data``, or None and why it is not one."""
-    try:
-        value = json.loads(data)
-    except ValueError as exc:
-        return None, f"not JSON ({type(exc).__name__}: {str(exc)[:80]})"
-    if not isinstance(value, dict) or not isinstance(value.get("job_id"), str):
-        return None, "not a job record (a JSON object with a job_id)"
-    return value, ""
 
 
 @dataclass

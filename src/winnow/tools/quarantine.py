@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -29,26 +30,39 @@ def quarantined(
     """
     storage_options = state.storage_options if storage_options is None else storage_options
     store = state.checkpoints()
+    records = (rec for stage in store.stages() for rec in store.load(stage).records.values())
+    return quarantine_of(records, storage_options, limit)
+
+
+def quarantine_of(
+    records: Iterable[dict[str, Any]],
+    storage_options: dict[str, Any],
+    limit: int | None = None,
+) -> pa.Table:
+    """The quarantined bad records of the given checkpoint records (committed ones only).
+
+    Raises:
+        IntegrityError: as ``quarantined``.
+    """
     tables: list[pa.Table] = []
     stores: dict[str, ArtifactStore] = {}
-    for stage in store.stages():
-        for rec in store.load(stage).records.values():
-            if limit is not None and sum(t.num_rows for t in tables) >= limit:
-                break
-            q = rec.get("quarantine")
-            if q and rec["status"] == BatchStatus.SUCCEEDED:
-                ref = q["artifact"]
-                try:
-                    artifacts = ArtifactStore.for_uri(ref["uri"], storage_options, stores)
-                    tables.append(artifacts.read(ref))
-                except (IntegrityError, FileNotFoundError) as exc:
-                    problem = str(exc) if isinstance(exc, IntegrityError) else "it is missing"
-                    raise IntegrityError(
-                        f"the quarantine artifact of stage {stage} batch {rec['key'][:16]}… "
-                        f"({ref['uri']}) cannot be read: {problem}. Fix: run `winnow verify "
-                        "--full`, which marks the batch FAILED, then rerun the pipeline, "
-                        "which recomputes it and its quarantine"
-                    ) from None
+    for rec in records:
+        if limit is not None and sum(t.num_rows for t in tables) >= limit:
+            break
+        q = rec.get("quarantine")
+        if q and rec["status"] == BatchStatus.SUCCEEDED:
+            ref = q["artifact"]
+            try:
+                artifacts = ArtifactStore.for_uri(ref["uri"], storage_options, stores)
+                tables.append(artifacts.read(ref))
+            except (IntegrityError, FileNotFoundError) as exc:
+                problem = str(exc) if isinstance(exc, IntegrityError) else "it is missing"
+                raise IntegrityError(
+                    f"the quarantine artifact of stage {rec.get('stage')} batch {rec['key'][:16]}… "
+                    f"({ref['uri']}) cannot be read: {problem}. Fix: run `winnow verify "
+                    "--full`, which marks the batch FAILED, then rerun the pipeline, "
+                    "which recomputes it and its quarantine"
+                ) from None
     if not tables:
         return pa.table({"file": [], "row": [], "error": [], "raw": []})
     table = pa.concat_tables(tables, promote_options="default")

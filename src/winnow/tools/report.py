@@ -1,114 +1,243 @@
 """``winnow report JOB --to report.html``: one self-contained HTML page about a run.
 
 The same pictures as the notebook, as inline PNGs, so the file can be mailed
-or attached to a ticket and opened anywhere.
+or attached to a ticket and opened anywhere. Everything on it is the job's
+own: its stages in pipeline order, the batches it computed, and the batches
+its output is made of (``explore.job_batches``), never another pipeline's.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import html
+import os
+import statistics
+from collections import Counter
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from winnow.jobs import read_manifest
+from winnow.records import BatchStatus, JobStatus
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import open_url
 from winnow.storage.state import State
 from winnow.tools import plots
-from winnow.tools.explore import batch_records
-from winnow.tools.inspect import inspect_job
-from winnow.tools.quarantine import quarantined
+from winnow.tools import report_page as page
+from winnow.tools.explore import job_batches, job_quarantined
+from winnow.tools.inspect import stage_order
 
 SECTIONS = (
     "summary",
+    "computed-by",
+    "failures",
     "stages",
     "state-delta",
     "rows",
     "latency",
     "throughput",
-    "errors",
     "quarantine",
     "artifact-check",
 )
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:2em auto;max-width:60em;color:#222}
-table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.2em .6em}
-th{background:#f2f2f2}code,pre{background:#f6f6f6;padding:.1em .3em}pre{overflow-x:auto}
-.ok{color:#1a7f37}.bad{color:#c62828}
-"""
+QUARANTINE_SHOWN = 20
 
 
 def build(state: State, job_id: str) -> str:
     """The report as an HTML string."""
-    info = inspect_job(state, job_id)
-    job = info["job"]
-    records = batch_records(state, job_id)
+    job = state.read_job(job_id)
+    batches = job_batches(state, job_id)
+    own = batches.filter(pc.equal(batches.column("job_id"), job_id))
+    order = stage_order(job)
     parts = [
-        f"<h1>Winnow run {_e(job_id)}</h1>",
-        _section("summary", "Summary", _kv(job)),
-        _section("stages", "Per stage", _stage_table(job, info["timings"])),
-        _section("state-delta", "State before / after / delta", _delta_table(job)),
-        _section(
-            "rows", "Rows kept and dropped per stage", _img(plots.rows_per_stage(job), "rows")
+        f"<h1>Winnow run {page.esc(job_id)} {page.badge(job.get('status'))} "
+        f"<small>pipeline {page.esc(job.get('pipeline'))}</small></h1>",
+        page.section("summary", "Summary", _lead(job, batches) + _kv(job)),
+        page.section(
+            "computed-by", "Where this output came from", _computed_by(state, job, batches)
         ),
-        _section("latency", "Stage latency", _img(plots.stage_latency(records), "latency")),
-        _section(
-            "throughput", "Throughput over time", _img(plots.throughput(records), "throughput")
+        page.section("failures", "Failures", _failures(job)),
+        page.section("stages", "Per stage", _stage_table(job, own)),
+        page.section("state-delta", "Checkpoints before / after this run", _delta_table(job)),
+        page.section("rows", "Rows kept, dropped and quarantined per stage", _rows(job)),
+        page.section(
+            "latency",
+            "Stage latency (batches this run computed)",
+            _timed(own, job, lambda: plots.stage_latency(own, order)),
         ),
-        _section("errors", "Errors by type", _errors(job)),
-        _section("quarantine", "Quarantined records", _quarantine(state)),
-        _section("artifact-check", "One artifact verified by hand", _artifact_check(state, job)),
+        page.section(
+            "throughput",
+            "Throughput over time (batches this run computed)",
+            _timed(own, job, lambda: plots.throughput(own, order)),
+        ),
+        page.section("quarantine", "Quarantined records", _quarantine(state, job)),
+        page.section(
+            "artifact-check", "One artifact verified by hand", _artifact_check(state, job)
+        ),
     ]
     return (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>Winnow run {_e(job_id)}</title><style>{STYLE}</style></head><body>"
+        f"<title>Winnow run {page.esc(job_id)}</title><style>{page.STYLE}</style></head><body>"
         + "\n".join(parts)
         + "</body></html>"
     )
 
 
 def write(state: State, job_id: str, to: str) -> str:
-    page = build(state, job_id)
+    """Write the report of ``job_id`` to ``to`` (any fsspec URL); return ``to``."""
+    text = build(state, job_id)
     with open_url(to, "w", **state.storage_options) as fh:
-        fh.write(page)
+        fh.write(text)
     return to
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value))
+def _unfinished(job: dict[str, Any]) -> str:
+    """Why a job record has no counts yet (or never will)."""
+    if job.get("status") in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return f"The job ended ({job.get('status')}) before it counted its batches."
+    return f"The job is {job.get('status')}: its counts come when it ends."
 
 
-def _section(anchor: str, title: str, body: str) -> str:
-    return f"<section id='{anchor}'><h2>{_e(title)}</h2>{body}</section>"
-
-
-def _img(fig: Any, alt: str) -> str:
-    data = base64.b64encode(plots.to_png(fig)).decode()
-    return f"<img alt='{_e(alt)}' src='data:image/png;base64,{data}'>"
-
-
-def _table(header: list[str], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _lead(job: dict[str, Any], batches: pa.Table) -> str:
+    """One sentence on how the run went, above the numbers."""
+    counts = (job.get("counts") or {}).values()
+    ran = sum(c["run"] for c in counts)
+    skipped = sum(c["skipped"] for c in counts)
+    poison = job.get("poison_batches") or []
+    error = job.get("error") or {}
+    if error:
+        text = f"The job failed: {error.get('type')}: {error.get('message')}"
+        return f"<p class='lead bad'>{page.esc(text)}</p>"
+    if poison:
+        lost = ((job.get("accounting") or {}).get("total") or {}).get("in_failed_batches")
+        rows = f" ({lost:,} input rows are not in the output)" if lost else ""
+        return (
+            f"<p class='lead bad'>{len(poison)} batch(es) failed for good after their retries"
+            f"{page.esc(rows)}; see <a href='#failures'>Failures</a>. "
+            "<code>winnow retry --failed</code> re-runs just those.</p>"
+        )
+    if "counts" not in job:
+        return f"<p class='lead note'>{page.esc(_unfinished(job))}</p>"
+    if not job.get("batches"):
+        return "<p class='lead note'>This run had no input rows: nothing was read or written.</p>"
+    if ran == 0 and skipped:
+        others = sorted({j for j in batches.column("job_id").to_pylist() if j})
+        return (
+            f"<p class='lead note'>Every batch was already committed: this run computed "
+            f"nothing ({skipped:,} stage batches skipped in {job.get('wall_s')} s). Its "
+            f"output was computed by {page.esc(', '.join(others) or 'earlier jobs')}; see "
+            "<a href='#computed-by'>where this output came from</a>.</p>"
+        )
+    return (
+        f"<p class='lead'>Computed {ran:,} stage batches and skipped {skipped:,} already "
+        "committed ones.</p>"
+    )
 
 
 def _kv(job: dict[str, Any]) -> str:
-    keys = ("pipeline", "status", "created_at", "finished_at", "wall_s", "rows_in", "rows_out")
-    rows = [[k, job.get(k)] for k in keys]
-    rows += [
+    total = (job.get("accounting") or {}).get("total") or {}
+    rows: list[list[Any]] = [
+        ["pipeline", job.get("pipeline")],
         ["profile", (job.get("profile") or {}).get("name")],
+        ["started", job.get("created_at")],
+        ["finished", job.get("finished_at")],
+        ["wall time (s)", job.get("wall_s")],
+        ["rows in", job.get("rows_in")],
+        ["rows out", job.get("rows_out")],
+        ["quarantined (bad) records", job.get("bad_records")],
+        ["rows in failed batches", total.get("in_failed_batches")],
         ["throughput (rows/s)", job.get("throughput_rows_s")],
-        ["bad records", job.get("bad_records")],
-        ["output manifest", job.get("manifest")],
+        ["stage batches skipped", _percent(job.get("skipped_fraction"))],
+        ["output manifest", job.get("manifest") or "none"],
     ]
-    return _table(["field", "value"], rows)
+    bad = {(i, 1) for i, r in enumerate(rows) if r[0] == "rows in failed batches" and r[1]}
+    return page.table(None, rows, bad)
 
 
-def _stage_table(job: dict[str, Any], timings: dict[str, Any]) -> str:
+def _percent(fraction: float | None) -> str:
+    return "" if fraction is None else f"{100 * fraction:.0f}%"
+
+
+def _computed_by(state: State, job: dict[str, Any], batches: pa.Table) -> str:
+    """Which jobs computed the committed batches this job's output is made of."""
+    done = [r for r in batches.to_pylist() if r["status"] == BatchStatus.SUCCEEDED]
+    if not done:
+        return "<p class='muted'>No committed batch belongs to this run's output.</p>"
+    per_job: dict[str, Counter[str]] = {}
+    for r in done:
+        per_job.setdefault(r["job_id"] or "?", Counter())[r["stage"]] += 1
+    order = stage_order(job)
     rows = []
-    for stage, c in (job.get("counts") or {}).items():
-        t = timings.get(stage, {})
+    for other, stages in sorted(per_job.items()):
+        try:
+            record = state.read_job(other) if other != job["job_id"] else job
+            status, finished = record.get("status"), record.get("finished_at")
+        except Exception:  # an old job record may be gone (gc) or damaged
+            status, finished = "record unreadable", ""
+        work = ", ".join(f"{s} {stages[s]:,}" for s in order if stages[s])
+        who = f"{other} (this run)" if other == job["job_id"] else other
+        rows.append([who, status, finished, work])
+    hint = (
+        "<p class='muted'>Batches this run skipped were computed by the earlier job(s) above; "
+        "<code>winnow report JOB --to FILE</code> shows how that run went.</p>"
+        if set(per_job) - {job["job_id"]}
+        else ""
+    )
+    return page.table(["job", "status", "finished", "committed batches per stage"], rows) + hint
+
+
+def _failures(job: dict[str, Any]) -> str:
+    errors = job.get("errors") or {}
+    poison = job.get("poison_batches") or []
+    integrity = job.get("integrity_failures") or []
+    error = job.get("error") or {}
+    if not (errors or poison or integrity or error):
+        return "<p class='ok'>No failures: no batch failed, none was retried.</p>"
+    out = []
+    if error:
+        out.append(
+            f"<p class='lead bad'>{page.esc(error.get('type'))}: {page.esc(error.get('message'))}</p>"
+        )
+    if poison:
+        rows = []
+        for p in poison:
+            src = p.get("source") or {}
+            where = f"{src.get('file')} rows {src.get('start')}-{src.get('stop')}"
+            rows.append([p["stage"], p["key"][:16], where, p.get("attempts"), p.get("message")])
+        out.append("<h3 class='bad'>Poison batches (failed after every retry)</h3>")
+        out.append(page.table(["stage", "batch key", "input", "attempts", "last error"], rows))
+    if integrity:
+        out.append("<h3 class='bad'>Integrity failures</h3>")
+        rows = [[i.get("stage"), str(i.get("key"))[:16], i.get("message")] for i in integrity]
+        out.append(page.table(["stage", "batch key", "what failed"], rows))
+    for kind, group in errors.items():
+        example = group.get("example") or {}
+        stages = ", ".join(group.get("stages") or [])
+        out.append(
+            f"<h3>{page.esc(kind)}: {group['count']} failed attempt(s) in {page.esc(stages)}</h3>"
+            f"<p>{page.esc(example.get('message', ''))}</p>"
+            f"<details><summary>traceback</summary><pre>{page.esc(example.get('traceback') or '')}"
+            "</pre></details>"
+        )
+    return "".join(out)
+
+
+def _stage_table(job: dict[str, Any], own: pa.Table) -> str:
+    """The job's counts per stage, and the latency of the batches it committed."""
+    if "counts" not in job:
+        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
+    counts = job["counts"]
+    durations: dict[str, list[float]] = {}
+    for r in own.to_pylist():
+        if r["status"] == BatchStatus.SUCCEEDED and r["duration_s"] is not None:
+            durations.setdefault(r["stage"], []).append(r["duration_s"])
+    rows: list[list[Any]] = []
+    bad: set[tuple[int, int]] = set()
+    for stage in stage_order(job):
+        if stage not in counts:
+            continue
+        c, times = counts[stage], sorted(durations.get(stage, []))
+        if c["failed"]:
+            bad.add((len(rows), 4))
         rows.append(
             [
                 stage,
@@ -118,73 +247,123 @@ def _stage_table(job: dict[str, Any], timings: dict[str, Any]) -> str:
                 c["failed"],
                 c["rows_in"],
                 c["rows_out"],
-                t.get("p50_s", ""),
-                t.get("p95_s", ""),
+                c.get("bad_records", 0),
+                round(statistics.median(times), 4) if times else "",
+                round(times[int(0.95 * (len(times) - 1))], 4) if times else "",
             ]
         )
-    header = [
-        "stage",
-        "run",
-        "skipped",
-        "retried",
-        "failed",
-        "rows in",
-        "rows out",
-        "p50 s",
-        "p95 s",
-    ]
-    return _table(header, rows)
+    header = ["stage", "run", "skipped", "retried", "failed", "rows in", "rows out"]
+    header += ["quarantined", "p50 s", "p95 s"]
+    note = "<p class='muted'>p50 and p95: seconds per batch this run committed.</p>"
+    return page.table(header, rows, bad) + note
 
 
 def _delta_table(job: dict[str, Any]) -> str:
+    """Committed and failed batches per stage, before and after the run, in words."""
     before, after, delta = (job.get(k) or {} for k in ("state_before", "state_after", "delta"))
-    rows = [
-        [s, before.get(s, {}), after.get(s, {}), delta.get(s, {})]
-        for s in sorted(set(before) | set(after))
-    ]
-    return _table(["stage", "before", "after", "delta"], rows)
-
-
-def _errors(job: dict[str, Any]) -> str:
-    errors = job.get("errors") or {}
-    if not errors:
-        return "<p class='ok'>No errors.</p>"
-    out = []
-    for kind, group in errors.items():
-        example = group.get("example") or {}
-        out.append(
-            f"<h3>{_e(kind)} ({group['count']}x)</h3><p>{_e(example.get('message', ''))}</p>"
-            f"<pre>{_e(example.get('traceback') or '')}</pre>"
+    unknown = "not recorded" if "state_after" not in job else None
+    rows: list[list[Any]] = []
+    bad: set[tuple[int, int]] = set()
+    for stage in stage_order(job):
+        if not (stage in before or stage in after or stage in delta):
+            continue
+        if (delta.get(stage) or {}).get(BatchStatus.FAILED, 0) > 0:
+            bad.add((len(rows), 3))
+        rows.append(
+            [
+                stage,
+                _counts(before.get(stage)),
+                unknown or _counts(after.get(stage)),
+                unknown or _counts(delta.get(stage), signed=True) or "no change",
+            ]
         )
-    return "".join(out)
+    caption = "<p class='muted'>Batch checkpoints of each stage in the state, by status.</p>"
+    return caption + page.table(["stage", "before", "after", "change"], rows, bad)
 
 
-def _quarantine(state: State) -> str:
-    table = quarantined(state, limit=20)
+def _counts(counts: dict[str, int] | None, signed: bool = False) -> str:
+    """``{"SUCCEEDED": 48, "FAILED": 3}`` as "48 succeeded, 3 failed"."""
+    if not counts:
+        return "" if signed else "none"
+    first = [s for s in (BatchStatus.SUCCEEDED, BatchStatus.FAILED) if s in counts]
+    keys = first + sorted(k for k in counts if k not in first)
+    return ", ".join(f"{counts[k]:{'+,d' if signed else ',d'}} {k.lower()}" for k in keys)
+
+
+def _rows(job: dict[str, Any]) -> str:
+    if "counts" not in job:
+        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
+    if not job.get("batches"):
+        return "<p class='muted'>This run had no input rows.</p>"
+    return page.image(plots.rows_per_stage(job))
+
+
+def _timed(own: pa.Table, job: dict[str, Any], draw: Any) -> str:
+    """A timing picture of the batches this run computed, or why there is none."""
+    committed = sum(1 for s in own.column("status").to_pylist() if s == BatchStatus.SUCCEEDED)
+    failed = own.num_rows - committed
+    note = (
+        f"<p class='bad'>{failed} failed batch attempt(s) are not drawn: they did no work.</p>"
+        if failed
+        else ""
+    )
+    if committed:
+        return page.image(draw()) + note
+    if "counts" not in job:
+        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
+    if not job.get("batches"):
+        return "<p class='muted'>This run had no input batches.</p>"
+    if failed:
+        return note
+    return (
+        "<p class='muted'>This run computed no batch: every one was already committed. "
+        "The jobs under <a href='#computed-by'>where this output came from</a> did the "
+        "work; their reports have its timings.</p>"
+    )
+
+
+def _quarantine(state: State, job: dict[str, Any]) -> str:
+    table = job_quarantined(state, job["job_id"], limit=QUARANTINE_SHOWN)
     if table.num_rows == 0:
-        return "<p class='ok'>No quarantined records.</p>"
-    rows = [[r["file"], r["row"], r["error"], str(r["raw"])[:120]] for r in table.to_pylist()]
-    return _table(["file", "row", "error", "raw"], rows)
+        return "<p class='ok'>No quarantined records in this run's input.</p>"
+    total = job.get("bad_records") or table.num_rows
+    shown = f"; the first {table.num_rows}" if total > table.num_rows else ""
+    lead = (
+        f"<p>{total:,} bad record(s) in this run's input were set aside{shown}. "
+        "All of them: <code>winnow.tools.explore.job_quarantined(state, job_id)</code>.</p>"
+    )
+    records = table.to_pylist()
+    files = [str(r["file"]) for r in records]
+    # by character, then cut at the last "/": commonpath would fold a URL's "s3://"
+    prefix = os.path.commonprefix(files)  # noqa: RUF071
+    folder = prefix[: prefix.rfind("/") + 1]
+    if folder:
+        lead += f"<p class='muted'>Files under <code>{page.esc(folder)}</code>.</p>"
+    names = [f[len(folder) :] for f in files]
+    rows = [
+        [name, r["row"], r["error"], str(r["raw"])[:120]]
+        for name, r in zip(names, records, strict=True)
+    ]
+    return lead + page.table(["file", "row", "error", "raw (first 120 characters)"], rows)
 
 
 def _artifact_check(state: State, job: dict[str, Any]) -> str:
-    import json
-
-    from winnow.storage.fs import resolve
-
     if not job.get("manifest"):
-        return "<p>No output manifest.</p>"
-    fs, path = resolve(job["manifest"], state.storage_options)
-    entries = [e for e in json.loads(fs.cat_file(path))["batches"] if e.get("artifact")]
+        return "<p class='muted'>No output manifest: the job ended before writing one.</p>"
+    try:
+        manifest = read_manifest(job["manifest"], state.storage_options)
+    except FileNotFoundError:
+        return f"<p class='bad'>The output manifest {page.esc(job['manifest'])} is gone.</p>"
+    entries = [e for e in manifest["batches"] if e.get("artifact")]
     if not entries:
-        return "<p>No artifacts.</p>"
+        return "<p class='muted'>The output has no artifacts: no batch reached the last stage.</p>"
     art = entries[0]["artifact"]
     data = ArtifactStore.for_uri(art["uri"], state.storage_options).read_bytes(art["uri"])
     digest = hashlib.sha256(data).hexdigest()
     verdict = "matches" if digest == art["digest"] else "DOES NOT match"
     css = "ok" if digest == art["digest"] else "bad"
     return (
-        f"<p><code>{_e(art['uri'])}</code>: {len(data):,} bytes; SHA-256 recomputed "
+        f"<p><code>{page.esc(art['uri'])}</code>: {len(data):,} bytes; SHA-256 recomputed "
         f"<code>{digest}</code> <span class='{css}'>{verdict}</span> the checkpoint's "
-        f"<code>{_e(art['digest'])}</code>.</p>"
+        f"<code>{page.esc(art['digest'])}</code>.</p>"
     )

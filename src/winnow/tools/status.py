@@ -1,5 +1,7 @@
-"""``winnow status`` and ``winnow jobs``: jobs, queue depth, per-stage counts,
-failures, quarantined records and state damage."""
+"""``winnow status`` and ``winnow jobs``.
+
+Jobs, queue depth, per-stage counts, failures, quarantined records and state damage.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +10,9 @@ from typing import Any
 
 from winnow.records import JOB_ACTIVE, BatchStatus, JobStatus
 from winnow.storage.checkpoints import Damage
+from winnow.storage.job_records import REPAIR_FIX
 from winnow.storage.liveness import Liveness, liveness
-from winnow.storage.state import REPAIR_FIX, State
+from winnow.storage.state import State
 from winnow.tools.verify import verify_state as verify_state
 
 DAMAGE_FIX = (
@@ -35,6 +38,11 @@ SUMMARY_KEYS = (
 
 
 def job_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """A job record's headline fields, counts and poison batches, with Ray's view or a note.
+
+    Args:
+        record: the job record (``state.read_job``).
+    """
     out = {k: record.get(k) for k in SUMMARY_KEYS if k in record}
     if record.get("counts"):
         out["counts"] = record["counts"]
@@ -70,6 +78,20 @@ def ray_view(record: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
+def _pipeline_order(stages: list[str], jobs: list[dict[str, Any]]) -> list[str]:
+    """The state's stages in pipeline order.
+
+    The newest job's pipeline first, then the stages of older jobs' pipelines,
+    then any stage no job record names.
+    """
+    from winnow.tools.inspect import stage_order  # inspect imports this module
+
+    order: list[str] = []
+    for job in jobs:
+        order += [s for s in stage_order(job) if s in stages and s not in order]
+    return order + [s for s in stages if s not in order]
+
+
 # -- status -----------------------------------------------------------------
 def status(state: State, recent: int = 10) -> dict[str, Any]:
     """Jobs, queue depth, per-stage counts, failures and quarantined records.
@@ -84,7 +106,7 @@ def status(state: State, recent: int = 10) -> dict[str, Any]:
     store = state.checkpoints()
     stages: dict[str, dict[str, Any]] = {}
     failures: list[dict[str, Any]] = []
-    for stage in store.stages():
+    for stage in _pipeline_order(store.stages(), jobs):
         loaded = store.load(stage)
         damage.extend(loaded.damage)
         records = loaded.records.values()

@@ -1,0 +1,120 @@
+"""Job records in a state: ``jobs/<job_id>.json``, written whole, read checked.
+
+``JobRecords`` is the part of ``State`` that reads and writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from winnow.errors import StateError
+from winnow.storage.checkpoints import Damage
+from winnow.storage.fs import join, modified_at, to_url, write_atomic
+
+REPAIR_FIX = (
+    "`winnow verify --repair` mends it (a checkpoint segment is rewritten without its bad "
+    "lines, a job record set aside; originals are kept under <state>/backups/)"
+)
+
+
+class JobRecords:
+    """Job records under a state root (``State`` is one; it sets ``fs``, ``root`` and ``url``)."""
+
+    fs: Any
+    root: str
+    url: str
+
+    def job_path(self, job_id: str) -> str:
+        """The file of ``job_id``'s record.
+
+        Raises:
+            StateError: ``job_id`` is not a name that can be a file name.
+        """
+        if not job_id or "/" in job_id or job_id.startswith("."):
+            raise StateError(f"{job_id!r} is not a job id")
+        return join(self.root, "jobs", f"{job_id}.json")
+
+    def write_job(self, record: dict[str, Any]) -> None:
+        """Write a job record (atomically, replacing any earlier one of that ``job_id``)."""
+        data = json.dumps(record, indent=2, sort_keys=True, default=str).encode()
+        write_atomic(self.fs, self.job_path(record["job_id"]), data)
+
+    def read_job(self, job_id: str) -> dict[str, Any]:
+        """The record of ``job_id``.
+
+        Raises:
+            StateError: there is no such job, or its file is not a job record.
+        """
+        path = self.job_path(job_id)
+        try:
+            data = self.fs.cat_file(path)
+        except FileNotFoundError:
+            raise StateError(
+                f"no job {job_id!r} in state {self.url!r}; `winnow jobs` lists the jobs"
+            ) from None
+        record, reason = _job_record(data)
+        if record is None:
+            raise StateError(
+                f"job record {to_url(self.fs, path)} is damaged ({reason}); "
+                f"{REPAIR_FIX}, or delete the file"
+            )
+        return record
+
+    def job_as_written(self, job_id: str) -> tuple[Any, datetime | None] | None:
+        """A job file's JSON (unchecked: ValueError if none) and its write time; None if missing."""
+        path = self.job_path(job_id)
+        try:
+            record = json.loads(self.fs.cat_file(path))
+            info = self.fs.info(path)
+        except FileNotFoundError:
+            return None
+        return record, modified_at(info)
+
+    def list_jobs(self) -> list[dict[str, Any]]:
+        """Every readable job record, newest first (see ``job_listing`` for damaged ones)."""
+        return self.job_listing().jobs
+
+    def job_listing(self) -> JobListing:
+        """Every job record, newest first, and the job files that are not one (skipped)."""
+        base = join(self.root, "jobs")
+        try:
+            paths = [p for p in self.fs.find(base) if p.endswith(".json")]
+        except FileNotFoundError:
+            return JobListing([], [])
+        contents = self.fs.cat(paths, on_error="omit") if paths else {}
+        listing = JobListing([], [])
+        for path in sorted(contents):
+            record, reason = _job_record(contents[path])
+            if record is None:
+                listing.damaged.append(Damage(path, to_url(self.fs, path), 0, reason))
+            else:
+                listing.jobs.append(record)
+        listing.jobs.sort(key=lambda j: str(j.get("created_at", "")), reverse=True)
+        return listing
+
+
+@dataclass
+class JobListing:
+    """The job records of a state.
+
+    Attributes:
+        jobs: the readable records, newest first.
+        damaged: job files that are not a job record (skipped).
+    """
+
+    jobs: list[dict[str, Any]]  # newest first
+    damaged: list[Damage]  # job files that are not a job record (skipped)
+
+
+def _job_record(data: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The job record in ``data``, or None and why it is not one."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        return None, f"not JSON ({type(exc).__name__}: {str(exc)[:80]})"
+    if not isinstance(value, dict) or not isinstance(value.get("job_id"), str):
+        return None, "not a job record (a JSON object with a job_id)"
+    return value, ""
