@@ -144,8 +144,16 @@ def open_state(url: str | None = None, storage_options: dict[str, Any] | None = 
     return State(url or default_state_url(), storage_options)
 
 
-def resolve_session(request: RunRequest) -> Session:
-    """Load everything a run needs and validate it; writes nothing."""
+def resolve_session(
+    request: RunRequest, notify: Callable[[str], None] | None = None
+) -> Session:
+    """Load everything a run needs and validate it; writes nothing (but sample inputs).
+
+    Args:
+        request: what to run.
+        notify: told before anything slow happens (writing a pipeline's sample
+            inputs on its first run).
+    """
     profile, pipeline, sets = request.profile, request.pipeline, list(request.sets)
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     if sets:
@@ -170,7 +178,10 @@ def resolve_session(request: RunRequest) -> Session:
     if not inputs:
         inputs = list(pipe.default_inputs)
         if not inputs and pipe.sample_inputs is not None:
-            inputs = pipe.sample_inputs(os.path.join(SAMPLES_DIR, pipe.name))
+            samples = os.path.join(SAMPLES_DIR, pipe.name)
+            if notify is not None and not (os.path.isdir(samples) and os.listdir(samples)):
+                notify(f"writing {pipe.name}'s sample inputs to {samples} (first run only)")
+            inputs = pipe.sample_inputs(samples)
         if not inputs:
             raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
     pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))

@@ -177,7 +177,9 @@ def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall
     names = [s.name for s in the_plan.stages]
     first, last = counts[names[0]], counts[names[-1]]
     total_batches = len(the_plan.batches)
-    processed_rows = first["rows_in"] if first["run"] else 0
+    # The rows the run worked on: those entering the earliest stage it ran (a rerun of
+    # a downstream stage alone processed that stage's input, not zero rows).
+    processed_rows = next((c["rows_in"] for c in counts.values() if c["run"]), 0)
     after: dict[str, Counter[str]] = {n: Counter(v) for n, v in the_plan.before.items()}
     for bp in the_plan.batches:
         for i, name in enumerate(names):

@@ -180,3 +180,39 @@ def test_run_with_the_local_executor_needs_no_ray(tmp_path: Path, demo_inputs):
     assert json.loads(proc.stderr.strip().splitlines()[-1]) == {"ray_imported": False}
     again = run_json(*args[:-1])  # the same run on Ray skips everything the local one did
     assert {c["run"] for c in again["counts"].values()} == {0}
+
+
+TINY_WITH_SAMPLES = """
+import os
+import pyarrow as pa
+from winnow import Pipeline, Stage
+
+
+class Keep(Stage):
+    name = "keep"
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return batch
+
+
+def sample_inputs(directory: str) -> list[str]:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, "a.jsonl")
+    if not os.path.exists(path):
+        with open(path, "w") as fh:
+            fh.write('{"id": 1}\\n')
+    return [path]
+
+
+pipeline = Pipeline(name="tiny", stages=[Keep()], sample_inputs=sample_inputs)
+"""
+
+
+def test_writing_sample_inputs_is_announced_once(tmp_path: Path):
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "tiny.py").write_text(TINY_WITH_SAMPLES)
+    first = run_cli("plan", "tiny", "--state", str(tmp_path / "state"), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "writing tiny's sample inputs to .winnow/samples/tiny (first run only)" in first.stderr
+    again = run_cli("plan", "tiny", "--state", str(tmp_path / "state"), cwd=tmp_path)
+    assert again.returncode == 0 and "sample inputs" not in again.stderr

@@ -23,11 +23,23 @@ HAS_NVML = _nvml_works()
 def test_without_nvml_devices_says_why_and_lists_none() -> None:
     devices, note = nvml.devices()
     assert devices == []
-    assert note is not None and note.startswith("NVML not available (")
     with pytest.raises(NvmlUnavailable) as caught:
         Nvml.open()
-    assert str(caught.value) == note
-    assert note == f"NVML not available ({type(caught.value.cause).__name__}: {caught.value.cause})"
+    assert note == str(caught.value) == f"no GPU information: {caught.value.reason}"
+    assert "NVMLError" not in note  # a sentence, not an exception's name
+
+
+@pytest.mark.parametrize(
+    ("cause", "reason"),
+    [
+        (ImportError("No module named 'pynvml'"), "nvidia-ml-py is not installed"),
+        (type("NVMLError_LibraryNotFound", (Exception,), {})(), "no NVIDIA driver on this machine"),
+        (type("NVMLError_DriverNotLoaded", (Exception,), {})(), "no NVIDIA driver on this machine"),
+        (RuntimeError("odd"), "NVML did not start (odd)"),
+    ],
+)
+def test_why_nvml_is_missing_reads_as_a_sentence(cause: BaseException, reason: str) -> None:
+    assert nvml.plainly(cause) == reason
 
 
 @pytest.mark.gpu

@@ -91,7 +91,7 @@ def run(
             raise click.UsageError("--dashboard watches Ray: drop it or use --executor ray")
         request = request.but(sets=(*request.sets, "ray_dashboard=true"))
     signals = _install_signal_handlers()
-    session = api.resolve_session(request)
+    session = api.resolve_session(request, console.note)
     _run_session(session, signals, address, as_json, job_id=job_id)
 
 
@@ -180,7 +180,7 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
     """
     from winnow.execution.capacity import for_plan
 
-    session = api.resolve_session(request)
+    session = api.resolve_session(request, console.note)
     for note in session.notes:
         console.note(note)
     the_plan = api.plan(session)

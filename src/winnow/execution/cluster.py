@@ -40,6 +40,14 @@ def connect(address: str | None, num_cpus: int | None = None, dashboard: bool = 
         return _init(address, num_cpus, dashboard)
 
 
+def worker_logs() -> str | None:
+    """Where an embedded Ray keeps its stage actors' output (None when attached)."""
+    session = (
+        _context.address_info.get("session_dir") if _embedded and _context is not None else None
+    )
+    return os.path.join(str(session), "logs") if session else None
+
+
 def dashboard_url() -> str | None:
     """The dashboard of the Ray this process is connected to, if it has one."""
     if not ray.is_initialized() or _context is None:
@@ -70,12 +78,14 @@ def shutdown() -> None:
     ray.shutdown()
 
 
-# What ray.init() returned for this process's connection (its dashboard URL).
+# What ray.init() returned for this process's connection (its dashboard URL, its
+# session folder), and whether this process started that Ray itself.
 _context: Any = None
+_embedded = False
 
 
 def _init(address: str | None, num_cpus: int | None, dashboard: bool) -> bool:
-    global _context
+    global _context, _embedded
     address = address or os.environ.get("RAY_ADDRESS") or None
     common: dict[str, Any] = {
         "logging_level": logging.WARNING,
@@ -87,10 +97,14 @@ def _init(address: str | None, num_cpus: int | None, dashboard: bool) -> bool:
         if _is_loopback(address):
             _keep_loopback()
             _use_local_token()
-        _context = _attach(address, common)
+        _context, _embedded = _attach(address, common), False
         return True
+    # What stage actors print goes to the node's log files, not through the progress
+    # bars; a run with failures says where they are (worker_logs).
+    common["log_to_driver"] = False
     _keep_loopback()
     _context = embedded.start(num_cpus or os.cpu_count() or 1, common, dashboard)
+    _embedded = True
     return True
 
 
@@ -156,7 +170,7 @@ def _keep_loopback() -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
 
 
-AUTH_MODE = "RAY_AUTH_MODE"
+AUTH_MODE = embedded.AUTH_MODE
 
 
 def _use_local_token() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -47,6 +48,7 @@ SYSTEM_CONFIG = {
     "raylet_client_num_connect_attempts": 500,
     "task_events_report_interval_ms": 0,
 }
+AUTH_MODE = "RAY_AUTH_MODE"
 REGISTRATION_POLL_S = 0.02
 REGISTRATION_TIMEOUT_S = 10.0  # then Ray's own once-a-second wait, and its errors
 
@@ -57,6 +59,7 @@ def start(num_cpus: int, common: dict[str, Any], dashboard: bool = False) -> Any
     With ``dashboard`` the node keeps its dashboard, bound to 127.0.0.1 (Ray
     takes 8265, or a free port if that one is taken).
     """
+    _ask_for_token_auth()
     with _lean_node(dashboard):
         return ray.init(
             address="local",
@@ -67,6 +70,23 @@ def start(num_cpus: int, common: dict[str, Any], dashboard: bool = False) -> Any
             _system_config=SYSTEM_CONFIG,
             **common,
         )
+
+
+def _ask_for_token_auth() -> None:
+    """Token auth on, as Ray turns it on by default for a new local cluster, but asked for.
+
+    Ray then skips the WARNING it prints on every start about having turned it
+    on by itself. Done as Ray does it (the variable for this process and its
+    children, then its cached config refreshed); a mode the user set stays.
+    """
+    if os.environ.get(AUTH_MODE) is not None:
+        return
+    try:
+        from ray._raylet import Config  # type: ignore[attr-defined]
+    except ImportError:  # another Ray: its own default (and its warning) then
+        return
+    os.environ[AUTH_MODE] = "token"
+    Config.initialize("")
 
 
 @contextlib.contextmanager

@@ -14,11 +14,24 @@ from typing import Any
 
 
 class NvmlUnavailable(Exception):
-    """NVML could not be initialized; ``cause`` is what it raised."""
+    """NVML could not be initialized; ``cause`` is what it raised, ``reason`` says it plainly."""
 
     def __init__(self, cause: BaseException) -> None:
         self.cause = cause
-        super().__init__(f"NVML not available ({type(cause).__name__}: {cause})")
+        self.reason = plainly(cause)
+        super().__init__(f"no GPU information: {self.reason}")
+
+
+def plainly(cause: BaseException) -> str:
+    """Why NVML would not start, in a sentence a user can act on."""
+    name = type(cause).__name__
+    if isinstance(cause, ImportError):
+        return "nvidia-ml-py is not installed"
+    if "LibraryNotFound" in name or "DriverNotLoaded" in name:
+        return "no NVIDIA driver on this machine"
+    if "NoPermission" in name:
+        return "NVML refused access (check the permissions on /dev/nvidia*)"
+    return f"NVML did not start ({cause})"
 
 
 @dataclass(frozen=True)
@@ -84,7 +97,7 @@ def devices() -> tuple[list[dict[str, Any]], str | None]:
 
     Returns:
         ``(devices, None)``, each device as :meth:`Nvml.devices` gives it, or
-        ``([], "NVML not available (<error type>: <error>)")``.
+        ``([], "no GPU information: <why, plainly>")``.
     """
     try:
         nvml = Nvml.open()

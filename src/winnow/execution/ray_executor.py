@@ -70,7 +70,11 @@ class RayExecutor:
         def scheduler(flights: list[Flight], emit: Callable[[Event], None]) -> Scheduler:
             return Scheduler(flights, plan, artifacts, job_id, self.sizes, self.reuse, emit)
 
-        return Runner(plan, state, artifacts, job_id, scheduler, progress, stop).run()
+        outcome = Runner(plan, state, artifacts, job_id, scheduler, progress, stop).run()
+        logs = cluster.worker_logs()
+        if logs and (outcome.errors or outcome.poisoned) and self.notify is not None:
+            self.notify(f"what the stage actors printed (worker-*.out, worker-*.err) is in {logs}")
+        return outcome
 
     def shutdown(self) -> None:
         """Shut down the Ray this executor started; a cluster it attached to is left alone."""

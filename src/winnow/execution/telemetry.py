@@ -136,7 +136,7 @@ class GpuSampler:
                 _nvml_note_given = True
                 print(
                     f"note: GPU telemetry off for stage {self.stage!r} on {socket.gethostname()}: "
-                    f"NVML not available ({type(exc.cause).__name__}); the stage runs as usual",
+                    f"{exc.reason}; the stage runs as usual",
                     file=sys.stderr,
                 )
             return False
