@@ -122,8 +122,10 @@ def run(
             rerun,
             executor,
         )
-    session = resolve_session(request)
-    record = execute(session, address=address, progress=_progress(progress))
+    display = _progress(progress)
+    # Where progress is shown, so is the note before a first run writes sample inputs.
+    session = resolve_session(request, _stderr if display is not None else None)
+    record = execute(session, address=address, progress=display)
     return RunResult.from_record(record, session.profile.storage_options, address)
 
 
@@ -144,9 +146,7 @@ def open_state(url: str | None = None, storage_options: dict[str, Any] | None = 
     return State(url or default_state_url(), storage_options)
 
 
-def resolve_session(
-    request: RunRequest, notify: Callable[[str], None] | None = None
-) -> Session:
+def resolve_session(request: RunRequest, notify: Callable[[str], None] | None = None) -> Session:
     """Load everything a run needs and validate it; writes nothing (but sample inputs).
 
     Args:
