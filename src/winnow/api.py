@@ -1,9 +1,13 @@
 """The public Python API; the CLI is a thin layer over these functions.
 
 >>> import winnow
->>> summary = winnow.run("demo", profile="local-cpu")
->>> summary["status"] == "SUCCEEDED"
+>>> result = winnow.run("demo", profile="local-cpu")
+>>> result.status == "SUCCEEDED"
 True
+>>> table = result.to_arrow()  # or to_pandas(), to_ray_dataset()
+
+``winnow.run`` returns a :class:`~winnow.result.RunResult`; ``execute`` (what
+the CLI and the gateway call) returns the job record, a dict.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any
 from winnow import jobs
 from winnow.errors import StorageFailed, UsageError, WinnowError
 from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
+from winnow.execution.outcome import Progress
 from winnow.history import History
 from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
 from winnow.plan import Plan, make_plan
@@ -30,6 +35,7 @@ from winnow.profile import (
     unused_stage_tables,
 )
 from winnow.request import RunRequest
+from winnow.result import RunResult
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
 from winnow.storage.manifests import read_manifest
 from winnow.storage.state import State, default_state_url
@@ -69,8 +75,13 @@ def run(
     address: str | None = None,
     rerun: str | None = None,
     executor: str = "ray",
-) -> dict[str, Any]:
-    """Resolve and run a pipeline; return its job record (what `winnow run --json` prints).
+    progress: bool | Progress | None = None,
+) -> RunResult:
+    """Resolve and run a pipeline; return its result.
+
+    What ``winnow run`` does, from Python or a notebook: committed batches are
+    skipped, the job is recorded in the state, and a job whose batches failed
+    ends FAILED without raising (check ``result.ok``).
 
     Args:
         pipeline: a pipeline name, file or object, or a whole ``RunRequest``
@@ -83,9 +94,19 @@ def run(
         verify: how committed artifacts are checked before a skip.
         address: the Ray cluster to attach to (default: an embedded local Ray).
         rerun: a stage to recompute every batch of, with the stages after it.
-        executor: ``ray`` or ``local``.
+        executor: ``ray`` or ``local`` (this process, no Ray).
+        progress: per-stage bars. None (default): in a notebook an HTML table
+            redrawn in place, in a terminal rich bars on stderr, elsewhere
+            nothing; True: always; False: never; or a ``Progress`` to report to.
 
-    The request arguments are ``RunRequest``'s fields, documented there.
+    Returns:
+        The job's :class:`~winnow.result.RunResult`: id, status, counts, rows,
+        wall time and manifest, its output as ``to_arrow()``, ``to_pandas()``
+        or ``to_ray_dataset()``, and the whole job record as ``record``.
+
+    Raises:
+        UsageError: bad input or configuration (nothing was written).
+        LockHeld: another live run of this pipeline holds the state's lock.
     """
     if isinstance(pipeline, RunRequest):
         request = pipeline
@@ -101,7 +122,23 @@ def run(
             rerun,
             executor,
         )
-    return execute(resolve_session(request), address=address)
+    display = _progress(progress)
+    # Where progress is shown, so is the note before a first run writes sample inputs.
+    session = resolve_session(request, _stderr if display is not None else None)
+    record = execute(session, address=address, progress=display)
+    return RunResult.from_record(record, session.profile.storage_options, address)
+
+
+def _progress(progress: bool | Progress | None) -> Progress | None:
+    from winnow import progress as display
+
+    if isinstance(progress, Progress):
+        return progress
+    if progress is None:
+        return display.auto_progress()
+    if not progress:
+        return None
+    return display.NotebookBars() if display.in_notebook() else display.StageBars()
 
 
 def open_state(url: str | None = None, storage_options: dict[str, Any] | None = None) -> State:
@@ -201,7 +238,7 @@ def execute(
     session: Session,
     verify: str | None = None,
     address: str | None = None,
-    progress: Any = None,
+    progress: Progress | None = None,
     stop: threading.Event | None = None,
     job_id: str | None = None,
     only_failed: bool = False,
@@ -258,7 +295,7 @@ def _execute_locked(
     the_plan: Plan,
     job_id: str,
     engine: Executor | None,
-    progress: Any,
+    progress: Progress | None,
     stop: threading.Event | None,
     t0: float,
     started: threading.Event | None = None,
@@ -302,7 +339,7 @@ def _run_plan(
     the_plan: Plan,
     job_id: str,
     engine: Executor | None,
-    progress: Any,
+    progress: Progress | None,
     stop: threading.Event | None,
 ) -> Any:
     from winnow.execution.outcome import skipped_outcome
@@ -312,15 +349,23 @@ def _run_plan(
     return engine.run(the_plan, session.state, session.artifacts, job_id, progress, stop)
 
 
+def output_refs(
+    record: dict[str, Any], storage_options: dict[str, Any] | None = None
+) -> list[ArtifactRef]:
+    """The artifacts of a job's output, in source order, as its run manifest lists them.
+
+    Batches that did not finish (a failed job's) have none and are left out.
+    """
+    manifest = read_manifest(record["manifest"], storage_options)
+    return [ArtifactRef(**e["artifact"]) for e in manifest["batches"] if e["artifact"]]
+
+
 def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None = None) -> Any:
-    """A job's output as one pyarrow Table, in source order."""
+    """A job's output as one pyarrow Table, in source order, each artifact re-hashed as read."""
     import pyarrow as pa
 
-    manifest = read_manifest(record["manifest"], storage_options)
     store = ArtifactStore(output_store_url(record["output_url"]), storage_options)
-    tables = [
-        store.read(ArtifactRef(**e["artifact"])) for e in manifest["batches"] if e["artifact"]
-    ]
+    tables = [store.read(ref) for ref in output_refs(record, storage_options)]
     return pa.concat_tables(tables) if tables else pa.table({})
 
 

@@ -1,14 +1,19 @@
 """Profiles: TOML files validated by pydantic.
 
-``--profile`` takes a name from ``profiles/`` or a path to a TOML file. Unknown
-keys are errors naming the key and the file. CLI flags and ``--set`` override
-profile values; resource overrides make copies of the stages' declarations.
+``--profile`` takes a name or a path to a TOML file. A name is looked up in
+the project's ``profiles/`` folder (the working directory's), then among the
+profiles that ship inside the package (``winnow/profiles/``: ``local-cpu``,
+``gpu-single``, ``high-throughput``), so a project's own file overrides a
+packaged one of the same name. Unknown keys are errors naming the key and the
+file. CLI flags and ``--set`` override profile values; resource overrides make
+copies of the stages' declarations.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -125,12 +130,40 @@ def redact(options: Any) -> Any:
     return options
 
 
+def packaged_profiles() -> Path:
+    """The folder of the profiles that ship inside the package (``winnow/profiles/``).
+
+    Raises:
+        ConfigError: Winnow is installed somewhere that is not a folder on disk
+            (a zip), where the packaged profiles cannot be named by path.
+    """
+    folder = resources.files("winnow") / "profiles"
+    # A profile is named by its path (job records, `winnow submit` bundles the file),
+    # so the folder must be one on disk, as it is in every pip or uv install.
+    if not isinstance(folder, Path):
+        raise ConfigError(
+            f"the packaged profiles are not on disk ({folder}); install winnow as files "
+            "(pip install, not a zip) or pass a path to a TOML file"
+        )
+    return folder
+
+
+def profile_dirs(search_dirs: list[str] | None = None) -> list[Path]:
+    """Where a profile name is looked up, first match wins.
+
+    ``search_dirs``, then the project's ``./profiles``, then the packaged profiles.
+    """
+    project = Path(os.getcwd()) / "profiles"
+    return [*(Path(d) for d in search_dirs or []), project, packaged_profiles()]
+
+
 def find_profile_file(name_or_path: str, search_dirs: list[str] | None = None) -> Path:
     """The TOML file of a profile given by name or path.
 
     A value ending in ``.toml`` or holding a path separator is a path; any other
-    is a name looked up as ``<name>.toml`` in ``search_dirs``, then in
-    ``./profiles``.
+    is a name looked up as ``<name>.toml`` in ``search_dirs``, then in the
+    project's ``./profiles``, then among the packaged profiles
+    (:func:`profile_dirs`).
 
     Raises:
         ConfigError: no such file (the message lists the profiles available).
@@ -141,18 +174,18 @@ def find_profile_file(name_or_path: str, search_dirs: list[str] | None = None) -
             return candidate
         raise ConfigError(
             f"profile file {name_or_path!r} does not exist; pass an existing .toml file "
-            "or a name from profiles/"
+            "or a profile name"
         )
-    dirs = [*(search_dirs or []), os.path.join(os.getcwd(), "profiles")]
+    dirs = profile_dirs(search_dirs)
     for directory in dirs:
-        path = Path(directory) / f"{name_or_path}.toml"
+        path = directory / f"{name_or_path}.toml"
         if path.is_file():
             return path
-    available = sorted({p.stem for d in dirs if Path(d).is_dir() for p in Path(d).glob("*.toml")})
+    available = sorted({p.stem for d in dirs if d.is_dir() for p in d.glob("*.toml")})
     hint = f" Available: {', '.join(available)}." if available else ""
     raise ConfigError(
-        f"no profile named {name_or_path!r} in {', '.join(dirs)}.{hint} "
-        "Pass a name from profiles/ or a path to a TOML file."
+        f"no profile named {name_or_path!r} in {', '.join(map(str, dirs))}.{hint} "
+        "Pass one of those names, put <name>.toml in ./profiles, or pass a path to a TOML file."
     )
 
 
@@ -191,7 +224,7 @@ def validate_profile(data: dict[str, Any], source: str) -> Profile:
                 problems.append(f"{where}: {err['msg']} (got {err.get('input')!r})")
         raise ConfigError(
             f"profile {source}: {'; '.join(problems)}. Fix these keys "
-            "(see profiles/local-cpu.toml for every valid key)."
+            "(see the packaged winnow/profiles/local-cpu.toml for every valid key)."
         ) from None
 
 

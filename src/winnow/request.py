@@ -29,8 +29,8 @@ class RunRequest:
     Args:
         pipeline: a pipeline name (``pipelines/<name>.py``), a path to one, or a
             ``Pipeline``.
-        profile: a profile name (``profiles/<name>.toml``), a TOML path, a
-            ``Profile``, or None for the default.
+        profile: a profile name (the project's ``profiles/<name>.toml``, else a
+            packaged one), a TOML path, a ``Profile``, or None for the default.
         inputs: files, folders or globs (any fsspec URL); empty: the
             pipeline's default or sample inputs.
         output: where artifacts and manifests go (default ``.winnow/output``).

@@ -10,7 +10,7 @@ Every engine runs the same transform over the same input files: lowercase
 (``utf8_length``, int32), keeping ``id``; output is Parquet with zstd.
 
 * Winnow: ``python -m winnow.cli run`` with the ``local-cpu`` profile's
-  settings (a benchmark copy of ``profiles/local-cpu.toml`` whose only stage
+  settings (a benchmark copy of the packaged ``local-cpu`` profile whose only stage
   table is ``[stages.transform]``) and ``--set batch_rows=10000``. Every batch
   is serialized to Parquet zstd, written, read back, SHA-256 re-hashed and
   decoded before its checkpoint is written. The same command is then run a
@@ -70,6 +70,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from winnow.profile import packaged_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_FILES = 64
@@ -417,9 +419,9 @@ def write_winnow_files(folder: Path) -> tuple[Path, Path]:
     """The benchmark pipeline module and a profile with local-cpu's top-level keys."""
     pipeline = folder / "bench_transform.py"
     pipeline.write_text(PIPELINE_SOURCE)
-    base = tomllib.loads((ROOT / "profiles" / "local-cpu.toml").read_text())
+    base = tomllib.loads((packaged_profiles() / "local-cpu.toml").read_text())
     lines = [
-        "# Written by tests/benchmarks/bench_throughput.py: profiles/local-cpu.toml's",
+        "# Written by tests/benchmarks/bench_throughput.py: the packaged local-cpu.toml's",
         "# top-level keys, with a stage table for the benchmark's only stage.",
         'name = "local-cpu-bench"',
     ]

@@ -10,8 +10,9 @@ from pathlib import Path
 import fsspec
 
 from tests.conftest import ROOT, run_cli
+from winnow.profile import packaged_profiles
 
-PROFILE = ROOT / "profiles" / "local-cpu.toml"
+PROFILE = packaged_profiles() / "local-cpu.toml"
 
 
 def test_demo_on_s3_reruns_from_elsewhere_and_no_secret_is_written(

@@ -25,7 +25,11 @@ REQUEST_FIELDS = ("pipeline", "profile", "inputs", "output", "state", "sets", "v
 REQUEST_OPTIONS = [
     click.argument("pipeline"),
     click.option(
-        "--profile", "-p", default=None, help="Profile name from profiles/ or a TOML path."
+        "--profile",
+        "-p",
+        default=None,
+        help="Profile: a name (./profiles/<name>.toml, else a packaged one: local-cpu, "
+        "gpu-single, high-throughput) or a TOML path.",
     ),
     click.option(
         "--input",

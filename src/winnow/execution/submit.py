@@ -2,7 +2,8 @@
 
 The job's driver runs ``python -m winnow run ... --address auto --job-id ID``
 on the cluster's head node. Its runtime env carries the project's
-``pipelines/`` and ``profiles/`` (the working dir) and this Winnow package (a
+``pipelines/`` and ``profiles/`` with the named pipeline and profile file (the
+working dir; a packaged profile is copied in too) and this Winnow package (a
 py_module), so the cluster runs exactly the code the user submitted. The job
 is recorded in the state as SUBMITTED before the driver starts; the driver's
 run then owns the record.
@@ -109,7 +110,15 @@ def _redact(text: str, token: str | None) -> str:
 
 @contextmanager
 def bundle(pipeline_file: str, profile_file: str | None) -> Iterator[tuple[Path, str, str | None]]:
-    """A working dir with the project's pipelines/ and profiles/ (and the named files)."""
+    """A working dir with the project's pipelines/ and profiles/, and the named files.
+
+    The named pipeline and profile are the files resolved here (a project's
+    own, a packaged profile, or any path): each is copied over a project file
+    of the same name, so the cluster runs exactly what ran the local checks.
+
+    Yields:
+        The working dir, and the pipeline's and profile's paths inside it.
+    """
     project = Path.cwd()
     with tempfile.TemporaryDirectory(prefix="winnow-submit-") as tmp:
         root = Path(tmp)
@@ -118,15 +127,11 @@ def bundle(pipeline_file: str, profile_file: str | None) -> Iterator[tuple[Path,
             for path in sorted((project / sub).glob(pattern)) if (project / sub).is_dir() else []:
                 shutil.copy2(path, root / sub / path.name)
         pipe = Path(pipeline_file)
-        target = root / "pipelines" / pipe.name
-        if not target.exists():
-            shutil.copy2(pipe, target)
+        shutil.copy2(pipe, root / "pipelines" / pipe.name)
         prof_ref = None
         if profile_file:
             prof = Path(profile_file)
-            prof_target = root / "profiles" / prof.name
-            if not prof_target.exists():
-                shutil.copy2(prof, prof_target)
+            shutil.copy2(prof, root / "profiles" / prof.name)
             prof_ref = f"profiles/{prof.name}"
         yield root, f"pipelines/{pipe.name}", prof_ref
 
