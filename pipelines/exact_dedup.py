@@ -12,7 +12,7 @@ it duplicates.
 
 The run's output (``winnow export``) holds the kept rows. The removed rows
 (``id``, ``duplicate_of``, ``file``, ``row``) are a second artifact of each
-partition, read with ``winnow.removed_table(job_record)``.
+partition: ``winnow inspect removed`` or ``winnow.removed(state, job_id)``.
 With no ``--input``, ``sample_inputs`` writes a small corpus with planted
 exact and normalized copies across files.
 """
@@ -77,7 +77,20 @@ class ExactDedup(GroupingStage):
         return Reduced(rows.filter(pa.array(kept)), removed)
 
 
-_WORDS = "data model pipeline record batch arrow ray actor stage quality filter corpus".split()
+_WORDS = [
+    "data",
+    "model",
+    "pipeline",
+    "record",
+    "batch",
+    "arrow",
+    "ray",
+    "actor",
+    "stage",
+    "quality",
+    "filter",
+    "corpus",
+]
 
 
 def sample_inputs(directory: str, files: int = 4, rows_per_file: int = 2_000) -> list[str]:

@@ -52,7 +52,7 @@ class Reduced:
     Attributes:
         kept: the rows that flow on to the next stage.
         removed: rows taken out (duplicates, with why); committed as a second
-            artifact of the partition, readable with ``winnow.removed_table``.
+            artifact of the partition (``winnow inspect removed``).
     """
 
     kept: pa.RecordBatch | pa.Table
