@@ -87,6 +87,7 @@ _LAZY = {
     "gc": "winnow.tools.gc",
     "export": "winnow.tools.export",
     "quarantined": "winnow.tools.quarantine",
+    "removed": "winnow.tools.removed",
     **dict.fromkeys(("batch_records", "output_dataset", "stage_samples"), "winnow.tools.explore"),
 }
 

@@ -60,6 +60,8 @@ class Tally:
     def __init__(self, stages: list[str]) -> None:
         self.stages = stages
         self.files: dict[str, FileRows] = {}
+        # The reduce side of a grouping stage: its partitions' rows, counted as files are.
+        self.after: Tally | None = None
 
     def add_batch(
         self, file: str, start: int, stop: int, rows: list[dict[str, Any] | None]
@@ -90,18 +92,41 @@ class Tally:
         t.passed += entering
 
     def total(self) -> FileRows:
-        """The counts of every file summed."""
+        """The counts of every file summed, through a grouping stage's reduce side if any.
+
+        With a reduce side (``after``), the rows the map side passed on are
+        what its partitions read: their rows passed, filtered (duplicates a
+        reduce removed) and failed replace them, and rows that reached the map
+        side but no finished partition count as in failed batches.
+        """
         out = FileRows()
         for rows in self.files.values():
             out.add(rows)
+        if self.after is not None:
+            later = self.after.total()
+            pending = out.passed - later.read  # rows no partition has read (yet)
+            out.passed = later.passed
+            out.failed += later.failed + max(pending, 0)
+            out.quarantined += later.quarantined
+            out.filtered.update(later.filtered)
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """The run's accounting for its summary: the ``total`` and each file's, by URL."""
-        return {
+        """The run's accounting for its summary: the ``total`` and each file's, by URL.
+
+        With a grouping stage, each file's counts end at its map side (its
+        ``passed`` rows went into partitions) and ``partitions`` holds each
+        reduce partition's.
+        """
+        out = {
             "total": self.total().to_dict(),
             "files": {url: rows.to_dict() for url, rows in sorted(self.files.items())},
         }
+        if self.after is not None:
+            out["partitions"] = {
+                url: rows.to_dict() for url, rows in sorted(self.after.files.items())
+            }
+        return out
 
 
 def row_counts(record: dict[str, Any] | None) -> dict[str, Any] | None:

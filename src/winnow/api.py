@@ -342,11 +342,11 @@ def _run_plan(
     progress: Progress | None,
     stop: threading.Event | None,
 ) -> Any:
-    from winnow.execution.outcome import skipped_outcome
+    from winnow.execution.segments import run_segments
 
-    if engine is None:  # nothing to run: the plan alone says what the run did
-        return skipped_outcome(the_plan, progress)
-    return engine.run(the_plan, session.state, session.artifacts, job_id, progress, stop)
+    # With no engine (nothing to run) the plan alone says what the run did; a
+    # grouping stage's reduce side runs as a second segment after its map side.
+    return run_segments(the_plan, engine, session.state, session.artifacts, job_id, progress, stop)
 
 
 def output_refs(

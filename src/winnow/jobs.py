@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from winnow.errors import StateError
-from winnow.execution.outcome import Outcome
+from winnow.execution.outcome import Outcome, StageCounts
 from winnow.plan import SKIP, Plan
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.storage import manifests
@@ -49,7 +49,7 @@ def started_record(
         "inputs": [f.url for f in the_plan.files],
         "state_url": state.display(),
         "output_url": to_url(*resolve(output_url, the_plan.profile.storage_options)),
-        "stages": [{**s.parts, "fingerprint": s.fingerprint} for s in the_plan.stages],
+        "stages": [{**s.parts, "fingerprint": s.fingerprint} for s in the_plan.all_stages()],
         "plan": the_plan.to_dict()["stages"],
         "state_before": the_plan.before,
     }
@@ -173,32 +173,37 @@ def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall
     Status, counts, rows, the state after and its delta, errors, poison
     batches and where every row went.
     """
-    counts = {n: c.to_dict() for n, c in outcome.counts.items()}
-    names = [s.name for s in the_plan.stages]
+    names = [s.name for s in the_plan.all_stages()]
+    counts = {
+        n: outcome.counts[n].to_dict() if n in outcome.counts else _no_counts() for n in names
+    }
     first, last = counts[names[0]], counts[names[-1]]
     total_batches = len(the_plan.batches)
     # The rows the run worked on: those entering the earliest stage it ran (a rerun of
     # a downstream stage alone processed that stage's input, not zero rows).
     processed_rows = next((c["rows_in"] for c in counts.values() if c["run"]), 0)
-    after: dict[str, Counter[str]] = {n: Counter(v) for n, v in the_plan.before.items()}
-    for bp in the_plan.batches:
-        for i, name in enumerate(names):
-            if bp.actions[i] == SKIP:
-                continue
-            if bp.prior[i]:
-                after[name][bp.prior[i]["status"]] -= 1  # type: ignore[index]
+    before = dict(the_plan.before)
+    if the_plan.barrier is not None:
+        before.update(the_plan.barrier.before)
+    after: dict[str, Counter[str]] = {n: Counter(before.get(n, {})) for n in names}
+    for segment in the_plan.segments():
+        for bp in segment.batches:
+            for i, spec in enumerate(segment.specs):
+                if bp.actions[i] != SKIP and bp.prior[i]:
+                    after[spec.name][bp.prior[i]["status"]] -= 1  # type: ignore[index]
     for name, c in counts.items():
         after[name][BatchStatus.SUCCEEDED] += c["run"]
         after[name][BatchStatus.FAILED] += c["failed"]
     after_d = {n: {k: v for k, v in c.items() if v} for n, c in after.items()}
     delta = {
         n: {
-            k: after_d[n].get(k, 0) - the_plan.before.get(n, {}).get(k, 0)
-            for k in set(after_d[n]) | set(the_plan.before.get(n, {}))
-            if after_d[n].get(k, 0) != the_plan.before.get(n, {}).get(k, 0)
+            k: after_d[n].get(k, 0) - before.get(n, {}).get(k, 0)
+            for k in set(after_d[n]) | set(before.get(n, {}))
+            if after_d[n].get(k, 0) != before.get(n, {}).get(k, 0)
         }
         for n in names
     }
+    pairs = sum(len(seg.batches) * len(seg.specs) for seg in the_plan.segments())
     if outcome.storage_failure:
         status = JobStatus.FAILED
         record["error"] = ErrorRecord("StorageFailed", outcome.storage_failure).to_dict()
@@ -218,7 +223,7 @@ def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall
         rows_in=first["rows_in"] + first["bad_records"],
         rows_out=last["rows_out"],
         bad_records=sum(c["bad_records"] for c in counts.values()),
-        skipped_fraction=round(skipped_all / max(1, total_batches * len(names)), 4),
+        skipped_fraction=round(skipped_all / max(1, pairs), 4),
         throughput_rows_s=round(processed_rows / wall, 1) if wall > 0 else 0.0,
         state_after=after_d,
         delta=delta,
@@ -228,12 +233,21 @@ def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall
     )
     if outcome.tally is not None:
         record["accounting"] = outcome.tally.to_dict()
+    if the_plan.barrier is not None:
+        record["grouping"] = the_plan.barrier.to_dict(total_batches)
+
+
+def _no_counts() -> dict[str, Any]:
+    """The counts of a stage that never ran in this job (a reduce side not planned)."""
+    return StageCounts().to_dict()
 
 
 def write_manifest(
     the_plan: Plan, job_id: str, output_url: str, finals: list[dict[str, Any] | None]
 ) -> str:
     """Write the run manifest: the final stage's artifact per batch, in source order; its URL."""
+    # With a grouping stage, the output is the last segment's: one entry per partition.
+    the_plan = the_plan.segments()[-1]
     entries = []
     for bp, final in zip(the_plan.batches, finals, strict=True):
         entries.append(

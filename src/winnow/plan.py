@@ -12,17 +12,21 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from winnow import sources
 from winnow.errors import ConfigError
+from winnow.grouping import split_specs
 from winnow.history import History, source_change, stage_change
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
-from winnow.records import BatchStatus
+from winnow.records import BatchStatus, record_artifacts
 from winnow.stage import fingerprint_of
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore, Fault
 from winnow.storage.state import State
+
+if TYPE_CHECKING:
+    from winnow.partitions import Barrier
 
 SKIP, RUN, RETRY = "skip", "run", "retry"
 T = TypeVar("T")
@@ -38,6 +42,7 @@ class BatchPlan:
     actions: list[str]
     reasons: list[str]
     prior: list[dict[str, Any] | None]
+    shards: list[dict[str, Any]] | None = None  # a reduce partition's input, not a source read
 
     @property
     def first_run(self) -> int:
@@ -88,37 +93,74 @@ class Plan:
     before: dict[str, dict[str, int]]
     reader: str = ""
     damage: list[str] = field(default_factory=list)  # checkpoint lines skipped as damaged
+    barrier: Barrier | None = None  # a grouping stage's reduce side and what follows it
 
     @property
     def work(self) -> int:
-        """How many batches have any stage to run (0: the run starts no executor)."""
-        return sum(1 for b in self.batches if b.first_run < len(self.specs))
+        """How many batches (and reduce partitions) have any stage to run (0: no executor)."""
+        own = sum(1 for b in self.batches if b.first_run < len(self.specs))
+        later = self.barrier.next if self.barrier is not None else None
+        return own + (later.work if later is not None else 0)
+
+    def segments(self) -> list[Plan]:
+        """This plan, then its reduce side's once planned (see ``partitions``)."""
+        later = self.barrier.next if self.barrier is not None else None
+        return [self] if later is None else [self, *later.segments()]
+
+    def all_stages(self) -> list[StagePlan]:
+        """Every stage of the pipeline as planned, a grouping stage's two sides included."""
+        return self.stages + (self.barrier.stages if self.barrier is not None else [])
+
+    def all_specs(self) -> list[StageSpec]:
+        """Every stage's spec, a grouping stage's two sides included."""
+        return self.specs + (self.barrier.specs if self.barrier is not None else [])
 
     def active_stages(self) -> list[bool]:
         """Per stage: whether any batch runs it (only those get actors)."""
         return [any(b.actions[i] != SKIP for b in self.batches) for i in range(len(self.specs))]
 
     def to_dict(self) -> dict[str, Any]:
-        """What ``winnow plan --json`` prints: per stage run, retry, skip and why."""
-        return {
+        """What ``winnow plan --json`` prints: per stage run, retry, skip and why.
+
+        A grouping stage shows as its two sides; until its map side has
+        committed, its reduce side (and what follows) is "pending upstream".
+        """
+        out: dict[str, Any] = {
             "pipeline": self.pipeline.name,
             "profile": self.profile.name,
             "files": len(self.files),
             "batches": len(self.batches),
-            "stages": [
-                {
-                    "name": s.name,
-                    "fingerprint": s.fingerprint,
-                    "run": s.counts[RUN],
-                    "retry": s.counts[RETRY],
-                    "skip": s.counts[SKIP],
-                    "reasons": dict(s.reasons),
-                    "resources": vars(spec.resources),
-                }
-                for s, spec in zip(self.stages, self.specs, strict=True)
-            ],
+            "stages": _stage_rows(self.stages, self.specs),
             "state_before": self.before,
         }
+        if self.barrier is not None:
+            later = self.barrier.next
+            if later is None:
+                pending = f"pending upstream: planned once {self.specs[-1].name} commits"
+                rows = _stage_rows(self.barrier.stages, self.barrier.specs)
+                for row in rows:
+                    row["reasons"] = {pending: 1}
+                    row["pending"] = True
+            else:
+                rows = later.to_dict()["stages"]
+            out["stages"] += rows
+            out["grouping"] = self.barrier.to_dict(len(self.batches))
+        return out
+
+
+def _stage_rows(stages: list[StagePlan], specs: list[StageSpec]) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": s.name,
+            "fingerprint": s.fingerprint,
+            "run": s.counts[RUN],
+            "retry": s.counts[RETRY],
+            "skip": s.counts[SKIP],
+            "reasons": dict(s.reasons),
+            "resources": vars(spec.resources),
+        }
+        for s, spec in zip(stages, specs, strict=True)
+    ]
 
 
 def chain_key(fingerprint: str, input_key: str) -> str:
@@ -187,44 +229,66 @@ def make_plan(
     stage (``winnow retry --failed``). ``rerun`` names a stage that, with
     every stage after it, recomputes every batch (``--rerun STAGE``).
     """
-    specs = profile.apply(pipeline)
-    forced = None if rerun is None else _rerun_index(pipeline, specs, rerun)
+    specs, after = split_specs(profile.apply(pipeline))
+    forced = None if rerun is None else _rerun_index(pipeline, [*specs, *(after or [])], rerun)
     files = sources.discover(inputs, profile.storage_options)
     batches = source_batches(files, state, profile, pipeline)
     store = state.checkpoints()
-    stage_checkpoints = {spec.name: store.load(spec.name) for spec in specs}
+    stage_checkpoints = {spec.name: store.load(spec.name) for spec in [*specs, *(after or [])]}
     loaded = {name: sc.records for name, sc in stage_checkpoints.items()}
     damage = [str(d) for sc in stage_checkpoints.values() for d in sc.damage]
     before = {
-        name: dict(Counter(r["status"] for r in records.values()))
-        for name, records in loaded.items()
+        spec.name: dict(Counter(r["status"] for r in loaded[spec.name].values())) for spec in specs
     }
-    decider = _Decider(
-        specs,
-        profile,
-        history or History(),
-        loaded,
-        artifacts,
-        artifacts.sizes() if any(loaded.values()) else {},
-        sources.reader_fingerprint(pipeline.schema, profile.on_bad_record),
-        forced,
+    sizes = artifacts.sizes() if any(loaded.values()) else {}
+    reader = sources.reader_fingerprint(pipeline.schema, profile.on_bad_record)
+    decider = Decider(
+        specs, profile, history or History(), loaded, artifacts, sizes, reader, forced
     )
     plans = [decider.batch(sb) for sb in batches]
+    every = plans
     if only_failed:
         plans = [bp for bp in plans if RETRY in bp.actions]
-    if (verify or profile.verify) == "full":
-        _verify_skips(plans, artifacts)
-    for bp in plans:
-        for i, sp in enumerate(decider.stages):
-            sp.counts[bp.actions[i]] += 1
-            sp.reasons[bp.reasons[i]] += 1
-    return Plan(
+    verify = verify or profile.verify
+    if verify == "full":
+        verify_skips(plans, artifacts)
+    count_actions(plans, decider.stages)
+    the_plan = Plan(
         pipeline, profile, specs, files, plans, decider.stages, before, decider.reader, damage
     )
+    if after is not None:
+        from winnow.partitions import make_barrier
+
+        later = forced - len(specs) if forced is not None else None
+        the_plan.barrier = make_barrier(
+            pipeline,
+            profile,
+            after,
+            history or History(),
+            {spec.name: loaded[spec.name] for spec in after},
+            artifacts,
+            reader,
+            None if later is None else max(later, 0),
+            verify,
+        )
+        if not any(bp.first_run < len(specs) for bp in every):
+            the_plan.barrier.plan_next([bp.prior[-1] for bp in every], artifacts, sizes)
+    return the_plan
 
 
-class _Decider:
+def count_actions(plans: list[BatchPlan], stages: list[StagePlan]) -> None:
+    """Count each stage's actions and reasons over ``plans`` into its ``StagePlan``."""
+    for bp in plans:
+        for i, sp in enumerate(stages):
+            sp.counts[bp.actions[i]] += 1
+            sp.reasons[bp.reasons[i]] += 1
+
+
+class Decider:
     """Decides, batch by batch, what each stage does, and why.
+
+    ``partitions.PartitionDecider`` decides the same for a grouping stage's
+    reduce partitions.
 
     Args:
         specs: the enabled stages, in order.
@@ -307,6 +371,8 @@ class _Decider:
 def _rerun_index(pipeline: Pipeline, specs: list[StageSpec], rerun: str) -> int:
     pipeline.stage_index(rerun)  # names the stages when there is no such one
     names = [s.name for s in specs]
+    if f"{rerun}.map" in names:  # a grouping stage: rerun from its map side
+        return names.index(f"{rerun}.map")
     if rerun not in names:
         raise ConfigError(
             f"--rerun {rerun!r}: the profile disables that stage; enable it or pick another"
@@ -338,10 +404,8 @@ def _decide(
 
 
 def _committed(rec: dict[str, Any]) -> list[tuple[str, ArtifactRef]]:
-    """A SUCCEEDED record's artifacts, each named as a reason names it: output, quarantine."""
-    quarantine = (rec.get("quarantine") or {}).get("artifact")
-    found = (("artifact", rec["artifact"]), ("quarantine artifact", quarantine))
-    return [(what, ArtifactRef(**art)) for what, art in found if art is not None]
+    """A SUCCEEDED record's artifacts, each named as a reason names it: output, quarantine..."""
+    return [(what, ArtifactRef(**art)) for what, art in record_artifacts(rec) if art is not None]
 
 
 def _map_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
@@ -357,7 +421,7 @@ def _map_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
+def verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
     """Re-hash every artifact a skip relies on; a mismatch turns the skip into a run."""
     todo = [(bp, i) for bp in plans for i, a in enumerate(bp.actions) if a == SKIP]
 

@@ -174,6 +174,8 @@ class StageResult:
     rows_in: int | None = None
     rows_out: int | None = None
     metrics: dict[str, Any] | None = None  # the stage's batch_metrics(), when it has any
+    shards: dict[str, dict[str, Any]] | None = None  # a grouping map side's: partition -> ref
+    removed: dict[str, Any] | None = None  # a grouping reduce side's removed rows (a ref)
 
     @property
     def failure(self) -> ErrorRecord:
@@ -230,6 +232,8 @@ class CheckpointRecord:
         job_id: the job that wrote it.
         status: SUCCEEDED, FAILED, INVALIDATED (or RUNNING).
         artifact: the verified artifact (SUCCEEDED only).
+        shards: a grouping stage's map side: its shard artifact per partition.
+        removed: a grouping stage's reduce side: the artifact of the rows it removed.
         error: what went wrong (FAILED only).
         ts: when it was appended; set by the checkpoint store.
     """
@@ -259,6 +263,8 @@ class CheckpointRecord:
     blank_lines: int | None = None
     quarantine: dict[str, Any] | None = None
     artifact: dict[str, Any] | None = None
+    shards: dict[str, dict[str, Any]] | None = None
+    removed: dict[str, Any] | None = None
     error: ErrorRecord | None = None
     ts: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -307,6 +313,27 @@ _CHECKPOINT_ORDER = (
     "quarantine",
     "status",
     "artifact",
+    "shards",
+    "removed",
     "error",
     "ts",
 )
+
+
+def record_artifacts(rec: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every artifact a checkpoint record references, each named as messages name it.
+
+    Its output (``artifact``), its quarantine, a grouping map side's shards
+    and a reduce side's removed rows. The one list that plan (skip), verify
+    and gc read, so none of them misses an artifact the others know.
+    """
+    found: list[tuple[str, Any]] = [("artifact", rec.get("artifact"))]
+    quarantine = rec.get("quarantine")
+    if isinstance(quarantine, dict) and quarantine.get("artifact") is not None:
+        found.append(("quarantine artifact", quarantine["artifact"]))
+    shards = rec.get("shards")
+    if isinstance(shards, dict):
+        found += [(f"shard {p}", ref) for p, ref in sorted(shards.items())]
+    if rec.get("removed") is not None:
+        found.append(("removed artifact", rec["removed"]))
+    return found

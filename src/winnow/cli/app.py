@@ -187,8 +187,9 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
     for line in api.damage_notes(the_plan):
         console.warning(line)
     data = the_plan.to_dict()
-    active = [s["run"] + s["retry"] > 0 for s in data["stages"]]
-    data["capacity"] = cap = for_plan(the_plan.specs, active, address, session.profile.ray_num_cpus)
+    active = [s.get("pending", False) or s["run"] + s["retry"] > 0 for s in data["stages"]]
+    specs = the_plan.all_specs()
+    data["capacity"] = cap = for_plan(specs, active, address, session.profile.ray_num_cpus)
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return
@@ -199,11 +200,21 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
         table.add_column(col)
     for s in data["stages"]:
         why = "; ".join(f"{k}: {v}" for k, v in sorted(s["reasons"].items(), key=lambda kv: -kv[1]))
+        if s.get("pending"):
+            why = "; ".join(s["reasons"])
         r = s["resources"]
         res = f"{r['num_cpus']:g} CPU, {r['num_gpus']:g} GPU x {r['min_actors']}-{r['max_actors']}"
         actors = str(cap["actors"].get(s["name"], "-"))
         table.add_row(s["name"], str(s["run"]), str(s["retry"]), str(s["skip"]), why, res, actors)
     _out.print(table)
+    if "grouping" in data:
+        g = data["grouping"]
+        parts = "pending upstream" if g["pending"] else f"{g['reduce_partitions']} non-empty"
+        _out.print(
+            f"grouping stage {g['stage']}: {g['map_batches']} map batches -> "
+            f"{g['partitions']} partitions ({parts})",
+            highlight=False,
+        )
     c = cap["cluster"]
     _out.print(
         f"capacity: {c['source']}, {c['nodes']} node(s), {c['CPU']:g} CPU, {c['GPU']:g} GPU; "

@@ -14,6 +14,7 @@ from winnow.records import JobStatus
 from winnow.storage.state import State
 from winnow.tools import inspect as inspect_tool
 from winnow.tools import quarantine as quarantine_tool
+from winnow.tools import removed as removed_tool
 
 _out = console.out
 
@@ -179,3 +180,20 @@ def inspect_quarantine(state: State, limit: int, as_json: bool) -> None:
         _out.print(
             f"{r['file']}:{r['row']}: {escape(str(r['error']))}\n    {escape(str(r['raw'])[:200])}"
         )
+
+
+@inspect.command("removed")
+@state_option
+@click.option("--job", "job_id", default=None, help="Job id (default: the newest with one).")
+@click.option("--limit", default=20, show_default=True, help="How many rows to show.")
+@json_option
+def inspect_removed(state: State, job_id: str | None, limit: int, as_json: bool) -> None:
+    """Rows a grouping stage removed (exact_dedup: each duplicate and the id it duplicates)."""
+    rows = removed_tool.removed(state, job_id, limit=limit).to_pylist()
+    if as_json:
+        echo_json({"records": rows})
+        return
+    if not rows:
+        _out.print("no removed rows")
+    for r in rows:
+        _out.print(escape(", ".join(f"{k}={v}" for k, v in r.items())))

@@ -216,7 +216,9 @@ def register_pipeline_code(specs: list[StageSpec]) -> None:
     from ray import cloudpickle
 
     for spec in specs:
-        module = sys.modules.get(type(spec.stage).__module__)
+        # A grouping stage runs inside its map or reduce side: ship its own module.
+        stage = getattr(spec.stage, "grouping", spec.stage)
+        module = sys.modules.get(type(stage).__module__)
         if module is not None and module.__name__.startswith("winnow_pipelines."):
             cloudpickle.register_pickle_by_value(module)
 

@@ -81,6 +81,8 @@ def checkpoint_record(
         blank_lines=(meta.blank or None) if meta else None,
         quarantine=(meta.quarantine or None) if meta else None,
         artifact=result.artifact if ok else None,
+        shards=result.shards if ok else None,
+        removed=result.removed if ok else None,
         error=None if ok else result.failure,
     )
 

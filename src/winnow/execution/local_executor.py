@@ -192,4 +192,5 @@ class InProcessScheduler(Queues):
         actions = flight.plan.actions
         keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
         meta = flight.meta if i == 0 else None
-        return self.stages[i].run(flight.data, meta, keep)
+        position = flight.plan.source.file.url, flight.plan.source.start
+        return self.stages[i].run(flight.data, meta, keep, position)

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from winnow.errors import IntegrityError
 from winnow.execution.reading import SourceRange
+from winnow.grouping import MapSide, ReduceSide
 from winnow.records import BatchStatus, ErrorRecord, SourceMeta, StageResult
 from winnow.stage import Stage
 from winnow.storage.artifacts import ArtifactStore
@@ -67,12 +68,15 @@ class StageProcessor:
         data: Any,
         source_meta: SourceMeta | None = None,
         keep_output: bool = True,
+        position: tuple[str, int] | None = None,
     ) -> tuple[StageResult, pa.RecordBatch | None]:
         """Process one batch and commit its artifact; never raises for stage errors.
 
         The output batch is returned for the next stage only when
         ``keep_output``; the last stage's output lives in its artifact alone.
         The batch's key is the driver's: it is neither sent here nor returned.
+        ``position`` is where the batch starts in its input (file URL, row):
+        a grouping stage's map side numbers its rows from it.
         """
         result = StageResult(
             BatchStatus.RUNNING,
@@ -87,7 +91,7 @@ class StageProcessor:
                 result.source_meta, data = data.read(self.store)
             except Exception as exc:  # a batch that fails to read fails alone, as with a reader
                 return _failed(result, BatchStatus.FAILED, exc), None
-        result, out = self._run(result, data)
+        result, out = self._run(result, data, position)
         self.observe(result)
         return result, out if keep_output else None
 
@@ -97,21 +101,23 @@ class StageProcessor:
         Not called for a failed range read. The Ray actor exports it as metrics.
         """
 
-    def _run(self, result: StageResult, data: Any) -> tuple[StageResult, pa.RecordBatch | None]:
+    def _run(
+        self, result: StageResult, data: Any, position: tuple[str, int] | None = None
+    ) -> tuple[StageResult, pa.RecordBatch | None]:
         self.bytes_in = 0
         try:
-            batch = self._load(data)
-            result.rows_in = batch.num_rows
-            self.bytes_in = batch.nbytes
             t0 = time.perf_counter()
-            out = self.stage.process(batch)
-            if isinstance(out, pa.Table):
-                out = as_batch(out)
-            if not isinstance(out, pa.RecordBatch):
-                raise TypeError(
-                    f"stage {self.stage.stage_name!r} returned {type(out).__name__}; "
-                    "process() must return a pyarrow.RecordBatch"
-                )
+            if isinstance(self.stage, ReduceSide):
+                out = self._reduce(result, data)
+            else:
+                batch = self._load(data)
+                result.rows_in = batch.num_rows
+                self.bytes_in = batch.nbytes
+                t0 = time.perf_counter()
+                if isinstance(self.stage, MapSide):
+                    out = self._split(result, batch, position)
+                else:
+                    out = self._process(batch)
             result.process_s = time.perf_counter() - t0
             result.metrics = self.stage.batch_metrics() or None
             t1 = time.perf_counter()
@@ -128,9 +134,48 @@ class StageProcessor:
             return _failed(result, BatchStatus.FAILED, exc), None
         result.status = BatchStatus.SUCCEEDED
         result.artifact = ref.to_dict()
-        result.rows_out = out.num_rows
+        # A map side passes every row on, into its shards; its artifact is their index.
+        result.rows_out = result.rows_in if result.shards is not None else out.num_rows
         result.duration_s = _since(result)
         return result, out
+
+    def _process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        out = self.stage.process(batch)
+        if isinstance(out, pa.Table):
+            out = as_batch(out)
+        if not isinstance(out, pa.RecordBatch):
+            raise TypeError(
+                f"stage {self.stage.stage_name!r} returned {type(out).__name__}; "
+                "process() must return a pyarrow.RecordBatch"
+            )
+        return out
+
+    def _split(
+        self, result: StageResult, batch: pa.RecordBatch, position: tuple[str, int] | None
+    ) -> pa.RecordBatch:
+        """A grouping map side: commit a shard per partition; the output is their index."""
+        assert isinstance(self.stage, MapSide)
+        if position is None:
+            raise ValueError(f"stage {self.stage.stage_name!r} needs the batch's source position")
+        shards = self.stage.split(batch, *position)
+        refs = {
+            str(p): self.store.put(shard, self.fmt, self.compression).to_dict()
+            for p, shard in sorted(shards.items())
+        }
+        result.shards = refs
+        return self.stage.index(refs)
+
+    def _reduce(self, result: StageResult, data: Any) -> pa.RecordBatch:
+        """A grouping reduce side: its partition's shards in; commits what it removed."""
+        assert isinstance(self.stage, ReduceSide)
+        if not (isinstance(data, dict) and "shards" in data):
+            raise TypeError(f"stage {self.stage.stage_name!r} reads shards, not {type(data)}")
+        result.rows_in = sum(int(ref["records"]) for ref in data["shards"])
+        tables = (self.store.read(ref) for ref in data["shards"])
+        kept, removed = self.stage.reduce_shards(tables)
+        if removed is not None:
+            result.removed = self.store.put(removed, self.fmt, self.compression).to_dict()
+        return kept
 
     def _load(self, data: Any) -> pa.RecordBatch:
         if isinstance(data, pa.RecordBatch):

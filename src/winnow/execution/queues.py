@@ -148,7 +148,9 @@ class Queues(ABC):
         """
         first = flight.plan.first_run
         flight.stage = first
-        if first == 0:
+        if first == 0 and flight.plan.shards is not None:  # a reduce partition
+            flight.data = {"shards": flight.plan.shards}
+        elif first == 0:
             flight.meta, flight.data, flight.reader = self.inputs().first(flight.plan)
         else:
             flight.input_artifact = flight.plan.prior[first - 1]["artifact"]  # type: ignore[index]
@@ -159,6 +161,8 @@ class Queues(ABC):
         """A retry: its input is read again (an object ref may have died with its node)."""
         if flight.stage > 0 and flight.input_artifact is not None:
             flight.data = {"artifact": flight.input_artifact}
+        elif flight.stage == 0 and flight.plan.shards is not None:
+            flight.data = {"shards": flight.plan.shards}
         elif flight.stage == 0:
             flight.meta, flight.data, flight.reader = self.inputs().again(flight.plan)
         self.queues[flight.stage].append(flight)

@@ -46,7 +46,9 @@ class RayExecutor:
         before anything is written.
         """
         profile = plan.profile
-        self._started = cluster.connect(self.address, profile.ray_num_cpus, profile.ray_dashboard)
+        # A second segment (a grouping stage's reduce side) prepares again on the same Ray.
+        started = cluster.connect(self.address, profile.ray_num_cpus, profile.ray_dashboard)
+        self._started = self._started or started
         url = cluster.dashboard_url()
         if url and self.notify is not None:
             self.notify(f"Ray dashboard: {url}")

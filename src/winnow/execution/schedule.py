@@ -107,8 +107,11 @@ class Scheduler(Queues):
             meta = flight.meta if i == 0 else None
             actions = flight.plan.actions
             keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
+            position = flight.plan.source.file.url, flight.plan.source.start
             rec_ref, out_ref = (
-                pool.actors[idx].run.options(num_returns=2).remote(flight.data, meta, keep)
+                pool.actors[idx]
+                .run.options(num_returns=2)
+                .remote(flight.data, meta, keep, position)
             )
             pool.load[idx] += 1
             self.outstanding[rec_ref] = Task(flight, idx, out_ref)

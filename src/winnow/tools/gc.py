@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from winnow.records import JobStatus
+from winnow.records import JobStatus, record_artifacts
 from winnow.storage.artifacts import ArtifactStore, StoredFile, output_store_url
 from winnow.storage.liveness import Liveness, liveness
 from winnow.storage.state import State
@@ -70,7 +70,7 @@ def _references(state: State) -> tuple[set[str], set[str]]:
     roots: set[str] = set()
     for stage in store.stages():
         for rec in store.load(stage).records.values():
-            for ref in (rec.get("artifact"), (rec.get("quarantine") or {}).get("artifact")):
+            for _, ref in record_artifacts(rec):
                 if ref:
                     referenced.add(ref["digest"])
                     roots.add(ArtifactStore.root_of(ref["uri"]))

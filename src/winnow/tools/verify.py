@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from winnow.errors import IntegrityError
-from winnow.records import BatchStatus, ErrorRecord
+from winnow.records import BatchStatus, ErrorRecord, record_artifacts
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore
 from winnow.storage.checkpoints import Damage
 from winnow.storage.manifests import manifest_entries, manifest_refs, read_manifest
@@ -179,11 +179,8 @@ class _Checker:
 
 def _artifacts(rec: dict[str, Any]) -> list[tuple[str, Any]]:
     """A checkpoint record's artifacts: its output, and its quarantine if it has one."""
-    found = [(OUTPUT, rec.get("artifact"))]
-    quarantine = rec.get("quarantine")
-    if isinstance(quarantine, dict) and quarantine.get("artifact") is not None:
-        found.append((QUARANTINE, quarantine["artifact"]))
-    return found
+    names = {"artifact": OUTPUT, "quarantine artifact": QUARANTINE}
+    return [(names.get(what, what), ref) for what, ref in record_artifacts(rec)]
 
 
 def _ref(raw: Any) -> ArtifactRef | str:

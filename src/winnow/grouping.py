@@ -1,0 +1,234 @@
+"""Grouping stages: a stage that sees every row sharing a key at once.
+
+A grouping stage (``GroupingStage``) declares a ``key`` (one 64-bit hash or
+digest per row, e.g. of normalized text) and a ``reduce`` that receives one
+partition of the dataset: every row whose key falls in it, from every input
+batch. The executor runs it in two sides, each a stage of its own:
+
+* the **map side** (``MapSide``, stage ``<name>.map``) runs per input batch:
+  it hashes each row's key into one of ``partitions`` partitions and the
+  executor commits each non-empty partition as a content-addressed shard;
+* the **reduce side** (``ReduceSide``, stage ``<name>.reduce``) runs once per
+  partition, on the shards every map batch wrote for it, and what it emits
+  flows into the stages after it like any batch.
+
+Both sides are plain stages to the executor, keyed, committed and skipped
+like any other; what is special (writing shards, reading them back) is the
+executor's. Nothing here knows Ray or storage.
+
+Every row carries its source position through the map side (the input file's
+URL and its row's place in that file, columns ``_winnow_file`` and
+``_winnow_row``), so a reduce can keep "the first occurrence" the same way on
+every run and every partition; the partition handed to ``reduce`` is sorted
+by it. Columns named ``_winnow_*`` are the framework's: they are dropped from
+the rows ``reduce`` keeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from winnow.errors import ConfigError
+from winnow.pipeline import StageSpec
+from winnow.stage import Stage
+
+KEY = "_winnow_key"
+FILE = "_winnow_file"
+ROW = "_winnow_row"
+INTERNAL = "_winnow_"
+MAP, REDUCE = "map", "reduce"
+
+
+@dataclass(frozen=True)
+class Reduced:
+    """What ``GroupingStage.reduce`` returns when it also sets rows aside.
+
+    Attributes:
+        kept: the rows that flow on to the next stage.
+        removed: rows taken out (duplicates, with why); committed as a second
+            artifact of the partition (``winnow inspect removed``).
+    """
+
+    kept: pa.RecordBatch | pa.Table
+    removed: pa.RecordBatch | pa.Table | None = None
+
+
+class GroupingStage(Stage):
+    """Base class of a grouping stage: a ``key`` per row and a ``reduce`` per partition.
+
+    Subclasses set ``name``, ``version`` and ``partitions`` and override
+    ``key`` and ``reduce``; their dataclass fields are their parameters, as
+    for any stage. Rows removed by ``reduce`` count as filtered by the stage
+    ``<name>.reduce`` in the run's row accounting.
+    """
+
+    partitions: ClassVar[int] = 16
+
+    def key(self, batch: pa.RecordBatch) -> pa.Array:
+        """One key per row: a ``uint64`` hash, or a binary digest of at least 8 bytes."""
+        raise NotImplementedError(f"grouping stage {self.stage_name!r} does not implement key()")
+
+    def reduce(self, rows: pa.Table) -> pa.RecordBatch | pa.Table | Reduced:
+        """One partition's rows (sorted by source position) -> the rows to keep (and removed)."""
+        raise NotImplementedError(f"grouping stage {self.stage_name!r} does not implement reduce()")
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """A grouping stage has no per-batch ``process``: its sides run instead."""
+        raise ConfigError(
+            f"grouping stage {self.stage_name!r} runs as {self.stage_name}.map and "
+            f"{self.stage_name}.reduce, never through process()"
+        )
+
+
+class _Side(Stage):
+    """One side of a grouping stage, as the executor runs it: a stage of its own."""
+
+    side: ClassVar[str] = ""
+
+    def __init__(self, grouping: GroupingStage) -> None:
+        self.grouping = grouping
+
+    @property
+    def stage_name(self) -> str:
+        """``<grouping stage>.map`` or ``<grouping stage>.reduce``."""
+        return f"{self.grouping.stage_name}.{self.side}"
+
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """The grouping stage's parts, with the side and the partition count."""
+        parts = self.grouping.fingerprint_parts()
+        return {**parts, "name": self.stage_name, "partitions": self.grouping.partitions}
+
+    def params(self) -> dict[str, Any]:
+        """The grouping stage's parameters."""
+        return self.grouping.params()
+
+    def setup(self) -> None:
+        """The grouping stage's ``setup``."""
+        self.grouping.setup()
+
+    def teardown(self) -> None:
+        """The grouping stage's ``teardown``."""
+        self.grouping.teardown()
+
+
+class MapSide(_Side):
+    """The map side: splits each batch into shards by the key's partition."""
+
+    side = MAP
+
+    def split(self, batch: pa.RecordBatch, file: str, start: int) -> dict[int, pa.RecordBatch]:
+        """The batch's rows, with key and source position columns, by partition.
+
+        Args:
+            batch: the input batch.
+            file: the URL of the input file the batch came from.
+            start: the batch's first row in that file (rows are numbered from
+                it, in batch order: a total order of the file's rows).
+        """
+        n = batch.num_rows
+        key = self.grouping.key(batch)
+        if isinstance(key, pa.ChunkedArray):
+            key = key.combine_chunks()
+        if len(key) != n:
+            raise ValueError(
+                f"grouping stage {self.grouping.stage_name!r}: key() returned {len(key)} "
+                f"values for {n} rows"
+            )
+        part = partition_of(key, self.grouping.partitions)
+        rows = batch.append_column(KEY, key)
+        rows = rows.append_column(FILE, pa.array([file] * n, pa.string()))
+        rows = rows.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
+        out = {}
+        for p in np.unique(part):
+            out[int(p)] = rows.filter(pa.array(part == p))
+        return out
+
+    @staticmethod
+    def index(shards: dict[str, dict[str, Any]]) -> pa.RecordBatch:
+        """The map batch's artifact: one row per shard (partition, digest, records, bytes)."""
+        order = sorted(shards, key=int)
+        return pa.RecordBatch.from_pydict(
+            {
+                "partition": pa.array([int(p) for p in order], pa.int32()),
+                "digest": pa.array([shards[p]["digest"] for p in order], pa.string()),
+                "records": pa.array([shards[p]["records"] for p in order], pa.int64()),
+                "bytes": pa.array([shards[p]["bytes"] for p in order], pa.int64()),
+            }
+        )
+
+
+class ReduceSide(_Side):
+    """The reduce side: one partition's shards in, the kept (and removed) rows out."""
+
+    side = REDUCE
+
+    def reduce_shards(
+        self, shards: Iterable[pa.Table]
+    ) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+        """Run ``reduce`` on the partition made of ``shards``; (kept, removed)."""
+        tables = list(shards)
+        rows = pa.concat_tables(tables, promote_options="default")
+        rows = rows.sort_by([(FILE, "ascending"), (ROW, "ascending")])
+        out = self.grouping.reduce(rows)
+        kept, removed = (out.kept, out.removed) if isinstance(out, Reduced) else (out, None)
+        kept_batch = _one_batch(kept)
+        internal = [i for i, f in enumerate(kept_batch.schema) if f.name.startswith(INTERNAL)]
+        for i in reversed(internal):
+            kept_batch = kept_batch.remove_column(i)
+        return kept_batch, None if removed is None else _one_batch(removed)
+
+
+def partition_of(key: pa.Array, partitions: int) -> np.ndarray:
+    """Each row's partition from its key: a ``uint64``, or the first 8 bytes of a digest."""
+    if pa.types.is_integer(key.type):
+        values = np.asarray(pc.cast(key, pa.uint64(), safe=False).to_numpy(zero_copy_only=False))
+    elif pa.types.is_fixed_size_binary(key.type) and key.type.byte_width >= 8:
+        width = key.type.byte_width
+        raw = np.frombuffer(key.buffers()[1], dtype=np.uint8)
+        raw = raw[key.offset * width : (key.offset + len(key)) * width].reshape(-1, width)
+        values = raw[:, :8].copy().view(">u8").reshape(-1)
+    else:
+        raise TypeError(
+            f"a grouping key must be uint64 or fixed-size binary of 8+ bytes, not {key.type}"
+        )
+    return (values % np.uint64(partitions)).astype(np.int64)
+
+
+def split_specs(specs: list[StageSpec]) -> tuple[list[StageSpec], list[StageSpec] | None]:
+    """Split the stages at a grouping stage: (up to its map side, from its reduce side).
+
+    Without a grouping stage the stages come back whole, with None.
+
+    Raises:
+        ConfigError: more than one grouping stage (not supported yet).
+    """
+    at = [i for i, s in enumerate(specs) if isinstance(s.stage, GroupingStage)]
+    if not at:
+        return specs, None
+    if len(at) > 1:
+        names = ", ".join(specs[i].name for i in at)
+        raise ConfigError(
+            f"a pipeline may have one grouping stage for now, this one has {len(at)} ({names}); "
+            "split it into two pipelines"
+        )
+    i = at[0]
+    grouping = specs[i].stage
+    assert isinstance(grouping, GroupingStage)
+    if grouping.partitions < 1:
+        raise ConfigError(f"grouping stage {grouping.stage_name!r}: partitions must be >= 1")
+    res = specs[i].resources
+    before = [*specs[:i], StageSpec(MapSide(grouping), res)]
+    return before, [StageSpec(ReduceSide(grouping), res), *specs[i + 1 :]]
+
+
+def _one_batch(rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
+    if isinstance(rows, pa.RecordBatch):
+        return rows
+    batches = rows.combine_chunks().to_batches()
+    return batches[0] if batches else pa.RecordBatch.from_pylist([], schema=rows.schema)

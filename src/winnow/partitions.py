@@ -1,0 +1,187 @@
+"""Planning the reduce side of a grouping stage: one batch per partition.
+
+A pipeline with a grouping stage runs in two segments (see
+``winnow.grouping``): the stages up to the grouping stage's map side, then
+its reduce side and the stages after it. The second segment's batches are
+the partitions, and a partition's input is the set of shards the map side
+committed for it, so it can only be planned from the map side's committed
+checkpoints: after the first segment ran, or at once when every map batch
+was already committed (``winnow plan`` then shows it; otherwise it shows the
+reduce side as pending upstream).
+
+A partition's key is the SHA-256 of the sorted digests of its shards, and
+its reduce side's key chains the reduce fingerprint onto it like any stage's
+(``plan.chain_key``): a partition whose shards are all unchanged is skipped,
+and one whose shards changed (an input file changed) is recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from winnow import sources
+from winnow.history import History
+from winnow.pipeline import Pipeline, StageSpec
+from winnow.plan import Decider, Plan, StagePlan, count_actions, verify_skips
+from winnow.profile import Profile
+from winnow.storage.artifacts import ArtifactStore
+
+PARTITION_FORMAT = "shards"  # the "format" of a partition's pseudo source file
+
+
+class PartitionDecider(Decider):
+    """A ``Decider`` whose batches are partitions: a new key means new or changed shards."""
+
+    def _why_new(self, i: int, first_new: int, sb: sources.SourceBatch) -> str:
+        if first_new == 0 and not self.changes[0]:
+            return "new partition or its shards changed"
+        return super()._why_new(i, first_new, sb)
+
+
+@dataclass
+class Barrier:
+    """The reduce side of a plan's grouping stage and the stages after it.
+
+    Attributes:
+        name: the grouping stage's name.
+        partitions: how many partitions its map side splits into.
+        specs: the second segment's stages: the reduce side, then the rest.
+        decider: decides run/skip/retry for the second segment's stages.
+        loaded: per second-segment stage, its latest checkpoint record by key.
+        before: per second-segment stage, its checkpoints by status.
+        verify: how skips are checked (``full`` re-hashes).
+        next: the second segment's plan, once the map side's checkpoints
+            are all committed (None until then, or when some map batch failed).
+    """
+
+    pipeline: Pipeline
+    profile: Profile
+    name: str
+    partitions: int
+    specs: list[StageSpec]
+    decider: PartitionDecider
+    loaded: dict[str, dict[str, dict[str, Any]]]
+    before: dict[str, dict[str, int]]
+    verify: str | None = None
+    next: Plan | None = None
+    reader: str = ""
+    damage: list[str] = field(default_factory=list)
+
+    @property
+    def stages(self) -> list[StagePlan]:
+        """The second segment's stages as a plan shows them."""
+        return self.decider.stages
+
+    def plan_next(
+        self,
+        map_records: list[dict[str, Any] | None],
+        artifacts: ArtifactStore,
+        sizes: dict[str, int] | None = None,
+    ) -> Plan | None:
+        """Plan the partitions from the map side's checkpoint per map batch (source order).
+
+        Returns None, planning nothing, when any map batch has no committed
+        checkpoint: a partition planned without all of its shards would
+        reduce part of its rows. ``sizes`` is the store's listing (taken
+        here when not given and some second-segment stage has checkpoints).
+        """
+        if any(rec is None or rec.get("shards") is None for rec in map_records):
+            return None
+        if sizes is None:
+            sizes = artifacts.sizes() if any(self.loaded.values()) else {}
+        self.decider.sizes = sizes
+        plans = []
+        for sb, shards in partition_batches(self.name, map_records):
+            bp = self.decider.batch(sb)
+            bp.shards = shards
+            plans.append(bp)
+        if self.verify == "full":
+            verify_skips(plans, artifacts)
+        for stage in self.decider.stages:
+            stage.counts, stage.reasons = Counter(), Counter()
+        count_actions(plans, self.decider.stages)
+        self.next = Plan(
+            self.pipeline,
+            self.profile,
+            self.specs,
+            [],
+            plans,
+            self.decider.stages,
+            self.before,
+            self.reader,
+            self.damage,
+        )
+        return self.next
+
+    def to_dict(self, map_batches: int) -> dict[str, Any]:
+        """What ``winnow plan --json`` says of the grouping stage."""
+        return {
+            "stage": self.name,
+            "partitions": self.partitions,
+            "map_batches": map_batches,
+            "reduce_partitions": None if self.next is None else len(self.next.batches),
+            "pending": self.next is None,
+        }
+
+
+def partition_batches(
+    name: str, map_records: list[dict[str, Any] | None]
+) -> list[tuple[sources.SourceBatch, list[dict[str, Any]]]]:
+    """Each non-empty partition as a source batch, with its shards sorted by digest.
+
+    The batch's key is the SHA-256 of the sorted shard digests; its rows
+    ``[0, records)`` are the partition's rows, so row accounting counts them.
+    """
+    by_partition: dict[int, list[dict[str, Any]]] = {}
+    for rec in map_records:
+        assert rec is not None and rec.get("shards") is not None
+        for p, ref in rec["shards"].items():
+            by_partition.setdefault(int(p), []).append(ref)
+    out = []
+    for p in sorted(by_partition):
+        shards = sorted(by_partition[p], key=lambda ref: str(ref["digest"]))
+        digests = "\n".join(str(ref["digest"]) for ref in shards)
+        key = hashlib.sha256(f"partition/v1|{digests}".encode()).hexdigest()
+        rows = sum(int(ref["records"]) for ref in shards)
+        size = sum(int(ref["bytes"]) for ref in shards)
+        file = sources.SourceFile(
+            f"{name}/partition-{p:05d}", PARTITION_FORMAT, None, size, key[:16]
+        )
+        out.append((sources.SourceBatch(file, p, 0, rows, key, by_range=True), shards))
+    return out
+
+
+def make_barrier(
+    pipeline: Pipeline,
+    profile: Profile,
+    specs: list[StageSpec],
+    history: History,
+    loaded: dict[str, dict[str, dict[str, Any]]],
+    artifacts: ArtifactStore,
+    reader: str,
+    forced: int | None,
+    verify: str | None,
+) -> Barrier:
+    """The barrier of a plan whose stages ``specs`` follow a grouping stage's map side."""
+    grouping = getattr(specs[0].stage, "grouping", None)
+    assert grouping is not None
+    before = {
+        name: dict(Counter(r["status"] for r in records.values()))
+        for name, records in loaded.items()
+    }
+    decider = PartitionDecider(specs, profile, history, loaded, artifacts, {}, reader, forced)
+    return Barrier(
+        pipeline,
+        profile,
+        grouping.stage_name,
+        grouping.partitions,
+        specs,
+        decider,
+        loaded,
+        before,
+        verify,
+        reader=reader,
+    )
