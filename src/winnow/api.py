@@ -36,8 +36,12 @@ from winnow.profile import (
 )
 from winnow.request import RunRequest
 from winnow.result import RunResult
-from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
-from winnow.storage.manifests import read_manifest
+from winnow.storage.artifacts import ArtifactStore, output_store_url
+
+# Re-exported: reading a job's output is part of the public API (winnow.output_table).
+from winnow.storage.manifests import output_refs as output_refs
+from winnow.storage.manifests import output_table as output_table
+from winnow.storage.manifests import read_manifest as read_manifest
 from winnow.storage.state import State, default_state_url
 
 DEFAULT_OUTPUT = ".winnow/output"
@@ -347,26 +351,6 @@ def _run_plan(
     # With no engine (nothing to run) the plan alone says what the run did; a
     # grouping stage's reduce side runs as a second segment after its map side.
     return run_segments(the_plan, engine, session.state, session.artifacts, job_id, progress, stop)
-
-
-def output_refs(
-    record: dict[str, Any], storage_options: dict[str, Any] | None = None
-) -> list[ArtifactRef]:
-    """The artifacts of a job's output, in source order, as its run manifest lists them.
-
-    Batches that did not finish (a failed job's) have none and are left out.
-    """
-    manifest = read_manifest(record["manifest"], storage_options)
-    return [ArtifactRef(**e["artifact"]) for e in manifest["batches"] if e["artifact"]]
-
-
-def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None = None) -> Any:
-    """A job's output as one pyarrow Table, in source order, each artifact re-hashed as read."""
-    import pyarrow as pa
-
-    store = ArtifactStore(output_store_url(record["output_url"]), storage_options)
-    tables = [store.read(ref) for ref in output_refs(record, storage_options)]
-    return pa.concat_tables(tables) if tables else pa.table({})
 
 
 def retry_session(

@@ -182,37 +182,9 @@ def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall
     # The rows the run worked on: those entering the earliest stage it ran (a rerun of
     # a downstream stage alone processed that stage's input, not zero rows).
     processed_rows = next((c["rows_in"] for c in counts.values() if c["run"]), 0)
-    before = dict(the_plan.before)
-    if the_plan.barrier is not None:
-        before.update(the_plan.barrier.before)
-    after: dict[str, Counter[str]] = {n: Counter(before.get(n, {})) for n in names}
-    for segment in the_plan.segments():
-        for bp in segment.batches:
-            for i, spec in enumerate(segment.specs):
-                if bp.actions[i] != SKIP and bp.prior[i]:
-                    after[spec.name][bp.prior[i]["status"]] -= 1  # type: ignore[index]
-    for name, c in counts.items():
-        after[name][BatchStatus.SUCCEEDED] += c["run"]
-        after[name][BatchStatus.FAILED] += c["failed"]
-    after_d = {n: {k: v for k, v in c.items() if v} for n, c in after.items()}
-    delta = {
-        n: {
-            k: after_d[n].get(k, 0) - before.get(n, {}).get(k, 0)
-            for k in set(after_d[n]) | set(before.get(n, {}))
-            if after_d[n].get(k, 0) != before.get(n, {}).get(k, 0)
-        }
-        for n in names
-    }
+    after_d, delta = _state_after(the_plan, counts)
     pairs = sum(len(seg.batches) * len(seg.specs) for seg in the_plan.segments())
-    if outcome.storage_failure:
-        status = JobStatus.FAILED
-        record["error"] = ErrorRecord("StorageFailed", outcome.storage_failure).to_dict()
-    elif outcome.interrupted:
-        status = JobStatus.CANCELLED
-    elif outcome.poisoned or outcome.integrity or any(f is None for f in outcome.finals):
-        status = JobStatus.FAILED
-    else:
-        status = JobStatus.SUCCEEDED
+    status = _status(record, outcome)
     skipped_all = sum(c["skipped"] for c in counts.values())
     record.update(
         status=status,
@@ -235,6 +207,47 @@ def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall
         record["accounting"] = outcome.tally.to_dict()
     if the_plan.barrier is not None:
         record["grouping"] = the_plan.barrier.to_dict(total_batches)
+
+
+def _state_after(
+    the_plan: Plan, counts: dict[str, dict[str, Any]]
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, int]]]:
+    """Per stage, its checkpoints by status after the run, and the change from before."""
+    names = list(counts)
+    before = dict(the_plan.before)
+    if the_plan.barrier is not None:
+        before.update(the_plan.barrier.before)
+    after: dict[str, Counter[str]] = {n: Counter(before.get(n, {})) for n in names}
+    for segment in the_plan.segments():
+        for bp in segment.batches:
+            for i, spec in enumerate(segment.specs):
+                if bp.actions[i] != SKIP and bp.prior[i]:
+                    after[spec.name][bp.prior[i]["status"]] -= 1  # type: ignore[index]
+    for name, c in counts.items():
+        after[name][BatchStatus.SUCCEEDED] += c["run"]
+        after[name][BatchStatus.FAILED] += c["failed"]
+    after_d = {n: {k: v for k, v in c.items() if v} for n, c in after.items()}
+    delta = {
+        n: {
+            k: after_d[n].get(k, 0) - before.get(n, {}).get(k, 0)
+            for k in set(after_d[n]) | set(before.get(n, {}))
+            if after_d[n].get(k, 0) != before.get(n, {}).get(k, 0)
+        }
+        for n in names
+    }
+    return after_d, delta
+
+
+def _status(record: dict[str, Any], outcome: Outcome) -> JobStatus:
+    """How the job ended (a storage failure also gives the record its error)."""
+    if outcome.storage_failure:
+        record["error"] = ErrorRecord("StorageFailed", outcome.storage_failure).to_dict()
+        return JobStatus.FAILED
+    if outcome.interrupted:
+        return JobStatus.CANCELLED
+    if outcome.poisoned or outcome.integrity or any(f is None for f in outcome.finals):
+        return JobStatus.FAILED
+    return JobStatus.SUCCEEDED
 
 
 def _no_counts() -> dict[str, Any]:

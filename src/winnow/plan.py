@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from winnow import sources
+from winnow.batches import map_threads, source_batches
 from winnow.errors import ConfigError
 from winnow.grouping import split_specs
 from winnow.history import History, source_change, stage_change
@@ -166,50 +165,6 @@ def _stage_rows(stages: list[StagePlan], specs: list[StageSpec]) -> list[dict[st
 def chain_key(fingerprint: str, input_key: str) -> str:
     """A stage's batch key: SHA-256 of its fingerprint and its input batch's key."""
     return hashlib.sha256(f"{fingerprint}|{input_key}".encode()).hexdigest()
-
-
-def source_batches(
-    files: list[sources.SourceFile], state: State, profile: Profile, pipeline: Pipeline
-) -> list[sources.SourceBatch]:
-    """Split files into batches, caching each file's row count (and row groups) in the state.
-
-    A file whose columns are known up front (Parquet, IPC, a CSV header) is
-    checked against the pipeline's schema once per schema: the source index
-    records which reader it was checked for. Nothing is cached until every
-    file passed, so bad input writes nothing.
-
-    An index written before row groups were recorded lacks ``row_group_rows``:
-    its file is read as one stream, which is always correct.
-    """
-    reader_fp = sources.reader_fingerprint(pipeline.schema, profile.on_bad_record)
-    index = {f.identity: state.source_index(f.identity) for f in files}
-    missing = [f for f in files if index[f.identity] is None]
-    unchecked = [
-        f
-        for f in files
-        if (entry := index[f.identity]) is not None
-        and pipeline.schema is not None
-        and f.format != "jsonl"
-        and entry.get("schema_checked") != reader_fp
-    ]
-
-    def stats(f: sources.SourceFile) -> tuple[sources.SourceFile, dict[str, Any]]:
-        return f, sources.file_stats(f, profile.storage_options, pipeline.schema)
-
-    def check(f: sources.SourceFile) -> sources.SourceFile:
-        sources.check_schema(f, pipeline.schema, profile.storage_options)
-        return f
-
-    for f, found in _map_threads(stats, missing, 4):
-        index[f.identity] = {"url": f.url, **found, "schema_checked": reader_fp}
-    _map_threads(check, unchecked, 4)
-    for f in [*missing, *unchecked]:
-        entry = {**(index[f.identity] or {}), "schema_checked": reader_fp}
-        state.write_source_index(f.identity, entry)
-    out = []
-    for f in files:
-        out.extend(sources.split(f, index[f.identity] or {}, profile.batch_rows, reader_fp))
-    return out
 
 
 def make_plan(
@@ -408,19 +363,6 @@ def _committed(rec: dict[str, Any]) -> list[tuple[str, ArtifactRef]]:
     return [(what, ArtifactRef(**art)) for what, art in record_artifacts(rec) if art is not None]
 
 
-def _map_threads(fn: Callable[[T], R], items: list[T], workers: int) -> list[R]:
-    """``fn`` over ``items`` on threads.
-
-    An interrupt returns at once, not after the running calls (a read of a huge
-    or stalled input) finish.
-    """
-    pool = ThreadPoolExecutor(max_workers=workers)
-    try:
-        return list(pool.map(fn, items))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
 def verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
     """Re-hash every artifact a skip relies on; a mismatch turns the skip into a run."""
     todo = [(bp, i) for bp in plans for i, a in enumerate(bp.actions) if a == SKIP]
@@ -435,7 +377,7 @@ def verify_skips(plans: list[BatchPlan], artifacts: ArtifactStore) -> None:
                 return bp, i, str(problem)
         return bp, i, None
 
-    for bp, i, problem in _map_threads(check, todo, 8):
+    for bp, i, problem in map_threads(check, todo, 8):
         if problem:
             bp.actions[i] = RUN
             bp.reasons[i] = "artifact failed verification"

@@ -103,7 +103,7 @@ class RunResult:
         Raises:
             UsageError: the job has no manifest (it stopped before the end).
         """
-        from winnow.api import output_refs
+        from winnow.storage.manifests import output_refs
 
         self._check_manifest()
         return output_refs(dict(self.record), dict(self.storage_options))
@@ -115,7 +115,7 @@ class RunResult:
             UsageError: the job has no manifest.
             IntegrityError: an artifact is not what its checkpoint recorded.
         """
-        from winnow.api import output_table
+        from winnow.storage.manifests import output_table
 
         self._check_manifest()
         return output_table(dict(self.record), dict(self.storage_options))

@@ -58,3 +58,24 @@ def manifest_entries(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 def manifest_refs(manifest: dict[str, Any]) -> list[ArtifactRef]:
     """The artifacts a manifest lists, in source order."""
     return [ArtifactRef(**e["artifact"]) for e in manifest_entries(manifest)]
+
+
+def output_refs(
+    record: dict[str, Any], storage_options: dict[str, Any] | None = None
+) -> list[ArtifactRef]:
+    """The artifacts of a job's output, in source order, as its run manifest lists them.
+
+    Batches that did not finish (a failed job's) have none and are left out.
+    """
+    return manifest_refs(read_manifest(record["manifest"], storage_options))
+
+
+def output_table(record: dict[str, Any], storage_options: dict[str, Any] | None = None) -> Any:
+    """A job's output as one pyarrow Table, in source order, each artifact re-hashed as read."""
+    import pyarrow as pa
+
+    from winnow.storage.artifacts import ArtifactStore, output_store_url
+
+    store = ArtifactStore(output_store_url(record["output_url"]), storage_options)
+    tables = [store.read(ref) for ref in output_refs(record, storage_options)]
+    return pa.concat_tables(tables) if tables else pa.table({})
