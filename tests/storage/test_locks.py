@@ -1,4 +1,4 @@
-"""The pipeline lock on a local disk and on S3 (moto on loopback)."""
+"""The pipeline lock in memory, on a local disk and on S3 (moto on loopback)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -14,9 +15,11 @@ from winnow.storage.fs import resolve
 from winnow.storage.locks import LockHeld, LockStore
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["memory", "file", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path) -> LockStore:
-    if request.param == "file":
+    if request.param == "memory":
+        b = Backend(f"memory://locks-{uuid.uuid4().hex}/state", {})
+    elif request.param == "file":
         b = Backend((tmp_path / "state").as_uri(), {})
     else:
         b = Backend(
