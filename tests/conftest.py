@@ -116,4 +116,11 @@ def run_json(*args: str, expect: int = 0, **kwargs: object) -> dict:
     assert proc.returncode == expect, (
         f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
     )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return one_json(proc.stdout)
+
+
+def one_json(stdout: str) -> dict:
+    """What ``--json`` printed: exactly one JSON object and nothing else on stdout."""
+    value = json.loads(stdout)
+    assert isinstance(value, dict), f"--json printed {type(value).__name__}, not an object"
+    return value

@@ -9,7 +9,6 @@ folder so the machine's own ~/.ray is not touched.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, free_port, one_json
 
 pytestmark = pytest.mark.slow
 MARKER = "WINNOW_TEST_TOKEN_HEAD"
@@ -72,6 +71,6 @@ def test_run_attaches_to_a_local_head_that_turned_token_auth_on(
         text=True, timeout=240,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    summary = one_json(proc.stdout)
     assert summary["status"] == "SUCCEEDED" and summary["rows_in"] == 1500
     assert summary["rows_out"] > 0

@@ -3,7 +3,6 @@ a traceback now end clearly (trust contract 3: every input row is accounted for)
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.conftest import run_cli, run_json
+from tests.conftest import one_json, run_cli, run_json
 from winnow import api
 from winnow.tools.quarantine import quarantined
 
@@ -92,7 +91,7 @@ def test_a_ragged_csv_quarantines_its_bad_rows_and_passes_the_rest(tmp_path: Pat
     done = run_cli(*_args(tmp_path, path), "--set", "batch_rows=4", "--json")
     assert done.returncode == 0, done.stderr
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
-    record = json.loads(done.stdout.strip().splitlines()[-1])
+    record = one_json(done.stdout)
     assert record["status"] == "SUCCEEDED"
     passed = record["counts"]["normalize"]["rows_in"]
     assert record["rows_in"] == 12 == passed + record["bad_records"]

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from tests import processes
-from tests.conftest import PACED, run_args, run_cli
+from tests.conftest import PACED, one_json, run_args, run_cli
 
 
 def test_concurrent_run_is_refused_and_a_killed_holder_is_taken_over(
@@ -47,5 +47,5 @@ def test_concurrent_run_is_refused_and_a_killed_holder_is_taken_over(
     resumed = run_cli(*args, "--json")
     assert resumed.returncode == 0, resumed.stderr
     assert "took over a stale lock" in resumed.stderr
-    assert json.loads(resumed.stdout.strip().splitlines()[-1])["status"] == "SUCCEEDED"
+    assert one_json(resumed.stdout)["status"] == "SUCCEEDED"
     assert not lock_file.exists()  # released at the end of the run

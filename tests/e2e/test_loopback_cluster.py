@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from tests import processes
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, one_json, run_cli
 from winnow import api
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -118,7 +118,7 @@ def _local(tmp_path: Path, *args: str) -> dict[str, Any]:
         env=env,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return one_json(proc.stdout)
 
 
 SETS = ["--set", "batch_rows=500"]
@@ -139,7 +139,7 @@ def test_submit_runs_on_several_nodes_and_matches_a_local_run(
         env=cluster["env"], timeout=400,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = one_json(proc.stdout)
     assert out["status"] == "SUCCEEDED" and out["ray_status"] == "SUCCEEDED"
     job_id = out["job_id"]
     assert cluster["token"] not in proc.stdout + proc.stderr
@@ -242,7 +242,7 @@ def test_run_attaches_through_ray_client(
     assert proc.returncode == 0, (
         proc.stdout[-2000:] + proc.stderr[-3000:] + _client_server_logs(cluster)
     )
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["status"] == "SUCCEEDED"
+    assert one_json(proc.stdout)["status"] == "SUCCEEDED"
 
 
 def test_every_port_of_the_cluster_is_on_loopback(cluster: dict[str, Any]) -> None:
@@ -395,7 +395,7 @@ def test_killing_a_worker_node_mid_run_loses_nothing(
     os.kill(pids[0], signal.SIGKILL)
     stdout, stderr = submit.communicate(timeout=480)
     assert submit.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    out = json.loads(stdout.strip().splitlines()[-1])
+    out = one_json(stdout)
     record = api.open_state(str(state)).read_job(out["job_id"])
     assert record["status"] == "SUCCEEDED"
     digests = _digests(record)

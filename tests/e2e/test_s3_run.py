@@ -9,7 +9,7 @@ from pathlib import Path
 
 import fsspec
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, one_json, run_cli
 from winnow.profile import packaged_profiles
 
 PROFILE = packaged_profiles() / "local-cpu.toml"
@@ -46,14 +46,14 @@ def test_demo_on_s3_reruns_from_elsewhere_and_no_secret_is_written(
     ]
     first = run_cli(*args, env=env)
     assert first.returncode == 0, first.stderr
-    record = json.loads(first.stdout.strip().splitlines()[-1])
+    record = one_json(first.stdout)
     assert record["status"] == "SUCCEEDED" and record["manifest"].startswith("s3://")
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     second = run_cli(*args, env=env, cwd=elsewhere)
     assert second.returncode == 0, second.stderr
-    rerun = json.loads(second.stdout.strip().splitlines()[-1])
+    rerun = one_json(second.stdout)
     assert rerun["skipped_fraction"] == 1.0
     assert rerun["rows_out"] == record["rows_out"]
 
@@ -94,7 +94,7 @@ def test_demo_on_s3_reruns_from_elsewhere_and_no_secret_is_written(
     assert not fs.exists(orphan)
     assert len(fs.find(f"{s3_bucket}/out/artifacts")) == before - 1
     again = run_cli(*args, env=env, cwd=elsewhere)
-    assert json.loads(again.stdout.strip().splitlines()[-1])["skipped_fraction"] == 1.0
+    assert one_json(again.stdout)["skipped_fraction"] == 1.0
 
     # Every object the runs wrote, every local file, and what they printed.
     written = {p: fs.cat_file(p) for p in fs.find(s3_bucket)}

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 from pathlib import Path
 
 from tests import processes
-from tests.conftest import PACED, run_args, run_cli, run_json
+from tests.conftest import PACED, one_json, run_args, run_cli, run_json
 from winnow import api
 
 
@@ -32,7 +31,7 @@ def test_killed_actor_is_restarted_and_output_matches_a_clean_run(
             os.kill(pid, signal.SIGKILL)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    record = json.loads(out.strip().splitlines()[-1])
+    record = one_json(out)
     assert record["status"] == "SUCCEEDED"
     assert sum(c["retried"] for c in record["counts"].values()) >= 1
     errors = api.open_state(str(tmp_path / "s2")).read_job(record["job_id"])["errors"]
