@@ -229,6 +229,8 @@ def test_attached_run_honours_gpu_requests_on_the_fake_gpu_node(
     assert embed_nodes == gpu_nodes  # num_gpus=1 only fits where the GPU is
     # The fake GPU has no NVML behind it: said once per actor process, not an error.
     assert proc.stderr.count("GPU telemetry off") == 1, proc.stderr[-3000:]
+    # A run attached with --address says where the cluster's dashboard is.
+    assert f"Ray dashboard: {cluster['dashboard_url']}" in proc.stderr, proc.stderr[-3000:]
 
 
 def test_run_attaches_through_ray_client(
