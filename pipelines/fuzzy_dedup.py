@@ -97,14 +97,21 @@ def signatures(texts: pa.Array, shingle_size: int, num_perm: int, seed: int) -> 
     """
     if shingle_size < 1 or num_perm < 1:
         raise ConfigError("minhash: shingle_size and num_perm must be >= 1")
+    if pa.types.is_null(texts.type):  # a JSONL batch whose texts are all null
+        texts = texts.cast(pa.string())
     words = pc.utf8_split_whitespace(pc.utf8_lower(pc.fill_null(texts, "")))
     if isinstance(words, pa.ChunkedArray):
         words = words.combine_chunks()
     n = len(words)
-    counts = np.asarray(pc.list_value_length(words).fill_null(0), np.int64)
+    flat = words.flatten()
+    # Arrow splits "" (and leading or trailing space) into empty words: not words.
+    of_word = np.repeat(np.arange(n), np.asarray(pc.list_value_length(words).fill_null(0)))
+    real = np.asarray(pc.binary_length(flat)) > 0
+    flat = flat.filter(pa.array(real))
+    counts = np.bincount(of_word[real], minlength=n).astype(np.int64)
     ends = np.cumsum(counts)
     starts = ends - counts
-    w = _string_hashes(words.flatten(), seed)
+    w = _string_hashes(flat, seed)
     doc = np.repeat(np.arange(n), counts)
     # Shingle i combines words i .. i+k-1 of its text (a short text's one
     # shingle stops at its end); order matters, so it is a polynomial.
