@@ -5,7 +5,7 @@ Two stages:
 * ``minhash`` (per batch): lower-cases the text, splits it into words and
   hashes every run of ``shingle_size`` consecutive words (word shingles; a
   text shorter than that is one shingle); the signature is, for each of
-  ``num_perm`` hash functions ``(a * h + b) mod (2^61 - 1)`` drawn from
+  ``num_perm`` hash functions ``((a * h + b) mod 2^64) >> 32`` drawn from
   ``seed``, the smallest value over the text's shingles, kept in a
   ``minhash`` column (``num_perm`` uint32). All in numpy, no per-word Python.
 * ``lsh`` (a grouping stage with one partition: the global step): cuts each
@@ -50,8 +50,6 @@ from winnow.grouping import FILE, ROW, GroupingStage, Reduced
 
 SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string())])
 SIGNATURE = "minhash"
-_MERSENNE = np.uint64((1 << 61) - 1)
-_MASK32 = np.uint64(0xFFFFFFFF)
 _EMPTY = np.uint32(0xFFFFFFFF)  # the signature value of a text without words
 _PERM_BLOCK = 16  # hash functions per pass over the shingles: bounds the temporary array
 
@@ -133,13 +131,17 @@ def signatures(texts: pa.Array, shingle_size: int, num_perm: int, seed: int) -> 
         return sig
     first = np.searchsorted(owner, has)
     rng = np.random.default_rng(seed)
-    a = rng.integers(1, 1 << 32, num_perm, dtype=np.uint64)
-    b = rng.integers(0, 1 << 32, num_perm, dtype=np.uint64)
+    a = rng.integers(0, 1 << 64, num_perm, dtype=np.uint64, endpoint=False)
+    b = rng.integers(0, 1 << 64, num_perm, dtype=np.uint64, endpoint=False)
     for lo in range(0, num_perm, _PERM_BLOCK):
         hi = min(lo + _PERM_BLOCK, num_perm)
-        # a, h < 2^32 and b < 2^32: a * h + b < 2^64, no wrap before the modulus.
-        values = (shingles[:, None] * a[None, lo:hi] + b[None, lo:hi]) % _MERSENNE
-        sig[has, lo:hi] = np.minimum.reduceat(values & _MASK32, first, axis=0).astype(np.uint32)
+        # Multiply-add-shift (Dietzfelbinger): strongly universal 32-bit hashes of
+        # 32-bit shingles, with no modulus. Laid out (hash function, shingle) so
+        # each function's minimum per text reduces over contiguous memory.
+        with np.errstate(over="ignore"):
+            values = a[lo:hi, None] * shingles[None, :] + b[lo:hi, None]
+        top = (values >> np.uint64(32)).astype(np.uint32)
+        sig[has, lo:hi] = np.minimum.reduceat(top, first, axis=1).T
     return sig
 
 
