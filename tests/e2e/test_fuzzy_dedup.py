@@ -61,15 +61,15 @@ def write_corpus(directory: Path) -> tuple[list[str], dict[int, int]]:
     return paths, cluster
 
 
-def request(inputs: list[str], where: Path, *sets: str, executor: str = "local") -> RunRequest:
+def request(inputs: list[str], where: Path, *sets: str, pipeline: str = PIPELINE) -> RunRequest:
     return RunRequest(
-        PIPELINE,
+        pipeline,
         "local-cpu",
         tuple(inputs),
         str(where / "out"),
         str(where / "state"),
         (f"batch_rows={BATCH}", *sets),
-        executor=executor,
+        executor="local",
     )
 
 
@@ -175,3 +175,17 @@ def test_the_ray_executor_writes_the_same_artifacts(
     assert record["counts"]["minhash"]["run"] == FILES * 2  # it ran, on Ray
     assert digests(record) == digests(clean["record"])
     assert record["accounting"]["total"] == clean["record"]["accounting"]["total"]
+
+
+def test_an_edit_of_the_lsh_code_reuses_the_signatures(
+    tmp_path: Path, clean: dict[str, Any], corpus: Any
+):
+    source = Path(PIPELINE).read_text()
+    edited = source.replace(".mean(axis=1) >= self.threshold", ".mean(axis=1) > self.threshold")
+    assert edited != source
+    (tmp_path / "fuzzy_dedup.py").write_text(edited)
+    moved = request(corpus[0], clean["where"], pipeline=str(tmp_path / "fuzzy_dedup.py"))
+    plan = api.plan(api.resolve_session(moved))
+    counts = {s.name: dict(s.counts) for s in plan.stages}
+    assert counts["minhash"] == {"skip": FILES * 2}
+    assert counts["lsh.map"] == {"run": FILES * 2}
