@@ -216,3 +216,13 @@ def test_writing_sample_inputs_is_announced_once(tmp_path: Path):
     assert "writing tiny's sample inputs to .winnow/samples/tiny (first run only)" in first.stderr
     again = run_cli("plan", "tiny", "--state", str(tmp_path / "state"), cwd=tmp_path)
     assert again.returncode == 0 and "sample inputs" not in again.stderr
+
+
+def test_plan_sizes_a_grouping_stages_reduce_side_on_its_own(tmp_path: Path):
+    """The reduce side runs in a later segment: its actors do not add to the map side's."""
+    source = tmp_path / "a.jsonl"
+    source.write_text("".join(json.dumps({"id": i, "text": f"w {i}"}) + "\n" for i in range(20)))
+    args = ["plan", "fuzzy_dedup", "--profile", "local-cpu", "--input", str(source)]
+    plan = run_json(*args, "--state", str(tmp_path / "state"), "--set", "ray_num_cpus=2")
+    assert plan["capacity"]["problems"] == []
+    assert set(plan["capacity"]["actors"]) == {"minhash", "lsh.map", "lsh.reduce"}

@@ -189,7 +189,15 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
     data = the_plan.to_dict()
     active = [s.get("pending", False) or s["run"] + s["retry"] > 0 for s in data["stages"]]
     specs = the_plan.all_specs()
-    data["capacity"] = cap = for_plan(specs, active, address, session.profile.ray_num_cpus)
+    # A grouping stage's reduce side runs in a later segment, on its own actors:
+    # each segment is sized against the cluster on its own, as a run sizes it.
+    first = len(the_plan.specs)
+    cap = for_plan(specs[:first], active[:first], address, session.profile.ray_num_cpus)
+    if first < len(specs):
+        later = for_plan(specs[first:], active[first:], address, session.profile.ray_num_cpus)
+        cap["actors"] = {**cap["actors"], **later["actors"]}
+        cap["problems"] = [*cap["problems"], *later["problems"]]
+    data["capacity"] = cap
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return
