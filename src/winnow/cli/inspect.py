@@ -67,6 +67,13 @@ def _print_job(info: dict[str, Any]) -> None:
         highlight=False,
     )
     _out.print(f"output manifest: {escape(str(job.get('manifest')))}", highlight=False)
+    ray = info.get("ray")
+    if ray:
+        status = f", Ray status {ray['status']}" if ray.get("status") else ""
+        _out.print(
+            f"Ray job: {ray.get('submission_id')} at {ray.get('dashboard_url')}{status}",
+            highlight=False,
+        )
     order = inspect_tool.stage_order(job)
     counts, timings = job.get("counts") or {}, info["timings"]
     table = Table(title="per stage")
