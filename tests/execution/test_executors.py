@@ -182,6 +182,10 @@ class TestExecutor:
         assert record["accounting"] == ref.record["accounting"]
         assert record["accounting"]["total"]["unaccounted"] == 0
 
+    def test_every_stage_instance_is_torn_down_once(self, runs: Runs, executor: str) -> None:
+        run = runs.get("clean", executor)  # one flaky actor (max_actors=1); the rerun ran none
+        assert len(list((run.where / "marks").glob("teardown-*"))) == 1
+
     def test_bad_records_are_quarantined_the_same(self, runs: Runs, executor: str) -> None:
         run, ref = runs.get("clean", executor), runs.get("clean", REFERENCE)
         assert run.record["accounting"]["total"]["quarantined"] == 2

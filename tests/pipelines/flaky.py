@@ -9,6 +9,8 @@ tries are counted in files under ``DIR``, so the count holds whichever process
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +44,11 @@ class Flaky(Stage):
                 mark.write_text(str(tries + 1))
                 raise RuntimeError(f"flaky: failing on purpose (try {tries + 1})")
         return batch
+
+    def teardown(self) -> None:
+        """Leave a mark in ``marks`` (when it exists): the tests count teardowns."""
+        if self.marks and Path(self.marks).is_dir():
+            (Path(self.marks) / f"teardown-{os.getpid()}-{time.time_ns()}").touch()
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import ray
@@ -21,6 +22,8 @@ from winnow.execution.pools import (
 from winnow.pipeline import StageSpec
 from winnow.plan import Plan
 from winnow.storage.artifacts import ArtifactStore
+
+TEARDOWN_S = 10.0  # how long a job waits, in all, for its stage actors' teardown()
 
 
 class Workers:
@@ -83,7 +86,11 @@ class Workers:
         return len(pool.actors)
 
     def stop(self, keep: bool) -> None:
-        """Kill every actor, or with ``keep`` (and ``reuse``) leave them idle for the next job."""
+        """Kill every actor, or with ``keep`` (and ``reuse``) leave them idle for the next job.
+
+        A stage actor that is killed runs its stage's ``teardown()`` first (as the
+        local executor does), waited for up to ``TEARDOWN_S`` in all.
+        """
         keep = keep and self.reuse
         groups = [
             *((n, p.actors) for n, p in self.pools.items()),
@@ -93,5 +100,17 @@ class Workers:
             if keep and actors:
                 IDLE.setdefault(self._keys[name], []).extend(actors)
                 continue
+            if name != "read":
+                _tear_down(actors)
             for actor in actors:
                 ray.kill(actor, no_restart=True)
+
+
+def _tear_down(actors: list[Any]) -> None:
+    """Ask each stage actor to run its teardown; a dead or stuck one is not waited for."""
+    calls = []
+    for actor in actors:
+        with contextlib.suppress(Exception):  # an actor already gone takes no call
+            calls.append(actor.shutdown.remote())
+    if calls:
+        ray.wait(calls, num_returns=len(calls), timeout=TEARDOWN_S)
