@@ -11,14 +11,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import fuzzy_dedup  # pipelines/ is on sys.path (tests/conftest.py)
 import pytest
 
 import winnow
 from tests.conftest import ROOT, run_args, run_json
 from winnow import api
 from winnow.request import RunRequest
-
-fuzzy_dedup = pytest.importorskip("fuzzy_dedup")  # pipelines/ is on sys.path (conftest)
 
 PIPELINE = str(ROOT / "pipelines" / "fuzzy_dedup.py")
 FILES, ROWS, BATCH = 3, 1_000, 500  # 2 batches per file

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import random
 
+import fuzzy_dedup  # pipelines/ is on sys.path (tests/conftest.py)
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from winnow.errors import ConfigError
 from winnow.grouping import FILE, KEY, ROW
-
-fuzzy_dedup = pytest.importorskip("fuzzy_dedup")  # pipelines/ is on sys.path (conftest)
 
 
 def shingles(text: str, k: int) -> set[tuple[str, ...]]:
