@@ -103,7 +103,13 @@ def print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None
         "in_failed_batches",
         "unaccounted",
     )
-    table = Table(title="rows by input file")
+    # One folder's files are named by file name (the folder goes in the title), so a
+    # narrow terminal shows which file a row is about rather than a cut-off prefix.
+    folders = {url.rsplit("/", 1)[0] for url in files}
+    names = {url.rsplit("/", 1)[-1] for url in files}
+    short = len(folders) == 1 and len(names) == len(files)
+    title = f"rows by input file in {next(iter(folders))}" if short else "rows by input file"
+    table = Table(title=escape(title))
     table.add_column("file")
     for col in columns:
         table.add_column(col.replace("_", " "), justify="right")
@@ -114,7 +120,8 @@ def print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None
 
     shown = sorted(files.items(), key=notable)[:limit]
     for url, rows in sorted(shown):
-        table.add_row(escape(url), *(f"{rows[c]:,}" for c in columns))
+        name = url.rsplit("/", 1)[-1] if short else url
+        table.add_row(escape(name), *(f"{rows[c]:,}" for c in columns))
     if len(files) > limit:
         table.add_row(f"… {len(files) - limit} more files", *("" for _ in columns))
     total = accounting["total"]
