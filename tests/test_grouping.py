@@ -8,7 +8,17 @@ import pyarrow as pa
 import pytest
 
 from winnow.errors import ConfigError
-from winnow.grouping import FILE, KEY, ROW, GroupingStage, MapSide, ReduceSide, split_specs
+from winnow.grouping import (
+    FILE,
+    KEY,
+    ROW,
+    GlobalStage,
+    GroupingStage,
+    MapSide,
+    ReduceSide,
+    expand,
+    split_specs,
+)
 from winnow.pipeline import StageSpec
 from winnow.records import record_artifacts
 from winnow.stage import Resources, Stage
@@ -64,11 +74,42 @@ def test_the_sides_are_named_and_fingerprinted_apart():
     assert split_specs([spec])[1] is not None and split_specs(before[:1]) == (before[:1], None)
 
 
-def test_two_grouping_stages_are_refused_with_their_names():
+def test_stages_split_at_the_first_grouping_stage_and_expand_into_every_side():
     other = ByMod()
     other.name = "second"  # type: ignore[misc]
-    with pytest.raises(ConfigError, match="bymod, second"):
-        split_specs([StageSpec(ByMod(), Resources()), StageSpec(other, Resources())])
+    specs = [
+        StageSpec(ByMod(), Resources()),
+        StageSpec(Noop(), Resources()),
+        StageSpec(other, Resources()),
+    ]
+    before, after = split_specs(specs)
+    assert [s.name for s in before] == ["bymod.map"]
+    assert after is not None and [s.name for s in after] == ["bymod.reduce", "noop", "second"]
+    assert [s.name for s in expand(specs)] == [
+        "bymod.map",
+        "bymod.reduce",
+        "noop",
+        "second.map",
+        "second.reduce",
+    ]
+
+
+@dataclass
+class Everything(GlobalStage):
+    name = "everything"
+
+    def reduce(self, rows: pa.Table) -> pa.Table:
+        return rows
+
+
+def test_a_global_stage_is_one_partition_holding_every_row():
+    batch = pa.RecordBatch.from_pydict({"v": list(range(10))})
+    shards = MapSide(Everything()).split(batch, "file:///x", 0)
+    assert list(shards) == [0] and shards[0].num_rows == 10
+    bad = Everything()
+    bad.partitions = 3  # type: ignore[misc]
+    with pytest.raises(ConfigError, match="global stage 'everything' has one partition"):
+        split_specs([StageSpec(bad, Resources())])
 
 
 def test_a_checkpoint_lists_its_shards_and_removed_rows_as_artifacts():

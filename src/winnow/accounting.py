@@ -122,10 +122,12 @@ class Tally:
             "total": self.total().to_dict(),
             "files": {url: rows.to_dict() for url, rows in sorted(self.files.items())},
         }
+        later, partitions = self.after, {}
+        while later is not None:  # each grouping stage's partitions, by name
+            partitions.update({url: rows.to_dict() for url, rows in later.files.items()})
+            later = later.after
         if self.after is not None:
-            out["partitions"] = {
-                url: rows.to_dict() for url, rows in sorted(self.after.files.items())
-            }
+            out["partitions"] = dict(sorted(partitions.items()))
         return out
 
 

@@ -12,6 +12,11 @@ batch. The executor runs it in two sides, each a stage of its own:
   partition, on the shards every map batch wrote for it, and what it emits
   flows into the stages after it like any batch.
 
+A ``GlobalStage`` is a grouping stage with one partition and no key: its
+reduce sees all of its input once. A pipeline may hold several grouping and
+global stages: each is a barrier, and the stages between two barriers run
+once per partition of the first.
+
 Both sides are plain stages to the executor, keyed, committed and skipped
 like any other; what is special (writing shards, reading them back) is the
 executor's. Nothing here knows Ray or storage.
@@ -84,6 +89,24 @@ class GroupingStage(Stage):
             f"grouping stage {self.stage_name!r} runs as {self.stage_name}.map and "
             f"{self.stage_name}.reduce, never through process()"
         )
+
+
+class GlobalStage(GroupingStage):
+    """Base class of a global stage: one ``reduce`` over all of its input, once.
+
+    A grouping stage with a single partition and no key: every row reaches
+    one ``reduce`` call (in source order), e.g. connected components over
+    every edge, or fitting a model. Its one partition's key is the hash of
+    every input shard's digest, so it reruns when any of its input changed
+    and is skipped otherwise. Its input must fit in one worker's memory.
+    Subclasses set ``name`` and ``version`` and override ``reduce``.
+    """
+
+    partitions: ClassVar[int] = 1
+
+    def key(self, batch: pa.RecordBatch) -> pa.Array:
+        """Every row in the one partition."""
+        return pa.array(np.zeros(batch.num_rows, np.uint64))
 
 
 class _Side(Stage):
@@ -201,30 +224,41 @@ def partition_of(key: pa.Array, partitions: int) -> np.ndarray:
 
 
 def split_specs(specs: list[StageSpec]) -> tuple[list[StageSpec], list[StageSpec] | None]:
-    """Split the stages at a grouping stage: (up to its map side, from its reduce side).
+    """Split the stages at the first grouping stage: (up to its map side, from its reduce side).
 
-    Without a grouping stage the stages come back whole, with None.
+    Without a grouping stage the stages come back whole, with None. Later
+    grouping stages stay whole in the second list: each is split in turn when
+    its segment is planned (``partitions.make_barrier``).
 
     Raises:
-        ConfigError: more than one grouping stage (not supported yet).
+        ConfigError: a grouping stage with fewer than one partition.
     """
     at = [i for i, s in enumerate(specs) if isinstance(s.stage, GroupingStage)]
     if not at:
         return specs, None
-    if len(at) > 1:
-        names = ", ".join(specs[i].name for i in at)
-        raise ConfigError(
-            f"a pipeline may have one grouping stage for now, this one has {len(at)} ({names}); "
-            "split it into two pipelines"
-        )
     i = at[0]
     grouping = specs[i].stage
     assert isinstance(grouping, GroupingStage)
     if grouping.partitions < 1:
         raise ConfigError(f"grouping stage {grouping.stage_name!r}: partitions must be >= 1")
+    if isinstance(grouping, GlobalStage) and grouping.partitions != 1:
+        raise ConfigError(
+            f"global stage {grouping.stage_name!r} has one partition; for {grouping.partitions} "
+            "make it a GroupingStage with a key"
+        )
     res = specs[i].resources
     before = [*specs[:i], StageSpec(MapSide(grouping), res)]
     return before, [StageSpec(ReduceSide(grouping), res), *specs[i + 1 :]]
+
+
+def expand(specs: list[StageSpec]) -> list[StageSpec]:
+    """Every stage as the executor runs it: each grouping stage as its map and reduce sides."""
+    out: list[StageSpec] = []
+    rest: list[StageSpec] | None = specs
+    while rest is not None:
+        head, rest = split_specs(rest)
+        out += head
+    return out
 
 
 def _one_batch(rows: pa.RecordBatch | pa.Table) -> pa.RecordBatch:

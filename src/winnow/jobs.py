@@ -23,7 +23,7 @@ from typing import Any
 
 from winnow.errors import StateError
 from winnow.execution.outcome import Outcome, StageCounts
-from winnow.plan import SKIP, Plan
+from winnow.plan import SKIP, Plan, groupings
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.storage import manifests
 from winnow.storage.fs import resolve, to_url
@@ -206,7 +206,8 @@ def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall
     if outcome.tally is not None:
         record["accounting"] = outcome.tally.to_dict()
     if the_plan.barrier is not None:
-        record["grouping"] = the_plan.barrier.to_dict(total_batches)
+        record["groupings"] = groupings(the_plan)
+        record["grouping"] = record["groupings"][0]
 
 
 def _state_after(
@@ -215,8 +216,8 @@ def _state_after(
     """Per stage, its checkpoints by status after the run, and the change from before."""
     names = list(counts)
     before = dict(the_plan.before)
-    if the_plan.barrier is not None:
-        before.update(the_plan.barrier.before)
+    for barrier in the_plan.barriers():
+        before.update(barrier.before)
     after: dict[str, Counter[str]] = {n: Counter(before.get(n, {})) for n in names}
     for segment in the_plan.segments():
         for bp in segment.batches:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winnow import sources
+from winnow.grouping import split_specs
 from winnow.history import History
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.plan import Decider, Plan, StagePlan, count_actions, verify_skips
@@ -55,6 +56,8 @@ class Barrier:
         verify: how skips are checked (``full`` re-hashes).
         next: the second segment's plan, once the map side's checkpoints
             are all committed (None until then, or when some map batch failed).
+        then: the barrier of the next grouping stage in the second segment's
+            stages, if any (it becomes ``next.barrier``).
     """
 
     pipeline: Pipeline
@@ -69,6 +72,11 @@ class Barrier:
     next: Plan | None = None
     reader: str = ""
     damage: list[str] = field(default_factory=list)
+    then: Barrier | None = None
+
+    def chain(self) -> list[Barrier]:
+        """This barrier and every later one, in pipeline order."""
+        return [self, *(self.then.chain() if self.then is not None else [])]
 
     @property
     def stages(self) -> list[StagePlan]:
@@ -114,17 +122,35 @@ class Barrier:
             self.reader,
             self.damage,
         )
+        self.next.barrier = self.then
+        if self.then is not None and not any(bp.first_run < len(self.specs) for bp in plans):
+            # Every partition is committed up to the next map side: plan its partitions too.
+            self.then.plan_next([bp.prior[-1] for bp in plans], artifacts, sizes)
         return self.next
 
-    def to_dict(self, map_batches: int) -> dict[str, Any]:
-        """What ``winnow plan --json`` says of the grouping stage."""
-        return {
+    def to_dict(self, map_batches: int | None) -> dict[str, Any]:
+        """What ``winnow plan --json`` says of the grouping stage (and its skew, once planned).
+
+        ``map_batches`` is how many batches its map side runs on (None: not
+        known yet, the segment before is not planned). Once its partitions
+        are planned: their rows and bytes (smallest, largest, mean) and the
+        skew, the largest partition's rows over the mean.
+        """
+        out: dict[str, Any] = {
             "stage": self.name,
             "partitions": self.partitions,
             "map_batches": map_batches,
             "reduce_partitions": None if self.next is None else len(self.next.batches),
             "pending": self.next is None,
         }
+        if self.next is not None and self.next.batches:
+            rows = [bp.source.stop - bp.source.start for bp in self.next.batches]
+            size = [bp.source.file.size or 0 for bp in self.next.batches]
+            mean = sum(rows) / len(rows)
+            out["partition_rows"] = {"min": min(rows), "max": max(rows), "mean": round(mean, 1)}
+            out["partition_bytes"] = {"min": min(size), "max": max(size), "total": sum(size)}
+            out["skew"] = round(max(rows) / mean, 2) if mean else 1.0
+        return out
 
 
 def partition_batches(
@@ -157,7 +183,7 @@ def partition_batches(
 def make_barrier(
     pipeline: Pipeline,
     profile: Profile,
-    specs: list[StageSpec],
+    after: list[StageSpec],
     history: History,
     loaded: dict[str, dict[str, dict[str, Any]]],
     artifacts: ArtifactStore,
@@ -165,14 +191,27 @@ def make_barrier(
     forced: int | None,
     verify: str | None,
 ) -> Barrier:
-    """The barrier of a plan whose stages ``specs`` follow a grouping stage's map side."""
-    grouping = getattr(specs[0].stage, "grouping", None)
+    """The barrier of a plan whose stages ``after`` follow a grouping stage's map side.
+
+    ``loaded`` holds every stage's checkpoints by key; ``forced`` is the
+    index in ``after`` of the first stage to rerun (``--rerun``). A later
+    grouping stage in ``after`` ends this barrier's segment at its map side
+    and makes the next barrier (``then``).
+    """
+    grouping = getattr(after[0].stage, "grouping", None)
     assert grouping is not None
+    specs, rest = split_specs(after)
+    mine = {spec.name: loaded[spec.name] for spec in specs}
     before = {
-        name: dict(Counter(r["status"] for r in records.values()))
-        for name, records in loaded.items()
+        name: dict(Counter(r["status"] for r in records.values())) for name, records in mine.items()
     }
-    decider = PartitionDecider(specs, profile, history, loaded, artifacts, {}, reader, forced)
+    decider = PartitionDecider(specs, profile, history, mine, artifacts, {}, reader, forced)
+    then = None
+    if rest is not None:
+        later = None if forced is None else max(forced - len(specs), 0)
+        then = make_barrier(
+            pipeline, profile, rest, history, loaded, artifacts, reader, later, verify
+        )
     return Barrier(
         pipeline,
         profile,
@@ -180,8 +219,9 @@ def make_barrier(
         grouping.partitions,
         specs,
         decider,
-        loaded,
+        mine,
         before,
         verify,
         reader=reader,
+        then=then,
     )

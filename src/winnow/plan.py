@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from winnow import sources
 from winnow.batches import map_threads, source_batches
 from winnow.errors import ConfigError
-from winnow.grouping import split_specs
+from winnow.grouping import expand, split_specs
 from winnow.history import History, source_change, stage_change
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
@@ -106,13 +106,17 @@ class Plan:
         later = self.barrier.next if self.barrier is not None else None
         return [self] if later is None else [self, *later.segments()]
 
+    def barriers(self) -> list[Barrier]:
+        """The plan's grouping stages' barriers, in pipeline order."""
+        return self.barrier.chain() if self.barrier is not None else []
+
     def all_stages(self) -> list[StagePlan]:
-        """Every stage of the pipeline as planned, a grouping stage's two sides included."""
-        return self.stages + (self.barrier.stages if self.barrier is not None else [])
+        """Every stage of the pipeline as planned, each grouping stage's two sides included."""
+        return self.stages + [s for b in self.barriers() for s in b.stages]
 
     def all_specs(self) -> list[StageSpec]:
-        """Every stage's spec, a grouping stage's two sides included."""
-        return self.specs + (self.barrier.specs if self.barrier is not None else [])
+        """Every stage's spec, each grouping stage's two sides included."""
+        return self.specs + [s for b in self.barriers() for s in b.specs]
 
     def active_stages(self) -> list[bool]:
         """Per stage: whether any batch runs it (only those get actors)."""
@@ -136,15 +140,26 @@ class Plan:
             later = self.barrier.next
             if later is None:
                 pending = f"pending upstream: planned once {self.specs[-1].name} commits"
-                rows = _stage_rows(self.barrier.stages, self.barrier.specs)
+                rows = [r for b in self.barriers() for r in _stage_rows(b.stages, b.specs)]
                 for row in rows:
                     row["reasons"] = {pending: 1}
                     row["pending"] = True
             else:
                 rows = later.to_dict()["stages"]
             out["stages"] += rows
-            out["grouping"] = self.barrier.to_dict(len(self.batches))
+            out["groupings"] = groupings(self)
+            out["grouping"] = out["groupings"][0]
         return out
+
+
+def groupings(the_plan: Plan) -> list[dict[str, Any]]:
+    """What a plan or job record says of each grouping stage (``Barrier.to_dict``)."""
+    out: list[dict[str, Any]] = []
+    inputs: int | None = len(the_plan.batches)
+    for b in the_plan.barriers():
+        out.append(b.to_dict(inputs))
+        inputs = len(b.next.batches) if b.next is not None else None
+    return out
 
 
 def _stage_rows(stages: list[StagePlan], specs: list[StageSpec]) -> list[dict[str, Any]]:
@@ -184,12 +199,14 @@ def make_plan(
     stage (``winnow retry --failed``). ``rerun`` names a stage that, with
     every stage after it, recomputes every batch (``--rerun STAGE``).
     """
-    specs, after = split_specs(profile.apply(pipeline))
-    forced = None if rerun is None else _rerun_index(pipeline, [*specs, *(after or [])], rerun)
+    stages = profile.apply(pipeline)
+    specs, after = split_specs(stages)
+    every_spec = expand(stages)
+    forced = None if rerun is None else _rerun_index(pipeline, every_spec, rerun)
     files = sources.discover(inputs, profile.storage_options)
     batches = source_batches(files, state, profile, pipeline)
     store = state.checkpoints()
-    stage_checkpoints = {spec.name: store.load(spec.name) for spec in [*specs, *(after or [])]}
+    stage_checkpoints = {spec.name: store.load(spec.name) for spec in every_spec}
     loaded = {name: sc.records for name, sc in stage_checkpoints.items()}
     damage = [str(d) for sc in stage_checkpoints.values() for d in sc.damage]
     before = {
@@ -220,7 +237,7 @@ def make_plan(
             profile,
             after,
             history or History(),
-            {spec.name: loaded[spec.name] for spec in after},
+            loaded,
             artifacts,
             reader,
             None if later is None else max(later, 0),

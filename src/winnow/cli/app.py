@@ -191,12 +191,17 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
     specs = the_plan.all_specs()
     # A grouping stage's reduce side runs in a later segment, on its own actors:
     # each segment is sized against the cluster on its own, as a run sizes it.
-    first = len(the_plan.specs)
-    cap = for_plan(specs[:first], active[:first], address, session.profile.ray_num_cpus)
-    if first < len(specs):
-        later = for_plan(specs[first:], active[first:], address, session.profile.ray_num_cpus)
-        cap["actors"] = {**cap["actors"], **later["actors"]}
-        cap["problems"] = [*cap["problems"], *later["problems"]]
+    cap: dict[str, Any] = {}
+    start = 0
+    for size in [len(the_plan.specs), *(len(b.specs) for b in the_plan.barriers())]:
+        stop = start + size
+        one = for_plan(specs[start:stop], active[start:stop], address, session.profile.ray_num_cpus)
+        if not cap:
+            cap = one
+        else:
+            cap["actors"] = {**cap["actors"], **one["actors"]}
+            cap["problems"] = [*cap["problems"], *one["problems"]]
+        start = stop
     data["capacity"] = cap
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
@@ -215,11 +220,14 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
         actors = str(cap["actors"].get(s["name"], "-"))
         table.add_row(s["name"], str(s["run"]), str(s["retry"]), str(s["skip"]), why, res, actors)
     _out.print(table)
-    if "grouping" in data:
-        g = data["grouping"]
+    for g in data.get("groupings", []):
         parts = "pending upstream" if g["pending"] else f"{g['reduce_partitions']} non-empty"
+        if "skew" in g:
+            r = g["partition_rows"]
+            parts += f"; rows per partition {r['min']}-{r['max']}, skew {g['skew']:g}"
+        inputs = "?" if g["map_batches"] is None else g["map_batches"]
         _out.print(
-            f"grouping stage {g['stage']}: {g['map_batches']} map batches -> "
+            f"grouping stage {g['stage']}: {inputs} map batches -> "
             f"{g['partitions']} partitions ({parts})",
             highlight=False,
         )

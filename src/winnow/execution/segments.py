@@ -5,9 +5,10 @@ plan once, as ever. With one (see ``winnow.grouping``), the first segment
 (the stages up to the grouping stage's map side) runs first; its committed
 map checkpoints then plan the second (``partitions.Barrier.plan_next``: one
 batch per reduce partition), which the same executor runs through the same
-driver loop, committer and retry policy. The second segment runs only when
-every map batch committed: a partition short of a shard would reduce part of
-its rows.
+driver loop, committer and retry policy, and so on through each later
+grouping or global stage. A segment runs only when every batch of the one
+before committed: a partition short of a shard would reduce part of its
+rows.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def run_segments(
         return first
     if engine is not None and later.work:
         engine.prepare(later)  # Ray: size the pools for the reduce side's stages
-    second = _run(later, engine, state, artifacts, job_id, progress, stop)
+    # The next segment may end at another grouping stage's map side: run on from it.
+    second = run_segments(later, engine, state, artifacts, job_id, progress, stop)
     return _combine(first, second)
 
 
