@@ -17,8 +17,10 @@ from tests import processes
 from tests.conftest import ROOT, run_args, run_cli, run_json
 from tests.e2e.test_exact_dedup import BATCH, digests, ran, reference, run_local, write_corpus
 from winnow import api
+from winnow.profile import packaged_profiles
 
 PIPELINE = str(ROOT / "tests" / "pipelines" / "dedup_global.py")
+PROFILE = packaged_profiles() / "local-cpu.toml"
 STAGES = ["dedup.map", "dedup.reduce", "words", "rank.map", "rank.reduce", "label"]
 
 
@@ -144,3 +146,42 @@ def test_the_ray_executor_writes_the_same_artifacts(
     assert on_ray["status"] == "SUCCEEDED"
     assert digests(on_ray) == digests(clean["record"])
     assert [ran(on_ray, s)[0] for s in STAGES] == [9, 3, 3, 3, 1, 1]
+
+
+@pytest.mark.slow
+def test_state_and_shards_on_s3_give_the_same_output(
+    tmp_path: Path, clean: dict[str, Any], corpus: list[str], s3_server: str, s3_bucket: str
+):
+    profile = tmp_path / "s3.toml"
+    profile.write_text(
+        PROFILE.read_text()
+        + '\n[storage_options]\nkey = "k"\nsecret = "s"\n'
+        + f'[storage_options.client_kwargs]\nendpoint_url = "{s3_server}"\n'
+    )
+    args = [
+        "run",
+        PIPELINE,
+        "--profile",
+        str(profile),
+        "--executor",
+        "local",
+        "--set",
+        f"batch_rows={BATCH}",
+        "--state",
+        f"s3://{s3_bucket}/state",
+        "--output",
+        f"s3://{s3_bucket}/out",
+        *[a for path in corpus for a in ("--input", path)],
+    ]
+    options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": s3_server}}
+
+    def on_s3(record: dict[str, Any]) -> list[str]:
+        entries = api.read_manifest(record["manifest"], options)["batches"]
+        return [e["artifact"]["digest"] for e in entries]
+
+    first = run_json(*args)
+    assert first["status"] == "SUCCEEDED" and first["manifest"].startswith("s3://")
+    assert on_s3(first) == digests(clean["record"])  # shards and partitions read from S3
+    again = run_json(*args)
+    assert all(ran(again, s)[0] == 0 for s in STAGES)
+    assert on_s3(again) == digests(clean["record"])

@@ -4,8 +4,11 @@ resumable after a SIGKILL of the driver during its map side and its reduce."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import random
+import signal
 import shutil
 import time
 from pathlib import Path
@@ -15,7 +18,7 @@ import pytest
 
 import winnow
 from tests import processes
-from tests.conftest import ROOT, run_args, run_json
+from tests.conftest import ROOT, one_json, run_args, run_json
 from winnow import api
 from winnow.request import RunRequest
 
@@ -253,3 +256,33 @@ def test_a_killed_driver_resumes_to_the_clean_output(
     if side == "reduce":
         assert map_run == 0
         assert 1 <= ran(resumed, "dedup.reduce")[1] < 8  # committed partitions are kept
+
+
+@pytest.mark.slow
+def test_a_worker_killed_during_the_reduce_reruns_only_its_partition(
+    tmp_path: Path, clean: dict[str, Any], corpus: list[str]
+):
+    args = [
+        *run_args(PACED, tmp_path, corpus, f"batch_rows={BATCH}", profile="local-cpu"),
+        "--set",
+        "dedup.delay_s=0.5",
+        "--json",
+    ]
+    reduce = tmp_path / "state" / "stages" / "dedup.reduce" / "segments"
+    proc = processes.start_until(
+        args, processes.has_files(reduce), timeout=180, step=0.05, pipe=True, session=False
+    )
+    victims = processes.stage_workers(proc.pid)  # the reduce side's actors, mid-partition
+    assert victims and proc.poll() is None, "the reduce finished before it could be hit"
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    record = one_json(out)
+    assert record["status"] == "SUCCEEDED"
+    assert record["counts"]["dedup.reduce"]["retried"] >= 1
+    assert ran(record, "dedup.map") == (FILES * 3, 0)
+    assert ran(record, "dedup.reduce")[0] == 8  # each partition reduced once to its commit
+    assert digests(record) == digests(clean["record"])
+    assert record["accounting"]["total"] == clean["record"]["accounting"]["total"]

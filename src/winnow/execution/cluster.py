@@ -212,15 +212,21 @@ def _check_reachable(address: str) -> None:
 
 
 def register_pipeline_code(specs: list[StageSpec]) -> None:
-    """Ship pipeline modules loaded from files to workers by value."""
+    """Ship pipeline modules loaded from files to workers by value.
+
+    That is the module of each stage's class and of each of its base classes:
+    a stage may subclass one from another pipeline file (loaded by path too),
+    which workers could not import by name either.
+    """
     from ray import cloudpickle
 
     for spec in specs:
         # A grouping stage runs inside its map or reduce side: ship its own module.
         stage = getattr(spec.stage, "grouping", spec.stage)
-        module = sys.modules.get(type(stage).__module__)
-        if module is not None and module.__name__.startswith("winnow_pipelines."):
-            cloudpickle.register_pickle_by_value(module)
+        for cls in type(stage).__mro__:
+            module = sys.modules.get(cls.__module__)
+            if module is not None and module.__name__.startswith("winnow_pipelines."):
+                cloudpickle.register_pickle_by_value(module)
 
 
 def cluster_capacity() -> Capacity:
