@@ -8,8 +8,8 @@ import contextlib
 import json
 import os
 import random
-import signal
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
