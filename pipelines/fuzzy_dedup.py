@@ -8,7 +8,7 @@ Two stages:
   ``num_perm`` hash functions ``((a * h + b) mod 2^64) >> 32`` drawn from
   ``seed``, the smallest value over the text's shingles, kept in a
   ``minhash`` column (``num_perm`` uint32). All in numpy, no per-word Python.
-* ``lsh`` (a grouping stage with one partition: the global step): cuts each
+* ``lsh`` (a global stage: it sees every signature at once): cuts each
   signature into ``bands`` bands of ``rows_per_band`` values; texts sharing a
   band bucket are candidates, a candidate pair whose signatures agree on at
   least ``threshold`` of their values is an edge, and the connected components
@@ -26,10 +26,10 @@ The signatures are computed once: ``--set lsh.threshold=0.8`` (or
 
 The run's output holds the kept rows (``minhash`` dropped); the removed rows
 (``id``, ``duplicate_of``, ``similarity``, ``file``, ``row``):
-``winnow inspect removed``. Why one partition: components need every edge at
-once, and a stage after a reduce sees one partition at a time; until a global
-stage kind exists, the single reduce partition is that global step, and it
-holds the whole corpus (rows and signatures) in memory.
+``winnow inspect removed``. Why global: components need every edge at once.
+It holds the whole corpus (rows and signatures) in memory: banding over
+several partitions, then components over the edges alone, needs the kept
+rows joined back to the documents, which a pipeline cannot express yet.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import json
 import os
 import random
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -46,7 +45,7 @@ import pyarrow.compute as pc
 
 from winnow import Pipeline, Resources, Stage
 from winnow.errors import ConfigError
-from winnow.grouping import FILE, ROW, GroupingStage, Reduced
+from winnow.grouping import FILE, ROW, GlobalStage, Reduced
 
 SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string())])
 SIGNATURE = "minhash"
@@ -208,24 +207,20 @@ def candidate_pairs(sig: np.ndarray, bands: int, rows_per_band: int) -> np.ndarr
 
 
 @dataclass
-class LSH(GroupingStage):
+class LSH(GlobalStage):
     """Removes near-duplicates: LSH candidates, verified, in connected components.
 
-    One partition, so its reduce sees every signature at once (see the module).
+    A global stage: its reduce sees every signature at once (see the module).
     """
 
     name = "lsh"
     version = "1"
     resources = Resources(num_cpus=1)
-    partitions: ClassVar[int] = 1
 
     id_column: str = "id"
     bands: int = 20
     rows_per_band: int = 5
     threshold: float = 0.7
-
-    def key(self, batch: pa.RecordBatch) -> pa.Array:
-        return pa.array(np.zeros(batch.num_rows, np.uint64))
 
     def reduce(self, rows: pa.Table) -> Reduced:
         column = rows.column(SIGNATURE).combine_chunks()

@@ -15,6 +15,7 @@ import fuzzy_dedup  # pipelines/ is on sys.path (tests/conftest.py)
 import pytest
 
 import winnow
+from tests import processes
 from tests.conftest import ROOT, run_args, run_json
 from winnow import api
 from winnow.request import RunRequest
@@ -188,3 +189,45 @@ def test_an_edit_of_the_lsh_code_reuses_the_signatures(
     counts = {s.name: dict(s.counts) for s in plan.stages}
     assert counts["minhash"] == {"skip": FILES * 2}
     assert counts["lsh.map"] == {"run": FILES * 2}
+
+
+PACED = str(ROOT / "tests" / "pipelines" / "paced_fuzzy.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("during", ["minhash", "lsh.reduce"])
+def test_a_killed_driver_resumes_to_the_clean_output(
+    tmp_path: Path, clean: dict[str, Any], corpus: Any, during: str
+):
+    args = [
+        *run_args(PACED, tmp_path, corpus[0], f"batch_rows={BATCH}", profile="local-cpu"),
+        "--executor",
+        "local",
+    ]
+    # minhash: once its first batch committed (5 more to go, 1 s each); lsh.reduce:
+    # once lsh.map committed every batch, in the 30 s components step.
+    watch = "minhash" if during == "minhash" else "lsh.map"
+    segments = tmp_path / "state" / "stages" / watch / "segments"
+
+    def reached() -> bool:
+        if not segments.exists():
+            return False
+        lines = sum(
+            len(p.read_text().splitlines()) for p in segments.iterdir() if p.suffix == ".jsonl"
+        )
+        return lines >= (1 if during == "minhash" else FILES * ROWS // BATCH)
+
+    pace = "minhash.delay_s=1" if during == "minhash" else "lsh.delay_s=30"
+    proc = processes.start_until([*args, "--set", pace], reached, timeout=120)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    processes.kill_group(proc)
+
+    resumed = run_json(*args)
+    assert resumed["status"] == "SUCCEEDED"
+    assert digests(resumed) == digests(clean["record"])  # the same bytes as a clean run
+    assert resumed["accounting"]["total"] == clean["record"]["accounting"]["total"]
+    minhash_run, minhash_skip = ran(resumed, "minhash")
+    assert minhash_skip >= 1 and minhash_run + minhash_skip == FILES * ROWS // BATCH
+    if during == "lsh.reduce":
+        assert minhash_run == 0 and ran(resumed, "lsh.map") == (0, FILES * ROWS // BATCH)
+        assert ran(resumed, "lsh.reduce") == (1, 0)
