@@ -78,6 +78,7 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [wheel] = (tmp / "dist").glob("winnow-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "winnow/py.typed" in names
+    assert "winnow/execution/boot/sitecustomize.py" in names  # run by the embedded Ray
     assert {f"winnow/profiles/{p}.toml" for p in PACKAGED} <= names
     pins = sh(UV, "export", "--frozen", "--no-hashes", "--no-emit-project", cwd=ROOT).stdout
     (tmp / "pins.txt").write_text(pins)

@@ -22,6 +22,8 @@ from typing import Any
 
 import ray
 
+from winnow.execution import BOOT
+
 log = logging.getLogger(__name__)
 
 # The modules Ray imports (ray/dashboard/optional_deps.py) to decide whether its
@@ -60,7 +62,7 @@ def start(num_cpus: int, common: dict[str, Any], dashboard: bool = False) -> Any
     takes 8265, or a free port if that one is taken).
     """
     _ask_for_token_auth()
-    with _lean_node(dashboard):
+    with _lean_node(dashboard), boot_path():
         return ray.init(
             address="local",
             num_cpus=num_cpus,
@@ -70,6 +72,25 @@ def start(num_cpus: int, common: dict[str, Any], dashboard: bool = False) -> Any
             _system_config=SYSTEM_CONFIG,
             **common,
         )
+
+
+@contextlib.contextmanager
+def boot_path() -> Iterator[None]:
+    """``PYTHONPATH`` led by ``execution/boot`` while Ray starts its processes.
+
+    Every process of the node (raylet, GCS, agents, workers) inherits it and
+    runs ``boot/sitecustomize.py`` before importing Ray. The driver's own
+    environment is given back afterwards.
+    """
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (BOOT, before) if p)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = before
 
 
 def _ask_for_token_auth() -> None:
