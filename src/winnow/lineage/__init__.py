@@ -1,0 +1,217 @@
+"""OpenLineage events: each run emits START, then COMPLETE, FAIL or ABORT.
+
+Off by default, and free when off: nothing is imported from ``openlineage``
+unless lineage is on for a run. It is on when
+
+- the profile's ``[lineage]`` table says ``enabled = true`` (``winnow run
+  --lineage``, ``--set lineage=true``), or
+- ``enabled`` is left out (auto) and OpenLineage is configured the
+  OpenLineage way: ``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG``, an
+  ``OPENLINEAGE__TRANSPORT__...`` variable, or an ``openlineage.yml`` in the
+  working directory or ``~/.openlineage/``.
+
+``enabled = false`` (``--no-lineage``) or ``OPENLINEAGE_DISABLED=true`` turns
+it off. Events go to the profile's ``[lineage] transport`` table when it has
+one (any OpenLineage transport: ``http``, ``file``, ``kafka``, ...), else
+wherever OpenLineage's own configuration sends them.
+
+Sending an event never fails a run: the first failure of a run is reported
+(through ``notify``) and the run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from winnow import extras
+from winnow.plan import Plan
+from winnow.profile import LineageSettings
+
+Notify = Callable[[str], None]
+
+# Variables through which OpenLineage's client finds a transport.
+_ENV_EXACT = ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG")
+_ENV_PREFIX = "OPENLINEAGE__TRANSPORT"
+_CONFIG_FILE = "openlineage.yml"
+
+
+def environment_configured(env: Mapping[str, str] | None = None) -> bool:
+    """Whether OpenLineage is configured in this process's environment (its own way).
+
+    ``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG``, an ``OPENLINEAGE__TRANSPORT...``
+    variable, or an ``openlineage.yml`` in the working directory or
+    ``~/.openlineage/`` (where OpenLineage's client looks).
+    """
+    env = os.environ if env is None else env
+    if any(env.get(k) for k in _ENV_EXACT) or any(k.startswith(_ENV_PREFIX) for k in env):
+        return True
+    folders = (Path.cwd(), Path.home() / ".openlineage")
+    return any((folder / _CONFIG_FILE).is_file() for folder in folders)
+
+
+def is_on(settings: LineageSettings, env: Mapping[str, str] | None = None) -> bool:
+    """Whether a run with these settings emits events (see the module's docstring)."""
+    env = os.environ if env is None else env
+    if env.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true":
+        return False
+    if settings.enabled is not None:
+        return settings.enabled
+    return bool(settings.transport) or environment_configured(env)
+
+
+class NoLineage:
+    """A run that emits nothing (lineage is off): entering and leaving cost nothing."""
+
+    def __enter__(self) -> NoLineage:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+class Emitter:
+    """An OpenLineage client that never raises; the first failure is reported once.
+
+    Args:
+        settings: the profile's ``[lineage]`` settings.
+        notify: where the one warning goes.
+        subject: what the events are about, for the warning (``job <id>``).
+    """
+
+    def __init__(self, settings: LineageSettings, notify: Notify, subject: str) -> None:
+        self.notify = notify
+        self.subject = subject
+        self.warned = False
+        self.client: Any = None
+        # An explicit `enabled = true` without the extra installed is a usage error (exit 2).
+        if settings.enabled:
+            extras.require("openlineage.client", "OpenLineage events (--lineage)")
+        try:
+            extras.require("openlineage.client", "OpenLineage events")
+            from openlineage.client import OpenLineageClient
+
+            config = {"transport": dict(settings.transport)} if settings.transport else None
+            self.client = OpenLineageClient(config=config)
+        except Exception as exc:
+            self.warn("set up OpenLineage", exc)
+
+    def emit(self, build: Callable[[], Any], what: str) -> None:
+        """Build an event and send it; a failure of either is reported, not raised."""
+        if self.client is None:
+            return
+        try:
+            self.client.emit(build())
+        except Exception as exc:
+            self.warn(f"send the {what} event", exc)
+
+    def close(self) -> None:
+        """Flush and close the transport (an asynchronous one sends what it holds)."""
+        if self.client is None:
+            return
+        try:
+            self.client.close(timeout=10.0)
+        except Exception as exc:
+            self.warn("close the OpenLineage transport", exc)
+
+    def warn(self, what: str, exc: Exception) -> None:
+        """Report the first lineage failure of this emitter; later ones are quiet."""
+        if self.warned:
+            return
+        self.warned = True
+        self.notify(
+            f"lineage: could not {what} for {self.subject} ({type(exc).__name__}: {exc}); "
+            "the run goes on without it (later lineage errors of this run are not shown)"
+        )
+
+
+class LineageRun:
+    """A Winnow job as an OpenLineage run: START on entering, its end on leaving.
+
+    Leaving reads how the job ended from its record (``SUCCEEDED`` gives
+    COMPLETE, ``FAILED`` FAIL with the error, ``CANCELLED`` ABORT), so the
+    record must be final by then; an exception leaving the block is the FAIL
+    (or, for an interrupt, ABORT) event's error.
+
+    Args:
+        the_plan: the job's plan (its input files, the pipeline's schema).
+        record: the job's record, updated in place as the job runs.
+        notify: where a lineage failure is reported (once).
+    """
+
+    def __init__(self, the_plan: Plan, record: dict[str, Any], notify: Notify) -> None:
+        import uuid
+
+        settings = the_plan.profile.lineage
+        self.namespace = settings.namespace
+        self.record = record
+        self.files = list(the_plan.files)
+        self.schema = the_plan.pipeline.schema
+        self.format = the_plan.profile.artifact_format
+        self.storage_options = the_plan.profile.storage_options
+        self.emitter = Emitter(settings, notify, f"job {record['job_id']}")
+        self.run_id = str(uuid.uuid4())
+        if self.emitter.client is not None:
+            from openlineage.client.uuid import generate_new_uuid
+
+            self.run_id = str(generate_new_uuid())  # UUIDv7, as OpenLineage recommends
+
+    def __enter__(self) -> LineageRun:
+        self.emitter.emit(lambda: self._event("START", None), "START")
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        from winnow.lineage import events
+
+        state = events.end_state(self.record.get("status"), exc)
+        self.emitter.emit(lambda: self._event(state, exc), state)
+        self.emitter.close()
+
+    def _event(self, state: str, exc: BaseException | None) -> Any:
+        from winnow.lineage import events
+
+        ended = state != "START"
+        rows = (self.record.get("accounting") or {}).get("files") if ended else None
+        output = events.read_output(self.record, self.storage_options) if ended else None
+        return events.run_event(
+            state,
+            self.run_id,
+            self.namespace,
+            self.record,
+            events.input_datasets(self.files, self.schema, rows),
+            [events.output_dataset(self.record, output, self.format)],
+            exc,
+        )
+
+
+def observe(the_plan: Plan, record: dict[str, Any], notify: Notify | None = None) -> Any:
+    """The OpenLineage run of a job about to start (a no-op one when lineage is off).
+
+    Use it as ``with observe(plan, record):`` around the job's work, its
+    record final by the end of the block.
+
+    Raises:
+        UsageError: lineage is on explicitly (``--lineage``) but the
+            ``lineage`` extra is not installed.
+    """
+    if not is_on(the_plan.profile.lineage):
+        return NoLineage()
+    return LineageRun(the_plan, record, notify or _stderr)
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
