@@ -86,15 +86,18 @@ class Emitter:
         settings: the profile's ``[lineage]`` settings.
         notify: where the one warning goes.
         subject: what the events are about, for the warning (``job <id>``).
+        strict: an explicit ``enabled = true`` without the ``lineage`` extra
+            installed raises (a usage error, before a run starts) rather than warns.
     """
 
-    def __init__(self, settings: LineageSettings, notify: Notify, subject: str) -> None:
+    def __init__(
+        self, settings: LineageSettings, notify: Notify, subject: str, strict: bool = True
+    ) -> None:
         self.notify = notify
         self.subject = subject
         self.warned = False
         self.client: Any = None
-        # An explicit `enabled = true` without the extra installed is a usage error (exit 2).
-        if settings.enabled:
+        if settings.enabled and strict:
             extras.require("openlineage.client", "OpenLineage events (--lineage)")
         try:
             extras.require("openlineage.client", "OpenLineage events")
@@ -149,8 +152,6 @@ class LineageRun:
     """
 
     def __init__(self, the_plan: Plan, record: dict[str, Any], notify: Notify) -> None:
-        import uuid
-
         settings = the_plan.profile.lineage
         self.namespace = settings.namespace
         self.record = record
@@ -159,11 +160,11 @@ class LineageRun:
         self.format = the_plan.profile.artifact_format
         self.storage_options = the_plan.profile.storage_options
         self.emitter = Emitter(settings, notify, f"job {record['job_id']}")
-        self.run_id = str(uuid.uuid4())
+        self.run_id = ""
         if self.emitter.client is not None:
-            from openlineage.client.uuid import generate_new_uuid
+            from winnow.lineage import events
 
-            self.run_id = str(generate_new_uuid())  # UUIDv7, as OpenLineage recommends
+            self.run_id = events.run_id(record)
 
     def __enter__(self) -> LineageRun:
         self.emitter.emit(lambda: self._event("START", None), "START")
@@ -211,6 +212,57 @@ def observe(the_plan: Plan, record: dict[str, Any], notify: Notify | None = None
     if not is_on(the_plan.profile.lineage):
         return NoLineage()
     return LineageRun(the_plan, record, notify or _stderr)
+
+
+def exported(
+    record: dict[str, Any],
+    result: dict[str, Any],
+    started_at: str,
+    storage_options: dict[str, Any],
+    notify: Notify | None = None,
+) -> None:
+    """Send the OpenLineage run (START, COMPLETE) of an export that has published.
+
+    Lineage is on as for the exported job (its recorded ``[lineage]``
+    settings, or OpenLineage's configuration); a transport whose secrets
+    were redacted in the record gives way to OpenLineage's own configuration.
+    Never raises.
+    """
+    settings = _recorded_settings(record)
+    if not is_on(settings):
+        return
+    emitter = Emitter(settings, notify or _stderr, f"the export of job {record['job_id']}", False)
+    if emitter.client is None:
+        return
+    from winnow.lineage import exports
+    from winnow.storage.state import now_iso
+
+    ended_at = now_iso()
+    built: list[Any] = []
+
+    def build(i: int) -> Any:
+        if not built:
+            built.extend(
+                exports.export_events(
+                    settings.namespace, record, result, started_at, ended_at, storage_options
+                )
+            )
+        return built[i]
+
+    emitter.emit(lambda: build(0), "START")
+    emitter.emit(lambda: build(1), "COMPLETE")
+    emitter.close()
+
+
+def _recorded_settings(record: dict[str, Any]) -> LineageSettings:
+    """The ``[lineage]`` settings a job record's profile holds (defaults if unreadable)."""
+    data = dict((record.get("profile") or {}).get("lineage") or {})
+    if "***" in repr(data.get("transport")):
+        data["transport"] = {}  # redacted secrets: OpenLineage's own configuration instead
+    try:
+        return LineageSettings.model_validate(data)
+    except ValueError:
+        return LineageSettings()
 
 
 def _stderr(message: str) -> None:

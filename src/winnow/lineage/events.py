@@ -39,6 +39,7 @@ from openlineage.client.facet_v2 import (
     storage_dataset,
 )
 from openlineage.client.utils import RedactMixin
+from openlineage.client.uuid import generate_static_uuid
 
 from winnow.records import JobStatus
 from winnow.sources.discover import SourceFile
@@ -111,6 +112,16 @@ class WinnowRunFacet(RunFacet):
     @staticmethod
     def _get_schema() -> str:
         return f"{SCHEMA_BASE}:WinnowRunFacet"
+
+
+def run_id(record: dict[str, Any]) -> str:
+    """The OpenLineage run id of a Winnow job: a UUIDv7 from its start time and job id.
+
+    The same job record always gives the same id, so an export names its job's
+    run as its parent, and anyone holding the record can find the run.
+    """
+    started = datetime.fromisoformat(record["created_at"])
+    return str(generate_static_uuid(started, record["job_id"].encode()))
 
 
 def dataset_name(url: str) -> tuple[str, str]:
@@ -266,6 +277,7 @@ def run_event(
     inputs: list[InputDataset],
     outputs: list[OutputDataset],
     error: BaseException | None = None,
+    event_time: str | None = None,
 ) -> RunEvent:
     """A run event (``START``, ``COMPLETE``, ``FAIL``, ``ABORT``) of a job, from its record."""
     state = RunState(state_name)
@@ -295,7 +307,7 @@ def run_event(
         )
     return RunEvent(
         eventType=state,
-        eventTime=datetime.now(UTC).isoformat(),
+        eventTime=event_time or datetime.now(UTC).isoformat(),
         run=Run(runId=run_id, facets=facets),
         job=Job(namespace=namespace, name=record["pipeline"], facets=job_facets()),
         inputs=inputs,
