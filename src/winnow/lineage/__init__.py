@@ -16,13 +16,16 @@ one (any OpenLineage transport: ``http``, ``file``, ``kafka``, ...), else
 wherever OpenLineage's own configuration sends them.
 
 Sending an event never fails a run: the first failure of a run is reported
-(through ``notify``) and the run goes on.
+(through ``notify``), the run goes on, and sends no more events (a backend
+that is down costs its transport's retries once). START is sent on a thread
+while the run works.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -109,13 +112,48 @@ class Emitter:
             self.warn("set up OpenLineage", exc)
 
     def emit(self, build: Callable[[], Any], what: str) -> None:
-        """Build an event and send it; a failure of either is reported, not raised."""
-        if self.client is None:
+        """Build an event and send it; a failure of either is reported, not raised.
+
+        After a failure the emitter sends nothing more: a backend that is down
+        would cost each event the transport's retries again.
+        """
+        if self.client is None or self.warned:
             return
         try:
             self.client.emit(build())
         except Exception as exc:
             self.warn(f"send the {what} event", exc)
+
+    def emit_in_background(self, build: Callable[[], Any], what: str) -> Callable[[], None]:
+        """Build an event now and send it on a thread, so the run need not wait for it.
+
+        Returns:
+            What waits for the sending to end (and reports its failure, once).
+        """
+        if self.client is None or self.warned:
+            return lambda: None
+        try:
+            event = build()
+        except Exception as exc:
+            self.warn(f"build the {what} event", exc)
+            return lambda: None
+        failure: list[Exception] = []
+
+        def send() -> None:
+            try:
+                self.client.emit(event)
+            except Exception as exc:
+                failure.append(exc)
+
+        thread = threading.Thread(target=send, name=f"winnow-lineage-{what}", daemon=True)
+        thread.start()
+
+        def wait() -> None:
+            thread.join()
+            if failure:
+                self.warn(f"send the {what} event", failure[0])
+
+        return wait
 
     def close(self) -> None:
         """Flush and close the transport (an asynchronous one sends what it holds)."""
@@ -133,7 +171,7 @@ class Emitter:
         self.warned = True
         self.notify(
             f"lineage: could not {what} for {self.subject} ({type(exc).__name__}: {exc}); "
-            "the run goes on without it (later lineage errors of this run are not shown)"
+            "the run goes on without lineage events"
         )
 
 
@@ -161,13 +199,16 @@ class LineageRun:
         self.storage_options = the_plan.profile.storage_options
         self.emitter = Emitter(settings, notify, f"job {record['job_id']}")
         self.run_id = ""
+        self.started: Callable[[], None] = lambda: None
         if self.emitter.client is not None:
             from winnow.lineage import events
 
             self.run_id = events.run_id(record)
 
     def __enter__(self) -> LineageRun:
-        self.emitter.emit(lambda: self._event("START", None), "START")
+        # START goes out while the run works: a slow or unreachable backend (its
+        # transport retrying) delays the run only by what outlasts it.
+        self.started = self.emitter.emit_in_background(lambda: self._event("START", None), "START")
         return self
 
     def __exit__(
@@ -178,6 +219,7 @@ class LineageRun:
     ) -> None:
         from winnow.lineage import events
 
+        self.started()
         state = events.end_state(self.record.get("status"), exc)
         self.emitter.emit(lambda: self._event(state, exc), state)
         self.emitter.close()
