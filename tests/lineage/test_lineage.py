@@ -68,7 +68,8 @@ def test_a_run_emits_start_then_complete_naming_its_inputs_output_and_stages(
         assert stage["batches"] == {"run": 3, "skipped": 0, "retried": 0, "failed": 0}
         assert (stage["rowsIn"], stage["rowsOut"], stage["filtered"]) == (ROWS, ROWS, 0)
     # At the start: what the plan will run; no output version yet.
-    assert start["run"]["facets"]["winnow_stages"]["stages"][0]["batches"]["run"] == 3
+    planned = start["run"]["facets"]["winnow_stages"]["stages"][0]
+    assert planned["planned"] == {"run": 3, "retry": 0, "skip": 0} and "batches" not in planned
     assert "version" not in start["outputs"][0]["facets"]
     assert "errorMessage" not in end["run"]["facets"]
 

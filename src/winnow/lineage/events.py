@@ -75,7 +75,8 @@ class WinnowStage(RedactMixin):
     version: str
     fingerprint: str
     codeDigest: str | None
-    batches: dict[str, int]
+    batches: dict[str, int] | None = None  # at the end: run, skipped, retried, failed
+    planned: dict[str, int] | None = None  # at the start: what the plan will run, retry, skip
     rowsIn: int | None = None
     rowsOut: int | None = None
     filtered: int | None = None
@@ -236,18 +237,18 @@ def output_dataset(record: dict[str, Any], output: Output | None, fmt: str) -> O
 
 def stages_facet(record: dict[str, Any], ended: bool) -> WinnowStagesRunFacet:
     """Per stage: planned batches at the start; batches, rows and bytes at the end."""
-    planned = {row["name"]: row for row in record.get("plan") or []}
+    plan_rows = {row["name"]: row for row in record.get("plan") or []}
     counts = record.get("counts") or {}
     stages = []
     for parts in record.get("stages") or []:
         name = parts["name"]
         c = counts.get(name) if ended else None
         if c is None:
-            plan = planned.get(name, {})
-            batches = {k: int(plan.get(k, 0)) for k in ("run", "retry", "skip")}
+            row = plan_rows.get(name, {})
+            planned = {k: int(row.get(k, 0)) for k in ("run", "retry", "skip")}
             stages.append(
                 WinnowStage(
-                    name, parts["version"], parts["fingerprint"], parts.get("code"), batches
+                    name, parts["version"], parts["fingerprint"], parts.get("code"), planned=planned
                 )
             )
             continue
