@@ -249,3 +249,15 @@ def test_winnow_run_lineage_with_an_openlineage_yml(tmp_path: Path) -> None:
     assert end["run"]["facets"]["winnow_run"]["jobId"] == record["job_id"]
     upper = end["run"]["facets"]["winnow_stages"]["stages"][1]
     assert upper["batches"]["run"] == 3
+
+
+def test_lineage_on_by_environment_without_the_extra_warns_and_the_run_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "openlineage", None)
+    monkeypatch.setitem(sys.modules, "openlineage.client", None)
+    monkeypatch.setenv("OPENLINEAGE_URL", "http://127.0.0.1:9")
+    result = run_flaky(tmp_path)
+    assert result.status == "SUCCEEDED"
+    (warning,) = [line for line in capsys.readouterr().err.splitlines() if "lineage:" in line]
+    assert "'lineage' extra" in warning

@@ -217,10 +217,16 @@ class LineageRun:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        from winnow.lineage import events
-
+        if self.emitter.client is None:
+            return  # not set up (reported): nothing to send, nothing of openlineage to import
         self.started()
-        state = events.end_state(self.record.get("status"), exc)
+        try:
+            from winnow.lineage import events
+
+            state = events.end_state(self.record.get("status"), exc)
+        except Exception as problem:  # never let lineage change how a run ends
+            self.emitter.warn("build the end event", problem)
+            return
         self.emitter.emit(lambda: self._event(state, exc), state)
         self.emitter.close()
 
