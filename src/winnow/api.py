@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from winnow import jobs
+from winnow import jobs, lineage
 from winnow.errors import StorageFailed, UsageError, WinnowError
 from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
 from winnow.execution.outcome import Progress
@@ -285,7 +285,9 @@ def execute(
             )
         # Only a plan with work needs an executor (an all-skipped rerun starts no Ray).
         engine = executor_for(executor, address, reuse_actors, notify) if the_plan.work else None
-        return _execute_locked(session, the_plan, job_id, engine, progress, stop, t0, started)
+        return _execute_locked(
+            session, the_plan, job_id, engine, progress, stop, t0, started, notify or _stderr
+        )
     finally:
         lock.release()
 
@@ -303,9 +305,14 @@ def _execute_locked(
     stop: threading.Event | None,
     t0: float,
     started: threading.Event | None = None,
+    notify: Callable[[str], None] = _stderr,
 ) -> dict[str, Any]:
     state = session.state
     record = jobs.started_record(the_plan, state, job_id, session.pipeline_file, session.output_url)
+    # OpenLineage events (START, then COMPLETE/FAIL/ABORT) when configured; the one
+    # hook of lineage into a run. Built before anything is written: an explicit
+    # --lineage without its extra exits 2 clean.
+    lineage_run = lineage.observe(the_plan, record, notify)
     if engine is not None:
         # Prepare the executor (Ray: attach and size the pools, once per run) before
         # anything is written: a wrong address or a request the cluster can never
@@ -314,27 +321,28 @@ def _execute_locked(
     jobs.publish_start(state, record, the_plan)
     if started is not None:
         started.set()
-    try:
+    with lineage_run:
         try:
-            outcome = _run_plan(session, the_plan, job_id, engine, progress, stop)
-        finally:
-            if engine is not None:
-                engine.shutdown()
-        jobs.finish_record(record, the_plan, outcome, time.monotonic() - t0)
-        record["manifest"] = jobs.write_manifest(
-            the_plan, job_id, session.output_url, outcome.finals
-        )
-        state.write_job(record)
-    except BaseException as exc:
-        jobs.record_failure(state, record, exc, t0)
-        if isinstance(exc, OSError) and not isinstance(exc, WinnowError):
-            raise StorageFailed(
-                f"job {job_id} stopped: storage failed ({type(exc).__name__}: {exc}). "
-                "Committed batches stay committed; fix the storage (free space, permissions) "
-                "and rerun the same command"
-            ) from None
-        raise
-    jobs.publish_end(state, record, the_plan)
+            try:
+                outcome = _run_plan(session, the_plan, job_id, engine, progress, stop)
+            finally:
+                if engine is not None:
+                    engine.shutdown()
+            jobs.finish_record(record, the_plan, outcome, time.monotonic() - t0)
+            record["manifest"] = jobs.write_manifest(
+                the_plan, job_id, session.output_url, outcome.finals
+            )
+            state.write_job(record)
+        except BaseException as exc:
+            jobs.record_failure(state, record, exc, t0)
+            if isinstance(exc, OSError) and not isinstance(exc, WinnowError):
+                raise StorageFailed(
+                    f"job {job_id} stopped: storage failed ({type(exc).__name__}: {exc}). "
+                    "Committed batches stay committed; fix the storage (free space, permissions) "
+                    "and rerun the same command"
+                ) from None
+            raise
+        jobs.publish_end(state, record, the_plan)
     return record
 
 

@@ -37,6 +37,24 @@ class StageOverride(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class LineageSettings(BaseModel):
+    """OpenLineage events, a profile's ``[lineage]`` table (see ``winnow.lineage``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool | None = Field(
+        default=None,
+        description="None (auto): on when OpenLineage is configured the OpenLineage way "
+        "(OPENLINEAGE_URL, OPENLINEAGE_CONFIG, OPENLINEAGE__TRANSPORT__*, openlineage.yml)",
+    )
+    namespace: str = Field(default="winnow", min_length=1, description="the jobs' namespace")
+    transport: dict[str, Any] = Field(
+        default_factory=dict,
+        description="an OpenLineage transport config (as under `transport:` in openlineage.yml); "
+        "empty: OpenLineage's own configuration",
+    )
+
+
 class Profile(BaseModel):
     """How a pipeline runs: batch sizes, pools, formats, failure policy."""
 
@@ -63,6 +81,7 @@ class Profile(BaseModel):
         "--dashboard) and print its URL",
     )
     storage_options: dict[str, Any] = Field(default_factory=dict)
+    lineage: LineageSettings = Field(default_factory=LineageSettings)
     stages: dict[str, StageOverride] = Field(default_factory=dict)
 
     def apply(self, pipeline: Pipeline) -> list[StageSpec]:
@@ -95,6 +114,7 @@ class Profile(BaseModel):
         """The profile as a dict with storage secrets masked, for records and logs."""
         data = self.model_dump()
         data["storage_options"] = redact(data["storage_options"])
+        data["lineage"]["transport"] = redact(data["lineage"]["transport"])
         return data
 
 
@@ -233,6 +253,7 @@ def apply_overrides(profile: Profile, sets: list[str]) -> Profile:
 
     A dotted key whose head is a stage name sets a stage parameter, except for
     the resource keys of ``[stages.<name>]`` (``num_cpus``, ``enabled``, ...).
+    ``lineage=true|false`` turns OpenLineage events on or off (``--lineage``).
     """
     data = profile.model_dump()
     for item in sets:
@@ -247,6 +268,8 @@ def apply_overrides(profile: Profile, sets: list[str]) -> Profile:
                 table[param] = value
             else:
                 table.setdefault("params", {})[param] = value
+        elif key == "lineage":
+            data["lineage"]["enabled"] = value
         elif key in Profile.model_fields and key != "stages":
             data[key] = value
         else:

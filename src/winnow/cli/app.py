@@ -81,11 +81,25 @@ def cli() -> None:
     help="Start the embedded Ray with its dashboard on 127.0.0.1 and print its URL "
     "(profile key ray_dashboard); with --address the cluster's URL is printed anyway.",
 )
+@click.option(
+    "--lineage/--no-lineage",
+    default=None,
+    help="Emit OpenLineage events (START, COMPLETE/FAIL/ABORT) or not (profile key "
+    "lineage.enabled); default: when OpenLineage is configured (OPENLINEAGE_URL, "
+    "OPENLINEAGE_CONFIG, openlineage.yml).",
+)
 @click.option("--job-id", default=None, hidden=True, help="Use this job id (winnow submit).")
 def run(
-    request: RunRequest, as_json: bool, address: str | None, dashboard: bool, job_id: str | None
+    request: RunRequest,
+    as_json: bool,
+    address: str | None,
+    dashboard: bool,
+    lineage: bool | None,
+    job_id: str | None,
 ) -> None:
     """Run PIPELINE in the foreground, skipping every committed batch."""
+    if lineage is not None:
+        request = request.but(sets=(*request.sets, f"lineage={str(lineage).lower()}"))
     if dashboard:
         if request.executor == "local":
             raise click.UsageError("--dashboard watches Ray: drop it or use --executor ray")

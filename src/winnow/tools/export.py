@@ -24,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from winnow import lineage
 from winnow.errors import IntegrityError, UsageError
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore, output_store_url
 from winnow.storage.fs import (
@@ -74,6 +75,7 @@ def export(
         IntegrityError: a source artifact or a written file does not verify;
             nothing was published.
     """
+    started_at = now_iso()
     storage_options = state.storage_options if storage_options is None else storage_options
     if fmt not in ("parquet", "jsonl"):
         raise UsageError(f"--format {fmt!r}: choose parquet or jsonl")
@@ -109,6 +111,7 @@ def export(
             marker=join(base, MARKER),
         )
     result.update(rows=sources.records, missing_batches=len(manifest["batches"]) - len(entries))
+    lineage.exported(record, result, started_at, storage_options)  # OpenLineage, when on
     return result
 
 
