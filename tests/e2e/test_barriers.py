@@ -185,3 +185,17 @@ def test_state_and_shards_on_s3_give_the_same_output(
     again = run_json(*args)
     assert all(ran(again, s)[0] == 0 for s in STAGES)
     assert on_s3(again) == digests(clean["record"])
+
+
+def test_the_report_shows_each_barriers_partitions_and_skew(clean: dict[str, Any]):
+    from winnow.tools import report
+
+    record = clean["record"]
+    state = api.open_state(str(clean["where"] / "state"))
+    html = report.build(state, record["job_id"])
+    assert "Grouping stages: partitions" in html
+    section = html[html.index("Grouping stages: partitions") :]
+    section = section[: section.index("</table>")]
+    for g in record["groupings"]:
+        assert f"<td class=''>{g['stage']}</td>" in section
+        assert f"<td class='n'>{g['skew']}</td>" in section

@@ -42,6 +42,9 @@ SECTIONS = (
 QUARANTINE_SHOWN = 20
 
 
+SKEWED = 2.0  # a grouping stage's largest partition over the mean, marked from here
+
+
 def build(state: State, job_id: str) -> str:
     """The report as an HTML string."""
     job = state.read_job(job_id)
@@ -57,6 +60,11 @@ def build(state: State, job_id: str) -> str:
         ),
         page.section("failures", "Failures", _failures(job)),
         page.section("stages", "Per stage", _stage_table(job, own)),
+        *(
+            [page.section("partitions", "Grouping stages: partitions", _groupings(job))]
+            if job.get("groupings")
+            else []
+        ),
         page.section("state-delta", "Checkpoints before / after this run", _delta_table(job)),
         page.section("rows", "Rows kept, dropped and quarantined per stage", _rows(job)),
         page.section(
@@ -255,6 +263,36 @@ def _stage_table(job: dict[str, Any], own: pa.Table) -> str:
     header = ["stage", "run", "skipped", "retried", "failed", "rows in", "rows out"]
     header += ["quarantined", "p50 s", "p95 s"]
     note = "<p class='muted'>p50 and p95: seconds per batch this run committed.</p>"
+    return page.table(header, rows, bad) + note
+
+
+def _groupings(job: dict[str, Any]) -> str:
+    """Each grouping stage's partitions: how many, their rows and bytes, the skew."""
+    rows: list[list[Any]] = []
+    bad: set[tuple[int, int]] = set()
+    for g in job["groupings"]:
+        r, b = g.get("partition_rows") or {}, g.get("partition_bytes") or {}
+        if (g.get("skew") or 0) >= SKEWED:
+            bad.add((len(rows), 7))
+        rows.append(
+            [
+                g["stage"],
+                "" if g["map_batches"] is None else g["map_batches"],
+                g["partitions"],
+                "not planned" if g["pending"] else g["reduce_partitions"],
+                r.get("min", ""),
+                r.get("max", ""),
+                b.get("max", ""),
+                g.get("skew", ""),
+            ]
+        )
+    header = ["stage", "map batches", "partitions", "non-empty", "rows min", "rows max"]
+    header += ["bytes max", "skew"]
+    note = (
+        "<p class='muted'>skew: the largest partition's rows over the mean; a partition is "
+        f"reduced in one worker's memory (marked from {SKEWED:g}x: raise partitions or "
+        "spread the key).</p>"
+    )
     return page.table(header, rows, bad) + note
 
 
