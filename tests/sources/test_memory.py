@@ -120,7 +120,12 @@ def test_a_pandas_frame_is_converted_with_the_whole_frames_types():
 
 # -- each kind of input, end to end ----------------------------------------
 
-KINDS = {"arrow": lambda t: t, "pandas": as_pandas, "hf": as_hf}
+
+def as_hf_streaming(data: pa.Table) -> Any:
+    return as_hf(data).to_iterable_dataset(num_shards=2)
+
+
+KINDS = {"arrow": lambda t: t, "pandas": as_pandas, "hf": as_hf, "hf-iterable": as_hf_streaming}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -148,6 +153,13 @@ def test_an_input_in_memory_runs_reruns_and_reruns_only_a_changed_slice(tmp_path
     out = changed.to_arrow().cast(SCHEMA)
     assert out.equals(expected(table(changed=24)))
     assert "CHANGED" in out.column("text").to_pylist()
+
+
+def test_a_hugging_face_selection_is_run_in_its_own_order(tmp_path: Path):
+    picked = as_hf(table()).select([40, 7, 2, 3])  # an indices mapping over the table
+    result = run(tmp_path, picked)
+    assert result.to_arrow().column("id").to_pylist() == [40, 2]
+    assert result.rows_in == 4
 
 
 def test_a_changed_slice_is_named_as_the_cause(tmp_path: Path):

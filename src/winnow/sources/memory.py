@@ -2,7 +2,7 @@
 
 ``winnow.run(pipeline, input=data)`` takes a ``pyarrow.Table``, a
 ``pandas.DataFrame``, a ``ray.data.Dataset`` or a Hugging Face
-``datasets.Dataset``. Its rows are cut, in order, into chunks of the
+``datasets.Dataset`` (or a streaming ``IterableDataset``). Its rows are cut, in order, into chunks of the
 profile's ``batch_rows``; each chunk is written to the run's artifact store
 as an Arrow IPC artifact named by its SHA-256 (written, read back, verified,
 published, like any artifact) and becomes one input "file" of the run:
@@ -18,7 +18,7 @@ share one artifact.
 Nothing is collected whole: a table is sliced, a DataFrame converted one
 chunk at a time (against the schema of the whole frame), a Ray Dataset
 streamed with ``iter_batches`` in its own order, a Hugging Face dataset read
-as Arrow slices; at most one chunk is held here at a time.
+as Arrow tables; at most one chunk is held here at a time.
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ def describe(data: Any) -> str:
         return "pandas.DataFrame"
     if kind.__module__.startswith("ray.data") and hasattr(data, "context"):
         return "ray.data.Dataset"
-    if module == "datasets" and kind.__name__ == "Dataset":
-        return "datasets.Dataset"
+    if module == "datasets" and kind.__name__ in ("Dataset", "IterableDataset"):
+        return f"datasets.{kind.__name__}"
     if module == "datasets" and kind.__name__ in ("DatasetDict", "IterableDatasetDict"):
         raise UsageError(
             f"input is a Hugging Face {kind.__name__} of splits {', '.join(data)}: "
@@ -210,7 +210,11 @@ def _ray(dataset: Any, rows: int) -> Iterator[pa.Table]:
 
 
 def _hugging_face(dataset: Any, rows: int) -> Iterator[pa.Table]:
-    """A Hugging Face dataset as Arrow slices of its table (its selection and order kept)."""
+    """A Hugging Face dataset as Arrow tables, its selection and order kept.
+
+    A ``Dataset`` is sliced from its Arrow table; an ``IterableDataset``
+    (streaming) gives its examples as Arrow tables as it reads them.
+    """
     extras.require("datasets", "a Hugging Face dataset input")
     yield from dataset.with_format("arrow").iter(batch_size=rows)
 
