@@ -106,13 +106,10 @@ def run(
         progress: per-stage bars. None (default): in a notebook an HTML table
             redrawn in place, in a terminal rich bars on stderr, elsewhere
             nothing; True: always; False: never; or a ``Progress`` to report to.
-        input: data in memory to run over instead of ``inputs``: a
-            ``pyarrow.Table``, ``pandas.DataFrame``, ``ray.data.Dataset``
-            (streamed, never collected here) or Hugging Face
-            ``datasets.Dataset``. Its rows are committed as content-addressed
-            chunks of ``batch_rows`` (named ``inmemory://chunk-<n>``), so a
-            rerun over equal data skips everything and a changed row reruns
-            only its chunk's batches.
+        input: data in memory instead of ``inputs``: a ``pyarrow.Table``,
+            ``pandas.DataFrame``, ``ray.data.Dataset`` (streamed) or Hugging
+            Face dataset, committed as content-addressed chunks of
+            ``batch_rows`` (see ``sources.memory``): resumable like files.
 
     Returns:
         The job's :class:`~winnow.result.RunResult`: id, status, counts, rows,
@@ -194,13 +191,10 @@ def resolve_session(request: RunRequest, notify: Callable[[str], None] | None = 
     output_url = request.output or DEFAULT_OUTPUT
     artifacts = ArtifactStore(output_store_url(output_url), prof.storage_options)
     pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))
+    files = None
     if request.data is not None:
         files = memory.commit(request.data, artifacts, prof.batch_rows, pipe.schema)
-        inputs = [f.url for f in files]
-        return Session(
-            pipe, prof, inputs, st, artifacts, output_url, notes, pipeline_file, request, files
-        )
-    inputs = list(request.inputs)
+    inputs = [f.url for f in files] if files is not None else list(request.inputs)
     if not inputs:
         inputs = list(pipe.default_inputs)
         if not inputs and pipe.sample_inputs is not None:
@@ -210,7 +204,9 @@ def resolve_session(request: RunRequest, notify: Callable[[str], None] | None = 
             inputs = pipe.sample_inputs(samples)
         if not inputs:
             raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
-    return Session(pipe, prof, inputs, st, artifacts, output_url, notes, pipeline_file, request)
+    return Session(
+        pipe, prof, inputs, st, artifacts, output_url, notes, pipeline_file, request, files
+    )
 
 
 def plan(session: Session, verify: str | None = None, only_failed: bool = False) -> Plan:

@@ -15,6 +15,7 @@ import pytest
 import winnow
 from winnow import Pipeline, Stage
 from winnow.errors import InputError, UsageError
+from winnow.gateway.queue import enqueue
 from winnow.sources import discover, memory
 from winnow.storage import formats
 from winnow.storage.artifacts import ArtifactStore
@@ -62,14 +63,14 @@ def expected(data: pa.Table) -> pa.Table:
 
 
 def run(where: Path, data: Any, **kwargs: Any) -> winnow.RunResult:
+    options = {"executor": "local", **kwargs}
     return winnow.run(
         PIPELINE,
         input=data,
         state=str(where / "state"),
         output=str(where / "out"),
         sets=[f"batch_rows={ROWS}"],
-        executor="local",
-        **kwargs,
+        **options,
     )
 
 
@@ -221,7 +222,8 @@ def test_a_ray_dataset_is_committed_one_chunk_at_a_time(tmp_path: Path, local_ra
     assert len(rest) == 4 and len(store(tmp_path).files()) == 5
     assert dataset.context.execution_options.preserve_order is False  # restored
 
-    result = run(tmp_path, dataset)
+    # Run by stage actors on Ray: its reader actors read the chunks from their artifacts.
+    result = run(tmp_path, dataset, executor="ray")
     assert result.ok and runs(result) == {"upper": (5, 0), "even": (5, 0)}
     assert result.to_arrow().equals(expected(table()))  # in the dataset's order
     again = run(tmp_path, ray.data.from_arrow(table()))  # equal rows, other blocks
@@ -274,5 +276,8 @@ def test_a_run_over_data_in_memory_cannot_be_queued_or_retried_from_its_record(t
         request.to_dict()
     with pytest.raises(UsageError, match="cannot be queued or submitted"):
         request.run_args()
+    with pytest.raises(UsageError, match="cannot be queued or submitted"):
+        enqueue(request.but(state=str(tmp_path / "state"), output=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
     with pytest.raises(InputError, match=r"passed in memory.*same data again"):
         discover([memory.chunk_name(0)])
