@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -281,3 +283,19 @@ def test_a_run_over_data_in_memory_cannot_be_queued_or_retried_from_its_record(t
     assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
     with pytest.raises(InputError, match=r"passed in memory.*same data again"):
         discover([memory.chunk_name(0)])
+
+
+def test_gc_keeps_a_live_runs_input_chunks_and_lets_a_finished_runs_go(tmp_path: Path):
+    result = run(tmp_path, table())
+    chunks = {Path(uri).name for uri in result.record["input_chunks"].values()}
+    assert len(chunks) == 5 and set(result.record["input_chunks"]) == set(result.record["inputs"])
+    state = winnow.open_state(str(tmp_path / "state"))
+
+    def unreferenced() -> set[str]:
+        found = winnow.gc(state, grace_s=0)
+        return {Path(c["path"]).name for c in found["candidates"] if c["kind"] == "unreferenced"}
+
+    assert unreferenced() == chunks  # a finished run's inputs only: its outputs are referenced
+    live = {**result.record, "job_id": "memory-live", "status": "RUNNING"}
+    state.write_job({**live, "pid": os.getpid(), "host": socket.gethostname()})
+    assert unreferenced() == set()  # a live run may still read them, however old they are
