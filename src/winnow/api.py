@@ -106,9 +106,9 @@ def run(
         progress: per-stage bars. None (default): in a notebook an HTML table
             redrawn in place, in a terminal rich bars on stderr, elsewhere
             nothing; True: always; False: never; or a ``Progress`` to report to.
-        input: data in memory instead of ``inputs``: a ``pyarrow.Table``,
-            ``pandas.DataFrame``, ``ray.data.Dataset`` (streamed) or Hugging
-            Face dataset, committed as content-addressed chunks of
+        input: data in memory instead of ``inputs``: a ``pyarrow.Table`` (or
+            ``RecordBatchReader``), ``pandas.DataFrame``, ``ray.data.Dataset``
+            (streamed) or Hugging Face dataset, committed as content-addressed chunks of
             ``batch_rows`` (see ``sources.memory``): resumable like files.
 
     Returns:

@@ -124,11 +124,21 @@ def test_a_pandas_frame_is_converted_with_the_whole_frames_types():
 # -- each kind of input, end to end ----------------------------------------
 
 
+def as_reader(data: pa.Table) -> pa.RecordBatchReader:
+    return pa.RecordBatchReader.from_batches(data.schema, data.to_batches(max_chunksize=7))
+
+
 def as_hf_streaming(data: pa.Table) -> Any:
     return as_hf(data).to_iterable_dataset(num_shards=2)
 
 
-KINDS = {"arrow": lambda t: t, "pandas": as_pandas, "hf": as_hf, "hf-iterable": as_hf_streaming}
+KINDS = {
+    "arrow": lambda t: t,
+    "arrow-reader": as_reader,
+    "pandas": as_pandas,
+    "hf": as_hf,
+    "hf-iterable": as_hf_streaming,
+}
 
 
 @pytest.mark.parametrize("kind", KINDS)

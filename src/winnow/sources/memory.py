@@ -1,7 +1,7 @@
 """Data in memory as a run's input: committed as content-addressed chunks first.
 
-``winnow.run(pipeline, input=data)`` takes a ``pyarrow.Table``, a
-``pandas.DataFrame``, a ``ray.data.Dataset`` or a Hugging Face
+``winnow.run(pipeline, input=data)`` takes a ``pyarrow.Table`` (or a
+``RecordBatchReader``, read once as a stream), a ``pandas.DataFrame``, a ``ray.data.Dataset`` or a Hugging Face
 ``datasets.Dataset`` (or a streaming ``IterableDataset``). Its rows are cut, in order, into chunks of the
 profile's ``batch_rows``; each chunk is written to the run's artifact store
 as an Arrow IPC artifact named by its SHA-256 (written, read back, verified,
@@ -35,7 +35,10 @@ from winnow.sources.discover import MEMORY_PREFIX, SourceFile
 from winnow.storage.artifacts import ArtifactStore
 
 FORMAT = "ipc"  # an input chunk's artifact format: Arrow, read back without conversion
-KINDS = "a pyarrow.Table, pandas.DataFrame, ray.data.Dataset or Hugging Face datasets.Dataset"
+KINDS = (
+    "a pyarrow.Table (or RecordBatchReader), pandas.DataFrame, ray.data.Dataset or "
+    "Hugging Face datasets.Dataset (or IterableDataset)"
+)
 
 
 def chunk_name(index: int) -> str:
@@ -53,6 +56,8 @@ def describe(data: Any) -> str:
     module = kind.__module__.split(".")[0]
     if isinstance(data, pa.Table):
         return "pyarrow.Table"
+    if isinstance(data, pa.RecordBatchReader):
+        return "pyarrow.RecordBatchReader"
     if module == "pandas" and kind.__name__ == "DataFrame":
         return "pandas.DataFrame"
     if kind.__module__.startswith("ray.data") and hasattr(data, "context"):
@@ -162,6 +167,8 @@ def tables(data: Any, rows: int) -> Iterator[pa.Table]:
     what = describe(data)
     if what == "pyarrow.Table":
         return _slices(data, rows)
+    if what == "pyarrow.RecordBatchReader":  # a stream, read once, batch by batch
+        return (pa.Table.from_batches([batch]) for batch in data)
     if what == "pandas.DataFrame":
         return _pandas(data, rows)
     if what == "ray.data.Dataset":
