@@ -10,6 +10,10 @@ from pathlib import Path
 
 import pytest
 
+# Before any test imports Ray: its workers share this venv (not one `uv run` rebuilds
+# without the extras), which importing winnow.execution sets up.
+import winnow.execution  # noqa: F401
+
 pytest_plugins = ["tests.s3_fixtures"]
 
 ROOT = Path(__file__).resolve().parents[1]

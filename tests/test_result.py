@@ -13,7 +13,7 @@ import pytest
 
 import winnow
 from tests.conftest import ROOT
-from winnow.errors import UsageError
+from winnow.errors import StateError, UsageError
 from winnow.execution.outcome import Progress, StageCounts
 from winnow.records import JobStatus
 
@@ -131,3 +131,30 @@ def test_a_job_without_a_manifest_says_so(first_run: dict):
     assert not result.ok
     with pytest.raises(UsageError, match="no output manifest"):
         result.to_arrow()
+
+
+def test_a_jobs_output_by_id_reads_as_arrow_pandas_and_a_hugging_face_dataset(first_run: dict):
+    result = first_run["result"]
+    state = str(first_run["where"] / "state")
+    output = winnow.output(result.job_id, state=state)
+    assert output == result and winnow.output(result) is result
+    table = output.to_arrow()
+    assert table.equals(manifest_table(result.manifest))
+    assert output.to_pandas().equals(table.to_pandas())
+    hf = output.to_hf()
+    import datasets
+
+    assert isinstance(hf, datasets.Dataset) and hf.num_rows == result.rows_out
+    assert hf.column_names == table.column_names
+    assert hf.with_format("arrow")[:].equals(table)  # same rows, same order
+
+
+def test_output_of_a_job_that_is_not_there_or_has_not_run(first_run: dict, tmp_path: Path):
+    state = str(first_run["where"] / "state")
+    with pytest.raises(StateError, match=r"no job 'nope'.*winnow jobs"):
+        winnow.output("nope", state=state)
+    queued = winnow.open_state(str(tmp_path / "state"))
+    queued.prepare()
+    queued.write_job({"job_id": "demo-queued", "pipeline": "demo", "status": "PENDING"})
+    with pytest.raises(UsageError, match="has not run yet"):
+        winnow.output("demo-queued", state=str(tmp_path / "state"))

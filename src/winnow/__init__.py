@@ -1,8 +1,10 @@
 """Winnow: Ray-distributed batch pipelines with verified, resumable checkpoints.
 
 Define stages and a pipeline (``Stage``, ``Pipeline``), then run it:
-``winnow.run(pipeline, profile="local-cpu", inputs=[...])`` returns a
-``RunResult`` whose output reads as Arrow, pandas or a Ray Dataset. The data
+``winnow.run(pipeline, profile="local-cpu", inputs=[...])`` (or ``input=``
+a table, DataFrame, Ray or Hugging Face dataset in memory) returns a
+``RunResult`` whose output reads as Arrow, pandas, a Ray or a Hugging Face
+Dataset; ``winnow.output(job_id)`` reads any finished job's. The data
 tools (``status``, ``inspect_job``, ``verify_state``, ``export`` ...) are the
 functions behind the CLI's commands.
 """
@@ -25,7 +27,7 @@ if TYPE_CHECKING:  # what the lazy names below are, for type checkers and IDEs
         retry_session,
         run,
     )
-    from winnow.result import RunResult
+    from winnow.result import RunResult, output
     from winnow.tools.explore import batch_records, output_dataset, stage_samples
     from winnow.tools.export import export
     from winnow.tools.gc import gc
@@ -52,6 +54,7 @@ __all__ = [
     "load_pipeline",
     "load_profile",
     "open_state",
+    "output",
     "output_dataset",
     "output_table",
     "plan",
@@ -80,7 +83,7 @@ _LAZY = {
         ),
         "winnow.api",
     ),
-    "RunResult": "winnow.result",
+    **dict.fromkeys(("RunResult", "output"), "winnow.result"),
     "status": "winnow.tools.status",
     **dict.fromkeys(("inspect_job", "inspect_batch", "inspect_artifact"), "winnow.tools.inspect"),
     "verify_state": "winnow.tools.verify",

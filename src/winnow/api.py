@@ -4,7 +4,8 @@
 >>> result = winnow.run("demo", profile="local-cpu")
 >>> result.status == "SUCCEEDED"
 True
->>> table = result.to_arrow()  # or to_pandas(), to_ray_dataset()
+>>> table = result.to_arrow()  # or to_pandas(), to_ray_dataset(), to_hf()
+>>> again = winnow.run("demo", input=table, executor="local")  # data in memory
 
 ``winnow.run`` returns a :class:`~winnow.result.RunResult`; ``execute`` (what
 the CLI and the gateway call) returns the job record, a dict.
@@ -36,6 +37,7 @@ from winnow.profile import (
 )
 from winnow.request import RunRequest
 from winnow.result import RunResult
+from winnow.sources import SourceFile, memory
 from winnow.storage.artifacts import ArtifactStore, output_store_url
 
 # Re-exported: reading a job's output is part of the public API (winnow.output_table).
@@ -61,6 +63,7 @@ class Session:
     notes: list[str]
     pipeline_file: str | None = None
     request: RunRequest | None = None  # what was asked for (None: built by hand)
+    files: list[SourceFile] | None = None  # input data in memory, committed as chunks
 
     @property
     def rerun(self) -> str | None:
@@ -80,6 +83,7 @@ def run(
     rerun: str | None = None,
     executor: str = "ray",
     progress: bool | Progress | None = None,
+    input: Any = None,
 ) -> RunResult:
     """Resolve and run a pipeline; return its result.
 
@@ -102,18 +106,22 @@ def run(
         progress: per-stage bars. None (default): in a notebook an HTML table
             redrawn in place, in a terminal rich bars on stderr, elsewhere
             nothing; True: always; False: never; or a ``Progress`` to report to.
+        input: data in memory instead of ``inputs``: a ``pyarrow.Table`` (or
+            ``RecordBatchReader``), ``pandas.DataFrame``, ``ray.data.Dataset``
+            (streamed) or Hugging Face dataset, committed as content-addressed chunks of
+            ``batch_rows`` (see ``sources.memory``): resumable like files.
 
     Returns:
         The job's :class:`~winnow.result.RunResult`: id, status, counts, rows,
-        wall time and manifest, its output as ``to_arrow()``, ``to_pandas()``
-        or ``to_ray_dataset()``, and the whole job record as ``record``.
+        wall time and manifest, its output as ``to_arrow()``, ``to_pandas()``,
+        ``to_ray_dataset()`` or ``to_hf()``, and the whole job record as ``record``.
 
     Raises:
         UsageError: bad input or configuration (nothing was written).
         LockHeld: another live run of this pipeline holds the state's lock.
     """
     if isinstance(pipeline, RunRequest):
-        request = pipeline
+        request = pipeline if input is None else pipeline.but(data=input)
     else:
         request = RunRequest(
             pipeline,
@@ -125,6 +133,7 @@ def run(
             verify,
             rerun,
             executor,
+            input,
         )
     display = _progress(progress)
     # Where progress is shown, so is the note before a first run writes sample inputs.
@@ -151,7 +160,10 @@ def open_state(url: str | None = None, storage_options: dict[str, Any] | None = 
 
 
 def resolve_session(request: RunRequest, notify: Callable[[str], None] | None = None) -> Session:
-    """Load everything a run needs and validate it; writes nothing (but sample inputs).
+    """Load everything a run needs and validate it.
+
+    Writes nothing but sample inputs, or the request's data in memory,
+    committed as input chunks to the artifact store (``sources.memory``).
 
     Args:
         request: what to run.
@@ -178,7 +190,11 @@ def resolve_session(request: RunRequest, notify: Callable[[str], None] | None = 
     st.check_version()
     output_url = request.output or DEFAULT_OUTPUT
     artifacts = ArtifactStore(output_store_url(output_url), prof.storage_options)
-    inputs = list(request.inputs)
+    pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))
+    files = None
+    if request.data is not None:
+        files = memory.commit(request.data, artifacts, prof.batch_rows, pipe.schema)
+    inputs = [f.url for f in files] if files is not None else list(request.inputs)
     if not inputs:
         inputs = list(pipe.default_inputs)
         if not inputs and pipe.sample_inputs is not None:
@@ -188,8 +204,9 @@ def resolve_session(request: RunRequest, notify: Callable[[str], None] | None = 
             inputs = pipe.sample_inputs(samples)
         if not inputs:
             raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
-    pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))
-    return Session(pipe, prof, inputs, st, artifacts, output_url, notes, pipeline_file, request)
+    return Session(
+        pipe, prof, inputs, st, artifacts, output_url, notes, pipeline_file, request, files
+    )
 
 
 def plan(session: Session, verify: str | None = None, only_failed: bool = False) -> Plan:
@@ -209,6 +226,7 @@ def plan(session: Session, verify: str | None = None, only_failed: bool = False)
         history=_history(session),
         only_failed=only_failed,
         rerun=session.rerun,
+        files=session.files,
     )
 
 

@@ -47,6 +47,8 @@ def started_record(
         "pid": os.getpid(),
         "argv": sys.argv[1:],
         "inputs": [f.url for f in the_plan.files],
+        # Data in memory: where each chunk's artifact is (gc keeps them while the job runs).
+        "input_chunks": {f.url: f.location for f in the_plan.files if f.location},
         "state_url": state.display(),
         "output_url": to_url(*resolve(output_url, the_plan.profile.storage_options)),
         "stages": [{**s.parts, "fingerprint": s.fingerprint} for s in the_plan.all_stages()],

@@ -192,18 +192,22 @@ def make_plan(
     history: History | None = None,
     only_failed: bool = False,
     rerun: str | None = None,
+    files: list[sources.SourceFile] | None = None,
 ) -> Plan:
     """Decide run/skip/retry for every (stage, batch), reading state only.
 
     ``only_failed`` keeps just the batches with a FAILED checkpoint at some
     stage (``winnow retry --failed``). ``rerun`` names a stage that, with
     every stage after it, recomputes every batch (``--rerun STAGE``).
+    ``files``: the input files when already known (data in memory committed
+    as chunks, in row order); ``inputs`` is then not discovered.
     """
     stages = profile.apply(pipeline)
     specs, after = split_specs(stages)
     every_spec = expand(stages)
     forced = None if rerun is None else _rerun_index(pipeline, every_spec, rerun)
-    files = sources.discover(inputs, profile.storage_options)
+    if files is None:
+        files = sources.discover(inputs, profile.storage_options)
     batches = source_batches(files, state, profile, pipeline)
     store = state.checkpoints()
     stage_checkpoints = {spec.name: store.load(spec.name) for spec in every_spec}

@@ -12,7 +12,7 @@ session (loaded, validated, defaults applied).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from winnow.errors import UsageError
@@ -40,6 +40,11 @@ class RunRequest:
             (default) or ``full`` (re-hash).
         rerun: a stage whose every batch is recomputed, with the stages after it.
         executor: ``ray`` (stage actors on Ray) or ``local`` (in this process, no Ray).
+        data: rows in memory to run over instead of ``inputs`` (Python only): a
+            ``pyarrow.Table``, ``pandas.DataFrame``, ``ray.data.Dataset`` or
+            Hugging Face ``datasets.Dataset``, committed as input chunks when
+            the request is resolved (see ``sources.memory``). A request with
+            data cannot be queued or submitted.
     """
 
     pipeline: str | Pipeline
@@ -51,6 +56,7 @@ class RunRequest:
     verify: str | None = None
     rerun: str | None = None
     executor: str = "ray"
+    data: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         # Lists are accepted (click and JSON give lists); the request stays immutable.
@@ -63,6 +69,11 @@ class RunRequest:
         from winnow.execution.executor import check_executor  # the registry of executors
 
         check_executor(self.executor)
+        if self.data is not None and self.inputs:
+            raise UsageError(
+                "a run takes input data in memory or input files, not both: "
+                "pass input=... or inputs=[...]"
+            )
 
     def but(self, **changes: Any) -> RunRequest:
         """A copy with some fields changed."""
@@ -72,8 +83,10 @@ class RunRequest:
         """The stored form (a queued job's ``request``): strings and lists, defaults left out.
 
         Raises:
-            UsageError: the pipeline or profile is an object, which cannot be stored.
+            UsageError: the pipeline or profile is an object, or the input is
+                data in memory, which cannot be stored.
         """
+        self._check_no_data()
         for name in ("pipeline", "profile"):
             if not isinstance(getattr(self, name), str | None):
                 raise UsageError(
@@ -81,12 +94,12 @@ class RunRequest:
                     f"name the {name} (or its file) instead"
                 )
         defaults = RunRequest(pipeline="")
-        data = {
+        stored = {
             k: list(v) if isinstance(v, tuple) else v
             for k, v in asdict(self).items()
-            if k == "pipeline" or v != getattr(defaults, k)
+            if k != "data" and (k == "pipeline" or v != getattr(defaults, k))
         }
-        return data
+        return stored
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunRequest:
@@ -95,7 +108,12 @@ class RunRequest:
         return cls(**{k: v for k, v in data.items() if k in known and v is not None})
 
     def run_args(self) -> list[str]:
-        """The ``winnow run`` options that ask for this request (after the pipeline argument)."""
+        """The ``winnow run`` options that ask for this request (after the pipeline argument).
+
+        Raises:
+            UsageError: the input is data in memory, which no option can carry.
+        """
+        self._check_no_data()
         args: list[str] = []
         for flag, value in (
             ("--profile", self.profile),
@@ -113,6 +131,13 @@ class RunRequest:
         if self.executor != "ray":
             args += ["--executor", self.executor]
         return args
+
+    def _check_no_data(self) -> None:
+        if self.data is not None:
+            raise UsageError(
+                "a run over data in memory cannot be queued or submitted: write the data to "
+                "files (Parquet) where the cluster can read them and pass those as inputs"
+            )
 
 
 def _strings(name: str, values: Iterable[str] | str) -> tuple[str, ...]:

@@ -3,6 +3,7 @@
 The job record (``state/jobs/<id>.json``, what ``winnow run --json``
 summarizes) stays the stored form; :class:`RunResult` is its typed view for
 Python and notebooks, with the record itself at :attr:`RunResult.record`.
+``winnow.output(job_id)`` gives the same view of any finished job in a state.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from winnow import extras
 from winnow.errors import UsageError
 from winnow.execution.outcome import StageCounts
 from winnow.records import JobStatus
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RunResult:
-    """One job's outcome, with its output readable as Arrow, pandas or a Ray Dataset.
+    """One job's outcome, with its output readable as Arrow, pandas, a Ray or HF Dataset.
 
     Args:
         job_id: the job's id (``winnow inspect job ID``, ``winnow report ID``).
@@ -152,9 +154,53 @@ class RunResult:
         )
         return dataset
 
+    def to_hf(self) -> Any:
+        """The output as a Hugging Face ``datasets.Dataset`` (in memory, read as :meth:`to_arrow`).
+
+        Raises:
+            UsageError: the ``hf`` extra (``datasets``) is not installed, or the
+                job has no manifest.
+        """
+        hf = extras.require("datasets", "RunResult.to_hf")
+        table = hf.table.InMemoryTable(self.to_arrow())
+        return hf.Dataset(table)
+
     def _check_manifest(self) -> None:
         if not self.manifest:
             raise UsageError(
                 f"job {self.job_id} has no output manifest (status {self.status}): it stopped "
                 f"before the end; see `winnow inspect job {self.job_id}`, fix the cause and rerun"
             )
+
+
+def output(
+    job: str | RunResult,
+    state: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    address: str | None = None,
+) -> RunResult:
+    """A finished job's output, to read with ``to_arrow()``, ``to_pandas()``, ``to_ray_dataset()`` or ``to_hf()``.
+
+    Args:
+        job: a job id (``winnow jobs`` lists them) or a ``RunResult`` (given back as is).
+        state: the state root URL (default ``$WINNOW_STATE`` or ``.winnow/state/v1``).
+        storage_options: for reading the state and the output (secrets are
+            masked in the job record, so they are passed here).
+        address: the Ray cluster ``to_ray_dataset`` attaches to.
+
+    Raises:
+        StateError: the state has no such job.
+        UsageError: the job has not run yet.
+    """
+    if isinstance(job, RunResult):
+        return job
+    from winnow.storage.state import State, default_state_url
+
+    options = dict(storage_options or {})
+    record = State(state or default_state_url(), options).read_job(job)
+    if not record.get("output_url"):
+        raise UsageError(
+            f"job {job} has not run yet (status {record.get('status')}): it has no output; "
+            f"wait for it (`winnow status`) and ask again"
+        )
+    return RunResult.from_record(record, options, address)

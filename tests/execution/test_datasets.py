@@ -50,6 +50,19 @@ def test_the_output_as_a_ray_dataset(tmp_path: Path, demo_inputs: list[str], emb
     assert dataset.schema().names == expected.schema.names
 
 
+def test_a_jobs_output_by_id_as_a_ray_dataset_in_source_order(
+    tmp_path: Path, demo_inputs: list[str], embedded_ray
+):
+    result = run_demo(tmp_path, demo_inputs)
+    output = winnow.output(result.job_id, state=str(tmp_path / "state"))
+    dataset = output.to_ray_dataset()
+    assert dataset.materialize().num_blocks() == len(result.artifacts()) > 1
+    ids = [row["id"] for row in dataset.take_all()]
+    assert ids == result.to_arrow().column("id").to_pylist()  # in order, not just the same rows
+    # Order is kept by the dataset's own context (a few tiny blocks often keep it anyway).
+    assert dataset.context.execution_options.preserve_order
+
+
 def test_a_damaged_artifact_fails_the_read(tmp_path: Path, demo_inputs: list[str], embedded_ray):
     result = run_demo(tmp_path, demo_inputs)
     victim = Path(result.artifacts()[1].uri)

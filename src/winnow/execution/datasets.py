@@ -32,8 +32,8 @@ def ray_dataset(
     ``RAY_ADDRESS``), else an embedded local Ray on 127.0.0.1, which stays up
     while the dataset is used (``ray.shutdown()`` stops it). The artifacts
     must be where Ray's workers can open them (on a cluster: object storage).
-    Rows come out in source order only when Ray Data preserves order
-    (``DataContext.execution_options.preserve_order``).
+    Rows come out in source order: the dataset's context (its own, not the
+    process's current one) preserves the order of its blocks.
 
     Args:
         refs: the artifacts, in source order.
@@ -46,7 +46,9 @@ def ray_dataset(
     items = [{k: getattr(ref, k) for k in REF_FIELDS} for ref in refs]
     listing = ray.data.from_items(items, override_num_blocks=len(items))
     read = functools.partial(read_artifacts, storage_options=storage_options or {})
-    return listing.map_batches(read, batch_size=1, batch_format="pyarrow")
+    dataset = listing.map_batches(read, batch_size=1, batch_format="pyarrow")
+    dataset.context.execution_options.preserve_order = True
+    return dataset
 
 
 def read_artifacts(listing: pa.Table, storage_options: dict[str, Any]) -> pa.Table:

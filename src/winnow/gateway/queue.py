@@ -29,6 +29,7 @@ def enqueue(request: RunRequest, submit_to: str | None = None) -> dict[str, Any]
     request's state is where the job is queued; the gateway runs it against
     its own state.
     """
+    request.to_dict()  # refuses what cannot be stored (data in memory) before anything is written
     session = api.resolve_session(request)
     sources.discover(session.inputs, session.profile.storage_options)  # missing input: exit 2
     st = session.state

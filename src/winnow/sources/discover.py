@@ -29,6 +29,8 @@ _FORMATS = {
     ".ipc": "ipc",
     ".feather": "ipc",
 }
+# The name of a chunk of in-memory input (``inmemory://chunk-000003``): not an fsspec URL.
+MEMORY_PREFIX = "inmemory://"
 _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "lzma"}
 
 
@@ -36,8 +38,11 @@ _COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", 
 class SourceFile:
     """An input file as discovered: URL, format, compression, size and version.
 
-    The version is the ETag, generation or modification time; with the URL and
-    size it makes the file's identity.
+    The version is the ETag, generation or modification time (``sha256=...``
+    for a chunk of in-memory data); with the URL and size it makes the file's
+    identity. ``location`` is where its bytes are read when that is not
+    ``url``: a chunk of in-memory data is named ``inmemory://chunk-<n>`` and
+    read from its artifact (see ``sources.memory``).
     """
 
     url: str
@@ -45,6 +50,12 @@ class SourceFile:
     compression: str | None
     size: int
     version: str
+    location: str | None = None
+
+    @property
+    def read_url(self) -> str:
+        """Where the file's bytes are read: ``location``, else ``url``."""
+        return self.location or self.url
 
     @property
     def identity(self) -> str:
@@ -86,6 +97,12 @@ def discover(
     """Expand files, folders and globs into a sorted, de-duplicated file list."""
     found: dict[str, SourceFile] = {}
     for url in inputs:
+        if url.startswith(MEMORY_PREFIX):
+            raise InputError(
+                f"input {url!r} was a chunk of data passed in memory to "
+                "winnow.run(pipeline, input=...), which no file holds: run winnow.run with "
+                "the same data again (its committed batches are skipped)"
+            )
         fs, path = resolve(url, storage_options)
         if any(ch in path for ch in "*?["):
             matches = fs.glob(path, detail=True)

@@ -84,7 +84,7 @@ def range_readable(file: SourceFile, stats: dict[str, Any], batch_rows: int) -> 
 
 
 def _open(file: SourceFile, storage_options: dict[str, Any] | None) -> Any:
-    fs, path = resolve(file.url, storage_options)
+    fs, path = resolve(file.read_url, storage_options)
     try:
         if is_local(fs) and file.compression is None and file.format in ("parquet", "ipc"):
             # Arrow's own file reads without a Python file object in between

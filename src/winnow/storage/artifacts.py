@@ -89,6 +89,15 @@ class ArtifactStore:
             opened[root] = cls(root, storage_options)
         return opened[root]
 
+    @staticmethod
+    def digest_of(uri: str) -> str:
+        """The SHA-256 an artifact's recorded URI names (``<root>/sha256/<2>/<digest>.<ext>``).
+
+        Raises:
+            IntegrityError: ``uri`` does not name one.
+        """
+        return check_digest(posixpath.basename(uri).partition(".")[0])
+
     def path_for(self, digest: str, fmt: str) -> str:
         """Where an artifact with this ``digest`` and format is (or would be) published.
 

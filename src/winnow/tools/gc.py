@@ -24,16 +24,24 @@ def gc(
 
     Anything younger than ``grace_s`` is kept: a live run publishes an artifact
     before its checkpoint is flushed, so a fresh unreferenced artifact may be
-    one a run is about to commit.
+    one a run is about to commit. The input chunks of a live run over data in
+    memory are kept whatever their age (an equal chunk committed long ago is
+    reused, not rewritten); a finished run's are not: its next run commits
+    them again.
     """
     storage_options = state.storage_options if storage_options is None else storage_options
     referenced, roots = _references(state)
-    live = [
-        j["job_id"]
+    running = [
+        j
         for j in state.list_jobs()
         if j.get("status") == JobStatus.RUNNING
         and liveness(j.get("pid"), j.get("host")) is not Liveness.GONE
     ]
+    live = [j["job_id"] for j in running]
+    for job in running:
+        referenced.update(
+            ArtifactStore.digest_of(u) for u in (job.get("input_chunks") or {}).values()
+        )
     now = time.time()
     candidates: list[dict[str, Any]] = []
     kept_young = 0
