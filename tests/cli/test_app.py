@@ -182,6 +182,27 @@ def test_run_with_the_local_executor_needs_no_ray(tmp_path: Path, demo_inputs):
     assert {c["run"] for c in again["counts"].values()} == {0}
 
 
+def test_an_all_skipped_rerun_imports_neither_ray_nor_pandas(demo_job: dict):
+    """The rerun a user makes most often pays for no heavy import (each costs 0.3-1 s)."""
+    code = (
+        "import json, sys\n"
+        "from winnow.cli.app import main\n"
+        "try:\n"
+        "    main(sys.argv[1:])\n"
+        "finally:\n"
+        "    heavy = sorted(m for m in ('ray', 'pandas', 'matplotlib') if m in sys.modules)\n"
+        "    print(json.dumps({'imported': heavy}), file=sys.stderr)\n"
+    )
+    args = ["run", "demo", "--profile", "local-cpu", "--set", "batch_rows=700"]
+    args += [*demo_job["where"], *demo_job["inputs"], "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["skipped_fraction"] == 1.0
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == {"imported": []}
+
+
 TINY_WITH_SAMPLES = """
 import os
 import pyarrow as pa

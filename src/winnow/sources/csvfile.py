@@ -16,6 +16,7 @@ infers the types from the first block, as it always has.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -31,9 +32,18 @@ from winnow.sources.conform import conform
 from winnow.sources.jsonl import MAX_RAW, BadRecord
 
 _DEFAULTS = pacsv.ConvertOptions()
-NULLS = pa.array(_DEFAULTS.null_values, pa.string())
-TRUE = pa.array(_DEFAULTS.true_values, pa.string())
-FALSE = pa.array(_DEFAULTS.false_values, pa.string())
+
+
+@functools.cache
+def _spelled(which: str) -> pa.Array:
+    """Arrow CSV's default spellings of null, true or false, as an array.
+
+    Built on first use: ``pa.array`` of a Python list imports pandas when it is
+    installed (0.3-0.6 s), which no command should pay for at import.
+    """
+    return pa.array(getattr(_DEFAULTS, f"{which}_values"), pa.string())
+
+
 _HEAD_CHUNK = 64 << 10
 
 
@@ -260,10 +270,10 @@ def cast(column: pa.Array, to: pa.DataType) -> pa.Array:
     text = column.cast(pa.string())  # fails on invalid UTF-8
     if pa.types.is_string(to) or pa.types.is_large_string(to):
         return text.cast(to)
-    nulls = pc.is_in(text, value_set=NULLS)
+    nulls = pc.is_in(text, value_set=_spelled("null"))
     if pa.types.is_boolean(to):
-        true = pc.is_in(text, value_set=TRUE)
-        known = pc.or_(pc.or_(true, pc.is_in(text, value_set=FALSE)), nulls)
+        true = pc.is_in(text, value_set=_spelled("true"))
+        known = pc.or_(pc.or_(true, pc.is_in(text, value_set=_spelled("false"))), nulls)
         if not pc.all(known).as_py():
             value = text.filter(pc.invert(known))[0].as_py()
             raise pa.ArrowInvalid(f"Failed to parse string: {value!r} as a scalar of type bool")
