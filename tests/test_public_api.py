@@ -43,7 +43,7 @@ def test_winnow_plan_is_the_function_whatever_was_loaded_first():
         code = (
             f"import winnow; winnow.{first}; print(callable(winnow.plan), winnow.plan.__module__)"
         )
-        assert python(code).split() == ["True", "winnow.api"]
+        assert python(code).split() == ["True", "winnow.session"]
 
 
 def test_py_typed_ships_with_the_package():

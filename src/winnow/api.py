@@ -18,57 +18,30 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from winnow import jobs, lineage
 from winnow.errors import StorageFailed, UsageError, WinnowError
 from winnow.execution.executor import DEFAULT_EXECUTOR, Executor, check_executor, executor_for
 from winnow.execution.outcome import Progress
-from winnow.history import History
-from winnow.pipeline import Pipeline, find_pipeline_file, load_pipeline
-from winnow.plan import Plan, make_plan
-from winnow.profile import (
-    Profile,
-    apply_overrides,
-    check_set_stages,
-    load_profile,
-    unused_stage_tables,
-)
+from winnow.pipeline import Pipeline
+from winnow.plan import Plan
+from winnow.profile import Profile
 from winnow.request import RunRequest
 from winnow.result import RunResult
-from winnow.sources import SourceFile, memory
-from winnow.storage.artifacts import ArtifactStore, output_store_url
+
+# Re-exported: resolving a request and planning it are part of the public API.
+from winnow.session import DEFAULT_OUTPUT as DEFAULT_OUTPUT
+from winnow.session import Session as Session
+from winnow.session import damage_notes as damage_notes
+from winnow.session import open_state as open_state
+from winnow.session import plan as plan
+from winnow.session import resolve_session as resolve_session
 
 # Re-exported: reading a job's output is part of the public API (winnow.output_table).
 from winnow.storage.manifests import output_refs as output_refs
 from winnow.storage.manifests import output_table as output_table
 from winnow.storage.manifests import read_manifest as read_manifest
-from winnow.storage.state import State, default_state_url
-
-DEFAULT_OUTPUT = ".winnow/output"
-SAMPLES_DIR = ".winnow/samples"
-
-
-@dataclass
-class Session:
-    """A resolved invocation: pipeline, profile, inputs, state and output."""
-
-    pipeline: Pipeline
-    profile: Profile
-    inputs: list[str]
-    state: State
-    artifacts: ArtifactStore
-    output_url: str
-    notes: list[str]
-    pipeline_file: str | None = None
-    request: RunRequest | None = None  # what was asked for (None: built by hand)
-    files: list[SourceFile] | None = None  # input data in memory, committed as chunks
-
-    @property
-    def rerun(self) -> str | None:
-        """The stage that, with those after it, recomputes every batch."""
-        return self.request.rerun if self.request else None
 
 
 def run(
@@ -152,108 +125,6 @@ def _progress(progress: bool | Progress | None) -> Progress | None:
     if not progress:
         return None
     return display.NotebookBars() if display.in_notebook() else display.StageBars()
-
-
-def open_state(url: str | None = None, storage_options: dict[str, Any] | None = None) -> State:
-    """Open a state root (default ``$WINNOW_STATE`` or ``.winnow/state/v1``)."""
-    return State(url or default_state_url(), storage_options)
-
-
-def resolve_session(request: RunRequest, notify: Callable[[str], None] | None = None) -> Session:
-    """Load everything a run needs and validate it.
-
-    Writes nothing but sample inputs, or the request's data in memory,
-    committed as input chunks to the artifact store (``sources.memory``).
-
-    Args:
-        request: what to run.
-        notify: told before anything slow happens (writing a pipeline's sample
-            inputs on its first run).
-    """
-    profile, pipeline, sets = request.profile, request.pipeline, list(request.sets)
-    prof = profile if isinstance(profile, Profile) else load_profile(profile)
-    if sets:
-        prof = apply_overrides(prof, sets)
-    pipe = pipeline if isinstance(pipeline, Pipeline) else load_pipeline(pipeline)
-    check_set_stages(sets, pipe)
-    if request.rerun is not None:
-        pipe.stage_index(request.rerun)
-    notes = []
-    unused = unused_stage_tables(prof, pipe)
-    if unused:
-        notes.append(
-            f"profile {prof.name!r} configures stage(s) {', '.join(unused)} that pipeline "
-            f"{pipe.name!r} does not have; those tables are ignored"
-        )
-    prof.apply(pipe)  # validates stage names, params and resources early
-    st = State(request.state or default_state_url(), prof.storage_options)
-    st.check_version()
-    output_url = request.output or DEFAULT_OUTPUT
-    artifacts = ArtifactStore(output_store_url(output_url), prof.storage_options)
-    pipeline_file = None if isinstance(pipeline, Pipeline) else str(find_pipeline_file(pipeline))
-    files = None
-    if request.data is not None:
-        files = memory.commit(request.data, artifacts, prof.batch_rows, pipe.schema)
-    inputs = [f.url for f in files] if files is not None else list(request.inputs)
-    if not inputs:
-        inputs = list(pipe.default_inputs)
-        if not inputs and pipe.sample_inputs is not None:
-            samples = os.path.join(SAMPLES_DIR, pipe.name)
-            if notify is not None and not (os.path.isdir(samples) and os.listdir(samples)):
-                notify(f"writing {pipe.name}'s sample inputs to {samples} (first run only)")
-            inputs = pipe.sample_inputs(samples)
-        if not inputs:
-            raise UsageError(f"pipeline {pipe.name!r} needs --input (files, folders or globs)")
-    return Session(
-        pipe, prof, inputs, st, artifacts, output_url, notes, pipeline_file, request, files
-    )
-
-
-def plan(session: Session, verify: str | None = None, only_failed: bool = False) -> Plan:
-    """Per stage: how many batches will run, be skipped or be retried, and why.
-
-    ``verify`` overrides the request's (``size`` or ``full``).
-    """
-    if verify is None and session.request is not None:
-        verify = session.request.verify
-    return make_plan(
-        session.pipeline,
-        session.profile,
-        session.inputs,
-        session.state,
-        session.artifacts,
-        verify=verify,
-        history=_history(session),
-        only_failed=only_failed,
-        rerun=session.rerun,
-        files=session.files,
-    )
-
-
-def _history(session: Session) -> History:
-    """What the last run of this pipeline recorded: stage fingerprints and inputs read."""
-    history = History()
-    for job in session.state.list_jobs():
-        if job.get("pipeline") == session.pipeline.name and job.get("stages"):
-            history.stages = {s["name"]: s for s in job["stages"]}
-            break
-    inputs = session.state.read_inputs(session.pipeline.name)
-    history.files = dict(inputs.get("files") or {})
-    history.batch_rows = inputs.get("batch_rows")
-    history.reader = inputs.get("reader")
-    return history
-
-
-def damage_notes(the_plan: Plan, limit: int = 5) -> list[str]:
-    """Warnings for checkpoint lines the plan skipped as damaged (their batches rerun)."""
-    if not the_plan.damage:
-        return []
-    lines = [
-        f"{len(the_plan.damage)} damaged checkpoint line(s) skipped; their batches are "
-        "recomputed. `winnow verify --repair` rewrites the segments (keeping a backup):"
-    ]
-    lines += [f"  {d}" for d in the_plan.damage[:limit]]
-    return lines
 
 
 def execute(
