@@ -21,7 +21,7 @@ import pyarrow.compute
 import pytest
 
 from tests import processes
-from tests.conftest import inputs_args, run_json
+from tests.conftest import inputs_args, run_cli, run_json
 from tests.tools.test_export import cli, make_job, numbers
 from winnow import api
 from winnow.errors import UsageError
@@ -294,3 +294,30 @@ def test_a_missing_extra_is_one_line_naming_its_install_command(
     assert f"--format {fmt} needs the '{extra}' extra" in err
     assert f"uv sync --extra {extra}" in err and "Traceback" not in err
     assert not os.path.exists(to)
+
+
+@pytest.mark.slow
+def test_iceberg_catalog_configured_the_pyiceberg_way(runs: dict[str, Any], tmp_path: Path):
+    """--catalog NAME: pyiceberg reads the catalog from PYICEBERG_CATALOG__NAME__* (or its yaml)."""
+    (tmp_path / "warehouse").mkdir()
+    env = {
+        "PYICEBERG_CATALOG__LAKE__TYPE": "sql",
+        "PYICEBERG_CATALOG__LAKE__URI": f"sqlite:///{tmp_path}/lake.db",
+        "PYICEBERG_CATALOG__LAKE__WAREHOUSE": f"file://{tmp_path}/warehouse",
+    }
+    job, where = runs["first"]["job_id"], ["--state", str(runs["dir"] / "state")]
+    args = ["export", job, "--format", "iceberg", "--catalog", "lake", "--table", "curated.docs"]
+    for committed in (True, False):
+        result = run_json(*args, *where, env=env)
+        assert result["committed"] is committed and result["table"].endswith("in catalog lake")
+        assert result["table_rows"] == runs["first"]["rows_out"]
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog("lake", uri=env["PYICEBERG_CATALOG__LAKE__URI"],
+                         warehouse=env["PYICEBERG_CATALOG__LAKE__WAREHOUSE"])  # fmt: skip
+    table = catalog.load_table("curated.docs")
+    assert table.scan().to_arrow().num_rows == runs["first"]["rows_out"]
+    assert [s.summary["winnow.job_id"] for s in table.snapshots()] == [job]
+    proc = run_cli(*args[:-4], "--catalog", "nowhere", *where)
+    assert proc.returncode == 2 and "--catalog 'nowhere'" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -55,7 +55,13 @@ class IcebergSink:
         """The catalog, opened (a folder's SQLite catalog is made here on first use)."""
         if self._catalog is None:
             if self.folder is None:
-                self._catalog = self.ice.load_catalog(self.catalog_name)
+                try:
+                    self._catalog = self.ice.load_catalog(self.catalog_name)
+                except ValueError as exc:  # pyiceberg's word for a catalog it cannot set up
+                    raise UsageError(
+                        f"--catalog {self.catalog_name!r}: {exc}. Fix: configure it in "
+                        "~/.pyiceberg.yaml or PYICEBERG_CATALOG__<NAME>__* variables"
+                    ) from None
             else:
                 sql = require("pyiceberg.catalog.sql", "--format iceberg")
                 os.makedirs(os.path.join(self.folder, WAREHOUSE), exist_ok=True)
