@@ -22,9 +22,9 @@ import pytest
 
 from tests import processes
 from tests.conftest import inputs_args, run_cli, run_json
-from tests.tools.test_export import cli, make_job, numbers
+from tests.tools.test_export import cli, damage, make_job, numbers
 from winnow import api
-from winnow.errors import UsageError
+from winnow.errors import IntegrityError, UsageError
 from winnow.storage.manifests import output_refs
 from winnow.storage.state import State
 from winnow.tools.export import export
@@ -321,3 +321,30 @@ def test_iceberg_catalog_configured_the_pyiceberg_way(runs: dict[str, Any], tmp_
     proc = run_cli(*args[:-4], "--catalog", "nowhere", *where)
     assert proc.returncode == 2 and "--catalog 'nowhere'" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_damaged_artifact_commits_nothing_and_empty_outputs_are_clear(fmt: str, tmp_path: Path):
+    first = make_job(str(tmp_path / "a"), numbers(3, 50, seed=1))
+    to = target(tmp_path, fmt)
+    kwargs = {"table": "winnow.demo"} if fmt == "iceberg" else {}  # read_back's table
+    export(first["state"], first["job_id"], to, fmt, **kwargs)
+    before = read_back(fmt, to)
+    second = make_job(str(tmp_path / "b"), numbers(4, 50, seed=2))
+    bad = damage(second, 2)  # after two batches' rows are written
+    with pytest.raises(IntegrityError, match=bad.name):
+        export(second["state"], second["job_id"], to, fmt, **kwargs)
+    after = read_back(fmt, to)
+    assert after[0].equals(before[0]) and after[1] == before[1] and len(after[1]) == 1
+
+    schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
+    empty = make_job(str(tmp_path / "e"), [pa.RecordBatch.from_pylist([], schema=schema)] * 2)
+    to = target(tmp_path / "empty", fmt)
+    result = export(empty["state"], empty["job_id"], to, fmt, **kwargs)
+    assert result["table_rows"] == 0 and exists(fmt, to)
+    assert read_back(fmt, to)[0].num_rows == 0
+    assert read_back(fmt, to)[0].schema.names == ["id", "text"]
+    nothing = make_job(str(tmp_path / "n"), [])
+    with pytest.raises(UsageError, match="no output batches"):
+        export(nothing["state"], nothing["job_id"], target(tmp_path / "none", fmt), fmt)
+    assert not exists(fmt, target(tmp_path / "none", fmt))

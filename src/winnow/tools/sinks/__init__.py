@@ -144,6 +144,11 @@ def export_table(
     source = everything.schema()
     if sink.exists():
         _check_columns(source, sink.schema(), sink.where)
+    elif not len(source):
+        raise UsageError(
+            f"job {job_id} has no output batches, so no columns to make {sink.where} "
+            "from; nothing was written. Fix: export a job with output"
+        )
     commit = TableCommit(
         version="", key=key, job_id=job_id, pipeline=pipeline,
         artifacts=tuple(digests[i] for i in new),
@@ -161,12 +166,16 @@ def export_table(
 
 def _append(sink: Sink, added: Sources, source: pa.Schema, commit: TableCommit) -> None:
     """Stream the verified new batches into ``sink``; check the count before the commit."""
-    streamed = [0]
+    streamed, failed = [0], []
 
     def tables(schema: pa.Schema) -> Iterator[pa.Table]:
-        for table in added.tables():  # each artifact re-hashed against its checkpoint
-            streamed[0] += table.num_rows
-            yield conform(table, schema)
+        try:
+            for table in added.tables():  # each artifact re-hashed against its checkpoint
+                streamed[0] += table.num_rows
+                yield conform(table, schema)
+        except Exception as exc:  # Lance's writer hands it back wrapped in its own OSError
+            failed.append(exc)
+            raise
 
     def ready() -> None:
         if streamed[0] != added.records:
@@ -177,7 +186,12 @@ def _append(sink: Sink, added: Sources, source: pa.Schema, commit: TableCommit) 
             )
         _pause_if_asked()
 
-    sink.append(source, tables, commit.properties(), ready)
+    try:
+        sink.append(source, tables, commit.properties(), ready)
+    except Exception:
+        if failed:
+            raise failed[0] from None
+        raise
 
 
 def _pause_if_asked() -> None:
