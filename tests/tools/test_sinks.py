@@ -179,6 +179,9 @@ def export_killed_before_commit(runs: dict[str, Any], job: str, to: str, fmt: st
     proc = processes.start_until(
         args, flag.exists, timeout=120, env={PAUSE_ENV: str(flag)}, log=log, session=False
     )
+    # meanwhile a second export into the table stops: the paused one holds its lock
+    with pytest.raises(UsageError, match=f"another export into .* is running \\(pid {proc.pid}\\)"):
+        export(runs["state"], job, to, fmt)
     proc.kill()
     proc.wait()
     assert proc.returncode == -signal.SIGKILL

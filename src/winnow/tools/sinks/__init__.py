@@ -18,8 +18,10 @@ Refused, with nothing written: a table holding exports of another pipeline,
 rows Winnow did not write (or deleted ones), a history whose older commits
 were expired, or columns that differ from the job's output.
 
-Two exports running at once into one table are not serialized (Delta and
-Lance both accept concurrent appends): run one at a time.
+Two exports into one local table at once: the second stops with a usage
+error (a lock file beside the table, :func:`targets.table_lock`), since
+each library would accept both appends. A table in a configured Iceberg
+catalog (``--catalog``) is not locked: run one export into it at a time.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def export_table(
             this job's rows (see the module's docstring); nothing was written.
         IntegrityError: a source artifact does not verify; nothing was committed.
     """
-    from winnow.tools.sinks.targets import open_sink
+    from winnow.tools.sinks.targets import open_sink, table_lock
 
     record = state.read_job(job_id)
     if not record.get("manifest"):
@@ -123,24 +125,40 @@ def export_table(
     everything = Sources(entries, storage_options, f"export of {job_id}")
     if to is not None:
         refuse_protected(to, state, record, everything, storage_options)
-    sink = open_sink(fmt, to, storage_options, table=table, catalog=catalog, pipeline=pipeline)
+
+    def reopen() -> Sink:
+        return open_sink(fmt, to, storage_options, table=table, catalog=catalog, pipeline=pipeline)
+
+    result: dict[str, Any] = {
+        "job_id": job_id, "to": to, "format": fmt, "committed": False, "version": None,
+        "rows": 0, "batches": 0, "missing_batches": len(manifest["batches"]) - len(entries),
+    }  # fmt: skip
+    with table_lock(to if catalog is None else None, storage_options, fmt):
+        result.update(_export_into(reopen, entries, everything, job_id, pipeline))
+    return result
+
+
+def _export_into(
+    reopen: Callable[[], Sink],
+    entries: list[dict[str, Any]],
+    everything: Sources,
+    job_id: str,
+    pipeline: str,
+) -> dict[str, Any]:
+    """Under the table's lock: what the table holds, then the one commit of the rest."""
+    sink = reopen()
     digests = [ref.digest for ref in everything.refs]
     key = export_key(pipeline, digests)
     history = TableHistory(sink.history() if sink.exists() else [], sink.where)
     history.check(pipeline, sink.rows() if sink.exists() else 0)
-    result: dict[str, Any] = {
-        "job_id": job_id, "to": to, "format": fmt, "table": sink.where, "key": key,
-        "committed": False, "version": None, "rows": 0, "batches": 0,
-        "batches_held": len(digests), "missing_batches": len(manifest["batches"]) - len(entries),
-    }  # fmt: skip
+    result: dict[str, Any] = {"table": sink.where, "key": key, "batches_held": len(digests)}
     done = history.find(key)
     new = [] if done else history.new_indices(digests)
     added = Sources(
-        [entries[i] for i in new], storage_options, f"export of {job_id} to {sink.where}"
+        [entries[i] for i in new], everything.options, f"export of {job_id} to {sink.where}"
     )
     if done or (sink.exists() and added.records == 0):
-        result.update(version=done.version if done else None, table_rows=sink.rows())
-        return result
+        return {**result, "version": done.version if done else None, "table_rows": sink.rows()}
     source = everything.schema()
     if sink.exists():
         _check_columns(source, sink.schema(), sink.where)
@@ -155,13 +173,13 @@ def export_table(
         artifacts_total=history.artifacts_total + len(new), rows=added.records,
     )  # fmt: skip
     _append(sink, added, source, commit)
-    after = open_sink(fmt, to, storage_options, table=table, catalog=catalog, pipeline=pipeline)
+    after = reopen()
     mine = TableHistory(after.history(), after.where).find(key)
-    result.update(
-        committed=True, version=mine.version if mine else None, rows=added.records,
-        batches=len(new), batches_held=len(digests) - len(new), table_rows=after.rows(),
-    )  # fmt: skip
-    return result
+    return {
+        **result, "committed": True, "version": mine.version if mine else None,
+        "rows": added.records, "batches": len(new), "batches_held": len(digests) - len(new),
+        "table_rows": after.rows(),
+    }  # fmt: skip
 
 
 def _append(sink: Sink, added: Sources, source: pa.Schema, commit: TableCommit) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from winnow.errors import UsageError
@@ -67,3 +70,39 @@ def local_path(to: str, storage_options: dict[str, Any] | None, fmt: str) -> str
 
 def _identifier(name: str) -> str:
     return "".join(c if c.isalnum() or c == "_" else "_" for c in name) or "output"
+
+
+@contextlib.contextmanager
+def table_lock(to: str | None, storage_options: dict[str, Any] | None, fmt: str) -> Iterator[None]:
+    """Hold ``.<name>.winnow-export.lock`` beside a local table for one export.
+
+    Delta and Lance accept concurrent appends, and pyiceberg rebases an
+    append over a concurrent commit, so two exports of one job at once would
+    both commit; the lock (``flock``, let go by the kernel when the process
+    ends, even killed) makes the second one stop instead. A catalog's table
+    (``to`` is None) is not locked.
+
+    Raises:
+        UsageError: another export into this table is running.
+    """
+    if to is None:
+        yield
+        return
+    path = local_path(to, storage_options, fmt)
+    parent, name = os.path.split(path.rstrip("/"))
+    os.makedirs(parent, exist_ok=True)
+    fd = os.open(os.path.join(parent, f".{name}.winnow-export.lock"), os.O_CREAT | os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+            raise UsageError(
+                f"another export into --to {to!r} is running (pid {holder}); nothing was "
+                "written. Fix: wait for it to finish, then export again"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)
