@@ -152,6 +152,10 @@ def test_each_job_is_one_commit_once_and_a_later_run_adds_only_its_new_batches(
     assert not again["committed"] and again["version"] == result["version"]
     assert again["rows"] == 0 and again["table_rows"] == expected.num_rows
     assert len(read_back(fmt, to)[1]) == 1
+    code, out, err = cli("export", first["job_id"], "--to", to, "--format", fmt, *where)
+    said = " ".join(out.split())  # the console wraps long lines
+    assert code == 0 and f"holds {first['job_id']}'s output already" in said, err
+    assert "nothing added" in said and len(read_back(fmt, to)[1]) == 1
 
     later = export(state, second["job_id"], to, fmt)
     added = new_rows(runs)
