@@ -27,6 +27,7 @@ from winnow import api
 from winnow.errors import IntegrityError, UsageError
 from winnow.storage.manifests import output_refs
 from winnow.storage.state import State
+from winnow.tools import sinks
 from winnow.tools.export import export
 from winnow.tools.sinks import PAUSE_ENV
 
@@ -331,7 +332,9 @@ def test_iceberg_catalog_configured_the_pyiceberg_way(runs: dict[str, Any], tmp_
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_a_damaged_artifact_commits_nothing_and_empty_outputs_are_clear(fmt: str, tmp_path: Path):
+def test_a_damaged_artifact_or_lost_rows_commit_nothing_and_empty_outputs_are_clear(
+    fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     first = make_job(str(tmp_path / "a"), numbers(3, 50, seed=1))
     to = target(tmp_path, fmt)
     kwargs = {"table": "winnow.demo"} if fmt == "iceberg" else {}  # read_back's table
@@ -343,6 +346,14 @@ def test_a_damaged_artifact_commits_nothing_and_empty_outputs_are_clear(fmt: str
         export(second["state"], second["job_id"], to, fmt, **kwargs)
     after = read_back(fmt, to)
     assert after[0].equals(before[0]) and after[1] == before[1] and len(after[1]) == 1
+    real = sinks.conform  # a writer that loses a row of each batch: caught before the commit
+    monkeypatch.setattr(sinks, "conform", lambda t, schema: real(t, schema).slice(1))
+    third = make_job(str(tmp_path / "c"), numbers(2, 50, seed=3))
+    with pytest.raises(IntegrityError, match="streamed 100 rows and staged files of 98"):
+        export(third["state"], third["job_id"], to, fmt, **kwargs)
+    monkeypatch.undo()
+    after = read_back(fmt, to)
+    assert after[0].equals(before[0]) and after[1] == before[1]
 
     schema = pa.schema([("id", pa.int64()), ("text", pa.string())])
     empty = make_job(str(tmp_path / "e"), [pa.RecordBatch.from_pylist([], schema=schema)] * 2)

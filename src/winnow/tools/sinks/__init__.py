@@ -2,7 +2,9 @@
 
 An export into a table is one commit of the table's own (atomic in each
 library): data files are written first, every source artifact re-hashed as
-it is read and the rows counted, then one commit makes them visible. A kill
+it is read and the rows counted; the rows the staged commit adds (Delta:
+each file read back; Iceberg: the new snapshot's summary; Lance: the
+fragments) must equal them; then one commit makes them visible. A kill
 or a failure before the commit leaves the table at its previous version
 (data files no commit references stay behind, for the library's own
 vacuum / orphan-file clean-up). The commit records, in the table's commit
@@ -43,6 +45,7 @@ from winnow.tools.sinks.history import TableCommit, TableHistory, export_key
 PAUSE_ENV = "WINNOW_EXPORT_PAUSE_BEFORE_COMMIT"  # tests: a file to create, then wait to be killed
 
 Tables = Callable[[pa.Schema], Iterator[pa.Table]]
+Ready = Callable[[int], None]
 
 
 class Sink(Protocol):
@@ -67,7 +70,7 @@ class Sink(Protocol):
         source: pa.Schema,
         tables: Tables,
         properties: dict[str, str],
-        ready: Callable[[], None],
+        ready: Ready,
     ) -> None:
         """Write data files, call ``ready()``, then commit them once.
 
@@ -195,12 +198,12 @@ def _append(sink: Sink, added: Sources, source: pa.Schema, commit: TableCommit) 
             failed.append(exc)
             raise
 
-    def ready() -> None:
-        if streamed[0] != added.records:
+    def ready(staged: int) -> None:
+        if not streamed[0] == staged == added.records:
             raise IntegrityError(
-                f"{added.what} wrote {streamed[0]} rows, the manifest's artifacts hold "
-                f"{added.records}; nothing was committed. Run `winnow verify --full`, "
-                "then the export again"
+                f"{added.what} streamed {streamed[0]} rows and staged files of {staged}; the "
+                f"manifest's artifacts hold {added.records}; nothing was committed. Run "
+                "`winnow verify --full`, then the export again"
             )
         _pause_if_asked()
 

@@ -7,7 +7,6 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -17,7 +16,7 @@ from winnow.errors import UsageError
 from winnow.extras import require
 from winnow.storage.fs import fsync_dir, join
 from winnow.tools.export_file import write_checked
-from winnow.tools.sinks import Tables
+from winnow.tools.sinks import Ready, Tables
 from winnow.tools.sinks.history import TableCommit
 
 # data files of an export killed before it made the table: a retry writes beside them
@@ -62,7 +61,7 @@ class DeltaSink:
         source: pa.Schema,
         tables: Tables,
         properties: dict[str, str],
-        ready: Callable[[], None],
+        ready: Ready,
     ) -> None:
         """One Parquet file per batch in the table's folder, each read back; then one commit."""
         if self.table is None:
@@ -81,7 +80,7 @@ class DeltaSink:
             now = int(time.time() * 1000)
             actions.append(self.dl.transaction.AddAction(name, written.bytes, {}, now, True, stats))
         fsync_dir(self.path)
-        ready()
+        ready(sum(json.loads(a.stats)["numRecords"] for a in actions))  # each file read back
         commit = self.dl.CommitProperties(custom_metadata=properties)
         if self.table is None:
             self.dl.transaction.create_table_with_add_actions(

@@ -8,14 +8,14 @@ loads by name (``~/.pyiceberg.yaml``, ``PYICEBERG_CATALOG__<NAME>__*``).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
 from winnow.errors import UsageError
 from winnow.extras import require
-from winnow.tools.sinks import Tables
+from winnow.tools.sinks import Ready, Tables
 from winnow.tools.sinks.history import TableCommit
 
 CATALOG_DB = "catalog.db"
@@ -109,7 +109,7 @@ class IcebergSink:
         source: pa.Schema,
         tables: Tables,
         properties: dict[str, str],
-        ready: Callable[[], None],
+        ready: Ready,
     ) -> None:
         """Stage the data files in one transaction (a new table's creation too), then commit."""
         if self.table is None:
@@ -120,10 +120,19 @@ class IcebergSink:
         schema = tx.table_metadata.schema().as_arrow()
         reader = pa.RecordBatchReader.from_batches(schema, _batches(tables(schema)))
         tx.append(reader, snapshot_properties=properties)
-        ready()
+        ready(_staged_rows(tx, self.table))
         tx.commit_transaction()
 
 
 def _batches(tables: Iterator[pa.Table]) -> Iterator[pa.RecordBatch]:
     for table in tables:
         yield from table.to_batches()
+
+
+def _staged_rows(tx: Any, table: Any) -> int:
+    """Rows the transaction's new snapshot adds (none when it staged no snapshot)."""
+    staged = tx.table_metadata.current_snapshot()
+    before = None if table is None else table.current_snapshot()
+    if staged is None or (before is not None and staged.snapshot_id == before.snapshot_id):
+        return 0
+    return int(staged.summary.get("added-records") or 0) if staged.summary else 0

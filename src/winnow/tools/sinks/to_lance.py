@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa
 
 from winnow.errors import UsageError
 from winnow.extras import require
-from winnow.tools.sinks import Tables
+from winnow.tools.sinks import Ready, Tables
 from winnow.tools.sinks.history import TableCommit
 
 
@@ -61,7 +61,7 @@ class LanceSink:
         source: pa.Schema,
         tables: Tables,
         properties: dict[str, str],
-        ready: Callable[[], None],
+        ready: Ready,
     ) -> None:
         """Write the fragments (uncommitted), then commit their transaction once."""
         schema = source if self.table is None else self.schema()
@@ -72,7 +72,7 @@ class LanceSink:
             return_transaction=True, mode="append",
         )  # fmt: skip
         transaction.transaction_properties = properties
-        ready()
+        ready(sum(f.physical_rows for f in transaction.operation.fragments))
         self.lance.LanceDataset.commit(
             self.path, transaction, read_version=transaction.read_version
         )
