@@ -136,6 +136,7 @@ def export_table(
         "job_id": job_id, "to": to, "format": fmt, "committed": False, "version": None,
         "rows": 0, "batches": 0, "missing_batches": len(manifest["batches"]) - len(entries),
     }  # fmt: skip
+    reopen()  # a missing extra or a target that is not a table stops here, before the lock
     with table_lock(to if catalog is None else None, storage_options, fmt):
         result.update(_export_into(reopen, entries, everything, job_id, pipeline))
     return result
