@@ -205,38 +205,95 @@ def gc(state: State, apply: bool, grace: float, as_json: bool) -> None:
 
 @click.command()
 @click.argument("job_id")
-@click.option("--to", "to", required=True, help="Target URL: a folder, or a .parquet/.jsonl file.")
+@click.option(
+    "--to",
+    "to",
+    default=None,
+    help="Target: a folder, a .parquet/.jsonl file, or a table's path (--format delta/lance; "
+    "iceberg: a folder for a SQLite catalog and its warehouse).",
+)
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["parquet", "jsonl"]),
+    type=click.Choice(["parquet", "jsonl", *export_tool.TABLE_FORMATS]),
     default="parquet",
     show_default=True,
-    help="File format of a folder export (a --to ending in .parquet/.jsonl names its own).",
+    help="parquet/jsonl: a folder export (a --to ending in .parquet/.jsonl names its own); "
+    "delta, iceberg, lance: append to a table, exactly once per job.",
+)
+@click.option("--table", default=None, help="Iceberg: the table, namespace.name [winnow.PIPELINE].")
+@click.option(
+    "--catalog",
+    default=None,
+    help="Iceberg: a catalog configured the pyiceberg way (~/.pyiceberg.yaml), instead of --to.",
 )
 @state_option
 @json_option
-def export(job_id: str, to: str, fmt: str, state: State, as_json: bool) -> None:
+def export(
+    job_id: str,
+    to: str | None,
+    fmt: str,
+    table: str | None,
+    catalog: str | None,
+    state: State,
+    as_json: bool,
+) -> None:
     """Write JOB's output as one dataset in source order, verified, then published.
 
     Every source artifact is re-hashed as it is read; the files are written
     under a temporary name beside --to, read back (rows, SHA-256), then
     renamed into place (a folder gets the marker _winnow_export.json, written
     last on object storage). A failed or killed export leaves --to as it was.
+
+    With --format delta, iceberg or lance the rows are appended to a table in
+    one commit of the table's own, keyed by the job's output: exporting the
+    same job again adds nothing, a later run of the pipeline adds only the
+    batches the table does not hold yet, and a killed export leaves the table
+    at its previous version.
     """
-    if to.endswith(".jsonl"):
+    if to is None and not (fmt == "iceberg" and catalog):
+        raise UsageError("--to is required (or, with --format iceberg, --catalog NAME)")
+    if to is not None and to.endswith(".jsonl") and fmt == "parquet":
         fmt = "jsonl"
-    result = export_tool.export(state, job_id, to, fmt)
+    result = export_tool.export(state, job_id, to or "", fmt, table=table, catalog=catalog)
     if as_json:
         echo_json(result)
-        return
+    elif fmt in export_tool.TABLE_FORMATS:
+        _print_table_export(result)
+    else:
+        _print_export(result)
+
+
+def _print_export(result: dict[str, Any]) -> None:
     _out.print(
-        f"exported {result['rows']:,} rows of {job_id} to {to} ({len(result['files'])} files)"
+        f"exported {result['rows']:,} rows of {result['job_id']} to {result['to']} "
+        f"({len(result['files'])} files)"
     )
     if result["marker"]:
         _out.print(f"verified; marker {result['marker']} lists each part's rows and SHA-256")
     else:
         _out.print(f"verified; sha256 {result['parts'][0]['sha256']}")
+    if result["missing_batches"]:
+        _out.print(f"[yellow]{result['missing_batches']} batches had no output (failed)[/yellow]")
+
+
+def _print_table_export(result: dict[str, Any]) -> None:
+    if result["committed"]:
+        _out.print(
+            f"appended {result['rows']:,} rows ({result['batches']} batches) of "
+            f"{result['job_id']} to {result['table']}, commit {result['version']}; "
+            f"{result['batches_held']} batches were there already; "
+            f"{result['table_rows']:,} rows in all"
+        )
+    elif result["version"] is not None:
+        _out.print(
+            f"{result['table']} holds {result['job_id']}'s output already "
+            f"(commit {result['version']}): nothing added"
+        )
+    else:
+        _out.print(
+            f"{result['table']} holds every batch of {result['job_id']} already: nothing added"
+        )
     if result["missing_batches"]:
         _out.print(f"[yellow]{result['missing_batches']} batches had no output (failed)[/yellow]")
 

@@ -44,6 +44,7 @@ from winnow.storage.manifests import manifest_entries, manifests_folder, read_ma
 from winnow.storage.state import State, now_iso
 from winnow.tools.export_file import ExportedFile, write_checked
 
+TABLE_FORMATS = ("delta", "iceberg", "lance")
 MARKER = "_winnow_export.json"  # a folder export's completion marker, written last
 _PART = re.compile(r"part-\d{5}\.(parquet|jsonl)")
 _CHUNK = 8 << 20
@@ -55,8 +56,15 @@ def export(
     to: str,
     fmt: str = "parquet",
     storage_options: dict[str, Any] | None = None,
+    *,
+    table: str | None = None,
+    catalog: str | None = None,
 ) -> dict[str, Any]:
     """Write a job's output as one dataset in source order, verified, then published.
+
+    With ``fmt`` ``delta``, ``iceberg`` or ``lance`` the output is appended to
+    a table instead, exactly once per job and incrementally (only batches the
+    table does not hold yet): see :func:`winnow.tools.sinks.export_table`.
 
     Args:
         state: the state holding the job's record.
@@ -65,9 +73,13 @@ def export(
             else a folder of ``part-NNNNN`` files (one per batch with output) and
             ``_winnow_export.json``; a job without rows gives an empty file, or a
             folder with the marker and empty parts (none without batches).
-        fmt: ``parquet`` or ``jsonl``, for a folder.
+        fmt: ``parquet`` or ``jsonl``, for a folder; or a table format:
+            ``delta``, ``iceberg``, ``lance``.
         storage_options: for the artifact stores, the manifest and ``to``
             (default: the state's).
+        table: Iceberg only: the table's ``namespace.name``.
+        catalog: Iceberg only: a catalog configured the pyiceberg way
+            (``~/.pyiceberg.yaml``, ``PYICEBERG_CATALOG__*``) instead of ``to``.
 
     Raises:
         UsageError: ``to`` is inside the state, an artifact store or the
@@ -77,15 +89,23 @@ def export(
     """
     started_at = now_iso()
     storage_options = state.storage_options if storage_options is None else storage_options
+    if fmt in TABLE_FORMATS:
+        from winnow.tools.sinks import export_table
+
+        return export_table(
+            state, job_id, to or None, fmt, storage_options, table=table, catalog=catalog
+        )
     if fmt not in ("parquet", "jsonl"):
-        raise UsageError(f"--format {fmt!r}: choose parquet or jsonl")
+        raise UsageError(f"--format {fmt!r}: choose parquet, jsonl, {', '.join(TABLE_FORMATS)}")
+    if table is not None or catalog is not None:
+        raise UsageError("--table and --catalog name an Iceberg table: add --format iceberg")
     record = state.read_job(job_id)
     if not record.get("manifest"):
         raise UsageError(f"job {job_id} has no output manifest (status {record.get('status')})")
     manifest = read_manifest(record["manifest"], storage_options)
     entries = manifest_entries(manifest)
-    sources = _Sources(entries, storage_options, f"export of {job_id} to {to}")
-    _refuse_protected(to, state, record, sources, storage_options)
+    sources = Sources(entries, storage_options, f"export of {job_id} to {to}")
+    refuse_protected(to, state, record, sources, storage_options)
     fs, final = resolve(to, storage_options)
     final = final.rstrip("/")
     if not posixpath.basename(final) or (not is_local(fs) and "/" not in final.strip("/")):
@@ -115,7 +135,7 @@ def export(
     return result
 
 
-class _Sources:
+class Sources:
     """The manifest's artifacts, each re-hashed against its checkpoint as it is read."""
 
     def __init__(self, entries: list[dict[str, Any]], options: dict[str, Any] | None, what: str):
@@ -126,9 +146,11 @@ class _Sources:
         self.stores: dict[str, ArtifactStore] = {}
 
     def store(self, ref: ArtifactRef) -> ArtifactStore:
+        """The store that holds ``ref`` (one per root, shared)."""
         return ArtifactStore.for_uri(ref.uri, self.options, self.stores)
 
     def tables(self) -> Iterator[pa.Table]:
+        """Each artifact as a table, in order, re-hashed and its rows counted as read."""
         for ref in self.refs:
             with self._checked(ref):
                 table = self.store(ref).read(ref)
@@ -176,11 +198,11 @@ class _Sources:
         )
 
 
-def _refuse_protected(
+def refuse_protected(
     to: str,
     state: State,
     record: dict[str, Any],
-    sources: _Sources,
+    sources: Sources,
     options: dict[str, Any] | None,
 ) -> None:
     """Refuse a target inside (or holding) the state, an artifact store or the manifests."""
@@ -217,7 +239,7 @@ def _within(inner: tuple[str, str], outer: tuple[str, str]) -> bool:
     )
 
 
-def _export_file(fs: Any, final: str, sources: _Sources, fmt: str) -> ExportedFile:
+def _export_file(fs: Any, final: str, sources: Sources, fmt: str) -> ExportedFile:
     if fs.isdir(final):
         raise UsageError(
             f"--to {to_url(fs, final)!r} is a folder; a target ending in .{fmt} is one file. "
@@ -242,7 +264,7 @@ def _export_file(fs: Any, final: str, sources: _Sources, fmt: str) -> ExportedFi
 
 
 def _export_folder(
-    fs: Any, final: str, sources: _Sources, fmt: str, marker: dict[str, Any]
+    fs: Any, final: str, sources: Sources, fmt: str, marker: dict[str, Any]
 ) -> list[ExportedFile]:
     previous = _previous_export(fs, final)
     tmp = temp_beside(final)
@@ -315,7 +337,7 @@ def _previous_export(fs: Any, final: str) -> set[str] | None:
     )
 
 
-def _check_total(files: list[ExportedFile], sources: _Sources) -> None:
+def _check_total(files: list[ExportedFile], sources: Sources) -> None:
     rows = sum(f.rows for f in files)
     if rows != sources.records:
         raise IntegrityError(
