@@ -23,7 +23,8 @@ from typing import Any
 
 from winnow.errors import StateError
 from winnow.execution.outcome import Outcome, StageCounts
-from winnow.plan import SKIP, Plan, groupings
+from winnow.partitions import groupings
+from winnow.plan import SKIP, Plan
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.storage import manifests
 from winnow.storage.fs import resolve, to_url

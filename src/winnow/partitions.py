@@ -225,3 +225,13 @@ def make_barrier(
         reader=reader,
         then=then,
     )
+
+
+def groupings(the_plan: Plan) -> list[dict[str, Any]]:
+    """What a plan or job record says of each grouping stage (``Barrier.to_dict``)."""
+    out: list[dict[str, Any]] = []
+    inputs: int | None = len(the_plan.batches)
+    for b in the_plan.barriers():
+        out.append(b.to_dict(inputs))
+        inputs = len(b.next.batches) if b.next is not None else None
+    return out

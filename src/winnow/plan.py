@@ -147,19 +147,11 @@ class Plan:
             else:
                 rows = later.to_dict()["stages"]
             out["stages"] += rows
+            from winnow.partitions import groupings
+
             out["groupings"] = groupings(self)
             out["grouping"] = out["groupings"][0]
         return out
-
-
-def groupings(the_plan: Plan) -> list[dict[str, Any]]:
-    """What a plan or job record says of each grouping stage (``Barrier.to_dict``)."""
-    out: list[dict[str, Any]] = []
-    inputs: int | None = len(the_plan.batches)
-    for b in the_plan.barriers():
-        out.append(b.to_dict(inputs))
-        inputs = len(b.next.batches) if b.next is not None else None
-    return out
 
 
 def _stage_rows(stages: list[StagePlan], specs: list[StageSpec]) -> list[dict[str, Any]]:

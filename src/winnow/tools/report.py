@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import statistics
 from collections import Counter
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from winnow.records import BatchStatus, JobStatus
+from winnow.records import BatchStatus
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.fs import open_url
 from winnow.storage.manifests import read_manifest
@@ -26,6 +25,13 @@ from winnow.tools import plots
 from winnow.tools import report_page as page
 from winnow.tools.explore import job_batches, job_quarantined
 from winnow.tools.inspect import stage_order
+from winnow.tools.report_tables import (
+    delta_table,
+    groupings_table,
+    rows_table,
+    stage_table,
+    unfinished,
+)
 
 SECTIONS = (
     "summary",
@@ -42,9 +48,6 @@ SECTIONS = (
 QUARANTINE_SHOWN = 20
 
 
-SKEWED = 2.0  # a grouping stage's largest partition over the mean, marked from here
-
-
 def build(state: State, job_id: str) -> str:
     """The report as an HTML string."""
     job = state.read_job(job_id)
@@ -59,14 +62,14 @@ def build(state: State, job_id: str) -> str:
             "computed-by", "Where this output came from", _computed_by(state, job, batches)
         ),
         page.section("failures", "Failures", _failures(job)),
-        page.section("stages", "Per stage", _stage_table(job, own)),
+        page.section("stages", "Per stage", stage_table(job, own)),
         *(
-            [page.section("partitions", "Grouping stages: partitions", _groupings(job))]
+            [page.section("partitions", "Grouping stages: partitions", groupings_table(job))]
             if job.get("groupings")
             else []
         ),
-        page.section("state-delta", "Checkpoints before / after this run", _delta_table(job)),
-        page.section("rows", "Rows kept, dropped and quarantined per stage", _rows(job)),
+        page.section("state-delta", "Checkpoints before / after this run", delta_table(job)),
+        page.section("rows", "Rows kept, dropped and quarantined per stage", rows_table(job)),
         page.section(
             "latency",
             "Stage latency (batches this run computed)",
@@ -98,13 +101,6 @@ def write(state: State, job_id: str, to: str) -> str:
     return to
 
 
-def _unfinished(job: dict[str, Any]) -> str:
-    """Why a job record has no counts yet (or never will)."""
-    if job.get("status") in (JobStatus.FAILED, JobStatus.CANCELLED):
-        return f"The job ended ({job.get('status')}) before it counted its batches."
-    return f"The job is {job.get('status')}: its counts come when it ends."
-
-
 def _lead(job: dict[str, Any], batches: pa.Table) -> str:
     """One sentence on how the run went, above the numbers."""
     counts = (job.get("counts") or {}).values()
@@ -124,7 +120,7 @@ def _lead(job: dict[str, Any], batches: pa.Table) -> str:
             "<code>winnow retry --failed</code> re-runs just those.</p>"
         )
     if "counts" not in job:
-        return f"<p class='lead note'>{page.esc(_unfinished(job))}</p>"
+        return f"<p class='lead note'>{page.esc(unfinished(job))}</p>"
     if not job.get("batches"):
         return "<p class='lead note'>This run had no input rows: nothing was read or written.</p>"
     if ran == 0 and skipped:
@@ -229,113 +225,6 @@ def _failures(job: dict[str, Any]) -> str:
     return "".join(out)
 
 
-def _stage_table(job: dict[str, Any], own: pa.Table) -> str:
-    """The job's counts per stage, and the latency of the batches it committed."""
-    if "counts" not in job:
-        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
-    counts = job["counts"]
-    durations: dict[str, list[float]] = {}
-    for r in own.to_pylist():
-        if r["status"] == BatchStatus.SUCCEEDED and r["duration_s"] is not None:
-            durations.setdefault(r["stage"], []).append(r["duration_s"])
-    rows: list[list[Any]] = []
-    bad: set[tuple[int, int]] = set()
-    for stage in stage_order(job):
-        if stage not in counts:
-            continue
-        c, times = counts[stage], sorted(durations.get(stage, []))
-        if c["failed"]:
-            bad.add((len(rows), 4))
-        rows.append(
-            [
-                stage,
-                c["run"],
-                c["skipped"],
-                c["retried"],
-                c["failed"],
-                c["rows_in"],
-                c["rows_out"],
-                c.get("bad_records", 0),
-                round(statistics.median(times), 4) if times else "",
-                round(times[int(0.95 * (len(times) - 1))], 4) if times else "",
-            ]
-        )
-    header = ["stage", "run", "skipped", "retried", "failed", "rows in", "rows out"]
-    header += ["quarantined", "p50 s", "p95 s"]
-    note = "<p class='muted'>p50 and p95: seconds per batch this run committed.</p>"
-    return page.table(header, rows, bad) + note
-
-
-def _groupings(job: dict[str, Any]) -> str:
-    """Each grouping stage's partitions: how many, their rows and bytes, the skew."""
-    rows: list[list[Any]] = []
-    bad: set[tuple[int, int]] = set()
-    for g in job["groupings"]:
-        r, b = g.get("partition_rows") or {}, g.get("partition_bytes") or {}
-        if (g.get("skew") or 0) >= SKEWED:
-            bad.add((len(rows), 7))
-        rows.append(
-            [
-                g["stage"],
-                "" if g["map_batches"] is None else g["map_batches"],
-                g["partitions"],
-                "not planned" if g["pending"] else g["reduce_partitions"],
-                r.get("min", ""),
-                r.get("max", ""),
-                b.get("max", ""),
-                g.get("skew", ""),
-            ]
-        )
-    header = ["stage", "map batches", "partitions", "non-empty", "rows min", "rows max"]
-    header += ["bytes max", "skew"]
-    note = (
-        "<p class='muted'>skew: the largest partition's rows over the mean; a partition is "
-        f"reduced in one worker's memory (marked from {SKEWED:g}x: raise partitions or "
-        "spread the key).</p>"
-    )
-    return page.table(header, rows, bad) + note
-
-
-def _delta_table(job: dict[str, Any]) -> str:
-    """Committed and failed batches per stage, before and after the run, in words."""
-    before, after, delta = (job.get(k) or {} for k in ("state_before", "state_after", "delta"))
-    unknown = "not recorded" if "state_after" not in job else None
-    rows: list[list[Any]] = []
-    bad: set[tuple[int, int]] = set()
-    for stage in stage_order(job):
-        if not (stage in before or stage in after or stage in delta):
-            continue
-        if (delta.get(stage) or {}).get(BatchStatus.FAILED, 0) > 0:
-            bad.add((len(rows), 3))
-        rows.append(
-            [
-                stage,
-                _counts(before.get(stage)),
-                unknown or _counts(after.get(stage)),
-                unknown or _counts(delta.get(stage), signed=True) or "no change",
-            ]
-        )
-    caption = "<p class='muted'>Batch checkpoints of each stage in the state, by status.</p>"
-    return caption + page.table(["stage", "before", "after", "change"], rows, bad)
-
-
-def _counts(counts: dict[str, int] | None, signed: bool = False) -> str:
-    """``{"SUCCEEDED": 48, "FAILED": 3}`` as "48 succeeded, 3 failed"."""
-    if not counts:
-        return "" if signed else "none"
-    first = [s for s in (BatchStatus.SUCCEEDED, BatchStatus.FAILED) if s in counts]
-    keys = first + sorted(k for k in counts if k not in first)
-    return ", ".join(f"{counts[k]:{'+,d' if signed else ',d'}} {k.lower()}" for k in keys)
-
-
-def _rows(job: dict[str, Any]) -> str:
-    if "counts" not in job:
-        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
-    if not job.get("batches"):
-        return "<p class='muted'>This run had no input rows.</p>"
-    return page.image(plots.rows_per_stage(job))
-
-
 def _timed(own: pa.Table, job: dict[str, Any], draw: Any) -> str:
     """A timing picture of the batches this run computed, or why there is none."""
     committed = sum(1 for s in own.column("status").to_pylist() if s == BatchStatus.SUCCEEDED)
@@ -348,7 +237,7 @@ def _timed(own: pa.Table, job: dict[str, Any], draw: Any) -> str:
     if committed:
         return page.image(draw()) + note
     if "counts" not in job:
-        return f"<p class='muted'>{page.esc(_unfinished(job))}</p>"
+        return f"<p class='muted'>{page.esc(unfinished(job))}</p>"
     if not job.get("batches"):
         return "<p class='muted'>This run had no input batches.</p>"
     if failed:
