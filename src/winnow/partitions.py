@@ -17,13 +17,14 @@ and one whose shards changed (an input file changed) is recomputed.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from winnow import sources
-from winnow.grouping import split_specs
+from winnow.grouping import GlobalStage, GroupingStage, split_specs
 from winnow.history import History
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.plan import Decider, Plan, StagePlan, count_actions, verify_skips
@@ -31,6 +32,9 @@ from winnow.profile import Profile
 from winnow.storage.artifacts import ArtifactStore
 
 PARTITION_FORMAT = "shards"  # the "format" of a partition's pseudo source file
+# How many times larger than its file a compressed input (Parquet, .zst, .gz)
+# is taken to be in memory when sizing partitions: a rough, safe-side guess.
+COMPRESSED_RATIO = 4
 
 
 class PartitionDecider(Decider):
@@ -73,6 +77,8 @@ class Barrier:
     reader: str = ""
     damage: list[str] = field(default_factory=list)
     then: Barrier | None = None
+    declared: int = 0  # the partitions the stage declared (before sizing to the budget)
+    is_global: bool = False  # a global stage: one partition, all of its input at once
 
     def chain(self) -> list[Barrier]:
         """This barrier and every later one, in pipeline order."""
@@ -139,6 +145,8 @@ class Barrier:
         out: dict[str, Any] = {
             "stage": self.name,
             "partitions": self.partitions,
+            "declared_partitions": self.declared,
+            "global": self.is_global,
             "map_batches": map_batches,
             "reduce_partitions": None if self.next is None else len(self.next.batches),
             "pending": self.next is None,
@@ -150,6 +158,16 @@ class Barrier:
             out["partition_rows"] = {"min": min(rows), "max": max(rows), "mean": round(mean, 1)}
             out["partition_bytes"] = {"min": min(size), "max": max(size), "total": sum(size)}
             out["skew"] = round(max(rows) / mean, 2) if mean else 1.0
+            # Shards are stored compressed (Parquet, zstd): scaled up as compressed inputs are.
+            compressed = self.profile.artifact_format == "parquet" or (
+                self.profile.compression != "none"
+            )
+            budget = (self.profile.partition_mb << 20) // (COMPRESSED_RATIO if compressed else 1)
+            over = [
+                bp.source.index for bp, b in zip(self.next.batches, size, strict=True) if b > budget
+            ]
+            if over:
+                out["over_budget"] = over
         return out
 
 
@@ -224,6 +242,8 @@ def make_barrier(
         verify,
         reader=reader,
         then=then,
+        declared=getattr(grouping, "declared_partitions", grouping.partitions),
+        is_global=isinstance(grouping, GlobalStage),
     )
 
 
@@ -234,4 +254,41 @@ def groupings(the_plan: Plan) -> list[dict[str, Any]]:
     for b in the_plan.barriers():
         out.append(b.to_dict(inputs))
         inputs = len(b.next.batches) if b.next is not None else None
+    return out
+
+
+def input_bytes(files: list[sources.SourceFile]) -> int:
+    """The input's estimated size in memory: file sizes, compressed ones scaled up."""
+    total = 0
+    for f in files:
+        compressed = f.compression is not None or f.format == "parquet"
+        total += f.size * (COMPRESSED_RATIO if compressed else 1)
+    return total
+
+
+def size_partitions(specs: list[StageSpec], estimate: int, budget_mb: int) -> list[StageSpec]:
+    """Each grouping stage with enough partitions for ``estimate`` bytes to fit ``budget_mb`` each.
+
+    A stage keeps its own ``partitions`` when that is enough; otherwise it gets
+    the next power of two that is (so the count, part of the map side's
+    fingerprint, changes only when the input doubles). A changed stage is a
+    copy that remembers what it declared (``declared_partitions``); a global
+    stage keeps its one partition.
+    """
+    needed = max(1, -(-estimate // (budget_mb << 20)))
+    needed = 1 << (needed - 1).bit_length()
+    out = []
+    for spec in specs:
+        stage = spec.stage
+        if (
+            isinstance(stage, GroupingStage)
+            and not isinstance(stage, GlobalStage)
+            and stage.partitions < needed
+        ):
+            declared = stage.partitions
+            stage = copy.copy(stage)
+            stage.partitions = needed  # type: ignore[misc]
+            stage.declared_partitions = declared  # type: ignore[attr-defined]
+            spec = StageSpec(stage, spec.resources)
+        out.append(spec)
     return out

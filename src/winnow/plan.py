@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from winnow import sources
 from winnow.batches import map_threads, source_batches
 from winnow.errors import ConfigError
-from winnow.grouping import expand, split_specs
+from winnow.grouping import GroupingStage, expand, split_specs
 from winnow.history import History, source_change, stage_change
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
@@ -194,12 +194,16 @@ def make_plan(
     ``files``: the input files when already known (data in memory committed
     as chunks, in row order); ``inputs`` is then not discovered.
     """
+    if files is None:
+        files = sources.discover(inputs, profile.storage_options)
     stages = profile.apply(pipeline)
+    if any(isinstance(spec.stage, GroupingStage) for spec in stages):
+        from winnow.partitions import input_bytes, size_partitions
+
+        stages = size_partitions(stages, input_bytes(files), profile.partition_mb)
     specs, after = split_specs(stages)
     every_spec = expand(stages)
     forced = None if rerun is None else _rerun_index(pipeline, every_spec, rerun)
-    if files is None:
-        files = sources.discover(inputs, profile.storage_options)
     batches = source_batches(files, state, profile, pipeline)
     store = state.checkpoints()
     stage_checkpoints = {spec.name: store.load(spec.name) for spec in every_spec}

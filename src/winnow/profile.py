@@ -75,6 +75,12 @@ class Profile(BaseModel):
     )
     checkpoint_flush_every: int = Field(default=256, ge=1)
     ray_num_cpus: int | None = Field(default=None, ge=1)
+    partition_mb: int = Field(
+        default=512,
+        ge=1,
+        description="memory budget of one grouping-stage partition: a grouping stage gets at "
+        "least its input's estimated size over this many partitions",
+    )
     ray_dashboard: bool = Field(
         default=False,
         description="start the embedded Ray with its dashboard on 127.0.0.1 (winnow run "

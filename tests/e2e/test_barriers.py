@@ -6,6 +6,7 @@ and visible in ``plan``."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -199,3 +200,28 @@ def test_the_report_shows_each_barriers_partitions_and_skew(clean: dict[str, Any
     for g in record["groupings"]:
         assert f"<td class=''>{g['stage']}</td>" in section
         assert f"<td class='n'>{g['skew']}</td>" in section
+
+
+@pytest.mark.slow
+def test_partitions_follow_the_input_size_and_an_oversized_one_is_named(tmp_path: Path):
+    texts = [hashlib.sha256(str(i).encode()).hexdigest() * 3 for i in range(9_000)]
+    rows = [{"id": i, "text": texts[i % 9_000]} for i in range(30_000)]
+    corpus = tmp_path / "big.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))  # ~6.5 MB, 9,000 distinct
+    where = ["--state", str(tmp_path / "s"), "--output", str(tmp_path / "o")]
+    sets = ["--set", "partition_mb=1", "--set", "dedup.partitions=1", "--set", "batch_rows=5000"]
+    args = [PIPELINE, "--profile", "local-cpu", "--input", str(corpus), *where, *sets]
+    planned = run_json("plan", *args)["groupings"]
+    assert planned[0]["declared_partitions"] == 1 and planned[0]["partitions"] == 8
+    assert planned[1]["partitions"] == planned[1]["declared_partitions"] == 1  # global
+    summary = run_json("run", *args, "--executor", "local")
+    assert summary["status"] == "SUCCEEDED" and summary["rows_out"] == 9_000
+    record = api.open_state(str(tmp_path / "s")).read_job(summary["job_id"])
+    first, second = record["groupings"]
+    assert first["reduce_partitions"] == 8 and "over_budget" not in first
+    assert second["over_budget"] == [0]  # the global stage sees all 9,000 rows at once
+    text = run_cli("plan", *args)
+    out, err = " ".join(text.stdout.split()), " ".join(text.stderr.split())
+    assert "raised from 1 for the input's size" in out
+    assert "rank: partition(s) 0 hold more than partition_mb (1 MB)" in err
+    assert "reduces its whole input at once" in err

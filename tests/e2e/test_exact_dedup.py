@@ -169,6 +169,8 @@ def test_a_rerun_skips_every_map_batch_and_partition(clean: dict[str, Any], corp
     assert grouping == {
         "stage": "dedup",
         "partitions": 8,
+        "declared_partitions": 8,
+        "global": False,
         "map_batches": FILES * 3,
         "reduce_partitions": 8,
         "pending": False,

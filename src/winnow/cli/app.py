@@ -240,11 +240,26 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
             r = g["partition_rows"]
             parts += f"; rows per partition {r['min']}-{r['max']}, skew {g['skew']:g}"
         inputs = "?" if g["map_batches"] is None else g["map_batches"]
+        if g["declared_partitions"] < g["partitions"]:
+            parts += f"; raised from {g['declared_partitions']} for the input's size"
         _out.print(
             f"grouping stage {g['stage']}: {inputs} map batches -> "
             f"{g['partitions']} partitions ({parts})",
             highlight=False,
         )
+        if g.get("over_budget"):
+            fix = (
+                "it reduces its whole input at once: give it less input, or raise partition_mb "
+                "if a worker has the memory"
+                if g["global"]
+                else f"raise {g['stage']}.partitions or partition_mb, or spread the key"
+            )
+            _err.print(
+                f"[yellow]warning:[/yellow] {g['stage']}: partition(s) "
+                f"{', '.join(map(str, g['over_budget']))} hold more than partition_mb "
+                f"({session.profile.partition_mb} MB): {fix}",
+                highlight=False,
+            )
     c = cap["cluster"]
     _out.print(
         f"capacity: {c['source']}, {c['nodes']} node(s), {c['CPU']:g} CPU, {c['GPU']:g} GPU; "
