@@ -247,6 +247,31 @@ def test_run_attaches_through_ray_client(
     assert one_json(proc.stdout)["status"] == "SUCCEEDED"
 
 
+def test_grouping_and_global_stages_run_across_nodes_as_locally(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """Shards a map side committed on one node are reduced on another: same bytes."""
+    from tests.e2e.test_exact_dedup import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    pipeline = str(ROOT / "tests" / "pipelines" / "dedup_global.py")
+    args = [pipeline, "--profile", "high-throughput", "--set", "batch_rows=250"]
+    args += [a for path in corpus for a in ("--input", path)]
+    local = _local(tmp_path, *args, "--executor", "local")
+    state = tmp_path / "cluster-state"
+    proc = run_cli(
+        "run", *args, "--address", cluster["gcs_address"], "--state", str(state),
+        "--output", str(tmp_path / "cluster-out"), "--json", env=cluster["env"], timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    record = api.open_state(str(state)).read_job(one_json(proc.stdout)["job_id"])
+    assert record["status"] == "SUCCEEDED"
+    assert _digests(record) == _digests(local), "cluster output differs from the local run"
+    store = api.open_state(str(state)).checkpoints()
+    nodes = {r.get("node_id") for s in store.stages() for r in store.load(s).records.values()}
+    assert len(nodes) >= 2, nodes
+
+
 def test_every_port_of_the_cluster_is_on_loopback(cluster: dict[str, Any]) -> None:
     """Ray's ports run code for whoever reaches them: none may listen beyond
     127.0.0.1 (Ray would otherwise bind the machine's routable address)."""
