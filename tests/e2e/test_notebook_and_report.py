@@ -148,3 +148,17 @@ def test_report_is_one_html_file_with_every_section_and_image(demo_run: dict, tm
     assert "matches" in page and "DOES NOT" not in page
     assert json.dumps(job)[1:-1] in page
     assert "<script" not in page and "<link" not in page  # self-contained: nothing to fetch
+
+
+@pytest.mark.slow
+def test_notebook_shows_a_grouping_stages_partitions(tmp_path: Path):
+    from tests.e2e.test_exact_dedup import write_corpus
+
+    corpus = write_corpus(tmp_path / "corpus")
+    pipeline = str(ROOT / "pipelines" / "exact_dedup.py")
+    args = run_args(pipeline, tmp_path, corpus, "batch_rows=250", profile="local-cpu")
+    record = run_json(*args, "--executor", "local")
+    outputs = execute(str(tmp_path / "state"), pipeline="exact_dedup", job_id=record["job_id"])
+    tables = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    assert "dedup.reduce" in tables  # rows per partition, by reduce stage
+    assert "declared_partitions" in tables and "skew" in tables  # the groupings table
