@@ -434,11 +434,16 @@ def write_winnow_files(folder: Path) -> tuple[Path, Path]:
     return pipeline, profile
 
 
+# The interpreter Winnow runs under: this one, or another environment's
+# (--winnow-python, e.g. one synced with the notebook extra: `make bench-notebook`).
+WINNOW_PYTHON = sys.executable
+
+
 def winnow_command(
     pipeline: Path, profile: Path, input_dir: Path, out: Path, state: Path, batch_rows: int
 ) -> list[str]:
     return [
-        sys.executable, "-m", "winnow.cli", "run", str(pipeline),
+        WINNOW_PYTHON, "-m", "winnow.cli", "run", str(pipeline),
         "--profile", str(profile),
         "--input", str(input_dir),
         "--output", str(out),
@@ -546,7 +551,7 @@ def running_ray(work: Path, timeout: float = 120) -> Any:
         port = sock.getsockname()[1]
     temp = work / "ray"
     cmd = [
-        sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        WINNOW_PYTHON, "-m", "ray.scripts.scripts", "start", "--head", "--block",
         "--port", str(port), "--num-cpus", str(os.cpu_count() or 1),
         "--include-dashboard=false", "--node-ip-address", "127.0.0.1",
         "--temp-dir", str(temp), "--disable-usage-stats",
@@ -911,6 +916,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--keep-outputs", action="store_true", help="keep the temporary run folder")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per engine subprocess")
     p.add_argument("--json-out", type=Path, default=None, help="also write the results as JSON")
+    p.add_argument(
+        "--winnow-python",
+        default=None,
+        help="run Winnow under this interpreter (another environment, e.g. with the notebook "
+        "extra: make bench-notebook)",
+    )
     # Internal: the Ray Data / Daft subprocess.
     p.add_argument("--worker", choices=("raydata", "daft"), help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
@@ -934,10 +945,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global WINNOW_PYTHON
     args = parse_args(argv)
     if args.worker:
         worker_main(args.worker, args.input, args.output, args.batch_rows)
         return 0
+    if args.winnow_python:
+        WINNOW_PYTHON = str(Path(args.winnow_python).absolute())
+        print(f"Winnow runs under {WINNOW_PYTHON}", flush=True)
 
     missing = _preflight(args.engines)
     for engine, why in missing.items():
