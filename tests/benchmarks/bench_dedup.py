@@ -15,9 +15,12 @@ Input: ``--docs`` documents (default 60,000) in ``--files`` JSONL files
 into ``.bench/`` with ``pipelines/fuzzy_dedup.py``'s ``sample_inputs``
 recipe: about 10% of documents are a near copy of an earlier original (1-3%
 of words edited), 5% an exact copy, 5% a far variant (30% edited: not a
-duplicate), the rest new originals of 50-200 words from a 4,000-word
-vocabulary. The generator records each document's cluster (an original with
-its near and exact copies; a far variant is its own cluster), the ground truth.
+duplicate), the rest new originals of 50-200 words (``--words``) from a
+4,000-word vocabulary: about 875 bytes a document, 52 MB at the default size
+(the issue's datatrove figure, 133 s, was for 61,000 documents of 113 MB:
+``--words 100 400`` comes near that). The generator records each document's
+cluster (an original with its near and exact copies; a far variant is its
+own cluster), the ground truth.
 
 Fuzzy dedup, side by side on that corpus:
 
@@ -115,9 +118,14 @@ def _edit(words: list[str], fraction: float, rng: random.Random, vocab: list[str
     return out
 
 
-def ensure_corpus(data_root: Path, docs: int, files: int) -> tuple[Path, dict[str, Any]]:
+def ensure_corpus(
+    data_root: Path, docs: int, files: int, words: tuple[int, int] = (50, 200)
+) -> tuple[Path, dict[str, Any]]:
     """The JSONL folder and its facts (ground truth included); generated on first use."""
-    folder = data_root / f"dedup-{GENERATOR_VERSION}-n{docs}-f{files}"
+    name = f"dedup-{GENERATOR_VERSION}-n{docs}-f{files}"
+    if words != (50, 200):
+        name += f"-w{words[0]}-{words[1]}"
+    folder = data_root / name
     facts_path = folder / "truth.json"
     if facts_path.exists():
         return folder / "data", json.loads(facts_path.read_text())
@@ -148,7 +156,7 @@ def ensure_corpus(data_root: Path, docs: int, files: int) -> tuple[Path, dict[st
                     words, c, kind[i] = _edit(words, 0.3, rng, vocab), i, 3
                 cluster[i] = c
             else:
-                words = [rng.choice(vocab) for _ in range(rng.randint(50, 200))]
+                words = [rng.choice(vocab) for _ in range(rng.randint(*words))]
                 originals.append((i, words))
                 cluster[i] = i
             text = " ".join(words)
@@ -756,6 +764,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--docs", type=int, default=60_000, help="documents (default 60,000)")
     p.add_argument("--files", type=int, default=8, help="JSONL files (default 8)")
+    p.add_argument(
+        "--words",
+        type=int,
+        nargs=2,
+        default=(50, 200),
+        metavar=("MIN", "MAX"),
+        help="words per original (default 50 200: ~875 bytes a doc; 100 400 doubles the MB)",
+    )
     p.add_argument("--workers", type=int, default=2, help="datatrove workers, Ray Data CPUs")
     p.add_argument(
         "--engines",
@@ -780,8 +796,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.worker:
         return args
-    if args.docs < 10 or args.files < 2 or args.workers < 1:
-        p.error("--docs must be >= 10, --files >= 2 (datatrove shards files), --workers >= 1")
+    if (
+        args.docs < 10
+        or args.files < 2
+        or args.workers < 1
+        or not 1 <= args.words[0] <= args.words[1]
+    ):
+        p.error(
+            "--docs must be >= 10, --files >= 2 (datatrove shards files), --workers >= 1, "
+            "--words 1 <= MIN <= MAX"
+        )
     if args.files > args.docs:
         p.error("--files must not exceed --docs")
     args.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
@@ -797,7 +821,7 @@ def main(argv: list[str] | None = None) -> int:
         fn = {"datatrove": worker_datatrove, "raydata_exact": worker_raydata}[args.worker]
         print(RESULT_MARK + json.dumps(fn(args.input, args.work, args.workers)), flush=True)
         return 0
-    input_dir, facts = ensure_corpus(args.data_root, args.docs, args.files)
+    input_dir, facts = ensure_corpus(args.data_root, args.docs, args.files, tuple(args.words))
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="winnow-bench-dedup-", dir=args.workdir))
