@@ -119,12 +119,12 @@ def _edit(words: list[str], fraction: float, rng: random.Random, vocab: list[str
 
 
 def ensure_corpus(
-    data_root: Path, docs: int, files: int, words: tuple[int, int] = (50, 200)
+    data_root: Path, docs: int, files: int, length: tuple[int, int] = (50, 200)
 ) -> tuple[Path, dict[str, Any]]:
     """The JSONL folder and its facts (ground truth included); generated on first use."""
     name = f"dedup-{GENERATOR_VERSION}-n{docs}-f{files}"
-    if words != (50, 200):
-        name += f"-w{words[0]}-{words[1]}"
+    if length != (50, 200):
+        name += f"-w{length[0]}-{length[1]}"
     folder = data_root / name
     facts_path = folder / "truth.json"
     if facts_path.exists():
@@ -156,7 +156,7 @@ def ensure_corpus(
                     words, c, kind[i] = _edit(words, 0.3, rng, vocab), i, 3
                 cluster[i] = c
             else:
-                words = [rng.choice(vocab) for _ in range(rng.randint(*words))]
+                words = [rng.choice(vocab) for _ in range(rng.randint(*length))]
                 originals.append((i, words))
                 cluster[i] = i
             text = " ".join(words)
