@@ -2,13 +2,13 @@
 
 Not a pytest test (run it directly, or ``make bench-dedup``)::
 
-    uv run --group bench --with spacy --with orjson python tests/benchmarks/bench_dedup.py
-    uv run --group bench --with spacy --with orjson python tests/benchmarks/bench_dedup.py --docs 3000
+    uv run --group bench python tests/benchmarks/bench_dedup.py
+    uv run --group bench python tests/benchmarks/bench_dedup.py --docs 3000
 
-(The bench group lacks two of datatrove's optional packages: ``orjson``, which
-its ``JsonlReader`` requires, and ``spacy``: its English word tokenizer is
-spaCy's blank English. Without spacy the datatrove run uses a whitespace
-tokenizer instead, which is faster than its default, and says so.)
+(The bench group holds datatrove with ``orjson``, which its ``JsonlReader``
+requires, and ``spacy``: its default English word tokenizer is spaCy's blank
+English. Without spacy the datatrove run uses a whitespace tokenizer
+instead, which is faster than its default, and says so.)
 
 Input: ``--docs`` documents (default 60,000) in ``--files`` JSONL files
 (default 8), ``{"id": int, "text": str}``, generated deterministically once
