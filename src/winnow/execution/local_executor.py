@@ -176,12 +176,17 @@ class InProcessScheduler(Queues):
         queued = [i for i, queue in self.queues.items() if queue]
         if queued:
             flight = self.queues[max(queued)].popleft()
-            self.outstanding[flight.order] = Task(flight, 0, None)
+            self.track(flight.order, Task(flight, 0, None))
 
     def collect(self, timeout: float) -> Iterator[tuple[Task, StageResult]]:
-        """Run the task taken (``timeout`` does not apply: it runs to the end here)."""
+        """Run the task taken (``timeout`` does not apply: it runs to the end here).
+
+        It runs in the driver thread, so nothing watches it meanwhile: a stage
+        stuck here is not flagged, speculated or abandoned (a thread cannot be
+        killed); it is for pdb or py-spy to find.
+        """
         while self.outstanding:
-            _, task = self.outstanding.popitem()
+            task = self.untrack(next(iter(self.outstanding)))
             result, task.output = self._run(task.flight)
             yield task, result
 

@@ -68,6 +68,9 @@ class Progress:
     def advance(self, stage: str, rows: int) -> None:
         """One batch of ``stage`` finished with ``rows`` rows out."""
 
+    def straggling(self, stage: str, count: int) -> None:
+        """``count`` batches of ``stage`` now run far past its normal latency (0: none)."""
+
     def stop(self) -> None:
         """The run ended (finished, failed or stopped)."""
 
