@@ -8,7 +8,10 @@ differs. Each stage that has work gets one instance (``setup()`` once,
 code as a Ray stage actor, and sources are read here with the same
 ``reading.SourceStreams`` a reader actor runs. One task runs at a time, the
 batch furthest along first, so a batch goes through every stage before the
-next one starts (while no retry is waiting out its backoff).
+next one starts (while no retry is waiting out its backoff). A task runs in
+the driver thread, so nothing watches it while it runs: the straggler flag,
+speculation and ``stall_timeout_s`` (``execution.stalls``) do not apply here
+(there is no second worker, and a thread cannot be killed).
 """
 
 from __future__ import annotations

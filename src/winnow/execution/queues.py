@@ -153,6 +153,10 @@ class Queues(ABC):
         """The tasks on ``task``'s actor, in the order they run."""
         return list(self._lanes.get((task.stage, task.actor), ()))
 
+    def holds(self, task: Task) -> bool:
+        """Whether ``task`` is still outstanding."""
+        return any(t is task for t in self.outstanding.values())
+
     def key_of(self, task: Task) -> Any:
         """The key ``task`` is outstanding under."""
         return next(k for k, t in self.outstanding.items() if t is task)

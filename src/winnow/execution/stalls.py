@@ -113,10 +113,11 @@ class Watchdog:
         now = time.monotonic()
         abandoned = []
         for task in list(scheduler.outstanding.values()):
-            if task.started is None or task.twin or scheduler.stale(task):
-                continue
+            if task.started is None or scheduler.stale(task) or not scheduler.holds(task):
+                continue  # waiting behind another, stale, or requeued by an abandon just now
             running = now - task.started
-            if not task.flagged and running > self.policy.threshold(self.median(task.stage)):
+            late = running > self.policy.threshold(self.median(task.stage))
+            if late and not task.flagged and not task.twin:  # a twin may stall, not be flagged
                 self._flag(scheduler, task, running)
             if self._may_speculate(scheduler, task, stopping) and scheduler.speculate(task):
                 self._event("speculated", scheduler, task, twin=scheduler.twins(task)[0])
