@@ -108,6 +108,11 @@ def same_as_clean(where: Path, clean: Clean, record: dict[str, Any]) -> None:
     assert record["rows_out"] == reference["rows_out"] == 60
 
 
+def counts(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per stage, its batches and rows (less its busy time)."""
+    return {n: {k: v for k, v in c.items() if k != "busy_s"} for n, c in record["counts"].items()}
+
+
 class Flags(Progress):
     """Records what the runner tells a display about stragglers."""
 
@@ -141,6 +146,31 @@ def test_a_straggler_is_speculated_and_committed_once(
     ends = [e for e in journal if e["type"] == "straggler_end"]
     assert [e["outcome"] for e in ends] == ["lost to its speculative twin"]
     assert flags.calls == [("sleepy", 1), ("sleepy", 0)]
+
+
+def test_when_the_straggler_wins_its_twins_late_result_is_discarded(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    # The first try sleeps 1 s, its twin (sent once it is flagged, at 0.5 s) 1.5 s: the
+    # first try commits. Two batches in flight and a slow upper keep sleepy's pool busy
+    # with later batches (it is retired, its actors killed, once no batch needs it), so
+    # the twin's result comes in as it is, not as a killed actor's.
+    sleeps = ["sleepy.sleep_s=1", "sleepy.again_s=1.5", "upper.delay_s=1", "max_in_flight=2"]
+    record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", *sleeps])
+    assert record["status"] == "SUCCEEDED"
+    same_as_clean(tmp_path, clean, record)
+    assert counts(record) == counts(clean.record)
+    journal = events(tmp_path)
+    committed = Counter((e["stage"], e["key"]) for e in journal if e["type"] == "checkpoint")
+    assert len(committed) == 12 and set(committed.values()) == {1}
+    sleepy = [e for e in journal if e.get("stage") == "sleepy"]  # upper's first may be flagged
+    [discarded] = [e for e in sleepy if e["type"] == "speculation_discarded"]
+    [straggler] = [e for e in sleepy if e["type"] == "straggler"]
+    assert discarded["key"] == straggler["key"] and discarded["status"] == "SUCCEEDED", discarded
+    kept = checkpoints(tmp_path)["sleepy"][straggler["key"]]
+    assert discarded["digest"] == kept["digest"]  # content-addressed: the same bytes
+    ends = [e["outcome"] for e in sleepy if e["type"] == "straggler_end"]
+    assert ends == ["committed"]
 
 
 def test_past_the_stall_timeout_the_batch_is_retried_elsewhere(

@@ -3,8 +3,9 @@
 ``--set sleepy.sleep_id=25 --set sleepy.sleep_s=30 --set sleepy.marks=DIR``
 makes the batch holding id 25 sleep 30 s the first time any process runs it
 (a mark file in ``DIR`` remembers the try), and run at once every time after:
-a straggler whose speculative or retried attempt is fast. The sleep's
-parameters are output-neutral, so a clean run has the same keys and bytes.
+a straggler whose speculative or retried attempt is fast (``again_s`` makes
+the second try sleep instead, so the first one wins). The sleeps are
+output-neutral, so a clean run has the same keys and bytes.
 """
 
 from __future__ import annotations
@@ -28,18 +29,22 @@ class Sleepy(Stage):
     name = "sleepy"
     version = "1"
     resources = Resources(num_cpus=0.5, min_actors=2, max_actors=2)
-    neutral_params = ("marks", "sleep_id", "sleep_s")
+    neutral_params = ("marks", "sleep_id", "sleep_s", "again_s")
 
     marks: str = ""
     sleep_id: int = -1
     sleep_s: float = 0.0
+    again_s: float = 0.0  # how long its second try sleeps
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self.marks and self.sleep_id in batch.column("id").to_pylist():
-            mark = Path(self.marks) / f"slept-{self.sleep_id}"
-            if not mark.exists():
-                mark.touch()
+            first, second = (Path(self.marks) / f"{n}-{self.sleep_id}" for n in ("slept", "again"))
+            if not first.exists():
+                first.touch()
                 time.sleep(self.sleep_s)
+            elif not second.exists():
+                second.touch()
+                time.sleep(self.again_s)
         return batch
 
 
@@ -50,8 +55,12 @@ class Upper(Stage):
     name = "upper"
     version = "1"
     resources = Resources(num_cpus=0.5, max_actors=1)
+    neutral_params = ("delay_s",)
+
+    delay_s: float = 0.0  # every batch sleeps this long: a run that goes on for a while
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        time.sleep(self.delay_s)
         text = pc.utf8_upper(batch.column("text"))
         return batch.set_column(batch.schema.get_field_index("text"), "text", text)
 

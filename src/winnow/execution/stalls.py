@@ -155,6 +155,7 @@ class Watchdog:
             scheduler,
             task,
             status=str(result.status),
+            error=result.error.type if result.error else None,
             digest=digest,
             winner=winner,
         )
