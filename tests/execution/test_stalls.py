@@ -44,7 +44,11 @@ def source(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def execute(
-    where: Path, source: str, sets: list[str], progress: Progress | None = None
+    where: Path,
+    source: str,
+    sets: list[str],
+    progress: Progress | None = None,
+    executor: str = "ray",
 ) -> dict[str, Any]:
     (where / "marks").mkdir(exist_ok=True)
     request = RunRequest(
@@ -55,7 +59,7 @@ def execute(
         str(where / "state"),
         [*FAST, f"sleepy.marks={where / 'marks'}", *sets],
     )
-    return api.execute(api.resolve_session(request), executor="ray", progress=progress)
+    return api.execute(api.resolve_session(request), executor=executor, progress=progress)
 
 
 @dataclass
@@ -233,6 +237,20 @@ def test_a_straggler_is_flagged_in_status_while_it_runs(
     same_as_clean(tmp_path, clean, done[0])
     assert status_tool.status(state)["stragglers"] == []  # the job ended
     assert flags.calls == [("sleepy", 1), ("sleepy", 0)]
+
+
+def test_the_local_executor_flags_a_straggler_it_cannot_stop(
+    clean: Clean, tmp_path: Path, source: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = Flags()
+    sets = [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=2", "stall_timeout_s=1"]
+    record = execute(tmp_path, source, sets, flags, executor="local")
+    assert record["status"] == "SUCCEEDED"  # the timeout cannot apply: it ran to the end
+    same_as_clean(tmp_path, clean, record)
+    assert flags.calls == [("sleepy", 1), ("sleepy", 0)]
+    [flagged] = [e for e in events(tmp_path) if e["type"] == "straggler"]
+    assert flagged["stage"] == "sleepy" and "local executor" in flagged["actor"]
+    assert "has run 0.5s in this process (local executor)" in capsys.readouterr().err
 
 
 def test_the_flag_threshold_follows_the_stage_median() -> None:

@@ -9,9 +9,9 @@ code as a Ray stage actor, and sources are read here with the same
 ``reading.SourceStreams`` a reader actor runs. One task runs at a time, the
 batch furthest along first, so a batch goes through every stage before the
 next one starts (while no retry is waiting out its backoff). A task runs in
-the driver thread, so nothing watches it while it runs: the straggler flag,
-speculation and ``stall_timeout_s`` (``execution.stalls``) do not apply here
-(there is no second worker, and a thread cannot be killed).
+the driver thread: a timer flags a straggler (``execution.stalls``), but
+speculation and ``stall_timeout_s`` do not apply here (there is no second
+worker, and a thread cannot be killed).
 """
 
 from __future__ import annotations
@@ -184,13 +184,19 @@ class InProcessScheduler(Queues):
     def collect(self, timeout: float) -> Iterator[tuple[Task, StageResult]]:
         """Run the task taken (``timeout`` does not apply: it runs to the end here).
 
-        It runs in the driver thread, so nothing watches it meanwhile: a stage
-        stuck here is not flagged, speculated or abandoned (a thread cannot be
-        killed); it is for pdb or py-spy to find.
+        It runs in the driver thread: a timer flags it once it runs late, but
+        it is neither speculated nor abandoned (there is no second worker, and
+        a thread cannot be killed).
         """
         while self.outstanding:
             task = self.untrack(next(iter(self.outstanding)))
-            result, task.output = self._run(task.flight)
+            timer = self.watchdog.watch_in_driver(self, task) if self.watchdog else None
+            try:
+                result, task.output = self._run(task.flight)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                    timer.join()  # a flag being raised is done before the result is settled
             yield task, result
 
     def _run(self, flight: Flight) -> tuple[StageResult, Any]:

@@ -17,11 +17,14 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from winnow.execution.flight import Flight
 from winnow.plan import BatchPlan
 from winnow.records import StageResult
+
+if TYPE_CHECKING:  # stalls imports this module
+    from winnow.execution.stalls import Watchdog
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Queues(ABC):
         self.names = names
         self.max_in_flight = max_in_flight
         self._tie = itertools.count()
+        self.watchdog: Watchdog | None = None  # the run's, set by the runner
         # per (stage, actor), its tasks in the order sent: an actor runs them in that order
         self._lanes: dict[tuple[int, int], deque[Task]] = {}
 

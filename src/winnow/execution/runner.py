@@ -93,6 +93,7 @@ class Runner:
         self.watchdog = Watchdog(
             StallPolicy.of(plan.profile), self.names, job_id, self.events.append, self.progress
         )
+        self.scheduler.watchdog = self.watchdog
         self._unfinished = {f.order: f for f in flights}  # not yet in the row accounting
         self._last_flush = time.monotonic()
 

@@ -22,13 +22,16 @@ stage task has run far past its stage's normal latency:
 
 Which of these an executor can do is its own: the Ray scheduler kills and
 restarts actors; the local executor runs one task at a time in the driver
-thread, so nothing can watch it while it runs and a thread cannot be killed:
-there, none of this applies (a stuck local run is for pdb or py-spy).
+thread, which cannot be killed and has no second worker: there a timer only
+flags the straggler (display, stderr, journal), and a stuck local run is for
+Ctrl-C, pdb or py-spy.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -158,6 +161,29 @@ class Watchdog:
             error=result.error.type if result.error else None,
             digest=digest,
             winner=winner,
+        )
+
+    def watch_in_driver(self, scheduler: Queues, task: Task) -> threading.Timer:
+        """Start a timer that flags ``task``, run in the driver thread, once it runs late.
+
+        For the local executor, whose driver loop is blocked while a task runs:
+        the flag reaches the display and stderr at once, the journal with the
+        next flush. Cancel and join the timer when the task returns.
+        """
+        delay = self.policy.threshold(self.median(task.stage))
+        timer = threading.Timer(delay, self._flag_in_driver, (scheduler, task, delay))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _flag_in_driver(self, scheduler: Queues, task: Task, running: float) -> None:
+        self._flag(scheduler, task, running)
+        print(
+            f"note: stage {self.names[task.stage]!r}, batch {_key(task)[:16]}, has run "
+            f"{running:.1f}s in this process (local executor), far past its stage's norm; "
+            "nothing here can stop or re-run it: wait, or interrupt (Ctrl-C) and rerun, "
+            "which skips every committed batch",
+            file=sys.stderr,
         )
 
     def _flag(self, scheduler: Queues, task: Task, running: float) -> None:
