@@ -113,8 +113,12 @@ def same_as_clean(where: Path, clean: Clean, record: dict[str, Any]) -> None:
 
 
 def counts(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per stage, its batches and rows (less its busy time)."""
-    return {n: {k: v for k, v in c.items() if k != "busy_s"} for n, c in record["counts"].items()}
+    """Per stage, its batches and rows (less its busy time and straggler counts)."""
+    circumstances = {"busy_s", "straggled", "speculated", "abandoned"}
+    return {
+        n: {k: v for k, v in c.items() if k not in circumstances}
+        for n, c in record["counts"].items()
+    }
 
 
 class Flags(Progress):
@@ -150,6 +154,9 @@ def test_a_straggler_is_speculated_and_committed_once(
     ends = [e for e in journal if e["type"] == "straggler_end"]
     assert [e["outcome"] for e in ends] == ["lost to its speculative twin"]
     assert flags.calls == [("sleepy", 1), ("sleepy", 0)]
+    sleepy = record["counts"]["sleepy"]
+    assert (sleepy["straggled"], sleepy["speculated"], sleepy["abandoned"]) == (1, 1, 0)
+    assert counts(record) == counts(clean.record)
 
 
 def test_when_the_straggler_wins_its_twins_late_result_is_discarded(
@@ -196,6 +203,8 @@ def test_past_the_stall_timeout_the_batch_is_retried_elsewhere(
     assert len(abandoned) == 1 and abandoned[0]["key"][:16] in message
     attempts = sorted(r["attempt"] for r in checkpoints(tmp_path)["sleepy"].values())
     assert attempts == [1, 1, 1, 1, 1, 2]  # the stalled batch committed on its second try
+    sleepy = record["counts"]["sleepy"]
+    assert (sleepy["abandoned"], sleepy["speculated"], sleepy["retried"]) == (1, 0, 1)
 
 
 def test_a_batch_that_stalls_past_its_attempts_fails_the_job_by_name(

@@ -21,6 +21,7 @@ def test_a_straggler_is_listed_while_its_job_runs_until_it_ends(tmp_path: Path) 
     listed = open_stragglers(state, running)
     assert [(s["job_id"], s["key"]) for s in listed] == [("j1", "k1"), ("j1", "k2")]
     assert listed[0]["actor"] == "winnow:j1:embed:0" and listed[0]["running_s"] == 12.5
+    assert 12.5 <= listed[0]["running_now_s"] < 60  # flagged at 12.5 s, a moment ago
     state.append_events(
         [event("straggler_end", "j1", stage="embed", key="k1", outcome="committed")]
     )

@@ -172,8 +172,8 @@ def _status_view(data: dict[str, Any]) -> Group:
     for b in data.get("stragglers", []):
         parts.append(
             f"[yellow]straggling[/yellow] {b['stage']} {str(b['key'])[:16]} on {b['actor']} "
-            f"(job {b['job_id']}): over {b['running_s']}s when flagged "
-            f"(threshold {b['threshold_s']}s)"
+            f"(job {b['job_id']}): running {b['running_now_s']}s, flagged past "
+            f"{b['threshold_s']}s"
         )
     for f in data["failures"][:10]:
         parts.append(

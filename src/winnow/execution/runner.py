@@ -91,7 +91,12 @@ class Runner:
         ]
         self.scheduler = scheduler(flights, self.events.append)
         self.watchdog = Watchdog(
-            StallPolicy.of(plan.profile), self.names, job_id, self.events.append, self.progress
+            StallPolicy.of(plan.profile),
+            self.names,
+            job_id,
+            self.events.append,
+            self.progress,
+            self.committer.counts,
         )
         self.scheduler.watchdog = self.watchdog
         self._unfinished = {f.order: f for f in flights}  # not yet in the row accounting

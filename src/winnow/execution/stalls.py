@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from winnow.execution.outcome import Progress
+from winnow.execution.outcome import Progress, StageCounts
 from winnow.execution.queues import Queues, Task
 from winnow.profile import Profile
 from winnow.records import BatchStatus, ErrorRecord, StageResult
@@ -88,6 +88,7 @@ class Watchdog:
         job_id: the job, for events.
         emit: where events go (written with the runner's next flush).
         progress: the display told how many batches of a stage straggle.
+        counts: per stage name, the run's counts (straggled, speculated, abandoned).
     """
 
     def __init__(
@@ -97,8 +98,10 @@ class Watchdog:
         job_id: str,
         emit: Callable[[dict[str, Any]], None],
         progress: Progress,
+        counts: dict[str, StageCounts],
     ) -> None:
         self.policy = policy
+        self.counts = counts
         self.names = names
         self.job_id = job_id
         self.emit = emit
@@ -123,6 +126,7 @@ class Watchdog:
             if late and not task.flagged and not task.twin:  # a twin may stall, not be flagged
                 self._flag(scheduler, task, running)
             if self._may_speculate(scheduler, task, stopping) and scheduler.speculate(task):
+                self.counts[self.names[task.stage]].speculated += 1
                 self._event("speculated", scheduler, task, twin=scheduler.twins(task)[0])
             timeout = self.policy.timeout_s
             if timeout is not None and running > timeout and scheduler.abandon(task):
@@ -188,6 +192,7 @@ class Watchdog:
 
     def _flag(self, scheduler: Queues, task: Task, running: float) -> None:
         task.flagged = True
+        self.counts[self.names[task.stage]].straggled += 1
         self.flagged[task.stage] = self.flagged.get(task.stage, 0) + 1
         self.progress.straggling(self.names[task.stage], self.flagged[task.stage])
         median = self.median(task.stage)
@@ -211,6 +216,7 @@ class Watchdog:
             f"past stall_timeout_s={timeout:g}: the actor was killed (and restarted) and the "
             "batch is retried on another actor while max_attempts allows"
         )
+        self.counts[self.names[task.stage]].abandoned += 1
         self._event("stall_abandoned", scheduler, task, running_s=round(running, 3))
         self.unflag(task, "abandoned")
         return StageResult(

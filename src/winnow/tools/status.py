@@ -6,6 +6,7 @@ Jobs, queue depth, per-stage counts, failures, quarantined records and state dam
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from winnow.records import JOB_ACTIVE, BatchStatus, JobStatus
@@ -161,7 +162,8 @@ def open_stragglers(state: State, jobs: list[dict[str, Any]]) -> list[dict[str, 
     """The batches of running jobs flagged as stragglers and not ended since.
 
     From the event journal (the driver flushes it every few seconds): a
-    ``straggler`` event whose batch has no ``straggler_end`` event after it.
+    ``straggler`` event whose batch has no ``straggler_end`` event after it,
+    with ``running_now_s``, how long it has run by now.
     """
     running = {j.get("job_id") for j in jobs if j.get("status") == JobStatus.RUNNING}
     if not running:
@@ -178,4 +180,11 @@ def open_stragglers(state: State, jobs: list[dict[str, Any]]) -> list[dict[str, 
             }
         elif e.get("type") == "straggler_end":
             flagged.pop(batch, None)
+    now = datetime.now(UTC)
+    for item in flagged.values():  # how long it has run by now (the clocks of one host)
+        try:
+            since = (now - datetime.fromisoformat(str(item["ts"]))).total_seconds()
+            item["running_now_s"] = round(float(item["running_s"] or 0) + since, 1)
+        except (TypeError, ValueError):
+            item["running_now_s"] = item["running_s"]
     return list(flagged.values())
