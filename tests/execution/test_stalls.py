@@ -10,6 +10,7 @@ flag it. Every finished run's output and checkpoints equal a clean run's.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -184,6 +185,20 @@ def test_when_the_straggler_wins_its_twins_late_result_is_discarded(
     assert ends == ["committed"]
 
 
+def test_a_failed_twin_is_dropped_while_the_straggler_may_still_commit(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    sleeps = ["sleepy.sleep_s=2", "sleepy.again_fails=true", "max_attempts=1"]
+    record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", *sleeps])
+    assert record["status"] == "SUCCEEDED"  # one try allowed: the twin's failure was not one
+    same_as_clean(tmp_path, clean, record)
+    assert counts(record) == counts(clean.record) and record["errors"] == {}
+    sleepy = [e for e in events(tmp_path) if e.get("stage") == "sleepy"]
+    [discarded] = [e for e in sleepy if e["type"] == "speculation_discarded"]
+    assert (discarded["status"], discarded["error"]) == ("FAILED", "RuntimeError")
+    assert [e["outcome"] for e in sleepy if e["type"] == "straggler_end"] == ["committed"]
+
+
 def test_past_the_stall_timeout_the_batch_is_retried_elsewhere(
     clean: Clean, tmp_path: Path, source: str
 ) -> None:
@@ -203,6 +218,12 @@ def test_past_the_stall_timeout_the_batch_is_retried_elsewhere(
     assert len(abandoned) == 1 and abandoned[0]["key"][:16] in message
     attempts = sorted(r["attempt"] for r in checkpoints(tmp_path)["sleepy"].values())
     assert attempts == [1, 1, 1, 1, 1, 2]  # the stalled batch committed on its second try
+    slept = int((tmp_path / "marks" / f"slept-{SLEEPER}").read_text())
+    store = api.open_state(str(tmp_path / "state")).checkpoints()
+    kept = store.load("sleepy").records[abandoned[0]["key"]]
+    assert kept["pid"] != slept  # committed by another process ...
+    with pytest.raises(ProcessLookupError):
+        os.kill(slept, 0)  # ... and the sleeping one is gone
     sleepy = record["counts"]["sleepy"]
     assert (sleepy["abandoned"], sleepy["speculated"], sleepy["retried"]) == (1, 0, 1)
 

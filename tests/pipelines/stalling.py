@@ -10,6 +10,7 @@ output-neutral, so a clean run has the same keys and bytes.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,22 +30,25 @@ class Sleepy(Stage):
     name = "sleepy"
     version = "1"
     resources = Resources(num_cpus=0.5, min_actors=2, max_actors=2)
-    neutral_params = ("marks", "sleep_id", "sleep_s", "again_s")
+    neutral_params = ("marks", "sleep_id", "sleep_s", "again_s", "again_fails")
 
     marks: str = ""
     sleep_id: int = -1
     sleep_s: float = 0.0
     again_s: float = 0.0  # how long its second try sleeps
+    again_fails: bool = False  # its second try raises (after sleeping again_s)
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         if self.marks and self.sleep_id in batch.column("id").to_pylist():
             first, second = (Path(self.marks) / f"{n}-{self.sleep_id}" for n in ("slept", "again"))
             if not first.exists():
-                first.touch()
+                first.write_text(str(os.getpid()))  # the tests look for this process
                 time.sleep(self.sleep_s)
             elif not second.exists():
                 second.touch()
                 time.sleep(self.again_s)
+                if self.again_fails:
+                    raise RuntimeError("sleepy: the second try fails on purpose")
         return batch
 
 

@@ -43,6 +43,7 @@ class Task:
             while it waits behind another task.
         flagged: it was flagged as a straggler.
         twin: a speculative second attempt of a straggler.
+        speculated: a twin of this task was sent (a straggler gets one).
     """
 
     flight: Flight
@@ -53,6 +54,7 @@ class Task:
     started: float | None = None
     flagged: bool = False
     twin: bool = False
+    speculated: bool = False
 
 
 class Inputs(Protocol):

@@ -125,7 +125,8 @@ class Watchdog:
             late = running > self.policy.threshold(self.median(task.stage))
             if late and not task.flagged and not task.twin:  # a twin may stall, not be flagged
                 self._flag(scheduler, task, running)
-            if self._may_speculate(scheduler, task, stopping) and scheduler.speculate(task):
+            if self._may_speculate(task, stopping) and scheduler.speculate(task):
+                task.speculated = True
                 self.counts[self.names[task.stage]].speculated += 1
                 self._event("speculated", scheduler, task, twin=scheduler.twins(task)[0])
             timeout = self.policy.timeout_s
@@ -133,9 +134,9 @@ class Watchdog:
                 abandoned.append((task, self._stalled(scheduler, task, running, timeout)))
         return abandoned
 
-    def _may_speculate(self, scheduler: Queues, task: Task, stopping: bool) -> bool:
-        """A flagged task gets one twin, when the policy allows and the job goes on."""
-        return task.flagged and self.policy.speculate and not stopping and not scheduler.twins(task)
+    def _may_speculate(self, task: Task, stopping: bool) -> bool:
+        """A flagged task gets one twin (not another if that one fails), while the job goes on."""
+        return task.flagged and not task.speculated and self.policy.speculate and not stopping
 
     def observe(self, task: Task, result: StageResult, outcome: str) -> None:
         """A task's result is in (``outcome``: committed, discarded...); learn its latency."""
