@@ -28,7 +28,8 @@ from winnow.request import RunRequest
 from winnow.tools import status as status_tool
 
 STALLING = str(ROOT / "tests" / "pipelines" / "stalling.py")
-FAST = ["batch_rows=10", "retry_backoff_s=0.01", "straggler_min_s=0.5", "straggler_factor=3"]
+# Flag past 1 s (or 3x the median): a cold actor's first batch on a busy machine stays under it.
+FAST = ["batch_rows=10", "retry_backoff_s=0.01", "straggler_min_s=1", "straggler_factor=3"]
 SLEEPER = 25  # the id whose batch (rows 20-29) sleeps on its first try
 CIRCUMSTANCES = {"ts", "started_at", "duration_s", "process_s", "commit_s"}
 CIRCUMSTANCES |= {"node", "node_id", "pid", "job_id"}
@@ -132,6 +133,19 @@ class Flags(Progress):
         self.calls.append((stage, count))
 
 
+def sleeper_key(where: Path) -> str:
+    """The sleepy stage's key of the batch that sleeps (rows 20-29)."""
+    records = api.open_state(str(where / "state")).checkpoints().load("sleepy").records
+    [key] = [k for k, r in records.items() if r["source"]["start"] == 20]
+    return key
+
+
+def flagged_then_cleared(flags: Flags) -> bool:
+    """The sleepy stage's bar was flagged, and its flag cleared by the end."""
+    sleepy = [count for stage, count in flags.calls if stage == "sleepy"]
+    return bool(sleepy) and sleepy[0] == 1 and sleepy[-1] == 0
+
+
 def test_a_straggler_is_speculated_and_committed_once(
     clean: Clean, tmp_path: Path, source: str
 ) -> None:
@@ -147,27 +161,29 @@ def test_a_straggler_is_speculated_and_committed_once(
     same_as_clean(tmp_path, clean, record)
     journal = events(tmp_path)
     kinds = Counter(e["type"] for e in journal)
-    assert kinds["straggler"] == 1 and kinds["speculated"] == 1
     assert kinds["retry"] == 0 and kinds["batch_failed"] == 0
     committed = Counter((e["stage"], e["key"]) for e in journal if e["type"] == "checkpoint")
     assert len(committed) == 12 and set(committed.values()) == {1}  # once per batch and stage
     assert all(r["attempt"] == 1 for c in checkpoints(tmp_path).values() for r in c.values())
-    ends = [e for e in journal if e["type"] == "straggler_end"]
-    assert [e["outcome"] for e in ends] == ["lost to its speculative twin"]
-    assert flags.calls == [("sleepy", 1), ("sleepy", 0)]
+    mine = [e for e in journal if e.get("key") == sleeper_key(tmp_path)]
+    kinds = Counter(e["type"] for e in mine)
+    assert kinds["straggler"] == 1 and kinds["speculated"] == 1
+    ends = [e["outcome"] for e in mine if e["type"] == "straggler_end"]
+    assert ends == ["lost to its speculative twin"]
+    assert flagged_then_cleared(flags)
     sleepy = record["counts"]["sleepy"]
-    assert (sleepy["straggled"], sleepy["speculated"], sleepy["abandoned"]) == (1, 1, 0)
+    assert sleepy["straggled"] >= 1 and sleepy["speculated"] >= 1 and sleepy["abandoned"] == 0
     assert counts(record) == counts(clean.record)
 
 
 def test_when_the_straggler_wins_its_twins_late_result_is_discarded(
     clean: Clean, tmp_path: Path, source: str
 ) -> None:
-    # The first try sleeps 1 s, its twin (sent once it is flagged, at 0.5 s) 1.5 s: the
+    # The first try sleeps 2.5 s, its twin (sent once it is flagged, at 1 s) 3 s: the
     # first try commits. Two batches in flight and a slow upper keep sleepy's pool busy
     # with later batches (it is retired, its actors killed, once no batch needs it), so
     # the twin's result comes in as it is, not as a killed actor's.
-    sleeps = ["sleepy.sleep_s=1", "sleepy.again_s=1.5", "upper.delay_s=1.5", "max_in_flight=2"]
+    sleeps = ["sleepy.sleep_s=2.5", "sleepy.again_s=3", "upper.delay_s=1.5", "max_in_flight=2"]
     record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", *sleeps])
     assert record["status"] == "SUCCEEDED"
     same_as_clean(tmp_path, clean, record)
@@ -188,7 +204,7 @@ def test_when_the_straggler_wins_its_twins_late_result_is_discarded(
 def test_a_failed_twin_is_dropped_while_the_straggler_may_still_commit(
     clean: Clean, tmp_path: Path, source: str
 ) -> None:
-    sleeps = ["sleepy.sleep_s=2", "sleepy.again_fails=true", "max_attempts=1"]
+    sleeps = ["sleepy.sleep_s=3", "sleepy.again_fails=true", "max_attempts=1"]
     record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", *sleeps])
     assert record["status"] == "SUCCEEDED"  # one try allowed: the twin's failure was not one
     same_as_clean(tmp_path, clean, record)
@@ -204,7 +220,7 @@ def test_past_the_stall_timeout_the_batch_is_retried_elsewhere(
 ) -> None:
     sets = [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=60", "speculate=false"]
     t0 = time.monotonic()
-    record = execute(tmp_path, source, [*sets, "stall_timeout_s=2"])
+    record = execute(tmp_path, source, [*sets, "stall_timeout_s=5"])
     assert time.monotonic() - t0 < 40
     assert record["status"] == "SUCCEEDED"
     assert finals(record) == finals(clean.record)
@@ -212,7 +228,7 @@ def test_past_the_stall_timeout_the_batch_is_retried_elsewhere(
     stalled = record["errors"]["Stalled"]
     assert stalled["count"] == 1 and stalled["stages"] == ["sleepy"]
     message = stalled["example"]["message"]
-    assert "stage 'sleepy'" in message and "stall_timeout_s=2" in message
+    assert "stage 'sleepy'" in message and "stall_timeout_s=5" in message
     assert "winnow:" in message and ":sleepy:" in message  # the actor's name
     abandoned = [e for e in events(tmp_path) if e["type"] == "stall_abandoned"]
     assert len(abandoned) == 1 and abandoned[0]["key"][:16] in message
@@ -232,7 +248,7 @@ def test_a_batch_that_stalls_past_its_attempts_fails_the_job_by_name(
     local_ray: None, tmp_path: Path, source: str
 ) -> None:
     sets = [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=60", "speculate=false"]
-    record = execute(tmp_path, source, [*sets, "stall_timeout_s=2", "max_attempts=1"])
+    record = execute(tmp_path, source, [*sets, "stall_timeout_s=5", "max_attempts=1"])
     assert record["status"] == "FAILED"
     [poison] = record["poison_batches"]
     assert poison["stage"] == "sleepy" and poison["error_type"] == "Stalled"
@@ -257,16 +273,18 @@ def test_a_straggler_is_flagged_in_status_while_it_runs(
     while not seen and runner.is_alive() and time.monotonic() < deadline:
         time.sleep(0.3)
         if (tmp_path / "state").exists():
-            seen = status_tool.status(state)["stragglers"]
+            listed = status_tool.status(state)["stragglers"]
+            seen = [s for s in listed if s["stage"] == "sleepy"]
     runner.join(60)
     assert seen, "status never listed the straggler"
     [flagged] = seen
-    assert flagged["stage"] == "sleepy" and ":sleepy:" in flagged["actor"]
-    assert flagged["running_s"] >= 0.5
+    assert ":sleepy:" in flagged["actor"] and flagged["running_s"] >= 1
+    assert flagged["running_now_s"] >= flagged["running_s"]
     assert done[0]["status"] == "SUCCEEDED"
     same_as_clean(tmp_path, clean, done[0])
     assert status_tool.status(state)["stragglers"] == []  # the job ended
-    assert flags.calls == [("sleepy", 1), ("sleepy", 0)]
+    assert flagged["key"] == sleeper_key(tmp_path)
+    assert flagged_then_cleared(flags)
 
 
 def test_the_local_executor_flags_a_straggler_it_cannot_stop(
@@ -277,9 +295,10 @@ def test_the_local_executor_flags_a_straggler_it_cannot_stop(
     record = execute(tmp_path, source, sets, flags, executor="local")
     assert record["status"] == "SUCCEEDED"  # the timeout cannot apply: it ran to the end
     same_as_clean(tmp_path, clean, record)
-    assert flags.calls == [("sleepy", 1), ("sleepy", 0)]
-    [flagged] = [e for e in events(tmp_path) if e["type"] == "straggler"]
-    assert flagged["stage"] == "sleepy" and "local executor" in flagged["actor"]
+    assert flagged_then_cleared(flags)
+    flagged = [e for e in events(tmp_path) if e["type"] == "straggler"]
+    assert [e["key"] for e in flagged if e["stage"] == "sleepy"] == [sleeper_key(tmp_path)]
+    assert all("local executor" in e["actor"] for e in flagged)
     note = capsys.readouterr().err
     assert "stage 'sleepy', batch " in note and "s in this process (local executor)" in note
 
