@@ -149,16 +149,17 @@ class Runner:
         """Commit one stage result and send its batch where the committer routes it.
 
         Of two attempts at one batch (a straggler and its speculative twin) the
-        first result in is committed; a failure is not while the other may still
-        succeed, and a result that comes in after its batch moved on is dropped,
-        so a batch is committed and counted once.
+        first result in is committed; a stage failure is not while the other may
+        still succeed (a store that refused a write or failed verification is:
+        it stops the job), and a result that comes in after its batch moved on
+        is dropped, so a batch is committed and counted once.
         """
         if self.scheduler.stale(task):
             self.watchdog.observe(task, result, "discarded")
             self.watchdog.discarded(self.scheduler, task, result, "the other attempt")
             return
         twins = self.scheduler.twins(task)
-        if twins and result.status != BatchStatus.SUCCEEDED:
+        if twins and result.status == BatchStatus.FAILED:
             self.watchdog.observe(task, result, "failed")
             self.watchdog.discarded(self.scheduler, task, result, "pending")
             return
