@@ -9,6 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from rich.console import Console
 
 from tests.conftest import ROOT
 from winnow.progress import NotebookBars, StageBars, auto_progress, in_notebook
@@ -33,6 +34,23 @@ def test_notebook_bars_draw_every_stage_in_order():
     assert "&lt;b&gt;" in page and "<b>" not in page  # stage names are escaped
     assert "<progress value='1' max='4'" in page
     assert bars.text().splitlines()[1].startswith("embed")
+
+
+def test_a_straggling_stage_is_flagged_on_its_bar_until_it_ends():
+    bars = NotebookBars()
+    bars.totals, bars.done, bars.rows = {"embed": 4, "upper": 4}, {"embed": 1, "upper": 0}, {}
+    bars.straggling("embed", 2)
+    assert "2 straggling batches" in bars.text().splitlines()[0]
+    assert "straggling" not in bars.text().splitlines()[1]
+    bars.straggling("embed", 0)
+    assert "straggling" not in bars.text()
+
+    out = Terminal()
+    terminal = StageBars(Console(file=out, width=120))
+    terminal.start({"embed": 4}, {"embed": 0})
+    terminal.straggling("embed", 1)
+    terminal.stop()
+    assert "1 straggling batch" in out.getvalue()
 
 
 @pytest.mark.slow

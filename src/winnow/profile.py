@@ -74,6 +74,26 @@ class Profile(BaseModel):
         default="size", description="how a rerun checks a committed artifact before skipping"
     )
     checkpoint_flush_every: int = Field(default=256, ge=1)
+    straggler_factor: float = Field(
+        default=5.0,
+        gt=0,
+        description="a batch running this many times its stage's median batch latency so "
+        "far (and at least straggler_min_s) is flagged as a straggler",
+    )
+    straggler_min_s: float = Field(
+        default=10.0, ge=0, description="no batch is flagged before it has run this long"
+    )
+    stall_timeout_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="a batch running this long is abandoned: its actor is killed (and "
+        "restarted) and the batch retried, counted against max_attempts; off (None) by default",
+    )
+    speculate: bool = Field(
+        default=True,
+        description="run a flagged straggler a second time on an idle actor of its stage "
+        "(when the stage's queue is empty); the first verified result is committed",
+    )
     ray_num_cpus: int | None = Field(default=None, ge=1)
     partition_mb: int = Field(
         default=512,

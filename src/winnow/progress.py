@@ -55,6 +55,7 @@ class StageBars(RunnerProgress):
             MofNCompleteColumn(),
             RowsPerSecond(),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[note]}", style="yellow"),
             console=self.console,
             transient=False,
         )
@@ -65,7 +66,7 @@ class StageBars(RunnerProgress):
         now = time.monotonic()
         for name, total in totals.items():
             self.tasks[name] = self.bars.add_task(
-                name, total=total, completed=done[name], rows=0, t0=now
+                name, total=total, completed=done[name], rows=0, t0=now, note=""
             )
         self.bars.start()
 
@@ -74,6 +75,10 @@ class StageBars(RunnerProgress):
         task = self.tasks[stage]
         rows_so_far = self.bars.tasks[task].fields.get("rows", 0) + rows
         self.bars.update(task, advance=1, rows=rows_so_far)
+
+    def straggling(self, stage: str, count: int) -> None:
+        """Flag (or, at 0, unflag) a stage's bar: ``count`` batches run far past its norm."""
+        self.bars.update(self.tasks[stage], note=straggling_note(count))
 
     def stop(self) -> None:
         """Stop drawing; the bars stay on screen."""
@@ -97,6 +102,7 @@ class NotebookBars(RunnerProgress):
         self.totals: dict[str, int] = {}
         self.done: dict[str, int] = {}
         self.rows: dict[str, int] = {}
+        self.notes: dict[str, str] = {}
         self.t0 = time.monotonic()
         self._drawn = 0.0
         self._handle: Any = None
@@ -120,6 +126,11 @@ class NotebookBars(RunnerProgress):
         if time.monotonic() - self._drawn >= self.every_s:
             self._draw()
 
+    def straggling(self, stage: str, count: int) -> None:
+        """Flag (or, at 0, unflag) a stage's row: ``count`` batches run far past its norm."""
+        self.notes[stage] = straggling_note(count)
+        self._draw()
+
     def stop(self) -> None:
         """Draw the final state; the table stays in the cell's output."""
         self._ended = True
@@ -131,13 +142,14 @@ class NotebookBars(RunnerProgress):
         self._drawn = time.monotonic()
 
     def lines(self) -> list[tuple[str, int, int, str, str]]:
-        """Per stage: name, batches done, total, rows/s (blank until rows pass), elapsed."""
+        """Per stage: name, batches done, total, rows/s and any straggler flag, elapsed."""
         elapsed = max(time.monotonic() - self.t0, 1e-6)
         clock = time.strftime("%H:%M:%S", time.gmtime(elapsed))
         out = []
         for name, total in self.totals.items():
             rows = self.rows.get(name, 0)
             rate = f"{rows / elapsed:,.0f} rows/s" if rows else ""
+            rate = " ".join(filter(None, [rate, self.notes.get(name, "")]))
             out.append((name, self.done.get(name, 0), total, rate, clock))
         return out
 
@@ -157,6 +169,13 @@ class NotebookBars(RunnerProgress):
             f"{name:<12} {done}/{total} {rate} {clock}".rstrip()
             for name, done, total, rate, clock in self.lines()
         )
+
+
+def straggling_note(count: int) -> str:
+    """What a stage's bar says while ``count`` of its batches straggle ("" when none)."""
+    if not count:
+        return ""
+    return f"{count} straggling batch{'es' if count > 1 else ''}"
 
 
 class _Rendered:

@@ -169,6 +169,12 @@ def _status_view(data: dict[str, Any]) -> Group:
         parts.append(warning)
     if data["damage"]:
         parts.append(f"[yellow]fix:[/yellow] {escape(data['damage_fix'])}")
+    for b in data.get("stragglers", []):
+        parts.append(
+            f"[yellow]straggling[/yellow] {b['stage']} {str(b['key'])[:16]} on {b['actor']} "
+            f"(job {b['job_id']}): running {b['running_now_s']}s, flagged past "
+            f"{b['threshold_s']}s"
+        )
     for f in data["failures"][:10]:
         parts.append(
             f"[red]failed[/red] {f['stage']} {f['key'][:16]} attempt {f['attempt']}: "

@@ -70,6 +70,14 @@ def print_summary(record: dict[str, Any]) -> None:
         f"{skipped:.0f}% of stage batches skipped; rows in {record.get('rows_in', 0):,}, "
         f"rows out {record.get('rows_out', 0):,}"
     )
+    stalls = [
+        f"{name}: {c['straggled']} straggled, {c['speculated']} re-run on an idle actor, "
+        f"{c['abandoned']} abandoned past stall_timeout_s"
+        for name, c in (record.get("counts") or {}).items()
+        if c.get("straggled") or c.get("abandoned")
+    ]
+    if stalls:
+        out.print(f"[yellow]stragglers[/yellow] {'; '.join(stalls)}")
     for p in record.get("poison_batches") or []:
         out.print(
             f"[red]failed batch[/red] {p['stage']} {p['source']['file']} rows "

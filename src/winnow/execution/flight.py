@@ -28,6 +28,9 @@ class Flight:
         reader: the reader actor that read a stage-0 input (None in-process).
         rows: per stage, its row counts once committed (None: not finished).
         infra: failures of the cluster (an actor or node lost), not of the batch.
+        epoch: how many stage results of this batch were committed; a task sent
+            in an earlier epoch (a straggler whose speculative twin won) is stale
+            and its late result is discarded.
     """
 
     order: int
@@ -40,3 +43,4 @@ class Flight:
     reader: int | None = None
     rows: dict[int, dict[str, Any] | None] = field(default_factory=dict)
     infra: int = 0
+    epoch: int = 0

@@ -8,7 +8,10 @@ differs. Each stage that has work gets one instance (``setup()`` once,
 code as a Ray stage actor, and sources are read here with the same
 ``reading.SourceStreams`` a reader actor runs. One task runs at a time, the
 batch furthest along first, so a batch goes through every stage before the
-next one starts (while no retry is waiting out its backoff).
+next one starts (while no retry is waiting out its backoff). A task runs in
+the driver thread: a timer flags a straggler (``execution.stalls``), but
+speculation and ``stall_timeout_s`` do not apply here (there is no second
+worker, and a thread cannot be killed).
 """
 
 from __future__ import annotations
@@ -176,13 +179,24 @@ class InProcessScheduler(Queues):
         queued = [i for i, queue in self.queues.items() if queue]
         if queued:
             flight = self.queues[max(queued)].popleft()
-            self.outstanding[flight.order] = Task(flight, 0, None)
+            self.track(flight.order, Task(flight, 0, None))
 
     def collect(self, timeout: float) -> Iterator[tuple[Task, StageResult]]:
-        """Run the task taken (``timeout`` does not apply: it runs to the end here)."""
+        """Run the task taken (``timeout`` does not apply: it runs to the end here).
+
+        It runs in the driver thread: a timer flags it once it runs late, but
+        it is neither speculated nor abandoned (there is no second worker, and
+        a thread cannot be killed).
+        """
         while self.outstanding:
-            _, task = self.outstanding.popitem()
-            result, task.output = self._run(task.flight)
+            task = self.untrack(next(iter(self.outstanding)))
+            timer = self.watchdog.watch_in_driver(self, task) if self.watchdog else None
+            try:
+                result, task.output = self._run(task.flight)
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                    timer.join()  # a flag being raised is done before the result is settled
             yield task, result
 
     def _run(self, flight: Flight) -> tuple[StageResult, Any]:

@@ -15,7 +15,12 @@ from winnow.plan import SKIP, Plan
 
 @dataclass
 class StageCounts:
-    """One stage's totals over a run: batches by fate, rows, bytes and busy time."""
+    """One stage's totals over a run: batches by fate, rows, bytes and busy time.
+
+    ``straggled`` counts batches flagged as stragglers, ``speculated`` the
+    second attempts sent for them, ``abandoned`` the attempts given up past
+    ``stall_timeout_s`` (``execution.stalls``).
+    """
 
     run: int = 0
     skipped: int = 0
@@ -26,6 +31,9 @@ class StageCounts:
     bytes_out: int = 0
     bad_records: int = 0
     busy_s: float = 0.0
+    straggled: int = 0
+    speculated: int = 0
+    abandoned: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The counts as a plain dict, keyed by field name."""
@@ -67,6 +75,9 @@ class Progress:
 
     def advance(self, stage: str, rows: int) -> None:
         """One batch of ``stage`` finished with ``rows`` rows out."""
+
+    def straggling(self, stage: str, count: int) -> None:
+        """``count`` batches of ``stage`` now run far past its normal latency (0: none)."""
 
     def stop(self) -> None:
         """The run ended (finished, failed or stopped)."""

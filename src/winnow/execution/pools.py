@@ -45,9 +45,10 @@ class Pool:
         self.load = [0] * len(actors)
         self.down: dict[int, tuple[Any, float]] = {}  # index -> (probe ref or None, next probe)
 
-    def pick(self) -> int | None:
-        """The least-loaded live actor with room, or None."""
-        free = [i for i in range(len(self.actors)) if i not in self.down]
+    def pick(self, avoid: set[int] | None = None) -> int | None:
+        """The least-loaded live actor with room (not one in ``avoid``), or None."""
+        avoid = avoid or set()
+        free = [i for i in range(len(self.actors)) if i not in self.down and i not in avoid]
         free = [i for i in free if self.load[i] < MAX_PER_ACTOR]
         return min(free, key=self.load.__getitem__) if free else None
 

@@ -17,11 +17,14 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from winnow.execution.flight import Flight
 from winnow.plan import BatchPlan
 from winnow.records import StageResult
+
+if TYPE_CHECKING:  # stalls imports this module
+    from winnow.execution.stalls import Watchdog
 
 
 @dataclass
@@ -33,11 +36,25 @@ class Task:
         actor: the index of its actor in the stage's pool (0 in-process).
         output: an object ref of the output batch on Ray, the batch itself
             in-process.
+        stage: the stage it runs (the batch's stage when it was sent).
+        epoch: the batch's epoch when it was sent (``Flight.epoch``).
+        started: when it started running (monotonic): when it was sent to an
+            idle actor, or when the task before it on its actor ended; None
+            while it waits behind another task.
+        flagged: it was flagged as a straggler.
+        twin: a speculative second attempt of a straggler.
+        speculated: a twin of this task was sent (a straggler gets one).
     """
 
     flight: Flight
     actor: int
     output: Any
+    stage: int = 0
+    epoch: int = 0
+    started: float | None = None
+    flagged: bool = False
+    twin: bool = False
+    speculated: bool = False
 
 
 class Inputs(Protocol):
@@ -74,6 +91,9 @@ class Queues(ABC):
         self.names = names
         self.max_in_flight = max_in_flight
         self._tie = itertools.count()
+        self.watchdog: Watchdog | None = None  # the run's, set by the runner
+        # per (stage, actor), its tasks in the order sent: an actor runs them in that order
+        self._lanes: dict[tuple[int, int], deque[Task]] = {}
 
     # -- what the executor provides -----------------------------------------
     @abstractmethod
@@ -95,6 +115,79 @@ class Queues(ABC):
     @abstractmethod
     def collect(self, timeout: float) -> Iterator[tuple[Task, StageResult]]:
         """Each stage task that finished within ``timeout``, with its result."""
+
+    def speculate(self, task: Task) -> bool:
+        """Send a straggling task's batch to an idle actor of its stage too; False if none.
+
+        The executor's to provide; this process has no second worker.
+        """
+        return False
+
+    def abandon(self, task: Task) -> bool:
+        """Give up a stalled task: stop waiting for it and free what runs it; False if it cannot.
+
+        The executor's to provide; a thread in this process cannot be killed.
+        """
+        return False
+
+    def actor_label(self, task: Task) -> str:
+        """What ran ``task``, for messages."""
+        return "the driver process (local executor)"
+
+    # -- tasks sent --------------------------------------------------------
+    def track(self, key: Any, task: Task) -> None:
+        """Note a task sent to an actor (its batch's stage and epoch, and its start if idle)."""
+        task.stage, task.epoch = task.flight.stage, task.flight.epoch
+        lane = self._lanes.setdefault((task.stage, task.actor), deque())
+        if not lane:
+            task.started = time.monotonic()
+        lane.append(task)
+        self.outstanding[key] = task
+
+    def untrack(self, key: Any) -> Task:
+        """Forget a task whose result is in (or that was abandoned); the next on its actor starts."""
+        task = self.outstanding.pop(key)
+        lane = self._lanes.get((task.stage, task.actor))
+        if lane and task in lane:
+            head = lane[0] is task
+            lane.remove(task)
+            if head and lane:
+                lane[0].started = time.monotonic()
+        return task
+
+    def lane(self, task: Task) -> list[Task]:
+        """The tasks on ``task``'s actor, in the order they run."""
+        return list(self._lanes.get((task.stage, task.actor), ()))
+
+    def holds(self, task: Task) -> bool:
+        """Whether ``task`` is still outstanding."""
+        return any(t is task for t in self.outstanding.values())
+
+    def key_of(self, task: Task) -> Any:
+        """The key ``task`` is outstanding under."""
+        return next(k for k, t in self.outstanding.items() if t is task)
+
+    def stale(self, task: Task) -> bool:
+        """Whether the task's batch had a result committed since it was sent."""
+        return task.epoch != task.flight.epoch
+
+    def twins(self, task: Task) -> list[Task]:
+        """The other outstanding attempts at the same batch, stage and epoch."""
+        return [
+            t
+            for t in self.outstanding.values()
+            if t is not task and t.flight is task.flight and t.epoch == task.epoch
+        ]
+
+    def busy(self) -> bool:
+        """Whether any task still counts: one whose batch awaits its result (not a stale one)."""
+        return any(not self.stale(t) for t in self.outstanding.values())
+
+    def stuck_actors(self, stage: int) -> set[int]:
+        """The actors of ``stage`` whose running task is a flagged straggler."""
+        return {
+            a for (i, a), lane in self._lanes.items() if i == stage and lane and lane[0].flagged
+        }
 
     # -- what is left ------------------------------------------------------
     def drained(self) -> bool:

@@ -25,8 +25,9 @@ from winnow.execution.flight import Flight
 from winnow.execution.outcome import Outcome, Progress, count_skips
 from winnow.execution.queues import Queues, Task
 from winnow.execution.retry import RetryPolicy
+from winnow.execution.stalls import StallPolicy, Watchdog
 from winnow.plan import SKIP, Plan
-from winnow.records import StageResult
+from winnow.records import BatchStatus, StageResult
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.state import State
@@ -89,6 +90,15 @@ class Runner:
             if bp.first_run < len(self.names)
         ]
         self.scheduler = scheduler(flights, self.events.append)
+        self.watchdog = Watchdog(
+            StallPolicy.of(plan.profile),
+            self.names,
+            job_id,
+            self.events.append,
+            self.progress,
+            self.committer.counts,
+        )
+        self.scheduler.watchdog = self.watchdog
         self._unfinished = {f.order: f for f in flights}  # not yet in the row accounting
         self._last_flush = time.monotonic()
 
@@ -124,18 +134,41 @@ class Runner:
             stopping = self.stop.is_set() or self.committer.abort
             if not stopping:
                 scheduler.step()
-            if not scheduler.outstanding:
+            if not scheduler.busy():  # a stale straggler's late result is not waited for
                 if stopping or scheduler.drained():
                     break
                 scheduler.pause()
                 continue
             for task, result in scheduler.collect(WAIT_S):
                 self._settle(task, result)
+            for task, result in self.watchdog.tick(scheduler, stopping):
+                self._settle(task, result)
             self._flush()
 
     def _settle(self, task: Task, result: StageResult) -> None:
-        """Commit one stage result and send its batch where the committer routes it."""
+        """Commit one stage result and send its batch where the committer routes it.
+
+        Of two attempts at one batch (a straggler and its speculative twin) the
+        first result in is committed; a stage failure is not while the other may
+        still succeed (a store that refused a write or failed verification is:
+        it stops the job), and a result that comes in after its batch moved on
+        is dropped, so a batch is committed and counted once.
+        """
+        if self.scheduler.stale(task):
+            self.watchdog.observe(task, result, "discarded")
+            self.watchdog.discarded(self.scheduler, task, result, "the other attempt")
+            return
+        twins = self.scheduler.twins(task)
+        if twins and result.status == BatchStatus.FAILED:
+            self.watchdog.observe(task, result, "failed")
+            self.watchdog.discarded(self.scheduler, task, result, "pending")
+            return
+        self.watchdog.observe(task, result, "committed")
         flight = task.flight
+        flight.epoch += 1
+        for twin in twins:  # it lost: a straggler still running is abandoned
+            if twin.flagged and self.scheduler.abandon(twin):
+                self.watchdog.unflag(twin, "lost to its speculative twin")
         route = self.committer.commit(flight, result, task.output)
         if route.stage is None:
             self.scheduler.leave(flight)

@@ -99,22 +99,62 @@ class Scheduler(Queues):
         if i == 0:
             self.workers.readers.pool.check()
         self._watch_starved(i, queue, pool)
+        stuck = self.stuck_actors(i)  # no new work queued behind a straggler
         while queue:
-            idx = pool.pick()
+            idx = pool.pick(avoid=stuck)
             if idx is None:
                 return
-            flight = queue.popleft()
-            meta = flight.meta if i == 0 else None
-            actions = flight.plan.actions
-            keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
-            position = flight.plan.source.file.url, flight.plan.source.start
-            rec_ref, out_ref = (
-                pool.actors[idx]
-                .run.options(num_returns=2)
-                .remote(flight.data, meta, keep, position)
-            )
-            pool.load[idx] += 1
-            self.outstanding[rec_ref] = Task(flight, idx, out_ref)
+            self._send(pool, idx, queue.popleft())
+
+    def _send(self, pool: Pool, idx: int, flight: Flight, twin: bool = False) -> None:
+        """Send the batch's current stage task to actor ``idx`` of the stage's pool."""
+        i = flight.stage
+        meta = flight.meta if i == 0 else None
+        actions = flight.plan.actions
+        keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
+        position = flight.plan.source.file.url, flight.plan.source.start
+        rec_ref, out_ref = (
+            pool.actors[idx].run.options(num_returns=2).remote(flight.data, meta, keep, position)
+        )
+        pool.load[idx] += 1
+        self.track(rec_ref, Task(flight, idx, out_ref, twin=twin))
+
+    # -- stragglers --------------------------------------------------------
+    def speculate(self, task: Task) -> bool:
+        """Send a straggler's batch to an idle live actor of its stage, if its queue is empty."""
+        if self.queues[task.stage]:
+            return False
+        pool = self.workers.pools[self.names[task.stage]]
+        idle = [
+            k
+            for k in range(len(pool.actors))
+            if k != task.actor and k not in pool.down and pool.load[k] == 0
+        ]
+        if not idle:
+            return False
+        self._send(pool, idle[0], task.flight, twin=True)
+        return True
+
+    def abandon(self, task: Task) -> bool:
+        """Stop waiting for a task and kill its actor (Ray restarts it), freeing what it holds.
+
+        The tasks queued behind it on that actor never started: they go back to
+        the front of their stage's queue, as if never sent (no failure is
+        recorded); a stale or speculative one among them is dropped.
+        """
+        pool = self.workers.pools[self.names[task.stage]]
+        for other in self.lane(task):
+            self.untrack(self.key_of(other))
+            pool.load[task.actor] -= 1
+            if other is not task and not self.stale(other) and not self.twins(other):
+                self.queues[other.stage].appendleft(other.flight)
+        ray.kill(pool.actors[task.actor], no_restart=False)
+        pool.lost(task.actor)
+        return True
+
+    def actor_label(self, task: Task) -> str:
+        """The Ray actor's name (as the pool created it)."""
+        return f"winnow:{self.job_id}:{self.names[task.stage]}:{task.actor}"
 
     def _watch_starved(self, i: int, queue: deque[Flight], pool: Pool) -> None:
         """Fail with a clear error when a stage has work but no live actor for long."""
@@ -140,8 +180,8 @@ class Scheduler(Queues):
         refs = list(self.outstanding)
         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
         for ref in ready:
-            task = self.outstanding.pop(ref)
-            pool = self.workers.pools[self.names[task.flight.stage]]
+            task = self.untrack(ref)
+            pool = self.workers.pools[self.names[task.stage]]
             pool.load[task.actor] -= 1
             result = fetch_result(ref)
             kind = result.error.type if result.error else None

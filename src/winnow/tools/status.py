@@ -6,6 +6,7 @@ Jobs, queue depth, per-stage counts, failures, quarantined records and state dam
 from __future__ import annotations
 
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 from winnow.records import JOB_ACTIVE, BatchStatus, JobStatus
@@ -134,6 +135,7 @@ def status(state: State, recent: int = 10) -> dict[str, Any]:
                     }
                 )
     latest = next((j for j in jobs if j.get("throughput_rows_s") is not None), None)
+    stragglers = open_stragglers(state, jobs)
     return {
         "state_url": state.display(),
         "queue": {
@@ -150,6 +152,39 @@ def status(state: State, recent: int = 10) -> dict[str, Any]:
         "failures": failures[:50],
         "quarantined_records": sum(s["quarantined_records"] for s in stages.values()),
         "throughput_rows_s": latest.get("throughput_rows_s") if latest else None,
+        "stragglers": stragglers,
         "damage": [str(d) for d in damage],
         "damage_fix": DAMAGE_FIX if damage else None,
     }
+
+
+def open_stragglers(state: State, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The batches of running jobs flagged as stragglers and not ended since.
+
+    From the event journal (the driver flushes it every few seconds): a
+    ``straggler`` event whose batch has no ``straggler_end`` event after it,
+    with ``running_now_s``, how long it has run by now.
+    """
+    running = {j.get("job_id") for j in jobs if j.get("status") == JobStatus.RUNNING}
+    if not running:
+        return []
+    flagged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for e in state.read_events().events:
+        if e.get("job_id") not in running:
+            continue
+        batch = (e.get("job_id"), e.get("stage"), e.get("key"))
+        if e.get("type") == "straggler":
+            flagged[batch] = {
+                k: e.get(k)
+                for k in ("job_id", "stage", "key", "actor", "running_s", "threshold_s", "ts")
+            }
+        elif e.get("type") == "straggler_end":
+            flagged.pop(batch, None)
+    now = datetime.now(UTC)
+    for item in flagged.values():  # how long it has run by now (the clocks of one host)
+        try:
+            since = (now - datetime.fromisoformat(str(item["ts"]))).total_seconds()
+            item["running_now_s"] = round(float(item["running_s"] or 0) + since, 1)
+        except (TypeError, ValueError):
+            item["running_now_s"] = item["running_s"]
+    return list(flagged.values())

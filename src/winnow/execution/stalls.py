@@ -1,0 +1,248 @@
+"""No silent stalls: stragglers flagged, re-run speculatively, or abandoned past a timeout.
+
+The driver loop asks the :class:`Watchdog` after every turn which running
+stage task has run far past its stage's normal latency:
+
+* past ``max(straggler_min_s, straggler_factor x the stage's median batch
+  latency so far)`` it is **flagged**: a ``straggler`` event goes to the
+  journal (``winnow status`` lists it while the job runs) and the progress
+  display counts it; its actor gets no new work while it straggles;
+* a flagged task is **speculated** (``speculate``, on by default) when an
+  actor of its stage is idle and the stage has nothing queued: the batch runs
+  a second time there. Artifacts are content-addressed, so both attempts of
+  a deterministic stage write the same bytes under the same name; the first
+  result in is committed (one checkpoint), the other is discarded when it
+  arrives (``speculation_discarded``, with whether its digest matched) and
+  never reaches the row accounting. When the twin wins, the straggler's actor
+  is killed and restarted, so a hung actor does not keep its resources;
+* past ``stall_timeout_s`` (off by default) a task is **abandoned**: its
+  actor is killed (and restarted) and the batch fails with a ``Stalled``
+  error naming stage, batch and actor, so the retry policy runs it again on
+  another actor, or, its ``max_attempts`` spent, the job fails listing it.
+
+Which of these an executor can do is its own: the Ray scheduler kills and
+restarts actors; the local executor runs one task at a time in the driver
+thread, which cannot be killed and has no second worker: there a timer only
+flags the straggler (display, stderr, journal), and a stuck local run is for
+Ctrl-C, pdb or py-spy.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from winnow.execution.outcome import Progress, StageCounts
+from winnow.execution.queues import Queues, Task
+from winnow.profile import Profile
+from winnow.records import BatchStatus, ErrorRecord, StageResult
+from winnow.storage.state import event
+
+STALLED = "Stalled"  # the error type of an abandoned task
+LATENCY_WINDOW = 256  # the recent batch latencies per stage a median is taken over
+
+
+@dataclass(frozen=True)
+class StallPolicy:
+    """When a running batch is flagged, re-run speculatively or abandoned (a profile's keys).
+
+    Attributes:
+        factor: flag a batch running this many times its stage's median latency.
+        min_s: never flag a batch before it has run this long.
+        timeout_s: abandon a batch running this long (None: never).
+        speculate: re-run a flagged batch on an idle actor of its stage.
+    """
+
+    factor: float = 5.0
+    min_s: float = 10.0
+    timeout_s: float | None = None
+    speculate: bool = True
+
+    @classmethod
+    def of(cls, profile: Profile) -> StallPolicy:
+        """The policy a profile sets."""
+        return cls(
+            profile.straggler_factor,
+            profile.straggler_min_s,
+            profile.stall_timeout_s,
+            profile.speculate,
+        )
+
+    def threshold(self, median: float | None) -> float:
+        """How long a batch may run before it is flagged, given its stage's median latency."""
+        return max(self.min_s, self.factor * median) if median is not None else self.min_s
+
+
+class Watchdog:
+    """Flags, speculates and abandons stragglers of one run.
+
+    Args:
+        policy: the thresholds.
+        names: the stage names, in pipeline order.
+        job_id: the job, for events.
+        emit: where events go (written with the runner's next flush).
+        progress: the display told how many batches of a stage straggle.
+        counts: per stage name, the run's counts (straggled, speculated, abandoned).
+    """
+
+    def __init__(
+        self,
+        policy: StallPolicy,
+        names: list[str],
+        job_id: str,
+        emit: Callable[[dict[str, Any]], None],
+        progress: Progress,
+        counts: dict[str, StageCounts],
+    ) -> None:
+        self.policy = policy
+        self.counts = counts
+        self.names = names
+        self.job_id = job_id
+        self.emit = emit
+        self.progress = progress
+        self.latencies: dict[int, deque[float]] = {}
+        self.flagged: dict[int, int] = {}  # stage -> how many of its tasks straggle now
+
+    def median(self, stage: int) -> float | None:
+        """The stage's median batch latency so far (None before its first batch)."""
+        seen = self.latencies.get(stage)
+        return statistics.median(seen) if seen else None
+
+    def tick(self, scheduler: Queues, stopping: bool) -> list[tuple[Task, StageResult]]:
+        """Flag, speculate and abandon; return the abandoned tasks with their ``Stalled`` result."""
+        now = time.monotonic()
+        abandoned = []
+        for task in list(scheduler.outstanding.values()):
+            if task.started is None or scheduler.stale(task) or not scheduler.holds(task):
+                continue  # waiting behind another, stale, or requeued by an abandon just now
+            running = now - task.started
+            late = running > self.policy.threshold(self.median(task.stage))
+            if late and not task.flagged and not task.twin:  # a twin may stall, not be flagged
+                self._flag(scheduler, task, running)
+            if self._may_speculate(task, stopping) and scheduler.speculate(task):
+                task.speculated = True
+                self.counts[self.names[task.stage]].speculated += 1
+                self._event("speculated", scheduler, task, twin=scheduler.twins(task)[0])
+            timeout = self.policy.timeout_s
+            if timeout is not None and running > timeout and scheduler.abandon(task):
+                abandoned.append((task, self._stalled(scheduler, task, running, timeout)))
+        return abandoned
+
+    def _may_speculate(self, task: Task, stopping: bool) -> bool:
+        """A flagged task gets one twin (not another if that one fails), while the job goes on."""
+        return task.flagged and not task.speculated and self.policy.speculate and not stopping
+
+    def observe(self, task: Task, result: StageResult, outcome: str) -> None:
+        """A task's result is in (``outcome``: committed, discarded...); learn its latency."""
+        if result.status == BatchStatus.SUCCEEDED and result.duration_s is not None:
+            seen = self.latencies.setdefault(task.stage, deque(maxlen=LATENCY_WINDOW))
+            seen.append(result.duration_s)
+        self.unflag(task, outcome)
+
+    def unflag(self, task: Task, outcome: str) -> None:
+        """A flagged task ended (``outcome``): say so, and count it out of the display."""
+        if not task.flagged:
+            return
+        task.flagged = False
+        name = self.names[task.stage]
+        self.flagged[task.stage] -= 1
+        self.progress.straggling(name, self.flagged[task.stage])
+        self.emit(event("straggler_end", self.job_id, stage=name, key=_key(task), outcome=outcome))
+
+    def discarded(self, scheduler: Queues, task: Task, result: StageResult, winner: str) -> None:
+        """The late (or failed) result of one of two attempts at a batch was dropped."""
+        digest = (result.artifact or {}).get("digest")
+        self._event(
+            "speculation_discarded",
+            scheduler,
+            task,
+            status=str(result.status),
+            error=result.error.type if result.error else None,
+            digest=digest,
+            winner=winner,
+        )
+
+    def watch_in_driver(self, scheduler: Queues, task: Task) -> threading.Timer:
+        """Start a timer that flags ``task``, run in the driver thread, once it runs late.
+
+        For the local executor, whose driver loop is blocked while a task runs:
+        the flag reaches the display and stderr at once, the journal with the
+        next flush. Cancel and join the timer when the task returns.
+        """
+        delay = self.policy.threshold(self.median(task.stage))
+        timer = threading.Timer(delay, self._flag_in_driver, (scheduler, task, delay))
+        timer.daemon = True
+        timer.start()
+        return timer
+
+    def _flag_in_driver(self, scheduler: Queues, task: Task, running: float) -> None:
+        self._flag(scheduler, task, running)
+        print(
+            f"note: stage {self.names[task.stage]!r}, batch {_key(task)[:16]}, has run "
+            f"{running:.1f}s in this process (local executor), far past its stage's norm; "
+            "nothing here can stop or re-run it: wait, or interrupt (Ctrl-C) and rerun, "
+            "which skips every committed batch",
+            file=sys.stderr,
+        )
+
+    def _flag(self, scheduler: Queues, task: Task, running: float) -> None:
+        task.flagged = True
+        self.counts[self.names[task.stage]].straggled += 1
+        self.flagged[task.stage] = self.flagged.get(task.stage, 0) + 1
+        self.progress.straggling(self.names[task.stage], self.flagged[task.stage])
+        median = self.median(task.stage)
+        self._event(
+            "straggler",
+            scheduler,
+            task,
+            running_s=round(running, 3),
+            threshold_s=round(self.policy.threshold(median), 3),
+            median_s=round(median, 3) if median is not None else None,
+        )
+
+    def _stalled(
+        self, scheduler: Queues, task: Task, running: float, timeout: float
+    ) -> StageResult:
+        """The result an abandoned task is settled with: a ``Stalled`` error naming all three."""
+        src = task.flight.plan.source
+        message = (
+            f"stage {self.names[task.stage]!r}, batch {_key(task)[:16]} ({src.file.url} rows "
+            f"{src.start}-{src.stop}) on actor {scheduler.actor_label(task)} ran {running:.1f}s, "
+            f"past stall_timeout_s={timeout:g}: the actor was killed (and restarted) and the "
+            "batch is retried on another actor while max_attempts allows"
+        )
+        self.counts[self.names[task.stage]].abandoned += 1
+        self._event("stall_abandoned", scheduler, task, running_s=round(running, 3))
+        self.unflag(task, "abandoned")
+        return StageResult(
+            BatchStatus.FAILED,
+            error=ErrorRecord(STALLED, message, ""),
+            started_at=time.time() - running,
+            duration_s=running,
+        )
+
+    def _event(self, kind: str, scheduler: Queues, task: Task, **fields: Any) -> None:
+        twin = fields.pop("twin", None)
+        if twin is not None:
+            fields["twin_actor"] = scheduler.actor_label(twin)
+        self.emit(
+            event(
+                kind,
+                self.job_id,
+                stage=self.names[task.stage],
+                key=_key(task),
+                actor=scheduler.actor_label(task),
+                **fields,
+            )
+        )
+
+
+def _key(task: Task) -> str:
+    """The batch key of the task's stage."""
+    return task.flight.plan.keys[task.stage]

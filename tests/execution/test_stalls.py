@@ -1,0 +1,311 @@
+"""No silent stalls, on real local Ray: a batch that sleeps on its first try.
+
+With speculation the batch runs again on the idle actor and the job ends
+long before the sleep would; with a stall timeout the sleeping actor is
+killed and the batch retried elsewhere, or the job fails naming stage, batch
+and actor; while it straggles, the progress display and ``winnow status``
+flag it. Every finished run's output and checkpoints equal a clean run's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from winnow import api
+from winnow.execution.outcome import Progress
+from winnow.execution.stalls import StallPolicy
+from winnow.request import RunRequest
+from winnow.tools import status as status_tool
+
+STALLING = str(ROOT / "tests" / "pipelines" / "stalling.py")
+# Flag past 1 s (or 3x the median): a cold actor's first batch on a busy machine stays under it.
+FAST = ["batch_rows=10", "retry_backoff_s=0.01", "straggler_min_s=1", "straggler_factor=3"]
+SLEEPER = 25  # the id whose batch (rows 20-29) sleeps on its first try
+CIRCUMSTANCES = {"ts", "started_at", "duration_s", "process_s", "commit_s"}
+CIRCUMSTANCES |= {"node", "node_id", "pid", "job_id"}
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """60 JSONL rows: six batches of ten."""
+    path = tmp_path_factory.mktemp("inputs") / "rows.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": f"row {i}"}) + "\n" for i in range(60)))
+    return str(path)
+
+
+def execute(
+    where: Path,
+    source: str,
+    sets: list[str],
+    progress: Progress | None = None,
+    executor: str = "ray",
+) -> dict[str, Any]:
+    (where / "marks").mkdir(exist_ok=True)
+    request = RunRequest(
+        STALLING,
+        "local-cpu",
+        [source],
+        str(where / "out"),
+        str(where / "state"),
+        [*FAST, f"sleepy.marks={where / 'marks'}", *sets],
+    )
+    return api.execute(api.resolve_session(request), executor=executor, progress=progress)
+
+
+@dataclass
+class Clean:
+    """A clean run of the pipeline (nothing sleeps): where, and its job record."""
+
+    where: Path
+    record: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def clean(local_ray: None, tmp_path_factory: pytest.TempPathFactory, source: str) -> Clean:
+    where = tmp_path_factory.mktemp("clean")
+    record = execute(where, source, [])
+    assert record["status"] == "SUCCEEDED"
+    return Clean(where, record)
+
+
+def finals(record: dict[str, Any]) -> list[str]:
+    manifest = api.read_manifest(record["manifest"])
+    return [e["artifact"]["digest"] for e in manifest["batches"]]
+
+
+def checkpoints(where: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per stage, per key, its checkpoint record less when/where it ran and its artifact's path."""
+    store = api.open_state(str(where / "state")).checkpoints()
+    return {
+        stage: {
+            k: {
+                **{f: v for f, v in r.items() if f not in CIRCUMSTANCES | {"artifact"}},
+                "digest": r["artifact"]["digest"],
+            }
+            for k, r in store.load(stage).records.items()
+        }
+        for stage in store.stages()
+    }
+
+
+def events(where: Path) -> list[dict[str, Any]]:
+    return api.open_state(str(where / "state")).read_events().events
+
+
+def same_as_clean(where: Path, clean: Clean, record: dict[str, Any]) -> None:
+    """The output, checkpoints and row accounting are the clean run's."""
+    reference = clean.record
+    assert finals(record) == finals(reference)
+    assert checkpoints(where) == checkpoints(clean.where)
+    assert record["accounting"] == reference["accounting"]
+    assert record["accounting"]["total"]["unaccounted"] == 0
+    assert record["rows_out"] == reference["rows_out"] == 60
+
+
+def counts(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per stage, its batches and rows (less its busy time and straggler counts)."""
+    circumstances = {"busy_s", "straggled", "speculated", "abandoned"}
+    return {
+        n: {k: v for k, v in c.items() if k not in circumstances}
+        for n, c in record["counts"].items()
+    }
+
+
+class Flags(Progress):
+    """Records what the runner tells a display about stragglers."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def straggling(self, stage: str, count: int) -> None:
+        self.calls.append((stage, count))
+
+
+def sleeper_key(where: Path) -> str:
+    """The sleepy stage's key of the batch that sleeps (rows 20-29)."""
+    records = api.open_state(str(where / "state")).checkpoints().load("sleepy").records
+    [key] = [k for k, r in records.items() if r["source"]["start"] == 20]
+    return key
+
+
+def flagged_then_cleared(flags: Flags) -> bool:
+    """The sleepy stage's bar was flagged, and its flag cleared by the end."""
+    sleepy = [count for stage, count in flags.calls if stage == "sleepy"]
+    return bool(sleepy) and sleepy[0] == 1 and sleepy[-1] == 0
+
+
+def test_a_straggler_is_speculated_and_committed_once(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    flags = Flags()
+    t0 = time.monotonic()
+    record = execute(
+        tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=60"], progress=flags
+    )
+    wall = time.monotonic() - t0
+    assert record["status"] == "SUCCEEDED"
+    assert wall < 30, f"the job waited for the straggler ({wall:.1f}s)"
+    assert (tmp_path / "marks" / f"slept-{SLEEPER}").exists()  # it did straggle
+    same_as_clean(tmp_path, clean, record)
+    journal = events(tmp_path)
+    kinds = Counter(e["type"] for e in journal)
+    assert kinds["retry"] == 0 and kinds["batch_failed"] == 0
+    committed = Counter((e["stage"], e["key"]) for e in journal if e["type"] == "checkpoint")
+    assert len(committed) == 12 and set(committed.values()) == {1}  # once per batch and stage
+    assert all(r["attempt"] == 1 for c in checkpoints(tmp_path).values() for r in c.values())
+    mine = [e for e in journal if e.get("key") == sleeper_key(tmp_path)]
+    kinds = Counter(e["type"] for e in mine)
+    assert kinds["straggler"] == 1 and kinds["speculated"] == 1
+    ends = [e["outcome"] for e in mine if e["type"] == "straggler_end"]
+    assert ends == ["lost to its speculative twin"]
+    assert flagged_then_cleared(flags)
+    sleepy = record["counts"]["sleepy"]
+    assert sleepy["straggled"] >= 1 and sleepy["speculated"] >= 1 and sleepy["abandoned"] == 0
+    assert counts(record) == counts(clean.record)
+
+
+def test_when_the_straggler_wins_its_twins_late_result_is_discarded(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    # The first try sleeps 2.5 s, its twin (sent once it is flagged, at 1 s) 3 s: the
+    # first try commits. Two batches in flight and a slow upper keep sleepy's pool busy
+    # with later batches (it is retired, its actors killed, once no batch needs it), so
+    # the twin's result comes in as it is, not as a killed actor's.
+    sleeps = ["sleepy.sleep_s=2.5", "sleepy.again_s=3", "upper.delay_s=1.5", "max_in_flight=2"]
+    record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", *sleeps])
+    assert record["status"] == "SUCCEEDED"
+    same_as_clean(tmp_path, clean, record)
+    assert counts(record) == counts(clean.record)
+    journal = events(tmp_path)
+    committed = Counter((e["stage"], e["key"]) for e in journal if e["type"] == "checkpoint")
+    assert len(committed) == 12 and set(committed.values()) == {1}
+    sleepy = [e for e in journal if e.get("stage") == "sleepy"]  # upper's first may be flagged
+    [discarded] = [e for e in sleepy if e["type"] == "speculation_discarded"]
+    [straggler] = [e for e in sleepy if e["type"] == "straggler"]
+    assert discarded["key"] == straggler["key"] and discarded["status"] == "SUCCEEDED", discarded
+    kept = checkpoints(tmp_path)["sleepy"][straggler["key"]]
+    assert discarded["digest"] == kept["digest"]  # content-addressed: the same bytes
+    ends = [e["outcome"] for e in sleepy if e["type"] == "straggler_end"]
+    assert ends == ["committed"]
+
+
+def test_a_failed_twin_is_dropped_while_the_straggler_may_still_commit(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    sleeps = ["sleepy.sleep_s=3", "sleepy.again_fails=true", "max_attempts=1"]
+    record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", *sleeps])
+    assert record["status"] == "SUCCEEDED"  # one try allowed: the twin's failure was not one
+    same_as_clean(tmp_path, clean, record)
+    assert counts(record) == counts(clean.record) and record["errors"] == {}
+    sleepy = [e for e in events(tmp_path) if e.get("stage") == "sleepy"]
+    [discarded] = [e for e in sleepy if e["type"] == "speculation_discarded"]
+    assert (discarded["status"], discarded["error"]) == ("FAILED", "RuntimeError")
+    assert [e["outcome"] for e in sleepy if e["type"] == "straggler_end"] == ["committed"]
+
+
+def test_past_the_stall_timeout_the_batch_is_retried_elsewhere(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    sets = [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=60", "speculate=false"]
+    t0 = time.monotonic()
+    record = execute(tmp_path, source, [*sets, "stall_timeout_s=5"])
+    assert time.monotonic() - t0 < 40
+    assert record["status"] == "SUCCEEDED"
+    assert finals(record) == finals(clean.record)
+    assert record["accounting"] == clean.record["accounting"]
+    stalled = record["errors"]["Stalled"]
+    assert stalled["count"] == 1 and stalled["stages"] == ["sleepy"]
+    message = stalled["example"]["message"]
+    assert "stage 'sleepy'" in message and "stall_timeout_s=5" in message
+    assert "winnow:" in message and ":sleepy:" in message  # the actor's name
+    abandoned = [e for e in events(tmp_path) if e["type"] == "stall_abandoned"]
+    assert len(abandoned) == 1 and abandoned[0]["key"][:16] in message
+    attempts = sorted(r["attempt"] for r in checkpoints(tmp_path)["sleepy"].values())
+    assert attempts == [1, 1, 1, 1, 1, 2]  # the stalled batch committed on its second try
+    slept = int((tmp_path / "marks" / f"slept-{SLEEPER}").read_text())
+    store = api.open_state(str(tmp_path / "state")).checkpoints()
+    kept = store.load("sleepy").records[abandoned[0]["key"]]
+    assert kept["pid"] != slept  # committed by another process ...
+    with pytest.raises(ProcessLookupError):
+        os.kill(slept, 0)  # ... and the sleeping one is gone
+    sleepy = record["counts"]["sleepy"]
+    assert (sleepy["abandoned"], sleepy["speculated"], sleepy["retried"]) == (1, 0, 1)
+
+
+def test_a_batch_that_stalls_past_its_attempts_fails_the_job_by_name(
+    local_ray: None, tmp_path: Path, source: str
+) -> None:
+    sets = [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=60", "speculate=false"]
+    record = execute(tmp_path, source, [*sets, "stall_timeout_s=5", "max_attempts=1"])
+    assert record["status"] == "FAILED"
+    assert len(record["poison_batches"]) == 1, record["poison_batches"]
+    [poison] = record["poison_batches"]
+    assert poison["stage"] == "sleepy" and poison["error_type"] == "Stalled"
+    assert poison["source"]["start"] == 20
+    message = poison["message"]
+    assert poison["key"][:16] in message and "rows.jsonl rows 20-30" in message
+    assert "winnow:" in message and ":sleepy:" in message
+    assert record["accounting"]["total"]["unaccounted"] == 0
+
+
+def test_a_straggler_is_flagged_in_status_while_it_runs(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    flags = Flags()
+    sets = [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=8", "speculate=false"]
+    done: list[dict[str, Any]] = []
+    runner = threading.Thread(target=lambda: done.append(execute(tmp_path, source, sets, flags)))
+    runner.start()
+    state = api.open_state(str(tmp_path / "state"))
+    seen: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 90  # actors start slowly on a busy machine
+    while not seen and runner.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.3)
+        if (tmp_path / "state").exists():
+            listed = status_tool.status(state)["stragglers"]
+            seen = [s for s in listed if s["stage"] == "sleepy"]
+    runner.join(60)
+    assert seen, "status never listed the straggler"
+    [flagged] = seen
+    assert ":sleepy:" in flagged["actor"] and flagged["running_s"] >= 1
+    assert flagged["running_now_s"] >= flagged["running_s"]
+    assert done[0]["status"] == "SUCCEEDED"
+    same_as_clean(tmp_path, clean, done[0])
+    assert status_tool.status(state)["stragglers"] == []  # the job ended
+    assert flagged["key"] == sleeper_key(tmp_path)
+    assert flagged_then_cleared(flags)
+
+
+def test_the_local_executor_flags_a_straggler_it_cannot_stop(
+    clean: Clean, tmp_path: Path, source: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flags = Flags()
+    sets = [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=2", "stall_timeout_s=1"]
+    record = execute(tmp_path, source, sets, flags, executor="local")
+    assert record["status"] == "SUCCEEDED"  # the timeout cannot apply: it ran to the end
+    same_as_clean(tmp_path, clean, record)
+    assert flagged_then_cleared(flags)
+    flagged = [e for e in events(tmp_path) if e["type"] == "straggler"]
+    assert [e["key"] for e in flagged if e["stage"] == "sleepy"] == [sleeper_key(tmp_path)]
+    assert all("local executor" in e["actor"] for e in flagged)
+    note = capsys.readouterr().err
+    assert "stage 'sleepy', batch " in note and "s in this process (local executor)" in note
+
+
+def test_the_flag_threshold_follows_the_stage_median() -> None:
+    policy = StallPolicy(factor=5, min_s=10)
+    assert policy.threshold(None) == 10  # no batch finished yet
+    assert policy.threshold(0.5) == 10
+    assert policy.threshold(4.0) == 20
