@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -173,6 +174,26 @@ def test_a_broken_transport_warns_once_and_the_run_succeeds(
     warnings = [line for line in capsys.readouterr().err.splitlines() if "lineage:" in line]
     assert len(warnings) == 1, warnings
     assert f"job {result.job_id}" in warnings[0] and "START" in warnings[0]
+
+
+def test_a_backend_that_never_answers_holds_a_run_up_only_wait_s(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Connections are accepted (the backlog) but never answered: each HTTP try waits out
+    # its 5 s timeout, then retries; a run used to wait for all of them (40 s, not 1 s).
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        settings = LineageSettings(transport={"type": "http", "url": url}, wait_s=0.5)
+        started = time.monotonic()
+        result = run_flaky(tmp_path, settings)
+        took = time.monotonic() - started
+    assert result.status == "SUCCEEDED" and result.record["rows_out"] == ROWS
+    assert took < 4.5, f"the run took {took:.1f} s"  # the transport's first try alone: 5 s
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "lineage:" in line]
+    assert len(warnings) == 1 and "START" in warnings[0], warnings
+    assert "no answer within [lineage] wait_s = 0.5 s" in warnings[0]
 
 
 def test_a_bad_transport_config_warns_and_the_run_succeeds(
