@@ -3,6 +3,7 @@ lineage never fails a run (and costs nothing when off)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
@@ -13,8 +14,10 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+import winnow
 from tests.conftest import run_json
 from tests.lineage.runs import FLAKY, ROWS, file_transport, read_events, run_flaky, write_input
 from winnow import api, lineage
@@ -73,6 +76,26 @@ def test_a_run_emits_start_then_complete_naming_its_inputs_output_and_stages(
     assert planned["planned"] == {"run": 3, "retry": 0, "skip": 0} and "batches" not in planned
     assert "version" not in start["outputs"][0]["facets"]
     assert "errorMessage" not in end["run"]["facets"]
+
+
+def test_data_in_memory_is_named_by_its_chunks_digests(tmp_path: Path) -> None:
+    # Named by place (namespace "inmemory://chunk-000000", name "/"), every in-memory
+    # input of every pipeline was one dataset to a lineage backend.
+    events_file = tmp_path / "events.jsonl"
+    profile = Profile(batch_rows=20, lineage=LineageSettings(transport=file_transport(events_file)))
+    data = pa.table({"id": pa.array(range(ROWS), pa.int64()), "text": ["t"] * ROWS})
+    winnow.run(
+        FLAKY, input=data, profile=profile, state=str(tmp_path / "state"),
+        output=str(tmp_path / "out"), executor="local", progress=False,
+    )  # fmt: skip
+    _, end = read_events(events_file)
+    artifacts = tmp_path / "out" / "artifacts" / "sha256"
+    names = [(source["namespace"], source["name"]) for source in end["inputs"]]
+    assert len(names) == 3 and len(set(names)) == 3
+    for namespace, name in names:  # each chunk's artifact, named by the SHA-256 of its bytes
+        digest = hashlib.sha256(Path(name).read_bytes()).hexdigest()
+        assert (namespace, name) == ("file", str(artifacts / digest[:2] / f"{digest}.arrow"))
+    assert sum(s["inputFacets"]["inputStatistics"]["rowCount"] for s in end["inputs"]) == ROWS
 
 
 def test_a_rerun_reports_its_skipped_batches(tmp_path: Path) -> None:
