@@ -195,8 +195,8 @@ def input_datasets(
     """
     out = []
     for file in files:
-        in_memory = file.url.startswith(MEMORY_PREFIX) and file.location
-        namespace, name = dataset_name(file.location if in_memory else file.url)
+        in_memory = file.url.startswith(MEMORY_PREFIX)
+        namespace, name = dataset_name(file.read_url if in_memory else file.url)
         facets: dict[str, DatasetFacet] = {
             "version": dataset_version_dataset.DatasetVersionDatasetFacet(
                 datasetVersion=file.identity
