@@ -288,6 +288,9 @@ def test_an_empty_input_is_refused(tmp_path: Path):
     for empty in (table(0), as_pandas(table(0))):
         with pytest.raises(InputError, match="has no rows"):
             run(tmp_path, empty)
+    reader = pa.RecordBatchReader.from_batches(SCHEMA, table(0).to_batches())
+    with pytest.raises(InputError, match=r"has no rows \(a reader is read once"):
+        run(tmp_path, reader)  # passed again after a run read it, it reads as empty
     assert store(tmp_path).files() == []
 
 

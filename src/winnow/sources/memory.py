@@ -94,8 +94,14 @@ def commit(
     """
     files = list(commit_chunks(data, store, batch_rows, schema))
     if not files:
+        what = describe(data)
+        once = (
+            " (a reader is read once: one read already, by an earlier run too, has none left)"
+            if what == "pyarrow.RecordBatchReader"
+            else ""
+        )
         raise InputError(
-            f"the input {describe(data)} has no rows: there is nothing to run; "
+            f"the input {what} has no rows{once}: there is nothing to run; "
             "pass data with at least one row"
         )
     return files
