@@ -53,6 +53,12 @@ class LineageSettings(BaseModel):
         description="an OpenLineage transport config (as under `transport:` in openlineage.yml); "
         "empty: OpenLineage's own configuration",
     )
+    wait_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="seconds a run (or export) waits, once its work is done, for its events "
+        "to be sent; an event still unsent then (a backend that does not answer) is given up",
+    )
 
 
 class Profile(BaseModel):

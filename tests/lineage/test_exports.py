@@ -59,3 +59,24 @@ def test_an_export_follows_its_jobs_lineage_setting(
         "flaky.export",
         "flaky.export",
     ]
+
+
+@pytest.mark.parametrize("fmt", ["delta", "iceberg", "lance"])
+def test_a_table_export_is_a_run_naming_the_table(tmp_path: Path, fmt: str) -> None:
+    # Table exports sent no events at all: only Parquet/JSONL exports did.
+    events_file = tmp_path / "events.jsonl"
+    result = run_flaky(tmp_path, LineageSettings(transport=file_transport(events_file)))
+    to = tmp_path / f"{fmt}-table"
+    state = api.open_state(str(tmp_path / "state"))
+    for _ in range(2):  # the second adds nothing, and says so
+        export(state, result.job_id, str(to), fmt)
+    run_start, _, *exports = read_events(events_file)
+    assert [e["eventType"] for e in exports] == ["START", "COMPLETE"] * 2
+    for end, rows in ((exports[1], ROWS), (exports[3], 0)):
+        assert end["job"]["name"] == "flaky.export"
+        assert end["run"]["facets"]["parent"]["run"]["runId"] == run_start["run"]["runId"]
+        (table,) = end["outputs"]
+        name = str(to) if fmt != "iceberg" else f"{to}/warehouse/winnow/flaky"
+        assert (table["namespace"], table["name"]) == ("file", name)
+        assert table["facets"]["storage"]["storageLayer"] == fmt
+        assert table["outputFacets"]["outputStatistics"]["rowCount"] == rows

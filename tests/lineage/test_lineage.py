@@ -3,17 +3,21 @@ lineage never fails a run (and costs nothing when off)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from datetime import datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
+import winnow
 from tests.conftest import run_json
 from tests.lineage.runs import FLAKY, ROWS, file_transport, read_events, run_flaky, write_input
 from winnow import api, lineage
@@ -72,6 +76,26 @@ def test_a_run_emits_start_then_complete_naming_its_inputs_output_and_stages(
     assert planned["planned"] == {"run": 3, "retry": 0, "skip": 0} and "batches" not in planned
     assert "version" not in start["outputs"][0]["facets"]
     assert "errorMessage" not in end["run"]["facets"]
+
+
+def test_data_in_memory_is_named_by_its_chunks_digests(tmp_path: Path) -> None:
+    # Named by place (namespace "inmemory://chunk-000000", name "/"), every in-memory
+    # input of every pipeline was one dataset to a lineage backend.
+    events_file = tmp_path / "events.jsonl"
+    profile = Profile(batch_rows=20, lineage=LineageSettings(transport=file_transport(events_file)))
+    data = pa.table({"id": pa.array(range(ROWS), pa.int64()), "text": ["t"] * ROWS})
+    winnow.run(
+        FLAKY, input=data, profile=profile, state=str(tmp_path / "state"),
+        output=str(tmp_path / "out"), executor="local", progress=False,
+    )  # fmt: skip
+    _, end = read_events(events_file)
+    artifacts = tmp_path / "out" / "artifacts" / "sha256"
+    names = [(source["namespace"], source["name"]) for source in end["inputs"]]
+    assert len(names) == 3 and len(set(names)) == 3
+    for namespace, name in names:  # each chunk's artifact, named by the SHA-256 of its bytes
+        digest = hashlib.sha256(Path(name).read_bytes()).hexdigest()
+        assert (namespace, name) == ("file", str(artifacts / digest[:2] / f"{digest}.arrow"))
+    assert sum(s["inputFacets"]["inputStatistics"]["rowCount"] for s in end["inputs"]) == ROWS
 
 
 def test_a_rerun_reports_its_skipped_batches(tmp_path: Path) -> None:
@@ -173,6 +197,26 @@ def test_a_broken_transport_warns_once_and_the_run_succeeds(
     warnings = [line for line in capsys.readouterr().err.splitlines() if "lineage:" in line]
     assert len(warnings) == 1, warnings
     assert f"job {result.job_id}" in warnings[0] and "START" in warnings[0]
+
+
+def test_a_backend_that_never_answers_holds_a_run_up_only_wait_s(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Connections are accepted (the backlog) but never answered: each HTTP try waits out
+    # its 5 s timeout, then retries; a run used to wait for all of them (40 s, not 1 s).
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(16)
+        url = f"http://127.0.0.1:{server.getsockname()[1]}"
+        settings = LineageSettings(transport={"type": "http", "url": url}, wait_s=0.5)
+        started = time.monotonic()
+        result = run_flaky(tmp_path, settings)
+        took = time.monotonic() - started
+    assert result.status == "SUCCEEDED" and result.record["rows_out"] == ROWS
+    assert took < 4.5, f"the run took {took:.1f} s"  # the transport's first try alone: 5 s
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "lineage:" in line]
+    assert len(warnings) == 1 and "START" in warnings[0], warnings
+    assert "no answer within [lineage] wait_s = 0.5 s" in warnings[0]
 
 
 def test_a_bad_transport_config_warns_and_the_run_succeeds(

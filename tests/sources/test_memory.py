@@ -114,6 +114,32 @@ def test_chunks_are_cut_by_rows_not_by_how_memory_holds_them():
     assert pa.Table.from_batches(frame).cast(SCHEMA).equals(data)
 
 
+def test_a_dictionary_columns_chunks_hold_only_their_own_values():
+    # A dictionary column (a pandas categorical) sliced keeps its whole dictionary: one
+    # new value in the last chunk changed every chunk's bytes, so every batch reran.
+    def digests(data: Any) -> list[str]:
+        cut = list(memory.chunks(data, ROWS))
+        return [hashlib.sha256(formats.serialize(b, "ipc")).hexdigest() for b in cut]
+
+    texts = [f"kind {i % 3}" for i in range(45)]
+    for as_data in (
+        lambda t: pa.table({"id": range(45), "text": pa.array(t).dictionary_encode()}),
+        lambda t: pd.DataFrame({"id": range(45), "text": pd.Categorical(t, ordered=True)}),
+    ):
+        before, after = digests(as_data(texts)), digests(as_data([*texts[:44], "new"]))
+        assert before[:4] == after[:4] and before[4] != after[4]
+    kept = next(memory.chunks(pd.DataFrame({"c": pd.Categorical(["b", "a"], ["c", "b", "a"])}), 5))
+    column = kept.column("c")
+    assert column.type.ordered is False and column.dictionary.to_pylist() == ["b", "a"]
+    assert column.to_pylist() == ["b", "a"]
+
+
+def test_rows_without_columns_are_refused_naming_the_input(tmp_path: Path):
+    with pytest.raises(InputError, match=r"pyarrow\.Table has rows but no columns"):
+        run(tmp_path, table().select([]))
+    assert store(tmp_path).files() == []
+
+
 def test_a_pandas_frame_is_converted_with_the_whole_frames_types():
     # The second chunk alone holds only None in "score": on its own it would be typed null.
     frame = pd.DataFrame({"id": range(20), "score": [1.5] * 10 + [None] * 10})
@@ -262,6 +288,9 @@ def test_an_empty_input_is_refused(tmp_path: Path):
     for empty in (table(0), as_pandas(table(0))):
         with pytest.raises(InputError, match="has no rows"):
             run(tmp_path, empty)
+    reader = pa.RecordBatchReader.from_batches(SCHEMA, table(0).to_batches())
+    with pytest.raises(InputError, match=r"has no rows \(a reader is read once"):
+        run(tmp_path, reader)  # passed again after a run read it, it reads as empty
     assert store(tmp_path).files() == []
 
 

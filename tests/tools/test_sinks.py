@@ -282,6 +282,23 @@ def test_tables_with_other_rows_pipelines_or_columns_are_refused_untouched(
     assert after[0].equals(before[0]) and after[1] == before[1]
 
 
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_target_that_cannot_be_a_table_is_a_usage_error_leaving_nothing(
+    fmt: str, runs: dict[str, Any], tmp_path: Path
+):
+    # A file as --to reached each library, which raised a bare OSError (iceberg left its lock)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UsageError, match=r"is a file; a --format .* writes a table's folder"):
+        export(runs["state"], runs["first"]["job_id"], str(afile), fmt)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"] and afile.read_text() == "x"
+    if fmt == "iceberg":  # pyiceberg's SQL catalog nests no namespaces; "" is no table name
+        for name in ("a.b.c", ""):
+            with pytest.raises(UsageError, match="--table"):
+                export(runs["state"], runs["first"]["job_id"], str(tmp_path / "t"), fmt, table=name)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
 @pytest.mark.parametrize(
     ("fmt", "modules", "extra"),
     [

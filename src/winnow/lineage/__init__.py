@@ -15,10 +15,13 @@ it off. Events go to the profile's ``[lineage] transport`` table when it has
 one (any OpenLineage transport: ``http``, ``file``, ``kafka``, ...), else
 wherever OpenLineage's own configuration sends them.
 
-Sending an event never fails a run: the first failure of a run is reported
-(through ``notify``), the run goes on, and sends no more events (a backend
-that is down costs its transport's retries once). START is sent on a thread
-while the run works.
+Sending an event never fails a run, nor holds it up for long: the first
+failure of a run is reported (through ``notify``), the run goes on, and
+sends no more events. Events are sent on a thread (START while the run
+works); once the work is done the run waits at most ``[lineage] wait_s``
+(default 5 s) for them, so a backend that accepts a connection and never
+answers (each try waiting out the transport's timeout, then retrying)
+costs a run that long, not the transport's retries.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -98,6 +102,7 @@ class Emitter:
     ) -> None:
         self.notify = notify
         self.subject = subject
+        self.wait_s = settings.wait_s
         self.warned = False
         self.client: Any = None
         if settings.enabled and strict:
@@ -111,32 +116,30 @@ class Emitter:
         except Exception as exc:
             self.warn("set up OpenLineage", exc)
 
-    def emit(self, build: Callable[[], Any], what: str) -> None:
-        """Build an event and send it; a failure of either is reported, not raised.
+    def emit(self, build: Callable[[], Any], what: str, deadline: float) -> None:
+        """Build an event and send it, waiting until ``deadline`` at most (``time.monotonic``).
 
-        After a failure the emitter sends nothing more: a backend that is down
-        would cost each event the transport's retries again.
+        A failure of either, or no answer by then, is reported, not raised;
+        after it the emitter sends nothing more: a backend that is down would
+        cost each event the transport's retries again.
         """
-        if self.client is None or self.warned:
-            return
-        try:
-            self.client.emit(build())
-        except Exception as exc:
-            self.warn(f"send the {what} event", exc)
+        self.emit_in_background(build, what)(deadline)
 
-    def emit_in_background(self, build: Callable[[], Any], what: str) -> Callable[[], None]:
+    def emit_in_background(self, build: Callable[[], Any], what: str) -> Callable[[float], None]:
         """Build an event now and send it on a thread, so the run need not wait for it.
 
         Returns:
-            What waits for the sending to end (and reports its failure, once).
+            What waits, until a deadline (``time.monotonic``), for the sending
+            to end, and reports its failure (once); a send still going on then
+            is given up, reported as a failure, and left to end on its thread.
         """
         if self.client is None or self.warned:
-            return lambda: None
+            return lambda deadline: None
         try:
             event = build()
         except Exception as exc:
             self.warn(f"build the {what} event", exc)
-            return lambda: None
+            return lambda deadline: None
         failure: list[Exception] = []
 
         def send() -> None:
@@ -148,19 +151,22 @@ class Emitter:
         thread = threading.Thread(target=send, name=f"winnow-lineage-{what}", daemon=True)
         thread.start()
 
-        def wait() -> None:
-            thread.join()
-            if failure:
+        def wait(deadline: float) -> None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                late = TimeoutError(f"no answer within [lineage] wait_s = {self.wait_s:g} s")
+                self.warn(f"send the {what} event", late)
+            elif failure:
                 self.warn(f"send the {what} event", failure[0])
 
         return wait
 
-    def close(self) -> None:
-        """Flush and close the transport (an asynchronous one sends what it holds)."""
+    def close(self, deadline: float) -> None:
+        """Flush and close the transport (an asynchronous one sends what it holds until ``deadline``)."""
         if self.client is None:
             return
         try:
-            self.client.close(timeout=10.0)
+            self.client.close(timeout=max(0.01, deadline - time.monotonic()))
         except Exception as exc:
             self.warn("close the OpenLineage transport", exc)
 
@@ -199,7 +205,7 @@ class LineageRun:
         self.storage_options = the_plan.profile.storage_options
         self.emitter = Emitter(settings, notify, f"job {record['job_id']}")
         self.run_id = ""
-        self.started: Callable[[], None] = lambda: None
+        self.started: Callable[[float], None] = lambda deadline: None
         if self.emitter.client is not None:
             from winnow.lineage import events
 
@@ -219,7 +225,8 @@ class LineageRun:
     ) -> None:
         if self.emitter.client is None:
             return  # not set up (reported): nothing to send, nothing of openlineage to import
-        self.started()
+        deadline = time.monotonic() + self.emitter.wait_s
+        self.started(deadline)
         try:
             from winnow.lineage import events
 
@@ -227,8 +234,8 @@ class LineageRun:
         except Exception as problem:  # never let lineage change how a run ends
             self.emitter.warn("build the end event", problem)
             return
-        self.emitter.emit(lambda: self._event(state, exc), state)
-        self.emitter.close()
+        self.emitter.emit(lambda: self._event(state, exc), state, deadline)
+        self.emitter.close(deadline)
 
     def _event(self, state: str, exc: BaseException | None) -> Any:
         from winnow.lineage import events
@@ -297,9 +304,10 @@ def exported(
             )
         return built[i]
 
-    emitter.emit(lambda: build(0), "START")
-    emitter.emit(lambda: build(1), "COMPLETE")
-    emitter.close()
+    deadline = time.monotonic() + emitter.wait_s
+    emitter.emit(lambda: build(0), "START", deadline)
+    emitter.emit(lambda: build(1), "COMPLETE", deadline)
+    emitter.close(deadline)
 
 
 def _recorded_settings(record: dict[str, Any]) -> LineageSettings:

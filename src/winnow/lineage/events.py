@@ -5,8 +5,9 @@ imports ``openlineage`` at its top. Events follow OpenLineage 2-0-2: a job
 (``namespace``, the pipeline's name), a run (a new UUIDv7 per Winnow job; the
 job id is in the ``winnow_run`` facet), input datasets (the input files, named
 by OpenLineage's dataset naming: ``file`` + absolute path, ``s3://bucket`` +
-key, ``gs://bucket`` + key, other URLs ``scheme://host`` + path) and the
-output dataset (the run's manifests, ``<output>/manifests/<pipeline>``, which
+key, ``gs://bucket`` + key, other URLs ``scheme://host`` + path; a chunk of
+data in memory by the artifact it was committed as, which its SHA-256 names)
+and the output dataset (the run's manifests, ``<output>/manifests/<pipeline>``, which
 list the artifacts that ``winnow export`` reads).
 """
 
@@ -42,7 +43,7 @@ from openlineage.client.utils import RedactMixin
 from openlineage.client.uuid import generate_static_uuid
 
 from winnow.records import JobStatus
-from winnow.sources.discover import SourceFile
+from winnow.sources.discover import MEMORY_PREFIX, SourceFile
 from winnow.storage.artifacts import ArtifactStore
 from winnow.storage.manifests import manifests_folder, output_refs
 
@@ -186,10 +187,16 @@ def _fields(fields: Any) -> list[schema_dataset.SchemaDatasetFacetFields]:
 def input_datasets(
     files: Sequence[SourceFile], schema: Any, rows: dict[str, Any] | None
 ) -> list[InputDataset]:
-    """The input files, each with its version (identity) and, once read, its rows."""
+    """The input files, each with its version (identity) and, once read, its rows.
+
+    A chunk of data in memory is named by its artifact (``.../sha256/ab/<digest>.arrow``),
+    not by its place (``inmemory://chunk-000003``): the same place in two inputs, or
+    two pipelines, is not the same data.
+    """
     out = []
     for file in files:
-        namespace, name = dataset_name(file.url)
+        in_memory = file.url.startswith(MEMORY_PREFIX)
+        namespace, name = dataset_name(file.read_url if in_memory else file.url)
         facets: dict[str, DatasetFacet] = {
             "version": dataset_version_dataset.DatasetVersionDatasetFacet(
                 datasetVersion=file.identity

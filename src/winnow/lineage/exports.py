@@ -3,7 +3,8 @@
 Imported only when lineage is on. An export is a run of the job
 ``<pipeline>.export`` (job type ``EXPORT``) whose parent is the exported
 job's run; its input is that run's output dataset (its manifests), its output
-the export's target, named like any file or folder URL.
+the export's target, named like any file or folder URL (a Delta, Iceberg or
+Lance table: where the table is, its storage layer the format).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from openlineage.client.facet_v2 import (
 from openlineage.client.uuid import generate_static_uuid
 
 from winnow.lineage import events
+
+_FILES = {"delta": "parquet", "iceberg": "parquet", "lance": "lance"}  # a table's data files
 
 
 def export_events(
@@ -47,12 +50,13 @@ def export_events(
         )
     }
     inputs = [InputDataset(source.namespace, source.name, facets=source_facets)]
-    namespace_to, name_to = events.dataset_name(result["to"])
+    # A table export names the table where it is (an Iceberg table: its location)
+    namespace_to, name_to = events.dataset_name(result.get("location") or result["to"])
     output = events.read_output(record, storage_options)
+    fmt = result["format"]
+    layer, file_format = ("file", fmt) if fmt in ("parquet", "jsonl") else (fmt, _FILES[fmt])
     facets: dict[str, DatasetFacet] = {
-        "storage": storage_dataset.StorageDatasetFacet(
-            storageLayer="file", fileFormat=result["format"]
-        )
+        "storage": storage_dataset.StorageDatasetFacet(storageLayer=layer, fileFormat=file_format)
     }
     if output.schema is not None:
         facets["schema"] = events.schema_facet(output.schema)

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from winnow import extras
 from winnow.errors import InputError, UsageError
@@ -93,8 +94,14 @@ def commit(
     """
     files = list(commit_chunks(data, store, batch_rows, schema))
     if not files:
+        what = describe(data)
+        once = (
+            " (a reader is read once: one read already, by an earlier run too, has none left)"
+            if what == "pyarrow.RecordBatchReader"
+            else ""
+        )
         raise InputError(
-            f"the input {describe(data)} has no rows: there is nothing to run; "
+            f"the input {what} has no rows{once}: there is nothing to run; "
             "pass data with at least one row"
         )
     return files
@@ -248,7 +255,9 @@ def _one_batch(parts: list[pa.Table], what: str) -> pa.RecordBatch:
 
     ``take`` copies every column into new, compact buffers (no slice offsets,
     no leftover bytes, a validity bitmap only where there are nulls), so equal
-    rows serialize to equal bytes however the input held them.
+    rows serialize to equal bytes however the input held them. It keeps a
+    dictionary column's whole dictionary, though, which would make a chunk's
+    bytes depend on values in other chunks: those are cut to the values used.
     """
     try:
         table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
@@ -256,6 +265,26 @@ def _one_batch(parts: list[pa.Table], what: str) -> pa.RecordBatch:
         raise InputError(
             f"the input {what} changes its columns partway ({exc}); give every row the same columns"
         ) from None
-    table = table.take(pa.array(range(table.num_rows), pa.int64()))
-    batch: pa.RecordBatch = table.combine_chunks().to_batches()[0]
-    return batch
+    if table.num_columns == 0:
+        raise InputError(
+            f"the input {what} has rows but no columns: give it the pipeline's columns"
+        )
+    table = table.take(pa.array(range(table.num_rows), pa.int64())).combine_chunks()
+    columns = [_used_values(column.chunk(0)) for column in table.columns]
+    return pa.RecordBatch.from_arrays(columns, schema=table.schema)
+
+
+def _used_values(column: pa.Array) -> pa.Array:
+    """A dictionary column with only the dictionary values its rows use, in their order.
+
+    Keeping the dictionary's order (not the rows' order) keeps an ordered
+    dictionary's (a pandas ordered categorical's) meaning; any other column
+    is returned as it is.
+    """
+    if not pa.types.is_dictionary(column.type):
+        return column
+    used = pc.unique(column.indices).drop_null().sort()
+    indices = pc.index_in(column.indices, value_set=used).cast(column.type.index_type)
+    return pa.DictionaryArray.from_arrays(
+        indices, column.dictionary.take(used), ordered=column.type.ordered
+    )

@@ -92,9 +92,11 @@ def export(
     if fmt in TABLE_FORMATS:
         from winnow.tools.sinks import export_table
 
-        return export_table(
+        done = export_table(
             state, job_id, to or None, fmt, storage_options, table=table, catalog=catalog
         )
+        lineage.exported(state.read_job(job_id), done, started_at, storage_options)
+        return done
     if fmt not in ("parquet", "jsonl"):
         raise UsageError(f"--format {fmt!r}: choose parquet, jsonl, {', '.join(TABLE_FORMATS)}")
     if table is not None or catalog is not None:

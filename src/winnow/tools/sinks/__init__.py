@@ -56,6 +56,9 @@ class Sink(Protocol):
     def exists(self) -> bool:
         """Whether the table exists."""
 
+    def location(self) -> str:
+        """Where the existing table is: its folder, or an Iceberg table's location URL."""
+
     def schema(self) -> pa.Schema:
         """The existing table's schema, as Arrow."""
 
@@ -109,8 +112,9 @@ def export_table(
         (False when there was nothing to add), ``version`` (the commit that holds
         the job's rows: this one, or the earlier one that exported the same
         output; None when nothing was added), ``rows`` and ``batches`` added,
-        ``batches_held`` (already in the table), ``table_rows`` after, and
-        ``missing_batches`` (batches of the job without output).
+        ``batches_held`` (already in the table), ``table_rows`` after,
+        ``missing_batches`` (batches of the job without output) and
+        ``location`` (the table's folder or Iceberg location, as lineage names it).
 
     Raises:
         UsageError: bad target, a missing extra, or a table that cannot take
@@ -162,7 +166,10 @@ def _export_into(
         [entries[i] for i in new], everything.options, f"export of {job_id} to {sink.where}"
     )
     if done or (sink.exists() and added.records == 0):
-        return {**result, "version": done.version if done else None, "table_rows": sink.rows()}
+        return {
+            **result, "version": done.version if done else None, "table_rows": sink.rows(),
+            "location": sink.location(),
+        }  # fmt: skip
     source = everything.schema()
     if sink.exists():
         _check_columns(source, sink.schema(), sink.where)
@@ -182,7 +189,7 @@ def _export_into(
     return {
         **result, "committed": True, "version": mine.version if mine else None,
         "rows": added.records, "batches": len(new), "batches_held": len(digests) - len(new),
-        "table_rows": after.rows(),
+        "table_rows": after.rows(), "location": after.location(),
     }  # fmt: skip
 
 

@@ -35,9 +35,14 @@ def open_sink(
             raise UsageError("--format iceberg needs --to FOLDER or --catalog NAME")
         if catalog is not None and to is not None:
             raise UsageError("--format iceberg takes --to FOLDER or --catalog NAME, not both")
-        name = table or f"winnow.{_identifier(pipeline)}"
+        name = table if table is not None else f"winnow.{_identifier(pipeline)}"
         if name.count(".") < 1 or not all(name.split(".")):
             raise UsageError(f"--table {name!r}: name an Iceberg table as namespace.name")
+        if to is not None and name.count(".") > 1:  # pyiceberg's SQL catalog: one level
+            raise UsageError(
+                f"--table {name!r}: the catalog in --to takes namespace.name, one namespace "
+                "deep; Fix: drop the extra level (or use a --catalog that nests namespaces)"
+            )
         folder = None if to is None else local_path(to, storage_options, "iceberg")
         return IcebergSink(name, folder, catalog)
     if table is not None or catalog is not None:
@@ -57,13 +62,18 @@ def open_sink(
 
 
 def local_path(to: str, storage_options: dict[str, Any] | None, fmt: str) -> str:
-    """``to`` as an absolute local path; object storage is refused for now."""
+    """``to`` as an absolute local path; object storage, or a file, is refused."""
     fs, path = resolve(to, storage_options)
     if not is_local(fs):
         hint = " or pass --catalog NAME (a pyiceberg catalog)" if fmt == "iceberg" else ""
         raise UsageError(
             f"--to {to!r}: a --format {fmt} export writes to a local path for now; "
             f"Fix: pass a local folder{hint}"
+        )
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(
+            f"--to {to!r} is a file; a --format {fmt} export writes a table's folder; "
+            "nothing was written. Fix: pass a new folder or the table's own"
         )
     return os.path.abspath(path)
 

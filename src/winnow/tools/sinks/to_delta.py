@@ -43,6 +43,10 @@ class DeltaSink:
         """Whether the table exists."""
         return self.table is not None
 
+    def location(self) -> str:
+        """The table's folder."""
+        return self.path
+
     def schema(self) -> pa.Schema:
         """The table's schema, as Arrow."""
         return pa.schema(self.table.schema().to_arrow())

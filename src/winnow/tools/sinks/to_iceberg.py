@@ -83,6 +83,10 @@ class IcebergSink:
         """Whether the table exists."""
         return self.table is not None
 
+    def location(self) -> str:
+        """The table's location (in the --to catalog: ``file:///.../warehouse/<namespace>/<name>``)."""
+        return str(self.table.location())
+
     def schema(self) -> pa.Schema:
         """The table's schema, as Arrow."""
         return self.table.schema().as_arrow()

@@ -36,6 +36,10 @@ class LanceSink:
         """Whether the dataset exists."""
         return self.table is not None
 
+    def location(self) -> str:
+        """The table's folder."""
+        return self.path
+
     def schema(self) -> pa.Schema:
         """The dataset's schema."""
         return self.table.schema
