@@ -13,6 +13,8 @@ and line, and that batch is recomputed by the next run.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import posixpath
 import threading
@@ -91,16 +93,17 @@ class CheckpointStore:
         records: dict[str, dict[str, Any]] = {}
         damage: list[Damage] = []
         contents = self.fs.cat(paths, on_error="omit") if paths else {}
-        for path in paths:
-            data = contents.get(path)
-            if data is None:
-                continue  # removed by a concurrent compaction; its records live on
-            parsed, bad = _parse_segment(data)
-            damage.extend(Damage(path, to_url(self.fs, path), n, why) for n, why in bad)
-            for rec in parsed:
-                prev = records.get(rec["key"])
-                if prev is None or rec["ts"] >= prev["ts"]:
-                    records[rec["key"]] = rec
+        with gc_paused():
+            for path in paths:
+                data = contents.pop(path, None)
+                if data is None:
+                    continue  # removed by a concurrent compaction; its records live on
+                parsed, bad = _parse_segment(data)
+                damage.extend(Damage(path, to_url(self.fs, path), n, why) for n, why in bad)
+                for rec in parsed:
+                    prev = records.get(rec["key"])
+                    if prev is None or rec["ts"] >= prev["ts"]:
+                        records[rec["key"]] = rec
         return StageCheckpoints(stage=stage, records=records, segments=paths, damage=damage)
 
     def append(self, record: CheckpointRecord | dict[str, Any]) -> dict[str, Any]:
@@ -196,8 +199,29 @@ class CheckpointStore:
             return []
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while building many acyclic objects.
+
+    Decoding 100,000 records allocates millions of dicts and strings, none in
+    a reference cycle; each allocation burst would trigger collections that
+    walk every object made so far (a third of a stage's load time at that
+    size). Reference counting still frees everything as usual.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _parse_segment(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
     """A segment's records, and ``(line number, reason)`` for each line that is none."""
+    whole = _parse_whole(data)
+    if whole is not None:
+        return whole, []
     records: list[dict[str, Any]] = []
     bad: list[tuple[int, str]] = []
     for number, _, rec, reason in _scan(data):
@@ -206,6 +230,53 @@ def _parse_segment(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, s
         else:
             records.append(rec)
     return records, bad
+
+
+def _parse_whole(data: bytes) -> list[dict[str, Any]] | None:
+    """Every line of an undamaged segment decoded at once; None to scan it line by line.
+
+    One decode of the lines as a JSON array costs less than one decode per
+    line, and shares one copy of each field name among the segment's records
+    (a third of their memory). It stands for the line scan only when it gives
+    the same answer: as many values as lines, each value a checkpoint record,
+    each line one object (``{`` to ``}``) with as many closing brackets as
+    opening ones. The last test keeps two halves of a torn-apart record from
+    joining into one (a raw newline cannot be inside a JSON string, so each
+    line starts where the one before ended); strings that hold brackets can
+    fail it, and then cost only the line scan. A damaged line, or a torn tail
+    that does not parse, fails the decode or a test, and the scan finds it.
+    """
+    lines = [line for line in data.split(b"\n") if line.strip()]
+    if not all(map(_one_object, lines)):
+        return None
+    try:
+        values = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:  # UnicodeDecodeError too
+        return None
+    if len(values) != len(lines) or not all(map(_is_record, values)):
+        return None
+    return values  # type: ignore[no-any-return]
+
+
+def _one_object(line: bytes) -> bool:
+    """Whether a line looks like one whole JSON object: braced, its brackets balanced."""
+    line = line.strip()
+    return (
+        line[:1] == b"{"
+        and line[-1:] == b"}"
+        and line.count(b"{") == line.count(b"}")
+        and line.count(b"[") == line.count(b"]")
+    )
+
+
+def _is_record(value: Any) -> bool:
+    """``_checked``'s test without its reasons: the common case, at a fraction of its cost."""
+    return (
+        type(value) is dict
+        and type(value.get("key")) is str
+        and value.get("status") in CHECKPOINT_STATUSES
+        and type(value.get("ts")) in (int, float)
+    )
 
 
 def _scan(data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any] | None, str]]:
