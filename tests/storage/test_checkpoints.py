@@ -143,6 +143,11 @@ def test_compaction_keeps_the_same_view(backend: Backend):
     assert store.compact("s", min_segments=4)
     after = store.load("s")
     assert len(after.segments) == 1 and after.records == before.records
+    # Each key's newest line is copied as it was written (its spacing too).
+    merged = store.fs.cat_file(after.segments[0]).decode().splitlines()
+    lines = {json.loads(line)["key"]: line for line in merged}
+    assert len(merged) == len(lines) == 10
+    assert lines["k1"] == json.dumps(rec("k1", ts=3.0))
     assert other.load("s").records == before.records
     assert not store.compact("s", min_segments=4)  # one segment is already compact
     store.append(rec("k1", BatchStatus.FAILED))  # a record written after compaction still wins

@@ -81,30 +81,38 @@ class CheckpointStore:
 
     def load(self, stage: str) -> StageCheckpoints:
         """Read every segment of a stage; the newest record per key wins."""
+        paths = self._segment_paths(stage)
+        records: dict[str, dict[str, Any]] = {}
+        damage: list[Damage] = []
+        with gc_paused():
+            for path, parsed, bad in self._parsed(paths):
+                damage.extend(Damage(path, to_url(self.fs, path), n, why) for n, why in bad)
+                for rec, _ in parsed:
+                    prev = records.get(rec["key"])
+                    if prev is None or rec["ts"] >= prev["ts"]:
+                        records[rec["key"]] = rec
+        return StageCheckpoints(stage=stage, records=records, segments=paths, damage=damage)
+
+    def _segment_paths(self, stage: str) -> list[str]:
+        """The stage's segments, freshly listed, oldest first."""
         directory = self.stage_dir(stage)
         # s3fs keeps a listing cached by an earlier call and answers the size lookup
         # of each `cat` from it: a segment another process wrote since would read as
         # missing and be dropped. Dropping the entry makes `find` cache a fresh one.
         refresh(self.fs, directory)
         try:
-            paths = sorted(p for p in self.fs.find(directory) if p.endswith(".jsonl"))
+            return sorted(p for p in self.fs.find(directory) if p.endswith(".jsonl"))
         except FileNotFoundError:
-            paths = []
-        records: dict[str, dict[str, Any]] = {}
-        damage: list[Damage] = []
+            return []
+
+    def _parsed(self, paths: list[str]) -> Iterator[tuple[str, list[Line], list[tuple[int, str]]]]:
+        """Each segment read (in one batched read): its path, records with lines, damage."""
         contents = self.fs.cat(paths, on_error="omit") if paths else {}
-        with gc_paused():
-            for path in paths:
-                data = contents.pop(path, None)
-                if data is None:
-                    continue  # removed by a concurrent compaction; its records live on
-                parsed, bad = _parse_segment(data)
-                damage.extend(Damage(path, to_url(self.fs, path), n, why) for n, why in bad)
-                for rec in parsed:
-                    prev = records.get(rec["key"])
-                    if prev is None or rec["ts"] >= prev["ts"]:
-                        records[rec["key"]] = rec
-        return StageCheckpoints(stage=stage, records=records, segments=paths, damage=damage)
+        for path in paths:
+            data = contents.pop(path, None)
+            if data is None:
+                continue  # removed by a concurrent compaction; its records live on
+            yield path, *_parse_segment(data)
 
     def append(self, record: CheckpointRecord | dict[str, Any]) -> dict[str, Any]:
         """Buffer one record; flush the stage's buffer when it is full.
@@ -151,15 +159,26 @@ class CheckpointStore:
         damaged lines is left as it is: merging would delete them unseen, and
         ``repair`` keeps a backup first.
         """
-        current = self.load(stage)
-        if len(current.segments) < min_segments or current.damage:
+        paths = self._segment_paths(stage)
+        if len(paths) < min_segments:
             return False
+        # The newest line of each key, as it was written: no record is encoded again,
+        # and only one segment's decoded records are held at a time.
+        newest: dict[str, tuple[float, bytes]] = {}
+        with gc_paused():
+            for _, parsed, bad in self._parsed(paths):
+                if bad:
+                    return False
+                for rec, line in parsed:
+                    prev = newest.get(rec["key"])
+                    if prev is None or rec["ts"] >= prev[0]:
+                        newest[rec["key"]] = (rec["ts"], line)
         path = join(
             self.stage_dir(stage),
             f"{int(time.time() * 1000):013d}-compact-{uuid.uuid4().hex[:8]}.jsonl",
         )
-        write_atomic(self.fs, path, _jsonl(current.records.values()))
-        self.fs.rm([p for p in current.segments if p != path])
+        write_atomic(self.fs, path, b"".join(line + b"\n" for _, line in newest.values()))
+        self.fs.rm([p for p in paths if p != path])
         return True
 
     def repair(self, path: str, backup: str) -> int:
@@ -217,22 +236,25 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _parse_segment(data: bytes) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    """A segment's records, and ``(line number, reason)`` for each line that is none."""
+Line = tuple[dict[str, Any], bytes]  # a record and its line in the segment, as written
+
+
+def _parse_segment(data: bytes) -> tuple[list[Line], list[tuple[int, str]]]:
+    """A segment's records with their lines, and ``(line number, reason)`` for each bad line."""
     whole = _parse_whole(data)
     if whole is not None:
         return whole, []
-    records: list[dict[str, Any]] = []
+    records: list[Line] = []
     bad: list[tuple[int, str]] = []
-    for number, _, rec, reason in _scan(data):
+    for number, line, rec, reason in _scan(data):
         if rec is None:
             bad.append((number, reason))
         else:
-            records.append(rec)
+            records.append((rec, line))
     return records, bad
 
 
-def _parse_whole(data: bytes) -> list[dict[str, Any]] | None:
+def _parse_whole(data: bytes) -> list[Line] | None:
     """Every line of an undamaged segment decoded at once; None to scan it line by line.
 
     One decode of the lines as a JSON array costs less than one decode per
@@ -255,7 +277,7 @@ def _parse_whole(data: bytes) -> list[dict[str, Any]] | None:
         return None
     if len(values) != len(lines) or not all(map(_is_record, values)):
         return None
-    return values  # type: ignore[no-any-return]
+    return list(zip(values, lines, strict=True))
 
 
 def _one_object(line: bytes) -> bool:
