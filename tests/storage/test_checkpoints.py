@@ -15,6 +15,7 @@ import pytest
 from tests.storage.conftest import Backend, CountingFS, count_s3_requests, peer
 from winnow.errors import StateError
 from winnow.records import BatchStatus
+from winnow.storage import checkpoints
 from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State
@@ -251,6 +252,19 @@ def test_an_undamaged_segment_loads_the_same_whole_or_line_by_line(backend: Back
     scanned = store.load("s")
     assert scanned.records == whole and not scanned.damage
     assert {k: r["job"] for k, r in whole.items()} == latest
+
+
+def test_a_segment_read_in_pieces_reports_the_same_records_and_lines(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+):
+    store = open_store(backend, flush_every=1)
+    store.append(rec("z", ts=1.0))
+    damaged_segment(store)
+    whole = store.load("s")
+    monkeypatch.setattr(checkpoints, "PIECE_BYTES", 16)  # about one line a piece
+    pieces = store.load("s")
+    assert pieces.records == whole.records and pieces.damage == whole.damage
+    assert [d.line for d in pieces.damage] == [2, 4, 5, 6, 7]
 
 
 def test_compaction_leaves_a_damaged_stage_for_repair(backend: Backend):

@@ -112,7 +112,9 @@ class CheckpointStore:
             data = contents.pop(path, None)
             if data is None:
                 continue  # removed by a concurrent compaction; its records live on
-            yield path, *_parse_segment(data)
+            for before, piece in _pieces(data):
+                parsed, bad = _parse_segment(piece)
+                yield path, parsed, [(before + n, why) for n, why in bad]
 
     def append(self, record: CheckpointRecord | dict[str, Any]) -> dict[str, Any]:
         """Buffer one record; flush the stage's buffer when it is full.
@@ -234,6 +236,26 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+PIECE_BYTES = 4 << 20  # a segment is decoded this much at a time
+
+
+def _pieces(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """A segment in pieces of about ``PIECE_BYTES`` that end at a line end.
+
+    Each with how many lines come before it. Decoding a compacted
+    100,000-record segment whole would hold four copies of its 100 MB at once
+    (lines, joined, decoded text, the read itself); a piece at a time, one.
+    """
+    start = before = 0
+    while start < len(data):
+        end = data.find(b"\n", start + PIECE_BYTES)
+        end = len(data) if end < 0 else end + 1
+        piece = data[start:end]  # the segment itself, not a copy, when it is one piece
+        yield before, piece
+        before += piece.count(b"\n")
+        start = end
 
 
 Line = tuple[dict[str, Any], bytes]  # a record and its line in the segment, as written
