@@ -54,9 +54,14 @@ def source_batches(
     for f, found in map_threads(stats, missing, 4):
         index[f.identity] = {"url": f.url, **found, "schema_checked": reader_fp}
     map_threads(check, unchecked, 4)
-    for f in [*missing, *unchecked]:
+
+    def write(f: sources.SourceFile) -> None:
         entry = {**(index[f.identity] or {}), "schema_checked": reader_fp}
         state.write_source_index(f.identity, entry)
+
+    # On threads: each entry is its own fsynced file, and 10,000 fsyncs one after
+    # another took 40 s of a first plan over 10,000 small files.
+    map_threads(write, [*missing, *unchecked], 16)
     out = []
     for f in files:
         out.extend(sources.split(f, index[f.identity] or {}, profile.batch_rows, reader_fp))

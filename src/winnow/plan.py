@@ -362,8 +362,10 @@ def _decide(
         return RUN, new_reason
     status = rec["status"]
     if status == BatchStatus.SUCCEEDED:
-        for what, ref in _committed(rec):
-            problem = artifacts.check(ref, listing=sizes)
+        for what, art in record_artifacts(rec):
+            if art is None or artifacts.listed(art, sizes):
+                continue
+            problem = artifacts.check(ArtifactRef(**art), listing=sizes)
             if problem is not None:
                 return RUN, f"{what} {_QUICK_REASONS[problem.fault]}"
         return SKIP, "committed"

@@ -15,6 +15,7 @@ import pytest
 from tests.storage.conftest import Backend, CountingFS, count_s3_requests, peer
 from winnow.errors import StateError
 from winnow.records import BatchStatus
+from winnow.storage import checkpoints
 from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State
@@ -143,6 +144,11 @@ def test_compaction_keeps_the_same_view(backend: Backend):
     assert store.compact("s", min_segments=4)
     after = store.load("s")
     assert len(after.segments) == 1 and after.records == before.records
+    # Each key's newest line is copied as it was written (its spacing too).
+    merged = store.fs.cat_file(after.segments[0]).decode().splitlines()
+    lines = {json.loads(line)["key"]: line for line in merged}
+    assert len(merged) == len(lines) == 10
+    assert lines["k1"] == json.dumps(rec("k1", ts=3.0))
     assert other.load("s").records == before.records
     assert not store.compact("s", min_segments=4)  # one segment is already compact
     store.append(rec("k1", BatchStatus.FAILED))  # a record written after compaction still wins
@@ -207,6 +213,58 @@ def test_a_damaged_line_is_skipped_and_reported_with_file_and_line(backend: Back
     # a torn tail alone is still tolerated quietly
     write_torn_segment(store, "0000000000003-crashed-000001.jsonl", rec("f"), tail=b'{"st')
     assert len(store.load("s").damage) == 5
+
+
+def test_lines_that_join_into_valid_json_are_still_found_damaged(backend: Backend):
+    # A segment is decoded whole when it can be: two halves of a record (the
+    # first ends with "}" inside a list) and a line holding two records add up
+    # to as many JSON values as lines, all records. Read line by line, all three
+    # lines are damage; the whole decode must not stand in for that scan.
+    store = open_store(backend, flush_every=1)
+    first, second = rec("a", ts=1.0), rec("b", ts=1.0)
+    split = json.dumps(first | {"list": [{"x": 1}, {"y": 2}]})
+    cut = split.index('{"y"')
+    lines = [
+        split[: cut - 2].encode(),  # ends with the "}" of {"x": 1}
+        split[cut:].encode(),  # starts with "{"
+        (json.dumps(second) + "," + json.dumps(rec("c", ts=1.0))).encode(),
+        json.dumps(rec("d", ts=1.0)).encode(),
+    ]
+    path = join(store.stage_dir("s"), "0000000000002-joined-000001.jsonl")
+    write_atomic(store.fs, path, b"\n".join(lines) + b"\n")
+    loaded = store.load("s")
+    assert set(loaded.records) == {"d"}
+    assert [d.line for d in loaded.damage] == [1, 2, 3]
+
+
+def test_an_undamaged_segment_loads_the_same_whole_or_line_by_line(backend: Backend):
+    store = open_store(backend, flush_every=1000)
+    latest = {}
+    for i in range(50):
+        store.append(rec(f"k{i % 20}", ts=float(i + 1), job=f"j{i}"))
+        latest[f"k{i % 20}"] = f"j{i}"
+    store.flush()
+    (path,) = store.load("s").segments
+    whole = store.load("s").records
+    # A blank line and a torn tail send the same bytes down the line-by-line scan.
+    data = store.fs.cat_file(path)
+    write_atomic(store.fs, path, data.replace(b"\n", b"\n\n", 1) + b'{"st')
+    scanned = store.load("s")
+    assert scanned.records == whole and not scanned.damage
+    assert {k: r["job"] for k, r in whole.items()} == latest
+
+
+def test_a_segment_read_in_pieces_reports_the_same_records_and_lines(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+):
+    store = open_store(backend, flush_every=1)
+    store.append(rec("z", ts=1.0))
+    damaged_segment(store)
+    whole = store.load("s")
+    monkeypatch.setattr(checkpoints, "PIECE_BYTES", 16)  # about one line a piece
+    pieces = store.load("s")
+    assert pieces.records == whole.records and pieces.damage == whole.damage
+    assert [d.line for d in pieces.damage] == [2, 4, 5, 6, 7]
 
 
 def test_compaction_leaves_a_damaged_stage_for_repair(backend: Backend):

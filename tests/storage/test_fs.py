@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.storage.conftest import Backend, peer
-from winnow.storage.fs import is_temporary, join, modified_at, refresh, resolve
+from winnow.storage.fs import file_sizes, is_temporary, join, modified_at, refresh, resolve
 
 
 def test_refresh_shows_what_another_instance_wrote_and_removed(backend: Backend) -> None:
@@ -26,6 +26,20 @@ def test_refresh_shows_what_another_instance_wrote_and_removed(backend: Backend)
     other.rm_file(path)
     refresh(fs, path)
     assert not fs.exists(path)
+
+
+def test_file_sizes_lists_every_file_at_any_depth_as_find_does(backend: Backend) -> None:
+    fs, root = resolve(backend.url, backend.storage_options)
+    folder = join(root, "sizes")
+    files = {"a.bin": b"1", "x/b.bin": b"22", "x/y/c.bin": b"333", "x/y/z/d": b""}
+    for name, data in files.items():
+        path = join(folder, name)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(path, data)
+    sizes = file_sizes(fs, folder)
+    assert sizes == {p: int(i["size"]) for p, i in fs.find(folder, detail=True).items()}
+    assert sorted(sizes.values()) == [0, 1, 2, 3]
+    assert file_sizes(fs, join(root, "no-such-folder")) == {}
 
 
 def test_refresh_accepts_a_filesystem_without_a_cache() -> None:

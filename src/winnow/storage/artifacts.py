@@ -11,6 +11,7 @@ and ask it (:meth:`~ArtifactStore.check`, :meth:`~ArtifactStore.files`, ...).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import posixpath
 import uuid
@@ -21,7 +22,7 @@ import pyarrow as pa
 
 from winnow.errors import IntegrityError
 from winnow.storage import formats
-from winnow.storage.fs import is_local, join, modified_at, refresh, resolve, to_url
+from winnow.storage.fs import file_sizes, is_local, join, modified_at, refresh, resolve, to_url
 from winnow.storage.refs import (
     ArtifactProblem,
     ArtifactRef,
@@ -43,6 +44,7 @@ __all__ = [
 ]
 
 PUBLISHED, TEMPORARY = "sha256", "tmp"  # the store's two folders under its root
+_REF_FIELDS = frozenset(f.name for f in dataclasses.fields(ArtifactRef))
 WRITE_ATTEMPTS = 3  # a commit whose read-back differs is rewritten this many times in all
 
 
@@ -245,6 +247,17 @@ class ArtifactStore:
             )
         return None
 
+    @staticmethod
+    def listed(ref: Mapping[str, Any], listing: Mapping[str, int]) -> bool:
+        """Whether a reference, as a checkpoint stores it, passes :meth:`check`'s quick test.
+
+        True when ``listing`` holds its digest with the size it records: then
+        ``check(ArtifactRef(**ref), listing=listing)`` is None. False
+        says nothing more (ask :meth:`check` why). For planning 100,000
+        batches: no ``ArtifactRef`` is built for an artifact that is fine.
+        """
+        return ref.keys() == _REF_FIELDS and listing.get(ref["digest"]) == ref["bytes"]
+
     def verify(self, ref: ArtifactRef, check_schema: bool = True) -> ArtifactRef:
         """Read the artifact back and check digest, bytes, records, schema, format."""
         return self._verify_path(self.path_of(ref.uri), ref, check_schema)
@@ -295,15 +308,11 @@ class ArtifactStore:
     def sizes(self) -> dict[str, int]:
         """Every published artifact's digest and size, in one listing."""
         base = join(self.root, PUBLISHED)
-        try:
-            listing = self.fs.find(base, detail=True)
-        except FileNotFoundError:
-            return {}
         out = {}
-        for path, info in listing.items():
+        for path, size in file_sizes(self.fs, base).items():
             digest = posixpath.basename(path).partition(".")[0]
             if is_digest(digest):
-                out[digest] = int(info.get("size") or 0)
+                out[digest] = size
         return out
 
     def _exists(self, path: str) -> bool:

@@ -58,6 +58,37 @@ def refresh(fs: Any, path: str) -> None:
         invalidate(path)
 
 
+def file_sizes(fs: Any, base: str) -> dict[str, int]:
+    """Every file under folder ``base`` (at any depth): its path and size in bytes.
+
+    Empty when there is no such folder. On a local disk the folders are
+    walked with ``os.scandir``, whose entries carry what a size lookup needs:
+    half the time of fsspec's ``find``, which builds an info dict per file.
+    """
+    try:
+        if not is_local(fs):
+            return {p: int(i.get("size") or 0) for p, i in fs.find(base, detail=True).items()}
+        return _local_sizes(base)
+    except FileNotFoundError:
+        return {}
+
+
+def _local_sizes(base: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    folders = [base]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                try:
+                    if entry.is_dir():
+                        folders.append(entry.path)
+                    elif entry.is_file():
+                        out[entry.path] = entry.stat().st_size
+                except FileNotFoundError:
+                    continue  # removed while listed: as if listed a moment later
+    return out
+
+
 def modified_at(info: dict[str, Any]) -> datetime | None:
     """When a file was last written, from a listing entry (``fs.info``, ``find(detail=True)``).
 
