@@ -61,7 +61,6 @@ worker processes; shared pages count once per process).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import glob
 import gzip
 import hashlib
@@ -71,11 +70,8 @@ import platform
 import random
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,8 +80,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from harness import ROOT, last_json, load, run_process, tail, versions
 
-ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("winnow", "datatrove", "ray", "pyarrow", "numpy", "spacy")
 GENERATOR_VERSION = "v1"  # bump when the generator changes: the cache dir changes with it
 SEED = 24
 RESULT_MARK = "BENCH_RESULT "
@@ -214,124 +211,6 @@ def score(kept_ids: np.ndarray, facts: dict[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------
 
 
-class PeakRSS:
-    """Polls a process's RSS and the summed RSS of it and its descendants."""
-
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        import psutil
-
-        self.proc = psutil.Process(pid)
-        self.interval = interval
-        self.driver = self.tree = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        total = 0
-        with contextlib.suppress(Exception):
-            rss = self.proc.memory_info().rss
-            self.driver = max(self.driver, rss)
-            total = rss
-            for child in self.proc.children(recursive=True):
-                with contextlib.suppress(Exception):
-                    total += child.memory_info().rss
-        with contextlib.suppress(OSError, ValueError):  # the kernel's high-water mark
-            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    self.driver = max(self.driver, int(line.split()[1]) * 1024)
-        self.tree = max(self.tree, total)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
-
-    def stop(self) -> tuple[int, int]:
-        self._stop.set()
-        self._thread.join()
-        return self.driver, self.tree
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("RAY_ADDRESS", "WINNOW_STATE"):
-        env.pop(key, None)  # always a fresh embedded Ray
-    env["PYTHONUNBUFFERED"] = "1"
-    env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = (
-        "0"  # workers use this interpreter (see bench_throughput)
-    )
-    env.setdefault("RAY_DEDUP_LOGS", "0")
-    return env
-
-
-def run_process(cmd: list[str], log_dir: Path, tag: str, timeout: float) -> dict[str, Any]:
-    """Run ``cmd``; return rc, wall seconds, peak RSS (driver, tree) and its output."""
-    out_path, err_path = log_dir / f"{tag}.stdout", log_dir / f"{tag}.stderr"
-    print(f"running {tag}: {' '.join(cmd)}", flush=True)
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=err, start_new_session=True
-        )
-        rss = PeakRSS(proc.pid)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            rc = -signal.SIGKILL
-        except BaseException:
-            _kill_group(proc)
-            raise
-        finally:
-            driver, tree = rss.stop()
-        wall = time.perf_counter() - t0
-    return {
-        "rc": rc,
-        "wall_s": wall,
-        "driver_rss": driver,
-        "tree_rss": tree,
-        "stdout": out_path.read_text(errors="replace"),
-        "stderr": err_path.read_text(errors="replace"),
-    }
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the child we started (its own session: it and what it spawned)."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=10)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def last_json(text: str, prefix: str = "") -> dict[str, Any] | None:
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if prefix:
-            if not line.startswith(prefix):
-                continue
-            line = line[len(prefix) :]
-        if line.startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(line)
-                if isinstance(value, dict):
-                    return value
-    return None
-
-
-def tail(text: str, lines: int = 30) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-# --------------------------------------------------------------------------
-# Winnow
-# --------------------------------------------------------------------------
-
-
 def winnow_kept_ids(record: dict[str, Any]) -> np.ndarray:
     """The ``id`` column of a job's output artifacts (the kept rows)."""
     from winnow.api import read_manifest
@@ -361,9 +240,15 @@ def run_winnow(
     ]  # fmt: skip
     for s in sets:
         cmd += ["--set", s]
-    proc = run_process(cmd, work, f"winnow-{pipeline}", timeout)
+    print(f"running winnow-{pipeline}: {' '.join(cmd)}", flush=True)
+    proc = run_process(cmd, work, f"winnow-{pipeline}", timeout, tree=True)
     record = last_json(proc["stdout"])
-    res: dict[str, Any] = {k: proc[k] for k in ("rc", "wall_s", "driver_rss", "tree_rss")}
+    res: dict[str, Any] = {
+        "rc": proc["rc"],
+        "wall_s": proc["process_s"],
+        "driver_rss": proc["peak_rss"],
+        "tree_rss": proc["tree_rss"],
+    }
     res["command"] = cmd
     res["ok"] = proc["rc"] == 0 and bool(record) and record.get("status") == "SUCCEEDED"
     if not res["ok"]:
@@ -544,9 +429,15 @@ def run_worker(
         "--worker", engine, "--input", str(input_dir), "--work", str(folder),
         "--workers", str(workers),
     ]  # fmt: skip
-    proc = run_process(cmd, work, engine, timeout)
+    print(f"running {engine}: {' '.join(cmd)}", flush=True)
+    proc = run_process(cmd, work, engine, timeout, tree=True)
     result = last_json(proc["stdout"], RESULT_MARK)
-    res: dict[str, Any] = {k: proc[k] for k in ("rc", "wall_s", "driver_rss", "tree_rss")}
+    res: dict[str, Any] = {
+        "rc": proc["rc"],
+        "wall_s": proc["process_s"],
+        "driver_rss": proc["peak_rss"],
+        "tree_rss": proc["tree_rss"],
+    }
     res["ok"] = proc["rc"] == 0 and result is not None
     if not res["ok"]:
         res["error"] = tail(proc["stderr"]) + "\n" + tail(proc["stdout"], 5)
@@ -734,30 +625,6 @@ def _exact_report(results: dict[str, Any], facts: dict[str, Any]) -> bool:
     return all_ok
 
 
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for pkg in ("winnow", "datatrove", "ray", "pyarrow", "numpy", "spacy"):
-        try:
-            out.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            out.append(f"{pkg} (not installed)")
-    return ", ".join(out)
-
-
-def _load() -> str:
-    try:
-        return "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-# --------------------------------------------------------------------------
-# Main
-# --------------------------------------------------------------------------
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Winnow vs datatrove (fuzzy) and Ray Data (exact) dedup, scored on ground truth."
@@ -825,7 +692,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="winnow-bench-dedup-", dir=args.workdir))
-    results: dict[str, Any] = {"load_before": _load(), "versions": _versions()}
+    results: dict[str, Any] = {"load_before": load(), "versions": versions(PACKAGES)}
     try:
         for path in sorted(input_dir.iterdir()):  # warm the page cache for every engine
             path.read_bytes()
@@ -839,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
             if r.get("ok"):
                 r["score"] = score(r["kept_ids"], facts)
             results[engine] = r
-        results["load_after"] = _load()
+        results["load_after"] = load()
         ok = print_report(results, facts)
         if args.json_out:
             drop = {"kept_ids", "removed_ids", "duplicate_of"}

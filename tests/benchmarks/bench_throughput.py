@@ -54,13 +54,11 @@ import logging
 import os
 import platform
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 import time
 import tomllib
 from pathlib import Path
@@ -70,10 +68,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from harness import ROOT, child_env, kill_group, last_json, load, mib, run_process, tail, versions
 
 from winnow.profile import packaged_profiles
 
-ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("winnow", "ray", "daft", "pyarrow")
 BASE_FILES = 64
 GENERATOR_VERSION = "v1"  # bump when the generator changes: the cache dir changes with it
 SEED = 20_240_617
@@ -252,120 +251,6 @@ def warm_page_cache(folder: Path) -> None:
 # --------------------------------------------------------------------------
 # Subprocesses: run, time, poll the driver's RSS
 # --------------------------------------------------------------------------
-
-
-class PeakRSS:
-    """Polls one process's resident set size (not its children's)."""
-
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
-        self.pid = pid
-        self.interval = interval
-        self.peak = 0
-        self._stop = threading.Event()
-        try:
-            import psutil
-
-            self._proc: Any = psutil.Process(pid)
-        except Exception:  # psutil missing or the process already gone: /proc only
-            self._proc = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        rss = 0
-        if self._proc is not None:
-            with contextlib.suppress(Exception):
-                rss = self._proc.memory_info().rss
-        # VmHWM is the kernel's high-water mark of RSS: catches peaks between polls.
-        with contextlib.suppress(OSError, ValueError):
-            for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-                if line.startswith(("VmHWM:", "VmRSS:")):
-                    rss = max(rss, int(line.split()[1]) * 1024)
-        self.peak = max(self.peak, rss)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(self.interval)
-
-    def stop(self) -> int | None:
-        self._stop.set()
-        self._thread.join()
-        return self.peak or None
-
-
-def child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for key in ("RAY_ADDRESS", "WINNOW_STATE"):
-        env.pop(key, None)  # always a fresh embedded Ray, never an existing cluster
-    env["PYTHONUNBUFFERED"] = "1"
-    # Under `uv run` (as `make bench` is), Ray >= 2.43 otherwise packages the working
-    # directory and builds a fresh uv venv for the job's workers: tens of seconds of
-    # start-up that would be charged to Winnow and Ray Data. Workers use this interpreter.
-    env["RAY_ENABLE_UV_RUN_RUNTIME_ENV"] = "0"
-    env.setdefault("RAY_DEDUP_LOGS", "0")
-    return env
-
-
-def run_process(cmd: list[str], log_dir: Path, tag: str, timeout: float) -> dict[str, Any]:
-    """Run ``cmd``; return rc, wall seconds, driver peak RSS and the output files."""
-    out_path, err_path = log_dir / f"{tag}.stdout", log_dir / f"{tag}.stderr"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=child_env(), stdout=out, stderr=err, start_new_session=True
-        )
-        rss = PeakRSS(proc.pid)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            rc = -signal.SIGKILL
-        except BaseException:
-            _kill_group(proc)
-            raise
-        finally:
-            peak = rss.stop()
-        wall = time.perf_counter() - t0
-    return {
-        "rc": rc,
-        "timed_out": rc == -signal.SIGKILL,
-        "process_s": wall,
-        "peak_rss": peak,
-        "stdout": out_path.read_text(errors="replace"),
-        "stderr": err_path.read_text(errors="replace"),
-    }
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the child we started (its own session: it and what it spawned)."""
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def last_json(text: str, prefix: str = "") -> dict[str, Any] | None:
-    for line in reversed(text.splitlines()):
-        line = line.strip()
-        if prefix:
-            if not line.startswith(prefix):
-                continue
-            line = line[len(prefix) :]
-        if line.startswith("{"):
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(line)
-                if isinstance(value, dict):
-                    return value
-    return None
-
-
-def tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
 def output_check(rows: int | None, chars: int | None, expected: dict[str, int]) -> tuple[bool, str]:
@@ -571,7 +456,7 @@ def running_ray(work: Path, timeout: float = 120) -> Any:
             time.sleep(0.05)
         yield f"127.0.0.1:{port}", time.perf_counter() - t0
     finally:
-        _kill_group(proc)
+        kill_group(proc)
         log.close()
 
 
@@ -687,10 +572,6 @@ def run_other(
 # --------------------------------------------------------------------------
 
 
-def _mib(n: int | None) -> str:
-    return "-" if not n else f"{n / 2**20:,.0f} MiB"
-
-
 def _num(x: float | None, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
@@ -751,7 +632,7 @@ def print_report(
                 _num(r.get("process_s"), ".2f"),
                 _num(rps, ",.0f"),
                 _num(mbs, ",.1f"),
-                _mib(r.get("peak_rss")),
+                mib(r.get("peak_rss")),
                 r.get("check", "-"),
             )
         )
@@ -791,10 +672,10 @@ def print_report(
             f"{rerun.get('skipped_fraction')}"
         )
     if first:
-        msg = f"Winnow driver peak RSS: 1x ({totals['rows']:,} rows) {_mib(first.get('peak_rss'))}"
+        msg = f"Winnow driver peak RSS: 1x ({totals['rows']:,} rows) {mib(first.get('peak_rss'))}"
         four = results.get("winnow_4x")
         if four and totals4:
-            msg += f"; 4x ({totals4['rows']:,} rows) {_mib(four.get('peak_rss'))}"
+            msg += f"; 4x ({totals4['rows']:,} rows) {mib(four.get('peak_rss'))}"
             if four.get("peak_rss") and first.get("peak_rss"):
                 msg += f" ({four['peak_rss'] / first['peak_rss']:.2f}x the 1x peak)"
             if not four["ok"]:
@@ -814,7 +695,7 @@ def print_report(
             print(
                 f"At 4x ({totals4['rows']:,} rows): Winnow {w4:,.0f} rows/s "
                 f"({four['engine_s']:.2f}s), Daft {d4:,.0f} rows/s ({daft4['engine_s']:.2f}s, "
-                f"peak RSS {_mib(daft4.get('peak_rss'))}): Winnow / Daft {w4 / d4:.2f}x"
+                f"peak RSS {mib(daft4.get('peak_rss'))}): Winnow / Daft {w4 / d4:.2f}x"
             )
             marginal = {
                 LABELS[e]: (totals4["rows"] - totals["rows"]) / (r4["engine_s"] - r1["engine_s"])
@@ -845,25 +726,6 @@ def print_report(
             print("command: " + " ".join(r["command"]))
         print("stderr (tail):\n" + textwrap.indent(r.get("stderr_tail") or "(empty)", "  "))
         print("stdout (tail):\n" + textwrap.indent(r.get("stdout_tail") or "(empty)", "  "))
-
-
-def _versions() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = []
-    for pkg in ("winnow", "ray", "daft", "pyarrow"):
-        try:
-            out.append(f"{pkg} {version(pkg)}")
-        except PackageNotFoundError:
-            out.append(f"{pkg} (not installed)")
-    return ", ".join(out)
-
-
-def _load() -> str:
-    try:
-        return "/".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "n/a"
 
 
 def _preflight(engines: list[str]) -> dict[str, str]:
@@ -978,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workdir:
         args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="winnow-bench-", dir=args.workdir))
-    results: dict[str, Any] = {"load_before": _load(), "versions": _versions()}
+    results: dict[str, Any] = {"load_before": load(), "versions": versions(PACKAGES)}
     try:
         files = work / "winnow-files"
         files.mkdir()
@@ -1028,7 +890,7 @@ def main(argv: list[str] | None = None) -> int:
                 results["daft_4x"] = run_other(
                     "daft", work, input4, totals4 or {}, args.batch_rows, args.timeout
                 )
-        results["load_after"] = _load()
+        results["load_after"] = load()
         print_report(results, totals, totals4, args)
         if args.json_out:
             payload = {
