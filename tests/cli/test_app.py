@@ -182,7 +182,7 @@ def test_run_with_the_local_executor_needs_no_ray(tmp_path: Path, demo_inputs):
     assert {c["run"] for c in again["counts"].values()} == {0}
 
 
-def test_an_all_skipped_rerun_imports_neither_ray_nor_pandas(demo_job: dict):
+def test_an_all_skipped_rerun_imports_neither_ray_nor_pandas(tmp_path: Path, demo_inputs):
     """The rerun a user makes most often pays for no heavy import (each costs 0.3-1 s)."""
     code = (
         "import json, sys\n"
@@ -193,8 +193,10 @@ def test_an_all_skipped_rerun_imports_neither_ray_nor_pandas(demo_job: dict):
         "    heavy = sorted(m for m in ('ray', 'pandas', 'matplotlib') if m in sys.modules)\n"
         "    print(json.dumps({'imported': heavy}), file=sys.stderr)\n"
     )
-    args = ["run", "demo", "--profile", "local-cpu", "--set", "batch_rows=700"]
-    args += [*demo_job["where"], *demo_job["inputs"], "--json"]
+    where = ["--state", str(tmp_path / "state"), "--output", str(tmp_path / "out")]
+    args = ["run", "demo", "--profile", "local-cpu", "--set", "batch_rows=2000", *where]
+    args += ["--input", demo_inputs[0], "--json"]
+    assert run_json(*args[:-1], "--executor", "local")["status"] == "SUCCEEDED"
     proc = subprocess.run(
         [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300
     )
