@@ -260,7 +260,8 @@ class LSH(GlobalStage):
 _VOCAB_SEED = 24
 
 
-def _vocabulary(rng: random.Random, size: int = 4_000) -> list[str]:
+def vocabulary(rng: random.Random, size: int = 4_000) -> list[str]:
+    """``size`` made-up words of 3-9 letters drawn from ``rng`` (the sample corpus's)."""
     letters = "abcdefghijklmnopqrstuvwxyz"
     return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(size)]
 
@@ -288,7 +289,7 @@ def sample_inputs(directory: str, files: int = 4, rows_per_file: int = 2_000) ->
     """
     os.makedirs(directory, exist_ok=True)
     rng = random.Random(_VOCAB_SEED)
-    vocab = _vocabulary(rng)
+    vocab = vocabulary(rng)
     texts: list[list[str]] = []
     paths = []
     for f in range(files):

@@ -82,6 +82,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from harness import ROOT, last_json, load, run_process, tail, versions
 
+sys.path.insert(0, str(ROOT / "pipelines"))
+from fuzzy_dedup import edit, vocabulary  # the sample corpus's recipe, word for word
+
 PACKAGES = ("winnow", "datatrove", "ray", "pyarrow", "numpy", "spacy")
 GENERATOR_VERSION = "v1"  # bump when the generator changes: the cache dir changes with it
 SEED = 24
@@ -93,26 +96,6 @@ ENGINES = ("winnow_fuzzy", "datatrove", "winnow_exact", "raydata_exact")
 # --------------------------------------------------------------------------
 # Corpus and ground truth (generated once into .bench/)
 # --------------------------------------------------------------------------
-
-
-def _vocabulary(rng: random.Random, size: int = 4_000) -> list[str]:
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    return ["".join(rng.choice(letters) for _ in range(rng.randint(3, 9))) for _ in range(size)]
-
-
-def _edit(words: list[str], fraction: float, rng: random.Random, vocab: list[str]) -> list[str]:
-    """``words`` with about ``fraction`` of them replaced, deleted or inserted."""
-    out = list(words)
-    for _ in range(max(1, round(fraction * len(words)))):
-        i = rng.randrange(len(out))
-        op = rng.randrange(3)
-        if op == 0:
-            out[i] = rng.choice(vocab)
-        elif op == 1 and len(out) > 1:
-            del out[i]
-        else:
-            out.insert(i, rng.choice(vocab))
-    return out
 
 
 def ensure_corpus(
@@ -131,7 +114,7 @@ def ensure_corpus(
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "data").mkdir(parents=True)
     rng = random.Random(SEED)
-    vocab = _vocabulary(rng)
+    vocab = vocabulary(rng)
     originals: list[tuple[int, list[str]]] = []  # (cluster, words)
     cluster = np.zeros(docs, np.int64)
     kind = np.zeros(docs, np.int8)  # 0 original, 1 near, 2 exact, 3 far
@@ -146,11 +129,11 @@ def ensure_corpus(
             if originals and roll < 0.2:
                 c, words = rng.choice(originals)
                 if roll < 0.1:
-                    words, kind[i] = _edit(words, rng.uniform(0.01, 0.03), rng, vocab), 1
+                    words, kind[i] = edit(words, rng.uniform(0.01, 0.03), rng, vocab), 1
                 elif roll < 0.15:
                     kind[i] = 2
                 else:  # far variant: not a duplicate, its own cluster
-                    words, c, kind[i] = _edit(words, 0.3, rng, vocab), i, 3
+                    words, c, kind[i] = edit(words, 0.3, rng, vocab), i, 3
                 cluster[i] = c
             else:
                 words = [rng.choice(vocab) for _ in range(rng.randint(*length))]

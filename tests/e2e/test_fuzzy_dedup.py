@@ -35,7 +35,7 @@ def write_corpus(directory: Path) -> tuple[list[str], dict[int, int]]:
     """
     directory.mkdir(parents=True, exist_ok=True)
     rng = random.Random(11)
-    vocab = fuzzy_dedup._vocabulary(rng)
+    vocab = fuzzy_dedup.vocabulary(rng)
     originals: list[tuple[list[str], int]] = []
     cluster: dict[int, int] = {}
     paths = []

@@ -20,7 +20,7 @@ def shingles(text: str, k: int) -> set[tuple[str, ...]]:
 
 def test_a_signature_estimates_the_jaccard_similarity_of_word_shingles():
     rng = random.Random(3)
-    vocab = fuzzy_dedup._vocabulary(rng)
+    vocab = fuzzy_dedup.vocabulary(rng)
     base = [rng.choice(vocab) for _ in range(150)]
     texts = [" ".join(base)] + [
         " ".join(fuzzy_dedup.edit(base, f, rng, vocab)) for f in (0.02, 0.1, 0.3, 0.6)
