@@ -1,40 +1,51 @@
 """Fuzzy deduplication: MinHash signatures, LSH band buckets, connected components.
 
-Two stages:
+Four stages, each bounded in memory by its own data, never by the corpus:
 
 * ``minhash`` (per batch): lower-cases the text, splits it into words and
   hashes every run of ``shingle_size`` consecutive words (word shingles; a
   text shorter than that is one shingle); the signature is, for each of
   ``num_perm`` hash functions ``((a * h + b) mod 2^64) >> 32`` drawn from
   ``seed``, the smallest value over the text's shingles, kept in a
-  ``minhash`` column (``num_perm`` uint32). All in numpy, no per-word Python.
-* ``lsh`` (a global stage: it sees every signature at once): cuts each
-  signature into ``bands`` bands of ``rows_per_band`` values; texts sharing a
-  band bucket are candidates, a candidate pair whose signatures agree on at
-  least ``threshold`` of their values is an edge, and the connected components
-  of those edges are the duplicate clusters. Each cluster keeps its lowest
-  source position (input file URL, then row); every other member is removed,
-  with the id of the kept document it duplicates and their estimated
-  similarity.
+  ``minhash`` column (``num_perm`` uint32) in place of the text. All in
+  numpy, no per-word Python.
+* ``lsh`` (a grouping stage): cuts each signature into ``bands`` bands of
+  ``rows_per_band`` values and sends each document (its id and source
+  position, not its text) to the partition of each band's bucket; a reduce
+  partition links every member of a bucket to the bucket's first (lowest
+  source position): the candidate pairs, as edges. ``bands`` and
+  ``rows_per_band`` follow from ``threshold``, the Jaccard similarity from
+  which texts count as duplicates (the band/row split that minimizes the
+  false positive and false negative areas under its S-curve, as datasketch
+  chooses it), unless set.
+* ``components`` (a global stage): the connected components of the edges
+  alone (not the texts) are the duplicate clusters; each keeps its lowest
+  source position (input file URL, then row) and every other member is
+  removed, with the id and position of the document it duplicates.
+* ``keep`` (a rejoin stage): reads the input again, batch by batch, and
+  drops the removed documents; the kept rows are the run's output, the
+  removed ones (``id``, ``duplicate_of``, ``file``, ``row``, ``kept_file``,
+  ``kept_row``) ``winnow inspect removed``.
 
 The signatures are computed once: ``--set lsh.threshold=0.8`` (or
-``lsh.bands``, ``lsh.rows_per_band``) reruns ``lsh`` alone. Changing
-``minhash.*`` reruns both.
+``lsh.bands``, ``lsh.rows_per_band``) reruns ``lsh`` and what follows
+(``components`` and ``keep`` only if the edges changed). Changing
+``minhash.*`` reruns everything.
 
     winnow run fuzzy_dedup --input 'DIR/*.jsonl' --profile local-cpu
     winnow run fuzzy_dedup --set lsh.threshold=0.8 ...
 
-The run's output holds the kept rows (``minhash`` dropped); the removed rows
-(``id``, ``duplicate_of``, ``similarity``, ``file``, ``row``):
-``winnow inspect removed``. Why global: components need every edge at once.
-It holds the whole corpus (rows and signatures) in memory: banding over
-several partitions, then components over the edges alone, needs the kept
-rows joined back to the documents, which a pipeline cannot express yet.
+Memory: ``minhash`` holds a batch; ``lsh`` a partition of band entries
+(``bands`` x documents / partitions rows of id and position; the partition
+count follows the profile's ``partition_mb``); ``components`` every edge
+(about ``bands`` per duplicate) and ``keep`` every removed document's id and
+position, in each worker.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -45,7 +56,8 @@ import pyarrow.compute as pc
 
 from winnow import Pipeline, Resources, Stage
 from winnow.errors import ConfigError
-from winnow.grouping import FILE, ROW, GlobalStage, Reduced
+from winnow.grouping import FILE, KEY, ROW, GlobalStage, GroupingStage, Reduced
+from winnow.rejoin import Rejoin
 
 SCHEMA = pa.schema([("id", pa.int64()), ("text", pa.string())])
 SIGNATURE = "minhash"
@@ -150,10 +162,10 @@ def signatures(texts: pa.Array, shingle_size: int, num_perm: int, seed: int) -> 
 
 @dataclass
 class MinHash(Stage):
-    """Per batch: the text column's MinHash signatures, as a ``minhash`` column."""
+    """Per batch: the text column's MinHash signatures, as a ``minhash`` column in its place."""
 
     name = "minhash"
-    version = "1"
+    version = "2"
     resources = Resources(num_cpus=1, max_actors=2)  # the costly step: every core
 
     text_column: str = "text"
@@ -167,7 +179,8 @@ class MinHash(Stage):
         )
         values = pa.array(sig.reshape(-1), pa.uint32())
         column = pa.FixedSizeListArray.from_arrays(values, self.num_perm)
-        return batch.append_column(SIGNATURE, column)
+        rest = batch.drop_columns([self.text_column])  # ``keep`` reads the text again
+        return rest.append_column(SIGNATURE, column)
 
 
 def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
@@ -188,73 +201,190 @@ def components(n: int, left: np.ndarray, right: np.ndarray) -> np.ndarray:
             return label
 
 
-def candidate_pairs(sig: np.ndarray, bands: int, rows_per_band: int) -> np.ndarray:
-    """(m, 2) row pairs sharing a band bucket: each bucket member with its first and previous."""
-    pairs = []
-    salt = _mix(np.arange(1, rows_per_band + 1, dtype=np.uint64))
-    for band in range(bands):
-        cols = sig[:, band * rows_per_band : (band + 1) * rows_per_band].astype(np.uint64)
-        with np.errstate(over="ignore"):
-            bucket = _mix((cols * salt[None, :]).sum(axis=1, dtype=np.uint64) + np.uint64(band))
-        order = np.argsort(bucket, kind="stable")  # ties stay in source order
-        same = bucket[order][1:] == bucket[order][:-1]
-        at = np.flatnonzero(same) + 1
-        if len(at) == 0:
-            continue
-        start = np.where(np.concatenate([[True], ~same]), np.arange(len(order)), 0)
-        head = np.maximum.accumulate(start)
-        pairs.append(np.stack([order[head[at]], order[at]], axis=1))
-        pairs.append(np.stack([order[at - 1], order[at]], axis=1))
-    if not pairs:
-        return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(pairs), axis=0)
+_PARAMS: dict[tuple[float, int, int], tuple[int, int]] = {}  # chosen splits, per process
+
+
+def lsh_params(threshold: float, width: int, min_bands: int = 1) -> tuple[int, int]:
+    """(bands, rows per band) of at most ``width`` values for a Jaccard ``threshold``.
+
+    A pair of similarity ``s`` shares a given band's bucket with chance
+    ``p = s^rows``, and counts as a duplicate when it shares at least
+    ``min_bands`` of them: the split chosen has the least false positive area
+    below ``threshold`` plus false negative area above it under that curve.
+    """
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"lsh: threshold must be between 0 and 1, not {threshold}")
+    if (threshold, width, min_bands) not in _PARAMS:
+        _PARAMS[threshold, width, min_bands] = _best_split(threshold, width, min_bands)
+    return _PARAMS[threshold, width, min_bands]
+
+
+def _best_split(threshold: float, width: int, min_bands: int) -> tuple[int, int]:
+    s = np.linspace(0.0, 1.0, 1001)
+    below = s < threshold
+    best: tuple[float, int, int] | None = None
+    for rows in range(1, width // min_bands + 1):
+        bands = np.arange(min_bands, width // rows + 1)
+        p = s[None, :] ** rows
+        missed = np.zeros((len(bands), len(s)))
+        for k in range(min_bands):  # the chance of sharing fewer than min_bands buckets
+            ways = np.array([math.comb(int(b), k) for b in bands], np.float64)[:, None]
+            missed += ways * p**k * (1.0 - p) ** (bands[:, None] - k)
+        error = np.where(below, 1.0 - missed, missed).sum(axis=1)
+        i = int(np.argmin(error))
+        if best is None or error[i] < best[0]:
+            best = (float(error[i]), int(bands[i]), rows)
+    if best is None:
+        raise ConfigError(f"lsh: min_bands {min_bands} is more than the signature's {width} values")
+    return best[1], best[2]
+
+
+def band_keys(sig: np.ndarray, bands: int, rows_per_band: int) -> np.ndarray:
+    """(n, bands) uint64: each band's bucket, a hash of its values and the band's number."""
+    n = sig.shape[0]
+    cols = sig[:, : bands * rows_per_band].reshape(n, bands, rows_per_band).astype(np.uint64)
+    h = np.broadcast_to(_mix(np.arange(1, bands + 1, dtype=np.uint64)), (n, bands)).copy()
+    for j in range(rows_per_band):
+        h = _mix(h ^ cols[:, :, j])
+    return h
 
 
 @dataclass
-class LSH(GlobalStage):
-    """Removes near-duplicates: LSH candidates, verified, in connected components.
-
-    A global stage: its reduce sees every signature at once (see the module).
-    """
+class LSH(GroupingStage):
+    """Candidate pairs: documents sharing an LSH band bucket, linked to its first member."""
 
     name = "lsh"
-    version = "1"
+    version = "2"
+    partitions = 16
     resources = Resources(num_cpus=1)
 
     id_column: str = "id"
-    bands: int = 20
-    rows_per_band: int = 5
-    threshold: float = 0.7
+    threshold: float = 0.6
+    min_bands: int = 4  # buckets a pair must share to be duplicates
+    bands: int = 0  # 0: chosen with rows_per_band from the threshold
+    rows_per_band: int = 0
 
-    def reduce(self, rows: pa.Table) -> Reduced:
-        column = rows.column(SIGNATURE).combine_chunks()
-        width = column.type.list_size
-        if self.bands < 1 or self.rows_per_band < 1 or self.bands * self.rows_per_band > width:
+    def split(self, width: int) -> tuple[int, int]:
+        """(bands, rows per band) for signatures of ``width`` values."""
+        bands, rows = self.bands, self.rows_per_band
+        if self.min_bands < 1:
+            raise ConfigError(f"lsh: min_bands must be >= 1, not {self.min_bands}")
+        if bands == 0 and rows == 0:
+            bands, rows = lsh_params(self.threshold, width, self.min_bands)
+        if bands < self.min_bands or rows < 1 or bands * rows > width:
             raise ConfigError(
-                f"lsh: bands x rows_per_band ({self.bands} x {self.rows_per_band}) must be "
-                f"between 1 and the signature's {width} values; lower them or raise "
-                "minhash.num_perm"
+                f"lsh: bands x rows_per_band ({bands} x {rows}) must be between min_bands "
+                f"({self.min_bands}) and the signature's {width} values; lower them, set both "
+                "to 0 (chosen from the threshold) or raise minhash.num_perm"
             )
-        n = rows.num_rows
-        sig = np.asarray(column.flatten(), np.uint32).reshape(n, width)
-        pairs = candidate_pairs(sig, self.bands, self.rows_per_band)
-        similar = (sig[pairs[:, 0]] == sig[pairs[:, 1]]).mean(axis=1) >= self.threshold
-        edges = pairs[similar]
-        label = components(n, edges[:, 0], edges[:, 1])  # rows are in source order
-        gone = np.flatnonzero(label != np.arange(n))
-        ids = rows.column(self.id_column)
-        rep = label[gone]
-        removed = pa.table(
+        return bands, rows
+
+    def key(self, batch: pa.RecordBatch) -> pa.Array:
+        column = batch.column(SIGNATURE)
+        width = column.type.list_size
+        sig = np.asarray(column.flatten(), np.uint32).reshape(batch.num_rows, width)
+        bands, rows = self.split(width)
+        keys = band_keys(sig, bands, rows)
+        return pa.FixedSizeListArray.from_arrays(pa.array(keys.reshape(-1)), bands)
+
+    def shard_columns(self) -> list[str]:
+        return [self.id_column]
+
+    def reduce(self, rows: pa.Table) -> pa.Table:
+        # Rows come in source order: a stable sort by bucket keeps it within each.
+        key = np.asarray(rows.column(KEY).combine_chunks())
+        order = np.argsort(key, kind="stable")
+        same = key[order][1:] == key[order][:-1]
+        member = np.flatnonzero(same) + 1
+        start = np.where(np.concatenate([[True], ~same]), np.arange(len(order)), 0)
+        first = order[np.maximum.accumulate(start)[member]]
+        member = order[member]
+        ids, file, row = (rows.column(c) for c in (self.id_column, FILE, ROW))
+        edges = pa.table(
             {
-                "id": ids.take(pa.array(gone)),
-                "duplicate_of": ids.take(pa.array(rep)),
-                "similarity": pa.array((sig[gone] == sig[rep]).mean(axis=1), pa.float64()),
-                "file": rows.column(FILE).take(pa.array(gone)),
-                "row": rows.column(ROW).take(pa.array(gone)),
+                "file": file.take(member),
+                "row": row.take(member),
+                "id": ids.take(member),
+                "first_file": file.take(first),
+                "first_row": row.take(first),
+                "first_id": ids.take(first),
             }
         )
-        kept = rows.filter(pa.array(label == np.arange(n))).drop_columns([SIGNATURE])
-        return Reduced(kept, removed)
+        # A pair sharing several buckets of this partition is one edge, counting them.
+        edges = edges.group_by(edges.column_names, use_threads=False).aggregate([([], "count_all")])
+        edges = edges.rename_columns([*edges.column_names[:-1], "bands"])
+        need = pa.array(np.full(edges.num_rows, self.min_bands, np.int64))
+        return edges.append_column("min_bands", need)
+
+
+@dataclass
+class Components(GlobalStage):
+    """Duplicate clusters: connected components of every edge; all but the first removed."""
+
+    name = "components"
+    version = "1"
+    resources = Resources(num_cpus=1)
+
+    def reduce(self, rows: pa.Table) -> pa.Table:
+        # A pair is an edge when it shares at least min_bands buckets, over every partition.
+        pair = ["file", "row", "id", "first_file", "first_row", "first_id"]
+        need = pc.max(rows.column("min_bands")).as_py() or 1
+        rows = rows.group_by(pair, use_threads=False).aggregate([("bands", "sum")])
+        rows = rows.filter(pc.greater_equal(rows.column("bands_sum"), need))
+        ends = [rows.column(c).combine_chunks() for c in ("first_file", "file")]
+        files = pc.unique(pa.concat_arrays(ends)).sort()  # positions sort as files, then rows
+
+        def node(file: pa.Array, row_column: str) -> np.ndarray:
+            at = np.asarray(pc.index_in(file, value_set=files), np.int64)
+            return (at << 40) | np.asarray(rows.column(row_column), np.int64)
+
+        a, b = node(ends[0], "first_row"), node(ends[1], "row")
+        nodes, index = np.unique(np.concatenate([a, b]), return_inverse=True)  # source order
+        left, right = index[: len(a)], index[len(a) :]
+        label = components(len(nodes), left, right)
+        ids = pa.concat_arrays([rows.column(c).combine_chunks() for c in ("first_id", "id")])
+        where = np.empty(len(nodes), np.int64)
+        where[index] = np.arange(len(index))  # an edge end of each node, for its id
+        gone = np.flatnonzero(label != np.arange(len(nodes)))
+        rep = label[gone]
+        return pa.table(
+            {
+                "id": ids.take(pa.array(where[gone])),
+                "duplicate_of": ids.take(pa.array(where[rep])),
+                "file": files.take(pa.array(nodes[gone] >> 40)),
+                "row": pa.array(nodes[gone] & ((1 << 40) - 1)),
+                "kept_file": files.take(pa.array(nodes[rep] >> 40)),
+                "kept_row": pa.array(nodes[rep] & ((1 << 40) - 1)),
+            }
+        )
+
+
+@dataclass
+class Keep(Rejoin):
+    """The input again, less every document ``components`` removed (set aside with why)."""
+
+    name = "keep"
+    version = "1"
+    resources = Resources(num_cpus=1)
+
+    def prepare(self, context: pa.Table) -> dict[str, pa.Table]:
+        if context.num_rows == 0:
+            return {}
+        by_file = context.sort_by([("file", "ascending"), ("row", "ascending")])
+        files = by_file.column("file").to_numpy(zero_copy_only=False)
+        cut = np.flatnonzero(files[1:] != files[:-1]) + 1
+        bounds = zip(np.concatenate([[0], cut]), np.concatenate([cut, [len(files)]]), strict=True)
+        return {str(files[lo]): by_file.slice(lo, hi - lo) for lo, hi in bounds}
+
+    def rejoin(self, batch: pa.RecordBatch, context: dict[str, pa.Table]) -> Reduced:
+        row = np.asarray(batch.column(ROW))
+        file = batch.column(FILE)[0].as_py() if batch.num_rows else ""
+        mine = context.get(file)
+        if mine is None:
+            return Reduced(batch)
+        gone = np.isin(row, np.asarray(mine.column("row")))
+        here = np.isin(np.asarray(mine.column("row")), row)
+        return Reduced(batch.filter(pa.array(~gone)), mine.filter(pa.array(here)))
 
 
 _VOCAB_SEED = 24
@@ -317,7 +447,7 @@ def sample_inputs(directory: str, files: int = 4, rows_per_file: int = 2_000) ->
 
 pipeline = Pipeline(
     name="fuzzy_dedup",
-    stages=[MinHash(), LSH()],
+    stages=[MinHash(), LSH(), Components(), Keep()],
     schema=SCHEMA,
     sample_inputs=sample_inputs,
 )

@@ -62,6 +62,8 @@ class Tally:
         self.files: dict[str, FileRows] = {}
         # The reduce side of a grouping stage: its partitions' rows, counted as files are.
         self.after: Tally | None = None
+        # A rejoin stage's segment: the input's rows again (``winnow.rejoin``).
+        self.rejoin = False
 
     def add_batch(
         self, file: str, start: int, stop: int, rows: list[dict[str, Any] | None]
@@ -97,11 +99,23 @@ class Tally:
         With a reduce side (``after``), the rows the map side passed on are
         what its partitions read: their rows passed, filtered (duplicates a
         reduce removed) and failed replace them, and rows that reached the map
-        side but no finished partition count as in failed batches.
+        side but no finished partition count as in failed batches. With a
+        rejoin stage later on, the input's rows are counted where it reads
+        them again (every row in failed batches if the run ended before).
         """
         out = FileRows()
         for rows in self.files.values():
             out.add(rows)
+        rejoin = self.after
+        while rejoin is not None and not rejoin.rejoin:
+            rejoin = rejoin.after
+        if rejoin is not None:
+            # The input is read again there: the segments before it carried derived
+            # rows (signatures, edges), the rejoin's count is the run's.
+            if rejoin.files:
+                return rejoin.total()
+            unread = out.read - out.quarantined - out.blank  # the run ended before it
+            return FileRows(out.read, 0, out.quarantined, out.blank, unread)
         if self.after is not None:
             later = self.after.total()
             pending = out.passed - later.read  # rows no partition has read (yet)
@@ -116,16 +130,20 @@ class Tally:
 
         With a grouping stage, each file's counts end at its map side (its
         ``passed`` rows went into partitions) and ``partitions`` holds each
-        reduce partition's.
+        reduce partition's. With a rejoin stage, each file's counts are those
+        of its last reading.
         """
+        files, later, partitions = self.files, self.after, {}
+        while later is not None:  # each grouping stage's partitions, by name
+            if later.rejoin:  # the input's rows again: per file, as counted there
+                files = later.files or files
+            else:
+                partitions.update({url: rows.to_dict() for url, rows in later.files.items()})
+            later = later.after
         out = {
             "total": self.total().to_dict(),
-            "files": {url: rows.to_dict() for url, rows in sorted(self.files.items())},
+            "files": {url: rows.to_dict() for url, rows in sorted(files.items())},
         }
-        later, partitions = self.after, {}
-        while later is not None:  # each grouping stage's partitions, by name
-            partitions.update({url: rows.to_dict() for url, rows in later.files.items()})
-            later = later.after
         if self.after is not None:
             out["partitions"] = dict(sorted(partitions.items()))
         return out

@@ -41,6 +41,7 @@ import pyarrow.compute as pc
 
 from winnow.errors import ConfigError
 from winnow.pipeline import StageSpec
+from winnow.rejoin import Rejoin
 from winnow.stage import Stage
 
 KEY = "_winnow_key"
@@ -76,8 +77,20 @@ class GroupingStage(Stage):
     partitions: ClassVar[int] = 16
 
     def key(self, batch: pa.RecordBatch) -> pa.Array:
-        """One key per row: a ``uint64`` hash, or a binary digest of at least 8 bytes."""
+        """One key per row: a ``uint64`` hash, or a binary digest of at least 8 bytes.
+
+        A list of ``uint64`` keys per row sends the row to each key's
+        partition, once per key (e.g. one LSH band bucket per band).
+        """
         raise NotImplementedError(f"grouping stage {self.stage_name!r} does not implement key()")
+
+    def shard_columns(self) -> list[str] | None:
+        """The input columns written to the shards (None: every column).
+
+        The reduce needs only these (with the key and source position): a
+        stage whose rows go to several partitions should keep them few.
+        """
+        return None
 
     def reduce(self, rows: pa.Table) -> pa.RecordBatch | pa.Table | Reduced:
         """One partition's rows (sorted by source position) -> the rows to keep (and removed)."""
@@ -163,10 +176,17 @@ class MapSide(_Side):
                 f"grouping stage {self.grouping.stage_name!r}: key() returned {len(key)} "
                 f"values for {n} rows"
             )
+        position = np.arange(start, start + n, dtype=np.int64)
+        columns = self.grouping.shard_columns()
+        rows = batch if columns is None else batch.select(columns)
+        if pa.types.is_list(key.type) or pa.types.is_fixed_size_list(key.type):
+            # Several keys per row: the row once per key, each with its own.
+            of_row = np.asarray(pc.list_parent_indices(key))
+            rows, position, key = rows.take(pa.array(of_row)), position[of_row], key.flatten()
         part = partition_of(key, self.grouping.partitions)
-        rows = batch.append_column(KEY, key)
-        rows = rows.append_column(FILE, pa.array([file] * n, pa.string()))
-        rows = rows.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
+        rows = rows.append_column(KEY, key)
+        rows = rows.append_column(FILE, pa.array([file] * len(position), pa.string()))
+        rows = rows.append_column(ROW, pa.array(position))
         out = {}
         for p in np.unique(part):
             out[int(p)] = rows.filter(pa.array(part == p))
@@ -198,13 +218,26 @@ class ReduceSide(_Side):
         tables = list(shards)
         rows = pa.concat_tables(tables, promote_options="default")
         rows = rows.sort_by([(FILE, "ascending"), (ROW, "ascending")])
-        out = self.grouping.reduce(rows)
-        kept, removed = (out.kept, out.removed) if isinstance(out, Reduced) else (out, None)
-        kept_batch = _one_batch(kept)
-        internal = [i for i, f in enumerate(kept_batch.schema) if f.name.startswith(INTERNAL)]
-        for i in reversed(internal):
-            kept_batch = kept_batch.remove_column(i)
-        return kept_batch, None if removed is None else _one_batch(removed)
+        return split_reduced(self.grouping.reduce(rows))
+
+
+def split_reduced(
+    out: pa.RecordBatch | pa.Table | Reduced,
+) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+    """What a reduce (or rejoin) returned as (kept, removed) batches, kept without ``_winnow_*``."""
+    kept, removed = (out.kept, out.removed) if isinstance(out, Reduced) else (out, None)
+    kept_batch = _one_batch(kept)
+    internal = [i for i, f in enumerate(kept_batch.schema) if f.name.startswith(INTERNAL)]
+    for i in reversed(internal):
+        kept_batch = kept_batch.remove_column(i)
+    return kept_batch, None if removed is None else _one_batch(removed)
+
+
+def with_position(batch: pa.RecordBatch, file: str, start: int) -> pa.RecordBatch:
+    """``batch`` with each row's source position: ``_winnow_file`` and ``_winnow_row``."""
+    n = batch.num_rows
+    rows = batch.append_column(FILE, pa.array([file] * n, pa.string()))
+    return rows.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
 
 
 def partition_of(key: pa.Array, partitions: int) -> np.ndarray:
@@ -224,19 +257,27 @@ def partition_of(key: pa.Array, partitions: int) -> np.ndarray:
 
 
 def split_specs(specs: list[StageSpec]) -> tuple[list[StageSpec], list[StageSpec] | None]:
-    """Split the stages at the first grouping stage: (up to its map side, from its reduce side).
+    """Split the stages at the first barrier: (the segment up to it, the stages from it on).
 
-    Without a grouping stage the stages come back whole, with None. Later
-    grouping stages stay whole in the second list: each is split in turn when
-    its segment is planned (``partitions.make_barrier``).
+    At a grouping stage: (up to its map side, from its reduce side). At a
+    rejoin stage (``winnow.rejoin``) other than the first: (up to the stage
+    before it, from it). Without a barrier the stages come back whole, with
+    None. Later barriers stay whole in the second list: each is split in
+    turn when its segment is planned (``partitions.make_barrier``).
 
     Raises:
         ConfigError: a grouping stage with fewer than one partition.
     """
-    at = [i for i, s in enumerate(specs) if isinstance(s.stage, GroupingStage)]
+    at = [
+        i
+        for i, s in enumerate(specs)
+        if isinstance(s.stage, GroupingStage) or (i > 0 and isinstance(s.stage, Rejoin))
+    ]
     if not at:
         return specs, None
     i = at[0]
+    if isinstance(specs[i].stage, Rejoin):
+        return specs[:i], specs[i:]
     grouping = specs[i].stage
     assert isinstance(grouping, GroupingStage)
     if grouping.partitions < 1:
@@ -252,12 +293,21 @@ def split_specs(specs: list[StageSpec]) -> tuple[list[StageSpec], list[StageSpec
 
 
 def expand(specs: list[StageSpec]) -> list[StageSpec]:
-    """Every stage as the executor runs it: each grouping stage as its map and reduce sides."""
+    """Every stage as the executor runs it: each grouping stage as its map and reduce sides.
+
+    Raises:
+        ConfigError: a rejoin stage first (it has no stage before it to rejoin).
+    """
+    if specs and isinstance(specs[0].stage, Rejoin):
+        raise ConfigError(
+            f"rejoin stage {specs[0].name!r} is the pipeline's first stage: it rejoins the "
+            "input with the output of the stage before it; put a grouping or global stage first"
+        )
     out: list[StageSpec] = []
     rest: list[StageSpec] | None = specs
     while rest is not None:
         head, rest = split_specs(rest)
-        out += head
+        out += head  # a rejoin starting ``rest`` starts a segment: no split there
     return out
 
 

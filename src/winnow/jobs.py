@@ -23,7 +23,7 @@ from typing import Any
 
 from winnow.errors import StateError
 from winnow.execution.outcome import Outcome, StageCounts
-from winnow.partitions import groupings
+from winnow.partitions import groupings, rejoins
 from winnow.plan import SKIP, Plan
 from winnow.records import BatchStatus, ErrorRecord, JobStatus
 from winnow.storage import manifests
@@ -210,7 +210,10 @@ def finish_record(record: dict[str, Any], the_plan: Plan, outcome: Outcome, wall
         record["accounting"] = outcome.tally.to_dict()
     if the_plan.barrier is not None:
         record["groupings"] = groupings(the_plan)
-        record["grouping"] = record["groupings"][0]
+        if record["groupings"]:
+            record["grouping"] = record["groupings"][0]
+        if rejoined := rejoins(the_plan):
+            record["rejoins"] = rejoined
 
 
 def _state_after(

@@ -18,6 +18,7 @@ and one whose shards changed (an input file changed) is recomputed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from winnow.history import History
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.plan import Decider, Plan, StagePlan, count_actions, verify_skips
 from winnow.profile import Profile
+from winnow.rejoin import Rejoin
 from winnow.storage.artifacts import ArtifactStore
 
 PARTITION_FORMAT = "shards"  # the "format" of a partition's pseudo source file
@@ -38,11 +40,17 @@ COMPRESSED_RATIO = 4
 
 
 class PartitionDecider(Decider):
-    """A ``Decider`` whose batches are partitions: a new key means new or changed shards."""
+    """A ``Decider`` whose batches are partitions: a new key means new or changed shards.
+
+    Or, after a rejoin stage, input batches read again: a new key means the
+    input batch or the rejoined context changed.
+    """
+
+    new_reason = "new partition or its shards changed"
 
     def _why_new(self, i: int, first_new: int, sb: sources.SourceBatch) -> str:
         if first_new == 0 and not self.changes[0]:
-            return "new partition or its shards changed"
+            return self.new_reason
         return super()._why_new(i, first_new, sb)
 
 
@@ -79,6 +87,14 @@ class Barrier:
     then: Barrier | None = None
     declared: int = 0  # the partitions the stage declared (before sizing to the budget)
     is_global: bool = False  # a global stage: one partition, all of its input at once
+    # A rejoin stage: its batches are the pipeline's input batches, read again.
+    inputs: list[sources.SourceBatch] | None = None
+    context: int = 0  # a rejoin: how many artifacts its context holds, once planned
+
+    @property
+    def rejoin(self) -> bool:
+        """Whether this barrier is a rejoin stage's (not a grouping stage's)."""
+        return self.inputs is not None
 
     def chain(self) -> list[Barrier]:
         """This barrier and every later one, in pipeline order."""
@@ -102,13 +118,21 @@ class Barrier:
         reduce part of its rows. ``sizes`` is the store's listing (taken
         here when not given and some second-segment stage has checkpoints).
         """
-        if any(rec is None or rec.get("shards") is None for rec in map_records):
+        what = "artifact" if self.rejoin else "shards"
+        if any(rec is None or rec.get(what) is None for rec in map_records):
             return None
         if sizes is None:
             sizes = artifacts.sizes() if any(self.loaded.values()) else {}
         self.decider.sizes = sizes
         plans = []
-        for sb, shards in partition_batches(self.name, map_records):
+        if self.inputs is not None:
+            context = [rec["artifact"] for rec in map_records if rec is not None]
+            self.context = len(context)
+            for sb in rejoin_batches(self.inputs, context):
+                bp = self.decider.batch(sb)
+                bp.context = context
+                plans.append(bp)
+        for sb, shards in [] if self.rejoin else partition_batches(self.name, map_records):
             bp = self.decider.batch(sb)
             bp.shards = shards
             plans.append(bp)
@@ -171,6 +195,18 @@ class Barrier:
         return out
 
 
+def rejoin_batches(
+    inputs: list[sources.SourceBatch], context: list[dict[str, Any]]
+) -> list[sources.SourceBatch]:
+    """The input batches again, each keyed by its key and the context's digests (in order)."""
+    digests = "\n".join(str(ref["digest"]) for ref in context)
+    of_context = hashlib.sha256(f"rejoin/v1|{digests}".encode()).hexdigest()
+    return [
+        dataclasses.replace(sb, key=hashlib.sha256(f"{of_context}|{sb.key}".encode()).hexdigest())
+        for sb in inputs
+    ]
+
+
 def partition_batches(
     name: str, map_records: list[dict[str, Any] | None]
 ) -> list[tuple[sources.SourceBatch, list[dict[str, Any]]]]:
@@ -208,16 +244,20 @@ def make_barrier(
     reader: str,
     forced: int | None,
     verify: str | None,
+    inputs: list[sources.SourceBatch],
 ) -> Barrier:
-    """The barrier of a plan whose stages ``after`` follow a grouping stage's map side.
+    """The barrier of a plan whose stages ``after`` follow a barrier.
 
+    ``after`` starts with a grouping stage's reduce side, or with a rejoin
+    stage (whose batches are ``inputs``, the pipeline's input batches).
     ``loaded`` holds every stage's checkpoints by key; ``forced`` is the
     index in ``after`` of the first stage to rerun (``--rerun``). A later
-    grouping stage in ``after`` ends this barrier's segment at its map side
-    and makes the next barrier (``then``).
+    barrier in ``after`` ends this barrier's segment (at a grouping stage's
+    map side) and makes the next barrier (``then``).
     """
-    grouping = getattr(after[0].stage, "grouping", None)
-    assert grouping is not None
+    first = after[0].stage
+    grouping = getattr(first, "grouping", None)
+    assert grouping is not None or isinstance(first, Rejoin)
     specs, rest = split_specs(after)
     mine = {spec.name: loaded[spec.name] for spec in specs}
     before = {
@@ -228,23 +268,20 @@ def make_barrier(
     if rest is not None:
         later = None if forced is None else max(forced - len(specs), 0)
         then = make_barrier(
-            pipeline, profile, rest, history, loaded, artifacts, reader, later, verify
+            pipeline, profile, rest, history, loaded, artifacts, reader, later, verify, inputs
         )
-    return Barrier(
-        pipeline,
-        profile,
-        grouping.stage_name,
-        grouping.partitions,
-        specs,
-        decider,
-        mine,
-        before,
-        verify,
-        reader=reader,
-        then=then,
-        declared=getattr(grouping, "declared_partitions", grouping.partitions),
-        is_global=isinstance(grouping, GlobalStage),
-    )
+    barrier = Barrier(
+        pipeline, profile, first.stage_name, 1, specs, decider, mine, before, verify,
+        reader=reader, then=then,
+    )  # fmt: skip
+    if grouping is None:  # a rejoin stage
+        decider.new_reason = "input batch or rejoined context changed"
+        barrier.inputs = inputs
+    else:
+        barrier.name, barrier.partitions = grouping.stage_name, grouping.partitions
+        barrier.declared = getattr(grouping, "declared_partitions", grouping.partitions)
+        barrier.is_global = isinstance(grouping, GlobalStage)
+    return barrier
 
 
 def groupings(the_plan: Plan) -> list[dict[str, Any]]:
@@ -252,9 +289,24 @@ def groupings(the_plan: Plan) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     inputs: int | None = len(the_plan.batches)
     for b in the_plan.barriers():
-        out.append(b.to_dict(inputs))
+        if not b.rejoin:
+            out.append(b.to_dict(inputs))
         inputs = len(b.next.batches) if b.next is not None else None
     return out
+
+
+def rejoins(the_plan: Plan) -> list[dict[str, Any]]:
+    """What a plan or job record says of each rejoin stage: its batches and context."""
+    return [
+        {
+            "stage": b.name,
+            "input_batches": len(b.inputs or []),
+            "context_artifacts": None if b.next is None else b.context,
+            "pending": b.next is None,
+        }
+        for b in the_plan.barriers()
+        if b.rejoin
+    ]
 
 
 def input_bytes(files: list[sources.SourceFile]) -> int:

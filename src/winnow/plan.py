@@ -42,6 +42,7 @@ class BatchPlan:
     reasons: list[str]
     prior: list[dict[str, Any] | None]
     shards: list[dict[str, Any]] | None = None  # a reduce partition's input, not a source read
+    context: list[dict[str, Any]] | None = None  # a rejoin batch's context artifacts
 
     @property
     def first_run(self) -> int:
@@ -147,10 +148,13 @@ class Plan:
             else:
                 rows = later.to_dict()["stages"]
             out["stages"] += rows
-            from winnow.partitions import groupings
+            from winnow.partitions import groupings, rejoins
 
             out["groupings"] = groupings(self)
-            out["grouping"] = out["groupings"][0]
+            if out["groupings"]:
+                out["grouping"] = out["groupings"][0]
+            if rejoined := rejoins(self):
+                out["rejoins"] = rejoined
         return out
 
 
@@ -242,6 +246,7 @@ def make_plan(
             reader,
             None if later is None else max(later, 0),
             verify,
+            [bp.source for bp in every],
         )
         if not any(bp.first_run < len(specs) for bp in every):
             the_plan.barrier.plan_next([bp.prior[-1] for bp in every], artifacts, sizes)

@@ -26,9 +26,11 @@ Fuzzy dedup, side by side on that corpus:
 
 * Winnow: ``winnow run fuzzy_dedup --input 'DIR/*.jsonl' --profile local-cpu
   --state S --output O --json`` (MinHash, 128 values of 3-word shingles; LSH
-  20 bands x 5 rows; verified at similarity >= 0.7; connected components, the
-  lowest source position kept). Kept ids are read from the run's output
-  artifacts; the removed rows (``winnow.removed``) are checked against them.
+  29 bands x 4 rows, chosen for threshold 0.6, a pair counting when it shares
+  4 buckets; connected components of the edges, the lowest source position
+  kept; the input read again to drop the removed). Kept ids are read from the
+  run's output artifacts; the removed rows (``winnow.removed``) are checked
+  against them.
 * datatrove 0.10: its four MinHash steps (``MinhashDedupSignature ->
   MinhashDedupBuckets -> MinhashDedupCluster -> MinhashDedupFilter``), each a
   ``LocalPipelineExecutor`` with 2 workers (signatures and filter: 2 tasks;

@@ -129,10 +129,12 @@ def test_removes_near_duplicates_and_exact_copies_but_not_far_variants(
     assert all(r["file"].endswith(".jsonl") and r["row"] >= 0 for r in removed.values())
     total = record["accounting"]["total"]
     assert total["read"] == FILES * ROWS and total["unaccounted"] == 0
-    assert total["filtered_by_stage"] == {"lsh.reduce": len(removed)}
+    assert total["filtered_by_stage"] == {"keep": len(removed)}
     assert ran(record, "minhash") == (FILES * 2, 0)
     assert ran(record, "lsh.map") == (FILES * 2, 0)
-    assert ran(record, "lsh.reduce") == (1, 0)
+    assert ran(record, "lsh.reduce")[0] > 1  # band buckets over several partitions
+    assert ran(record, "components.reduce") == (1, 0)
+    assert ran(record, "keep") == (FILES * 2, 0)  # the input read again
 
 
 def test_a_rerun_skips_everything(clean: dict[str, Any], corpus: Any):
@@ -140,7 +142,9 @@ def test_a_rerun_skips_everything(clean: dict[str, Any], corpus: Any):
     assert again["status"] == "SUCCEEDED"
     assert ran(again, "minhash") == (0, FILES * 2)
     assert ran(again, "lsh.map") == (0, FILES * 2)
-    assert ran(again, "lsh.reduce") == (0, 1)
+    assert ran(again, "lsh.reduce") == (0, ran(clean["record"], "lsh.reduce")[0])
+    assert ran(again, "components.reduce") == (0, 1)
+    assert ran(again, "keep") == (0, FILES * 2)
     assert digests(again) == digests(clean["record"])
     assert api.plan(api.resolve_session(request(corpus[0], clean["where"]))).work == 0
 
@@ -160,7 +164,8 @@ def test_a_threshold_change_reruns_lsh_alone_and_reuses_the_signatures(
     assert record["status"] == "SUCCEEDED"
     assert ran(record, "minhash") == (0, FILES * 2)
     assert ran(record, "lsh.map") == (FILES * 2, 0)
-    assert ran(record, "lsh.reduce") == (1, 0)
+    assert ran(record, "components.reduce") == (1, 0)
+    assert ran(record, "keep") == (FILES * 2, 0)  # the removed documents changed
     before = record["accounting"]["total"]["filtered"]
     assert 0 < before < clean["record"]["accounting"]["total"]["filtered"]  # fewer pass 0.95
 
@@ -181,7 +186,7 @@ def test_an_edit_of_the_lsh_code_reuses_the_signatures(
     tmp_path: Path, clean: dict[str, Any], corpus: Any
 ):
     source = Path(PIPELINE).read_text()
-    edited = source.replace(".mean(axis=1) >= self.threshold", ".mean(axis=1) > self.threshold")
+    edited = source.replace('"count_all")])', '"count_all")]).combine_chunks()')
     assert edited != source
     (tmp_path / "fuzzy_dedup.py").write_text(edited)
     moved = request(corpus[0], clean["where"], pipeline=str(tmp_path / "fuzzy_dedup.py"))
@@ -195,7 +200,7 @@ PACED = str(ROOT / "tests" / "pipelines" / "paced_fuzzy.py")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("during", ["minhash", "lsh.reduce"])
+@pytest.mark.parametrize("during", ["minhash", "lsh.reduce", "components.reduce"])
 def test_a_killed_driver_resumes_to_the_clean_output(
     tmp_path: Path, clean: dict[str, Any], corpus: Any, during: str
 ):
@@ -205,8 +210,9 @@ def test_a_killed_driver_resumes_to_the_clean_output(
         "local",
     ]
     # minhash: once its first batch committed (5 more to go, 1 s each); lsh.reduce:
-    # once lsh.map committed every batch, in the 30 s components step.
-    watch = "minhash" if during == "minhash" else "lsh.map"
+    # once one partition committed (1 s each); components.reduce: once every edge
+    # shard committed, in the 30 s components step.
+    watch = {"minhash": "minhash", "lsh.reduce": "lsh.reduce"}.get(during, "components.map")
     segments = tmp_path / "state" / "stages" / watch / "segments"
 
     def reached() -> bool:
@@ -215,9 +221,11 @@ def test_a_killed_driver_resumes_to_the_clean_output(
         lines = sum(
             len(p.read_text().splitlines()) for p in segments.iterdir() if p.suffix == ".jsonl"
         )
-        return lines >= (1 if during == "minhash" else FILES * ROWS // BATCH)
+        return lines >= (1 if during != "components.reduce" else edge_batches)
 
-    pace = "minhash.delay_s=1" if during == "minhash" else "lsh.delay_s=30"
+    edge_batches = ran(clean["record"], "lsh.reduce")[0]
+    pace = {"minhash": "minhash.delay_s=1", "lsh.reduce": "lsh.delay_s=1"}
+    pace = pace.get(during, "components.delay_s=30")
     proc = processes.start_until([*args, "--set", pace], reached, timeout=120)
     assert proc.poll() is None, "the run finished before it could be killed"
     processes.kill_group(proc)
@@ -228,6 +236,9 @@ def test_a_killed_driver_resumes_to_the_clean_output(
     assert resumed["accounting"]["total"] == clean["record"]["accounting"]["total"]
     minhash_run, minhash_skip = ran(resumed, "minhash")
     assert minhash_skip >= 1 and minhash_run + minhash_skip == FILES * ROWS // BATCH
-    if during == "lsh.reduce":
+    if during != "minhash":
         assert minhash_run == 0 and ran(resumed, "lsh.map") == (0, FILES * ROWS // BATCH)
-        assert ran(resumed, "lsh.reduce") == (1, 0)
+        lsh_run, lsh_skip = ran(resumed, "lsh.reduce")
+        assert lsh_skip >= 1 and lsh_run + lsh_skip == edge_batches
+    if during == "components.reduce":
+        assert lsh_run == 0 and ran(resumed, "components.reduce") == (1, 0)

@@ -272,6 +272,29 @@ def test_grouping_and_global_stages_run_across_nodes_as_locally(
     assert len(nodes) >= 2, nodes
 
 
+def test_fuzzy_dedup_with_its_rejoin_runs_across_nodes_as_locally(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    """Band buckets, components and the input read again by ``keep``: same bytes."""
+    from tests.e2e.test_fuzzy_dedup import write_corpus
+
+    corpus, _ = write_corpus(tmp_path / "corpus")
+    pipeline = str(ROOT / "pipelines" / "fuzzy_dedup.py")
+    args = [pipeline, "--profile", "high-throughput", "--set", "batch_rows=500"]
+    args += [a for path in corpus for a in ("--input", path)]
+    local = _local(tmp_path, *args, "--executor", "local")
+    state = tmp_path / "cluster-state"
+    proc = run_cli(
+        "run", *args, "--address", cluster["gcs_address"], "--state", str(state),
+        "--output", str(tmp_path / "cluster-out"), "--json", env=cluster["env"], timeout=400,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    record = api.open_state(str(state)).read_job(one_json(proc.stdout)["job_id"])
+    assert record["status"] == "SUCCEEDED" and record["counts"]["keep"]["run"] == 6
+    assert _digests(record) == _digests(local), "cluster output differs from the local run"
+    assert record["accounting"]["total"] == local["accounting"]["total"]
+
+
 def test_every_port_of_the_cluster_is_on_loopback(cluster: dict[str, Any]) -> None:
     """Ray's ports run code for whoever reaches them: none may listen beyond
     127.0.0.1 (Ray would otherwise bind the machine's routable address)."""

@@ -1,8 +1,10 @@
-"""fuzzy_dedup's parts without an executor: signatures, candidates, components, reduce."""
+"""fuzzy_dedup's parts without an executor: signatures, bands, components, the four stages."""
 
 from __future__ import annotations
 
+import math
 import random
+from typing import Any
 
 import fuzzy_dedup  # pipelines/ is on sys.path (tests/conftest.py)
 import numpy as np
@@ -10,7 +12,15 @@ import pyarrow as pa
 import pytest
 
 from winnow.errors import ConfigError
-from winnow.grouping import FILE, KEY, ROW
+from winnow.grouping import (
+    FILE,
+    KEY,
+    ROW,
+    MapSide,
+    ReduceSide,
+    split_reduced,
+    with_position,
+)
 
 
 def shingles(text: str, k: int) -> set[tuple[str, ...]]:
@@ -50,35 +60,77 @@ def test_components_label_each_node_with_its_components_lowest_node():
     assert fuzzy_dedup.components(3, left[:0], right[:0]).tolist() == [0, 1, 2]
 
 
-def test_candidate_pairs_share_a_band():
-    sig = np.array([[1, 2, 3, 4], [1, 2, 9, 9], [8, 8, 3, 4], [5, 5, 5, 5]], np.uint32)
-    pairs = fuzzy_dedup.candidate_pairs(sig, 2, 2)
-    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2)]
+def test_documents_sharing_a_band_share_its_bucket_and_bands_never_collide():
+    sig = np.array([[1, 2, 3, 4], [1, 2, 9, 9], [8, 8, 3, 4], [3, 4, 1, 2]], np.uint32)
+    keys = fuzzy_dedup.band_keys(sig, 2, 2)
+    assert keys.shape == (4, 2) and keys.dtype == np.uint64
+    assert keys[0, 0] == keys[1, 0] and keys[0, 1] == keys[2, 1]
+    assert keys[0, 1] != keys[1, 1] and keys[0, 0] != keys[2, 0]
+    assert keys[3, 1] != keys[0, 0]  # equal values in another band: another bucket
 
 
-def partition(texts: list[str], num_perm: int = 32) -> pa.Table:
-    batch = pa.RecordBatch.from_pydict({"id": list(range(len(texts))), "text": texts})
-    rows = fuzzy_dedup.MinHash(num_perm=num_perm).process(batch)
-    n = len(texts)
-    return (
-        pa.Table.from_batches([rows])
-        .append_column(KEY, pa.array([0] * n, pa.uint64()))
-        .append_column(FILE, pa.array(["f"] * n))
-        .append_column(ROW, pa.array(range(n)))
-    )
+def caught(s: float, bands: int, rows: int, min_bands: int) -> float:
+    """The chance a pair of Jaccard similarity ``s`` shares ``min_bands`` buckets or more."""
+    p = s**rows
+    return 1 - sum(math.comb(bands, k) * p**k * (1 - p) ** (bands - k) for k in range(min_bands))
 
 
-def test_reduce_keeps_the_first_of_each_cluster_and_says_what_each_removed_row_duplicates():
+@pytest.mark.parametrize("min_bands", [1, 2])
+def test_the_threshold_chooses_bands_and_rows_whose_curve_crosses_near_it(min_bands: int):
+    for t in (0.3, 0.5, 0.7, 0.9):
+        bands, rows = fuzzy_dedup.lsh_params(t, 128, min_bands)
+        assert bands * rows <= 128 and bands >= min_bands
+        assert 0.15 < caught(t, bands, rows, min_bands) < 0.85, t  # the curve's middle
+    stricter = [fuzzy_dedup.lsh_params(t, 128, min_bands)[1] for t in (0.3, 0.5, 0.7, 0.9)]
+    assert stricter == sorted(stricter) and stricter[0] < stricter[-1]
+    with pytest.raises(ConfigError, match="threshold"):
+        fuzzy_dedup.lsh_params(1.5, 128, min_bands)
+
+
+def test_the_default_split_parts_near_copies_from_far_variants():
+    # Planted near copies (1-3% of words edited) have Jaccard similarity >= 0.8 and
+    # far variants (30%) <= 0.4 (measured on the sample corpus's generator).
+    bands, rows = fuzzy_dedup.LSH().split(128)
+    assert (bands, rows) == (29, 4)
+    assert caught(0.8, bands, rows, 4) > 0.9995 and caught(0.35, bands, rows, 4) < 0.001
+
+
+def dedup_in_memory(texts: list[str], lsh: Any) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+    """The four stages on one batch of ``texts`` without an executor: (kept, removed)."""
+    batch = pa.RecordBatch.from_pydict({"id": list(range(100, 100 + len(texts))), "text": texts})
+    signed = fuzzy_dedup.MinHash(num_perm=32).process(batch)
+    assert signed.column_names == ["id", "minhash"]  # the text is read again by keep
+    shards = MapSide(lsh).split(signed, "f.jsonl", 0)
+    assert all(t.column_names == ["id", KEY, FILE, ROW] for t in shards.values())
+    assert sum(t.num_rows for t in shards.values()) == len(texts) * lsh.split(32)[0]
+    edges = [ReduceSide(lsh).reduce_shards([pa.table(t)])[0] for t in shards.values()]
+    components = fuzzy_dedup.Components().reduce(pa.Table.from_batches(edges))
+    keep = fuzzy_dedup.Keep()
+    return split_reduced(keep.rejoin(with_position(batch, "f.jsonl", 0), keep.prepare(components)))
+
+
+def test_the_stages_keep_the_first_of_each_cluster_and_say_what_each_removed_row_duplicates():
     words = [f"w{i}" for i in range(60)]
     texts = ["x y z " * 20, " ".join(words), " ".join(words[:59]), " ".join(words[:58])]
-    out = fuzzy_dedup.LSH(bands=8, rows_per_band=4, threshold=0.8).reduce(partition(texts))
-    assert out.kept.column_names[:2] == ["id", "text"] and "minhash" not in out.kept.column_names
-    assert out.kept.column("id").to_pylist() == [0, 1]
-    assert out.removed.column("id").to_pylist() == [2, 3]
-    assert out.removed.column("duplicate_of").to_pylist() == [1, 1]
-    assert all(s > 0.8 for s in out.removed.column("similarity").to_pylist())
+    kept, removed = dedup_in_memory(texts, fuzzy_dedup.LSH(bands=8, rows_per_band=4))
+    assert kept.column_names == ["id", "text"]
+    assert kept.column("id").to_pylist() == [100, 101]
+    assert removed is not None
+    assert removed.column("id").to_pylist() == [102, 103]
+    assert removed.column("duplicate_of").to_pylist() == [101, 101]
+    assert removed.column("row").to_pylist() == [2, 3]
+    assert removed.column("kept_row").to_pylist() == [1, 1]
+    assert set(removed.column("file").to_pylist()) == {"f.jsonl"}
+
+
+def test_without_duplicates_everything_is_kept():
+    kept, removed = dedup_in_memory(["a b c d", "e f g h", "i j k l"], fuzzy_dedup.LSH())
+    assert kept.column("id").to_pylist() == [100, 101, 102]
+    assert removed is None or removed.num_rows == 0
 
 
 def test_more_bands_than_the_signature_holds_is_a_config_error():
+    batch = pa.RecordBatch.from_pydict({"id": [1], "text": ["a b c"]})
+    signed = fuzzy_dedup.MinHash(num_perm=32).process(batch)
     with pytest.raises(ConfigError, match=r"minhash\.num_perm"):
-        fuzzy_dedup.LSH(bands=9, rows_per_band=4).reduce(partition(["a b c"], num_perm=32))
+        fuzzy_dedup.LSH(bands=9, rows_per_band=4).key(signed)

@@ -260,6 +260,13 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
                 f"({session.profile.partition_mb} MB): {fix}",
                 highlight=False,
             )
+    for r in data.get("rejoins", []):
+        context = "pending upstream" if r["pending"] else f"{r['context_artifacts']} artifact(s)"
+        _out.print(
+            f"rejoin stage {r['stage']}: {r['input_batches']} input batches read again, "
+            f"with the output of the stage before it ({context})",
+            highlight=False,
+        )
     c = cap["cluster"]
     _out.print(
         f"capacity: {c['source']}, {c['nodes']} node(s), {c['CPU']:g} CPU, {c['GPU']:g} GPU; "

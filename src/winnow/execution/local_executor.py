@@ -207,4 +207,5 @@ class InProcessScheduler(Queues):
         keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
         meta = flight.meta if i == 0 else None
         position = flight.plan.source.file.url, flight.plan.source.start
-        return self.stages[i].run(flight.data, meta, keep, position)
+        context = flight.plan.context if i == 0 else None  # a rejoin batch's
+        return self.stages[i].run(flight.data, meta, keep, position, context)

@@ -21,8 +21,9 @@ import pyarrow as pa
 
 from winnow.errors import IntegrityError
 from winnow.execution.reading import SourceRange
-from winnow.grouping import MapSide, ReduceSide
+from winnow.grouping import MapSide, ReduceSide, split_reduced, with_position
 from winnow.records import BatchStatus, ErrorRecord, SourceMeta, StageResult
+from winnow.rejoin import Rejoin
 from winnow.stage import Stage
 from winnow.storage.artifacts import ArtifactStore
 
@@ -61,6 +62,7 @@ class StageProcessor:
         self.node = socket.gethostname()
         self.node_id = node_id
         self.bytes_in = 0  # the last batch's input size, for the metrics
+        self._context: tuple[tuple[str, ...], Any] | None = None  # a rejoin's, by digests
         self.stage.setup()
 
     def run(
@@ -69,6 +71,7 @@ class StageProcessor:
         source_meta: SourceMeta | None = None,
         keep_output: bool = True,
         position: tuple[str, int] | None = None,
+        context: list[dict[str, Any]] | None = None,
     ) -> tuple[StageResult, pa.RecordBatch | None]:
         """Process one batch and commit its artifact; never raises for stage errors.
 
@@ -76,7 +79,8 @@ class StageProcessor:
         ``keep_output``; the last stage's output lives in its artifact alone.
         The batch's key is the driver's: it is neither sent here nor returned.
         ``position`` is where the batch starts in its input (file URL, row):
-        a grouping stage's map side numbers its rows from it.
+        a grouping stage's map side numbers its rows from it, a rejoin stage
+        too. ``context``: a rejoin stage's context artifacts.
         """
         result = StageResult(
             BatchStatus.RUNNING,
@@ -91,7 +95,7 @@ class StageProcessor:
                 result.source_meta, data = data.read(self.store)
             except Exception as exc:  # a batch that fails to read fails alone, as with a reader
                 return _failed(result, BatchStatus.FAILED, exc), None
-        result, out = self._run(result, data, position)
+        result, out = self._run(result, data, position, context)
         self.observe(result)
         return result, out if keep_output else None
 
@@ -102,7 +106,11 @@ class StageProcessor:
         """
 
     def _run(
-        self, result: StageResult, data: Any, position: tuple[str, int] | None = None
+        self,
+        result: StageResult,
+        data: Any,
+        position: tuple[str, int] | None = None,
+        context: list[dict[str, Any]] | None = None,
     ) -> tuple[StageResult, pa.RecordBatch | None]:
         self.bytes_in = 0
         try:
@@ -116,6 +124,8 @@ class StageProcessor:
                 t0 = time.perf_counter()
                 if isinstance(self.stage, MapSide):
                     out = self._split(result, batch, position)
+                elif isinstance(self.stage, Rejoin):
+                    out = self._rejoin(result, batch, position, context)
                 else:
                     out = self._process(batch)
             result.process_s = time.perf_counter() - t0
@@ -173,6 +183,30 @@ class StageProcessor:
         result.rows_in = sum(int(ref["records"]) for ref in data["shards"])
         tables = (self.store.read(ref) for ref in data["shards"])
         kept, removed = self.stage.reduce_shards(tables)
+        if removed is not None:
+            result.removed = self.store.put(removed, self.fmt, self.compression).to_dict()
+        return kept
+
+    def _rejoin(
+        self,
+        result: StageResult,
+        batch: pa.RecordBatch,
+        position: tuple[str, int] | None,
+        context: list[dict[str, Any]] | None,
+    ) -> pa.RecordBatch:
+        """A rejoin stage: an input batch (with positions) and its prepared context."""
+        assert isinstance(self.stage, Rejoin)
+        if position is None or context is None:
+            raise ValueError(f"rejoin stage {self.stage.stage_name!r} needs position and context")
+        digests = tuple(str(ref["digest"]) for ref in context)
+        if self._context is None or self._context[0] != digests:
+            self._context = None  # the old one's memory first
+            tables = [self.store.read(ref) for ref in context]
+            table = pa.concat_tables(tables, promote_options="default") if tables else pa.table({})
+            self._context = digests, self.stage.prepare(table)
+        kept, removed = split_reduced(
+            self.stage.rejoin(with_position(batch, *position), self._context[1])
+        )
         if removed is not None:
             result.removed = self.store.put(removed, self.fmt, self.compression).to_dict()
         return kept

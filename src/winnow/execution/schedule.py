@@ -113,8 +113,11 @@ class Scheduler(Queues):
         actions = flight.plan.actions
         keep = i + 1 < len(actions) and actions[i + 1] != SKIP  # the next stage reads it
         position = flight.plan.source.file.url, flight.plan.source.start
+        context = flight.plan.context if i == 0 else None  # a rejoin batch's
         rec_ref, out_ref = (
-            pool.actors[idx].run.options(num_returns=2).remote(flight.data, meta, keep, position)
+            pool.actors[idx]
+            .run.options(num_returns=2)
+            .remote(flight.data, meta, keep, position, context)
         )
         pool.load[idx] += 1
         self.track(rec_ref, Task(flight, idx, out_ref, twin=twin))

@@ -48,12 +48,15 @@ def run_segments(
     if later is None:  # a map batch failed or the run stopped: no partition can run
         assert first.tally is not None
         first.tally.after = Tally([s.name for s in barrier.specs])
+        first.tally.after.rejoin = barrier.rejoin
         first.finals = [None] * len(the_plan.batches)
         return first
     if engine is not None and later.work:
         engine.prepare(later)  # Ray: size the pools for the reduce side's stages
     # The next segment may end at another grouping stage's map side: run on from it.
     second = run_segments(later, engine, state, artifacts, job_id, progress, stop)
+    if second.tally is not None:
+        second.tally.rejoin = barrier.rejoin
     return _combine(first, second)
 
 

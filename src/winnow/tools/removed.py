@@ -1,10 +1,11 @@
-"""``winnow inspect removed``: the rows a grouping stage's reduce side set aside.
+"""``winnow inspect removed``: the rows a grouping or rejoin stage set aside.
 
-A reduce side (``winnow.grouping``) may commit, next to the rows it keeps, the
-rows it removed (exact_dedup: each duplicate with the id it duplicates), as a
-second verified artifact of each partition, listed in the partition's
-checkpoint (``removed``). This reads them back for one job: the job's record
-names its reduce side's fingerprint, its run manifest the partitions.
+A reduce side (``winnow.grouping``), or a rejoin stage (``winnow.rejoin``),
+may commit, next to the rows it keeps, the rows it removed (exact_dedup: each
+duplicate with the id it duplicates) as a second verified artifact of the
+batch, listed in its checkpoint (``removed``). This reads them back for one
+job: the job's record names the fingerprint of the stage that starts its last
+segment, its run manifest that segment's batches.
 """
 
 from __future__ import annotations
@@ -33,10 +34,11 @@ def removed(state: State, job_id: str | None = None, limit: int | None = None) -
         IntegrityError: a removed-rows artifact is missing or damaged.
     """
     record = _job(state, job_id)
-    reduce = [s for s in record.get("stages") or [] if str(s.get("name")).endswith(".reduce")]
-    if not reduce or not record.get("manifest"):
+    starts = _segment_starts(record)
+    if not starts or not record.get("manifest"):
         raise UsageError(f"job {record['job_id']} has no grouping stage output to inspect")
-    stage, fingerprint = reduce[0]["name"], reduce[0]["fingerprint"]
+    # The run's output batches are the last segment's: their keys chain to its first stage.
+    stage, fingerprint = starts[-1]["name"], starts[-1]["fingerprint"]
     records = state.checkpoints().load(stage).records
     stores: dict[str, ArtifactStore] = {}
     tables: list[pa.Table] = []
@@ -61,11 +63,20 @@ def removed(state: State, job_id: str | None = None, limit: int | None = None) -
     return table.slice(0, limit) if limit is not None else table
 
 
+def _segment_starts(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The job's stages that start a segment after a barrier: reduce sides and rejoin stages."""
+    rejoin = {str(r["stage"]) for r in record.get("rejoins") or []}
+    return [
+        s
+        for s in record.get("stages") or []
+        if str(s.get("name")).endswith(".reduce") or s.get("name") in rejoin
+    ]
+
+
 def _job(state: State, job_id: str | None) -> dict[str, Any]:
     if job_id is not None:
         return state.read_job(job_id)
     for job in state.list_jobs():
-        stages = job.get("stages") or []
-        if job.get("manifest") and any(str(s.get("name")).endswith(".reduce") for s in stages):
+        if job.get("manifest") and _segment_starts(job):
             return job
     raise UsageError(f"state {state.display()!r} has no finished job with a grouping stage")
