@@ -23,7 +23,9 @@ import hashlib
 import json
 import os
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -58,23 +60,34 @@ class ExactDedup(GroupingStage):
         digests = [hashlib.blake2b(t.encode(), digest_size=16).digest() for t in texts]
         return pa.array(digests, pa.binary(16))
 
-    def reduce(self, rows: pa.Table) -> Reduced:
-        keys = rows.column(KEY).combine_chunks()
-        unique = pc.unique(keys)
-        first_of_key = np.asarray(pc.index_in(unique, value_set=keys))  # rows are in source order
-        first = first_of_key[np.asarray(pc.index_in(keys, value_set=unique))]
-        kept = first == np.arange(rows.num_rows)
-        dupes = np.flatnonzero(~kept)
+    def reduce_stream(self, shards: Iterator[pa.Table]) -> Iterator[Reduced]:
+        """Shard by shard in source order, remembering each key's first id."""
+        first: dict[bytes, Any] = {}
+        for rows in shards:
+            keys = rows.column(KEY).to_pylist()
+            ids = rows.column(self.id_column).to_pylist()
+            dupes, of = [], []
+            for i, (key, row_id) in enumerate(zip(keys, ids, strict=True)):
+                if key in first:
+                    dupes.append(i)
+                    of.append(first[key])
+                else:
+                    first[key] = row_id
+            kept = np.ones(rows.num_rows, bool)
+            kept[dupes] = False
+            yield Reduced(rows.filter(pa.array(kept)), self._removed(rows, dupes, of))
+
+    def _removed(self, rows: pa.Table, dupes: list[int], of: list[Any]) -> pa.Table:
+        at = pa.array(dupes, pa.int64())
         ids = rows.column(self.id_column)
-        removed = pa.table(
+        return pa.table(
             {
-                "id": ids.take(pa.array(dupes)),
-                "duplicate_of": ids.take(pa.array(first[dupes])),
-                "file": rows.column(FILE).take(pa.array(dupes)),
-                "row": rows.column(ROW).take(pa.array(dupes)),
+                "id": ids.take(at),
+                "duplicate_of": pa.array(of, ids.type),
+                "file": rows.column(FILE).take(at),
+                "row": rows.column(ROW).take(at),
             }
         )
-        return Reduced(rows.filter(pa.array(kept)), removed)
 
 
 _WORDS = [

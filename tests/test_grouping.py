@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -15,6 +16,7 @@ from winnow.grouping import (
     GlobalStage,
     GroupingStage,
     MapSide,
+    Reduced,
     ReduceSide,
     expand,
     split_specs,
@@ -121,3 +123,106 @@ def test_a_checkpoint_lists_its_shards_and_removed_rows_as_artifacts():
         "shard 1",
         "removed artifact",
     ]
+
+
+@dataclass
+class FirstOfEach(GroupingStage):
+    """Streams: keeps the first row of each key, holding the keys seen and one shard."""
+
+    name = "first"
+
+    def key(self, batch: pa.RecordBatch) -> pa.Array:
+        return batch.column("v").cast(pa.uint64())
+
+    def reduce_stream(self, shards):  # type: ignore[no-untyped-def]
+        seen: set[int] = set()
+        for rows in shards:
+            keys = rows.column(KEY).to_pylist()
+            fresh = []
+            for k in keys:
+                fresh.append(k not in seen)
+                seen.add(k)
+            yield Reduced(rows.filter(pa.array(fresh)), rows.filter(pa.array(fresh)).slice(0, 0))
+
+
+def test_a_streaming_reduce_reads_one_shard_at_a_time_in_the_order_given():
+    read: list[int] = []
+    shards = [
+        pa.table({"v": [i % 3, 5], KEY: pa.array([i % 3, 5], pa.uint64()), FILE: ["a"] * 2,
+                  ROW: [2 * i, 2 * i + 1]})
+        for i in range(4)
+    ]  # fmt: skip
+
+    def lazily():  # records what the reduce has pulled when each shard is read
+        for i, shard in enumerate(shards):
+            read.append(i)
+            yield shard
+
+    stage = FirstOfEach()
+    pulled: list[list[int]] = []
+    inner = stage.reduce_stream
+
+    def watching(it):  # type: ignore[no-untyped-def]
+        for out in inner(it):
+            pulled.append(list(read))
+            yield out
+
+    stage.reduce_stream = watching  # type: ignore[method-assign]
+    kept, removed = ReduceSide(stage).reduce_shards(lazily())
+    assert pulled == [[0], [0, 1], [0, 1, 2], [0, 1, 2, 3]]  # never more than one ahead
+    assert kept.to_pydict() == {"v": [0, 5, 1, 2]}  # the first of each key, in source order
+    assert removed is not None and removed.num_rows == 0
+
+
+def test_a_partitions_shards_keep_source_order_and_its_key_does_not_depend_on_it():
+    from winnow.partitions import partition_batches
+
+    def ref(d: str) -> dict[str, object]:
+        return {"digest": d, "records": 1, "bytes": 10}
+
+    records = [{"shards": {"0": ref("z")}}, {"shards": {"0": ref("a"), "1": ref("m")}}]
+    (sb0, shards0), (_, shards1) = partition_batches("g", records)  # type: ignore[arg-type]
+    assert [s["digest"] for s in shards0] == ["z", "a"] and len(shards1) == 1
+    swapped = partition_batches("g", records[::-1])  # type: ignore[arg-type]
+    assert swapped[0][0].key == sb0.key  # the same shards: the same partition key
+
+
+STAGE_SOURCE = """
+from dataclasses import dataclass
+import pyarrow as pa
+from winnow import Pipeline
+from winnow.grouping import GroupingStage
+
+def helper(rows):
+    return rows.slice(0, {keep})
+
+@dataclass
+class Grouped(GroupingStage):
+    name = "grouped"
+
+    def key(self, batch):
+        return batch.column("v").cast(pa.uint64()){key_edit}
+
+    def reduce(self, rows):
+        return helper(rows)
+
+pipeline = Pipeline(name="p{n}", stages=[Grouped()])
+"""
+
+
+def test_editing_the_reduce_reruns_the_reduce_side_alone(tmp_path: Path) -> None:
+    from winnow.pipeline import load_pipeline
+
+    def sides(n: int, keep: int, key_edit: str = "") -> tuple[str, str]:
+        path = tmp_path / f"p{n}.py"
+        path.write_text(STAGE_SOURCE.format(n=n, keep=keep, key_edit=key_edit))
+        stage = load_pipeline(str(path)).stages[0]
+        before, after = split_specs([StageSpec(stage, Resources())])
+        assert after is not None
+        return before[-1].stage.fingerprint(), after[0].stage.fingerprint()
+
+    base = sides(0, 1)
+    reduce_edited = sides(1, 2)  # helper() is reached from reduce() alone
+    key_edited = sides(2, 1, ".cast(pa.uint64())")
+    assert reduce_edited[0] == base[0] and reduce_edited[1] != base[1]
+    assert key_edited[0] != base[0] and key_edited[1] != base[1]

@@ -29,20 +29,22 @@ from typing import Any
 _SIMPLE = (int, float, complex, str, bytes, bool, type(None))
 
 
-def code_digest(obj: type | types.FunctionType) -> str:
+def code_digest(obj: type | types.FunctionType, without: frozenset[str] = frozenset()) -> str:
     """SHA-256 over the normalized source of a class or function and the user code it uses.
 
-    For a class, its base classes of user code count too.
+    For a class, its base classes of user code count too. ``without`` names
+    methods of the class (and those bases) left out, with what only they use:
+    a grouping stage's map side does not run its reduce.
     """
-    return _cached_digest(obj)
+    return _cached_digest(obj, without)
 
 
 @functools.lru_cache(maxsize=512)
-def _cached_digest(obj: Any) -> str:
+def _cached_digest(obj: Any, without: frozenset[str]) -> str:
     walker = _Walker()
     for item in obj.__mro__ if isinstance(obj, type) else (obj,):
         if is_user_code(item) or item is obj:
-            walker.add(item)
+            walker.add(item, without)
     text = "\n".join(f"{label}\n{body}" for label, body in sorted(walker.parts))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -88,14 +90,16 @@ class _Walker:
         self.parts: list[tuple[str, str]] = []
         self._seen: set[str] = set()
 
-    def add(self, obj: Any) -> None:
-        """Hash a user function or class and follow the names it uses."""
+    def add(self, obj: Any, without: frozenset[str] = frozenset()) -> None:
+        """Hash a user function or class (less the methods ``without``); follow the names used."""
         key = f"{_module_name(obj)}:{getattr(obj, '__qualname__', repr(obj))}"
         if key in self._seen:
             return
         self._seen.add(key)
         label = str(getattr(obj, "__qualname__", "?"))
         tree = _source_tree(obj)
+        if tree is not None and without:
+            tree = _without_methods(tree, without)
         if tree is None:
             self.parts.append((label, _bytecode_text(obj)))
             return
@@ -144,6 +148,22 @@ class _Walker:
             for used, attrs in _names_used(stmt):
                 if used != name:
                     self._resolve(used, attrs, module, {})
+
+
+def _without_methods(tree: ast.AST, names: frozenset[str]) -> ast.AST:
+    """A copy of a class's tree without the methods ``names``."""
+    tree = _copy(tree)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            kept = [
+                item
+                for item in node.body
+                if not (
+                    isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name in names
+                )
+            ]
+            node.body = kept or [ast.Pass()]
+    return tree
 
 
 def _value_text(value: Any) -> str:

@@ -31,7 +31,7 @@ the rows ``reduce`` keeps.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from winnow.errors import ConfigError
+from winnow.fingerprint import code_digest
 from winnow.pipeline import StageSpec
 from winnow.rejoin import Rejoin
 from winnow.stage import Stage
@@ -49,6 +50,7 @@ FILE = "_winnow_file"
 ROW = "_winnow_row"
 INTERNAL = "_winnow_"
 MAP, REDUCE = "map", "reduce"
+REDUCE_METHODS = frozenset({"reduce", "reduce_stream"})  # not run by the map side
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,20 @@ class GroupingStage(Stage):
     def reduce(self, rows: pa.Table) -> pa.RecordBatch | pa.Table | Reduced:
         """One partition's rows (sorted by source position) -> the rows to keep (and removed)."""
         raise NotImplementedError(f"grouping stage {self.stage_name!r} does not implement reduce()")
+
+    def reduce_stream(
+        self, shards: Iterator[pa.Table]
+    ) -> Iterator[pa.RecordBatch | pa.Table | Reduced]:
+        """One partition's shards, in source order, one at a time -> its output, piece by piece.
+
+        The default gathers every shard and calls ``reduce`` once. A stage that
+        can decide row by row in source order (exact dedup: the first row of
+        each key) overrides this to hold one shard at a time (with what it
+        must remember, e.g. the keys seen) instead of the whole partition.
+        Each shard's rows are in source order; so are the shards.
+        """
+        rows = pa.concat_tables(list(shards), promote_options="default")
+        yield self.reduce(rows.sort_by([(FILE, "ascending"), (ROW, "ascending")]))
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """A grouping stage has no per-batch ``process``: its sides run instead."""
@@ -158,6 +174,13 @@ class MapSide(_Side):
 
     side = MAP
 
+    def fingerprint_parts(self) -> dict[str, Any]:
+        """The grouping stage's parts, its code less the reduce: editing it reruns no map batch."""
+        parts = super().fingerprint_parts()
+        if parts.get("code") is not None:
+            parts["code"] = code_digest(type(self.grouping), REDUCE_METHODS)
+        return parts
+
     def split(self, batch: pa.RecordBatch, file: str, start: int) -> dict[int, pa.RecordBatch]:
         """The batch's rows, with key and source position columns, by partition.
 
@@ -214,11 +237,28 @@ class ReduceSide(_Side):
     def reduce_shards(
         self, shards: Iterable[pa.Table]
     ) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
-        """Run ``reduce`` on the partition made of ``shards``; (kept, removed)."""
-        tables = list(shards)
-        rows = pa.concat_tables(tables, promote_options="default")
-        rows = rows.sort_by([(FILE, "ascending"), (ROW, "ascending")])
-        return split_reduced(self.grouping.reduce(rows))
+        """Run the grouping stage's reduce on the partition made of ``shards``; (kept, removed).
+
+        ``shards`` come in source order (as their map batches do) and are
+        read one at a time as ``reduce_stream`` asks for them.
+        """
+        kept: list[pa.RecordBatch] = []
+        removed: list[pa.RecordBatch] = []
+        for out in self.grouping.reduce_stream(iter(shards)):
+            piece, gone = split_reduced(out)
+            kept.append(piece)
+            if gone is not None:
+                removed.append(gone)
+        if not kept:
+            raise ValueError(f"grouping stage {self.grouping.stage_name!r}: reduce gave nothing")
+        return _concat(kept), _concat(removed) if removed else None
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    tables = [pa.Table.from_batches([b]) for b in batches]
+    return _one_batch(pa.concat_tables(tables, promote_options="default"))
 
 
 def split_reduced(

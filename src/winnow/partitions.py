@@ -210,10 +210,12 @@ def rejoin_batches(
 def partition_batches(
     name: str, map_records: list[dict[str, Any] | None]
 ) -> list[tuple[sources.SourceBatch, list[dict[str, Any]]]]:
-    """Each non-empty partition as a source batch, with its shards sorted by digest.
+    """Each non-empty partition as a source batch, with its shards in source order.
 
     The batch's key is the SHA-256 of the sorted shard digests; its rows
     ``[0, records)`` are the partition's rows, so row accounting counts them.
+    The shards stay in the order of ``map_records`` (the map batches', source
+    order), the order a streaming reduce reads them in.
     """
     by_partition: dict[int, list[dict[str, Any]]] = {}
     for rec in map_records:
@@ -222,8 +224,8 @@ def partition_batches(
             by_partition.setdefault(int(p), []).append(ref)
     out = []
     for p in sorted(by_partition):
-        shards = sorted(by_partition[p], key=lambda ref: str(ref["digest"]))
-        digests = "\n".join(str(ref["digest"]) for ref in shards)
+        shards = by_partition[p]
+        digests = "\n".join(sorted(str(ref["digest"]) for ref in shards))
         key = hashlib.sha256(f"partition/v1|{digests}".encode()).hexdigest()
         rows = sum(int(ref["records"]) for ref in shards)
         size = sum(int(ref["bytes"]) for ref in shards)

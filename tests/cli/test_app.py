@@ -248,4 +248,5 @@ def test_plan_sizes_a_grouping_stages_reduce_side_on_its_own(tmp_path: Path):
     args = ["plan", "fuzzy_dedup", "--profile", "local-cpu", "--input", str(source)]
     plan = run_json(*args, "--state", str(tmp_path / "state"), "--set", "ray_num_cpus=2")
     assert plan["capacity"]["problems"] == []
-    assert set(plan["capacity"]["actors"]) == {"minhash", "lsh.map", "lsh.reduce"}
+    every = {"minhash", "lsh.map", "lsh.reduce", "components.map", "components.reduce", "keep"}
+    assert set(plan["capacity"]["actors"]) == every

@@ -182,7 +182,7 @@ def test_the_ray_executor_writes_the_same_artifacts(
     assert record["accounting"]["total"] == clean["record"]["accounting"]["total"]
 
 
-def test_an_edit_of_the_lsh_code_reuses_the_signatures(
+def test_an_edit_of_the_lsh_reduce_reuses_the_signatures_and_band_shards(
     tmp_path: Path, clean: dict[str, Any], corpus: Any
 ):
     source = Path(PIPELINE).read_text()
@@ -193,7 +193,9 @@ def test_an_edit_of_the_lsh_code_reuses_the_signatures(
     plan = api.plan(api.resolve_session(moved))
     counts = {s.name: dict(s.counts) for s in plan.stages}
     assert counts["minhash"] == {"skip": FILES * 2}
-    assert counts["lsh.map"] == {"run": FILES * 2}
+    assert counts["lsh.map"] == {"skip": FILES * 2}  # the edit is in its reduce
+    reduce = plan.barriers()[0].stages[0]
+    assert reduce.name == "lsh.reduce" and reduce.counts["run"] == reduce.counts.total()
 
 
 PACED = str(ROOT / "tests" / "pipelines" / "paced_fuzzy.py")

@@ -5,6 +5,7 @@ it. The delay is output-neutral: paced and unpaced runs share their checkpoints.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -28,9 +29,9 @@ class PacedDedup(ExactDedup):  # type: ignore[misc, valid-type]
         time.sleep(self.delay_s)
         return super().key(batch)
 
-    def reduce(self, rows: pa.Table):  # type: ignore[no-untyped-def]
+    def reduce_stream(self, shards: Iterator[pa.Table]):  # type: ignore[no-untyped-def]
         time.sleep(self.delay_s)
-        return super().reduce(rows)
+        yield from super().reduce_stream(shards)
 
 
 pipeline = Pipeline(name="paced_dedup", stages=[PacedDedup()], schema=_base.schema)
