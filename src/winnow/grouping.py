@@ -208,12 +208,14 @@ class MapSide(_Side):
             rows, position, key = rows.take(pa.array(of_row)), position[of_row], key.flatten()
         part = partition_of(key, self.grouping.partitions)
         rows = rows.append_column(KEY, key)
-        rows = rows.append_column(FILE, pa.array([file] * len(position), pa.string()))
+        rows = rows.append_column(FILE, repeated(file, len(position)))
         rows = rows.append_column(ROW, pa.array(position))
-        out = {}
-        for p in np.unique(part):
-            out[int(p)] = rows.filter(pa.array(part == p))
-        return out
+        # Rows grouped by partition, each partition's in batch order (a stable sort).
+        order = np.argsort(part, kind="stable")
+        rows, part = rows.take(pa.array(order)), part[order]
+        cuts = np.flatnonzero(part[1:] != part[:-1]) + 1
+        starts, stops = np.concatenate([[0], cuts]), np.concatenate([cuts, [len(part)]])
+        return {int(part[a]): rows.slice(a, b - a) for a, b in zip(starts, stops, strict=True)}
 
     @staticmethod
     def index(shards: dict[str, dict[str, Any]]) -> pa.RecordBatch:
@@ -276,8 +278,17 @@ def split_reduced(
 def with_position(batch: pa.RecordBatch, file: str, start: int) -> pa.RecordBatch:
     """``batch`` with each row's source position: ``_winnow_file`` and ``_winnow_row``."""
     n = batch.num_rows
-    rows = batch.append_column(FILE, pa.array([file] * n, pa.string()))
+    rows = batch.append_column(FILE, repeated(file, n))
     return rows.append_column(ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
+
+
+def repeated(text: str, n: int) -> pa.Array:
+    """A string array of ``n`` times ``text``, built without a Python list."""
+    data = text.encode()
+    if len(data) * n >= 2**31:  # beyond 32-bit offsets: as pyarrow builds it
+        return pa.array([text] * n, pa.string())
+    offsets = np.arange(n + 1, dtype=np.int32) * len(data)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data * n))
 
 
 def partition_of(key: pa.Array, partitions: int) -> np.ndarray:
