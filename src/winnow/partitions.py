@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from winnow import sources
+from winnow.errors import InputError
 from winnow.grouping import GlobalStage, GroupingStage, split_specs
 from winnow.history import History
 from winnow.pipeline import Pipeline, StageSpec
@@ -126,6 +127,7 @@ class Barrier:
         self.decider.sizes = sizes
         plans = []
         if self.inputs is not None:
+            self.check_inputs()
             context = [rec["artifact"] for rec in map_records if rec is not None]
             self.context = len(context)
             for sb in rejoin_batches(self.inputs, context):
@@ -157,6 +159,22 @@ class Barrier:
             # Every partition is committed up to the next map side: plan its partitions too.
             self.then.plan_next([bp.prior[-1] for bp in plans], artifacts, sizes)
         return self.next
+
+    def check_inputs(self) -> None:
+        """Refuse to read the input again when a file changed since the run read it first.
+
+        Raises:
+            InputError: naming the files; the rejoin would mix two versions.
+        """
+        files = list({sb.file.url: sb.file for sb in self.inputs or []}.values())
+        changed = sources.changed_since(files, self.profile.storage_options)
+        if changed:
+            raise InputError(
+                f"rejoin stage {self.name} must read the input again, but "
+                f"{', '.join(changed[:3])}{' and more' if len(changed) > 3 else ''} changed "
+                "since the run first read it: the stages before it saw the old version. Rerun "
+                "the same command (what is committed stays; the changed files' batches rerun)"
+            )
 
     def to_dict(self, map_batches: int | None) -> dict[str, Any]:
         """What ``winnow plan --json`` says of the grouping stage (and its skew, once planned).

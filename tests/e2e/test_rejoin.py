@@ -208,3 +208,44 @@ def test_state_and_context_on_s3_give_the_same_output(
     again = run_json(*args, "--executor", "local")
     assert all(ran(again, s)[0] == 0 for s in STAGES)
     assert on_s3(again) == digests(clean["record"])
+
+
+@pytest.mark.slow
+def test_an_input_changed_before_the_rejoin_fails_the_run_and_a_rerun_is_right(
+    tmp_path: Path, corpus: list[str]
+):
+    inputs = [str(tmp_path / "in" / Path(p).name) for p in corpus]
+    (tmp_path / "in").mkdir()
+    for p, q in zip(corpus, inputs, strict=True):
+        shutil.copy(p, q)
+    args = [
+        *run_args(PIPELINE, tmp_path, inputs, f"batch_rows={BATCH}", profile="local-cpu"),
+        "--executor",
+        "local",
+    ]
+    reduce = tmp_path / "state" / "stages" / "longest.map" / "segments"
+
+    def reached() -> bool:  # every batch went through size and longest.map
+        return (
+            reduce.exists()
+            and sum(
+                len(p.read_text().splitlines()) for p in reduce.iterdir() if p.suffix == ".jsonl"
+            )
+            >= FILES * 2
+        )
+
+    proc = processes.start_until(
+        [*args, "--set", "longest.delay_s=4", "--json"], reached, timeout=120, pipe=True
+    )
+    rows = texts(2)
+    rows[10] = "w w"
+    write(tmp_path / "in", 2, rows)  # while the global stage runs
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and json.loads(out)["error"]["type"] == "InputError"
+    (job,) = api.open_state(str(tmp_path / "state")).list_jobs()
+    assert job["status"] == "FAILED"
+    assert "rejoin stage share must read the input again" in err and "part-2.jsonl" in err
+    again = run_json(*args)
+    assert again["status"] == "SUCCEEDED" and ran(again, "size") == (2, 4)
+    fresh = run_local(PIPELINE, inputs, tmp_path / "fresh")
+    assert digests(again) == digests(fresh)

@@ -4,8 +4,8 @@
 finds the largest count over every input, and ``share`` (a rejoin stage) reads
 the input again and gives each row its count over that largest one, setting
 aside rows without words. ``tag`` (per batch) runs on what ``share`` passes
-on. ``--set share.delay_s=S`` paces the rejoin (output neutral) so a test can
-kill a run during it.
+on. ``--set share.delay_s=S`` paces the rejoin and ``--set longest.delay_s=S``
+the global stage (output neutral), so a test can act during either.
 """
 
 from __future__ import annotations
@@ -44,8 +44,12 @@ class Longest(GlobalStage):
     name = "longest"
     version = "1"
     resources = Resources(num_cpus=0.5)
+    neutral_params: ClassVar[tuple[str, ...]] = ("delay_s",)
+
+    delay_s: float = 0.0
 
     def reduce(self, rows: pa.Table) -> pa.Table:
+        time.sleep(self.delay_s)
         return pa.table({"longest": [pc.max(rows.column("words")).as_py() or 0]})
 
 

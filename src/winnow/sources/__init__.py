@@ -9,7 +9,7 @@ data in memory (an Arrow table, a DataFrame, a Ray or Hugging Face dataset)
 into input files: content-addressed chunks in the artifact store.
 """
 
-from winnow.sources.discover import SourceFile, detect, discover
+from winnow.sources.discover import SourceFile, changed_since, detect, discover
 from winnow.sources.files import (
     READER_VERSION,
     SourceBatch,
@@ -27,6 +27,7 @@ __all__ = [
     "BadRecord",
     "SourceBatch",
     "SourceFile",
+    "changed_since",
     "check_schema",
     "detect",
     "discover",

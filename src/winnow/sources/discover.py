@@ -147,6 +147,24 @@ def discover(
     return [found[k] for k in sorted(found)]
 
 
+def changed_since(
+    files: Sequence[SourceFile], storage_options: dict[str, Any] | None = None
+) -> list[str]:
+    """The URLs of ``files`` whose identity (size, version) is no longer what it was.
+
+    Chunks of in-memory data are content-addressed and never change. A file
+    that is gone counts as changed.
+    """
+    urls = [f.url for f in files if not f.url.startswith(MEMORY_PREFIX)]
+    now: dict[str, str] = {}
+    for url in urls:
+        try:
+            now.update({f.url: f.identity for f in discover([url], storage_options)})
+        except InputError:
+            continue
+    return [f.url for f in files if f.url in urls and now.get(f.url) != f.identity]
+
+
 _SPECIAL = (
     (stat.S_ISFIFO, "a FIFO (named pipe)"),
     (stat.S_ISCHR, "a character device"),
