@@ -62,3 +62,16 @@ def test_job_as_written_gives_the_record_and_when_it_was_written(state: State) -
     with pytest.raises(ValueError):
         state.job_as_written("bad")
     assert json.loads(state.read_file("jobs/j1.json")) == record
+
+
+def test_unchanged_inputs_are_not_written_again(tmp_path) -> None:
+    """Every all-skipped rerun records the same inputs: the file is left as it is."""
+    state = State(str(tmp_path / "state"))
+    read = {"files": {"file:///a.parquet": {"size": 3}}, "batch_rows": 10, "reader": "r1"}
+    state.write_inputs("p", read)
+    path = tmp_path / "state" / "inputs" / "p.json"
+    before = path.stat().st_ino
+    state.write_inputs("p", dict(read))
+    assert path.stat().st_ino == before  # a write replaces the file (temp + rename)
+    state.write_inputs("p", {**read, "batch_rows": 20})
+    assert path.stat().st_ino != before and state.read_inputs("p")["batch_rows"] == 20
