@@ -75,3 +75,13 @@ def test_unchanged_inputs_are_not_written_again(tmp_path) -> None:
     assert path.stat().st_ino == before  # a write replaces the file (temp + rename)
     state.write_inputs("p", {**read, "batch_rows": 20})
     assert path.stat().st_ino != before and state.read_inputs("p")["batch_rows"] == 20
+
+
+def test_jobs_in_one_status_are_listed_newest_first(state: State) -> None:
+    state.write_job({"job_id": "a", "status": "RUNNING", "created_at": "2026-01-01"})
+    state.write_job({"job_id": "b", "status": "SUCCEEDED", "plan": [{"status": "RUNNING"}]})
+    state.write_job({"job_id": "c", "status": "RUNNING", "created_at": "2026-01-02"})
+    state.write_file("jobs/d.json", b'{"status": "RUNNING"')  # damaged: skipped
+    assert [j["job_id"] for j in state.list_jobs("RUNNING")] == ["c", "a"]
+    assert [j["job_id"] for j in state.list_jobs("SUCCEEDED")] == ["b"]
+    assert state.list_jobs("FAILED") == [] and len(state.list_jobs()) == 3

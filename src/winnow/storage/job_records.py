@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,12 +74,24 @@ class JobRecords:
             return None
         return record, modified_at(info)
 
-    def list_jobs(self) -> list[dict[str, Any]]:
-        """Every readable job record, newest first (see ``job_listing`` for damaged ones)."""
-        return self.job_listing().jobs
+    def list_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Every readable job record, newest first (see ``job_listing`` for damaged ones).
 
-    def job_listing(self) -> JobListing:
-        """Every job record, newest first, and the job files that are not one (skipped)."""
+        With ``status``, only the records in that status: a file whose bytes do
+        not hold it at all (as JSON writes it) is not parsed, so finding the
+        RUNNING jobs of a long history parses only the few that may be.
+        """
+        if status is None:
+            return self.job_listing().jobs
+        marker = json.dumps(str(status)).encode()
+        jobs = self.job_listing(lambda data: marker in data).jobs
+        return [j for j in jobs if j.get("status") == status]
+
+    def job_listing(self, parse: Callable[[bytes], bool] | None = None) -> JobListing:
+        """Every job record, newest first, and the job files that are not one (skipped).
+
+        ``parse``, when given, picks the files worth parsing from their bytes.
+        """
         base = join(self.root, "jobs")
         try:
             paths = [p for p in self.fs.find(base) if p.endswith(".json")]
@@ -87,6 +100,8 @@ class JobRecords:
         contents = self.fs.cat(paths, on_error="omit") if paths else {}
         listing = JobListing([], [])
         for path in sorted(contents):
+            if parse is not None and not parse(contents[path]):
+                continue
             record, reason = _job_record(contents[path])
             if record is None:
                 listing.damaged.append(Damage(path, to_url(self.fs, path), 0, reason))
