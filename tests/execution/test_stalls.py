@@ -168,6 +168,7 @@ def test_a_straggler_is_speculated_and_committed_once(
     mine = [e for e in journal if e.get("key") == sleeper_key(tmp_path)]
     kinds = Counter(e["type"] for e in mine)
     assert kinds["straggler"] == 1 and kinds["speculated"] == 1
+    assert kinds["spare_started"] == 0  # the pool's other actor took the twin
     ends = [e["outcome"] for e in mine if e["type"] == "straggler_end"]
     assert ends == ["lost to its speculative twin"]
     assert flagged_then_cleared(flags)
