@@ -112,8 +112,8 @@ def reconcile_lost_jobs(
     the gateway's (it requeues them).
     """
     lost = []
-    for job in state.list_jobs():
-        if job.get("status") != JobStatus.RUNNING or job["job_id"] == exclude:
+    for job in state.list_jobs(JobStatus.RUNNING):
+        if job["job_id"] == exclude:
             continue
         if job.get("ray") or job.get("request"):
             continue  # Ray reports a cluster's jobs; the gateway requeues its own

@@ -132,10 +132,10 @@ def plan(session: Session, verify: str | None = None, only_failed: bool = False)
 def _history(session: Session) -> History:
     """What the last run of this pipeline recorded: stage fingerprints and inputs read."""
     history = History()
-    for job in session.state.list_jobs():
-        if job.get("pipeline") == session.pipeline.name and job.get("stages"):
-            history.stages = {s["name"]: s for s in job["stages"]}
-            break
+    name = session.pipeline.name
+    last = session.state.newest_job(lambda j: j.get("pipeline") == name and bool(j.get("stages")))
+    if last is not None:
+        history.stages = {s["name"]: s for s in last["stages"]}
     inputs = session.state.read_inputs(session.pipeline.name)
     history.files = dict(inputs.get("files") or {})
     history.batch_rows = inputs.get("batch_rows")

@@ -168,12 +168,67 @@ def test_a_straggler_is_speculated_and_committed_once(
     mine = [e for e in journal if e.get("key") == sleeper_key(tmp_path)]
     kinds = Counter(e["type"] for e in mine)
     assert kinds["straggler"] == 1 and kinds["speculated"] == 1
+    assert kinds["spare_started"] == 0  # the pool's other actor took the twin
     ends = [e["outcome"] for e in mine if e["type"] == "straggler_end"]
     assert ends == ["lost to its speculative twin"]
     assert flagged_then_cleared(flags)
     sleepy = record["counts"]["sleepy"]
     assert sleepy["straggled"] >= 1 and sleepy["speculated"] >= 1 and sleepy["abandoned"] == 0
     assert counts(record) == counts(clean.record)
+
+
+def test_a_straggler_alone_in_its_pool_gets_a_spare_actor_for_its_twin(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    """The defaults (speculation on, no stall timeout) with one actor: no idle twin exists.
+
+    A spare actor is started for the stage; the batches queued behind the
+    hung one and then its twin run there, and the job ends long before the sleep.
+    """
+    alone = ["sleepy.min_actors=1", "sleepy.max_actors=1"]
+    t0 = time.monotonic()
+    record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=60", *alone])
+    wall = time.monotonic() - t0
+    assert record["status"] == "SUCCEEDED"
+    assert wall < 30, f"the job waited for the straggler ({wall:.1f}s)"
+    assert (tmp_path / "marks" / f"slept-{SLEEPER}").exists()  # it did straggle
+    same_as_clean(tmp_path, clean, record)
+    assert counts(record) == counts(clean.record)
+    journal = events(tmp_path)
+    key = sleeper_key(tmp_path)
+    [spare] = [e for e in journal if e["type"] == "spare_started"]
+    assert (spare["stage"], spare["key"]) == ("sleepy", key)
+    assert spare["actor"].endswith(":sleepy:1")  # the pool's second actor
+    [speculated] = [e for e in journal if e["type"] == "speculated"]
+    assert speculated["key"] == key and speculated["twin_actor"] == spare["actor"]
+    ends = [e["outcome"] for e in journal if e.get("key") == key and e["type"] == "straggler_end"]
+    assert ends == ["lost to its speculative twin"]
+
+
+def test_a_straggler_alone_with_no_room_for_a_spare_is_abandoned_in_time(
+    clean: Clean, tmp_path: Path, source: str
+) -> None:
+    """No stall_timeout_s, one actor holding 1.5 of the 2 CPUs: neither a twin nor a spare.
+
+    Past ten times its flag threshold (here 1 s) the hung attempt is abandoned
+    and retried, instead of hanging the job for good; the message says why.
+    """
+    alone = ["sleepy.min_actors=1", "sleepy.max_actors=1", "sleepy.num_cpus=1.5"]
+    t0 = time.monotonic()
+    record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=60", *alone])
+    assert time.monotonic() - t0 < 45
+    assert record["status"] == "SUCCEEDED"
+    assert finals(record) == finals(clean.record)
+    assert record["accounting"] == clean.record["accounting"]
+    stalled = record["errors"]["Stalled"]
+    assert stalled["count"] == 1 and stalled["stages"] == ["sleepy"]
+    message = stalled["example"]["message"]
+    assert "stage 'sleepy'" in message and "no room for a spare" in message, message
+    assert "set stall_timeout_s" in message and ":sleepy:0" in message
+    journal = events(tmp_path)
+    assert not [e for e in journal if e["type"] in ("spare_started", "speculated")]
+    sleepy = record["counts"]["sleepy"]
+    assert (sleepy["abandoned"], sleepy["speculated"], sleepy["retried"]) == (1, 0, 1)
 
 
 def test_when_the_straggler_wins_its_twins_late_result_is_discarded(

@@ -17,20 +17,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import click
-from rich.markup import escape
-from rich.table import Table
 
 from winnow import api
 from winnow.cli import console
+from winnow.cli.console import escape
 from winnow.cli.options import executor_option, json_option, request_options
 from winnow.cli.summary import print_summary, summary
 from winnow.errors import Interrupted, WinnowError
 from winnow.jobs import reconcile_lost_jobs
 from winnow.records import JobStatus
 from winnow.request import RunRequest
-
-_out, _err = console.out, console.err
-
 
 # Commands defined outside this module, imported only when named (or listed by
 # --help): the gateway's daemon, Prometheus client and journal tools cost a
@@ -135,7 +131,7 @@ def retry(
         if as_json:
             click.echo(json.dumps({"status": "NOTHING_TO_RETRY", "message": message}))
         else:
-            _out.print(escape(message), highlight=False)
+            console.out.print(escape(message), highlight=False)
         return
     _run_session(session, signals, address, as_json, only_failed=failed)
 
@@ -148,12 +144,14 @@ def _run_session(
     only_failed: bool = False,
     job_id: str | None = None,
 ) -> None:
-    from winnow.cli.progress import StageBars  # rich.progress: only when a run starts
-
     for note in session.notes:
         console.note(note)
     stop, started = signals
-    progress = None if as_json else StageBars(_err)
+    progress = None
+    if not as_json:
+        from winnow.cli.progress import StageBars  # rich.progress: only where bars are drawn
+
+        progress = StageBars(console.err)
     # With --json, stdout carries exactly one object: whatever Ray or a worker
     # prints while the job runs goes to stderr.
     with _stdout_to_stderr() if as_json else contextlib.nullcontext():
@@ -220,6 +218,8 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
     if as_json:
         click.echo(json.dumps(data, sort_keys=True))
         return
+    from rich.table import Table
+
     table = Table(
         title=f"plan: {data['pipeline']} ({data['profile']}), {data['files']} files, {data['batches']} batches"
     )
@@ -233,7 +233,7 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
         res = f"{r['num_cpus']:g} CPU, {r['num_gpus']:g} GPU x {r['min_actors']}-{r['max_actors']}"
         actors = str(cap["actors"].get(s["name"], "-"))
         table.add_row(s["name"], str(s["run"]), str(s["retry"]), str(s["skip"]), why, res, actors)
-    _out.print(table)
+    console.out.print(table)
     for g in data.get("groupings", []):
         parts = "pending upstream" if g["pending"] else f"{g['reduce_partitions']} non-empty"
         if "skew" in g:
@@ -242,7 +242,7 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
         inputs = "?" if g["map_batches"] is None else g["map_batches"]
         if g["declared_partitions"] < g["partitions"]:
             parts += f"; raised from {g['declared_partitions']} for the input's size"
-        _out.print(
+        console.out.print(
             f"grouping stage {g['stage']}: {inputs} map batches -> "
             f"{g['partitions']} partitions ({parts})",
             highlight=False,
@@ -254,7 +254,7 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
                 if g["global"]
                 else f"raise {g['stage']}.partitions or partition_mb, or spread the key"
             )
-            _err.print(
+            console.err.print(
                 f"[yellow]warning:[/yellow] {g['stage']}: partition(s) "
                 f"{', '.join(map(str, g['over_budget']))} hold more than partition_mb "
                 f"({session.profile.partition_mb} MB): {fix}",
@@ -268,13 +268,13 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
             highlight=False,
         )
     c = cap["cluster"]
-    _out.print(
+    console.out.print(
         f"capacity: {c['source']}, {c['nodes']} node(s), {c['CPU']:g} CPU, {c['GPU']:g} GPU; "
         f"GPUs: {cap['nvml']}",
         highlight=False,
     )
     for problem in cap["problems"]:
-        _err.print(f"[red]cannot run:[/red] {escape(problem)}")
+        console.err.print(f"[red]cannot run:[/red] {escape(problem)}")
 
 
 @cli.command()
@@ -288,6 +288,8 @@ def jobs(state: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps({"jobs": [summary(r) for r in records]}, sort_keys=True))
         return
+    from rich.table import Table
+
     table = Table(title="jobs")
     for col in ("job", "pipeline", "status", "created", "wall s", "rows in", "rows out"):
         table.add_column(col)
@@ -301,7 +303,7 @@ def jobs(state: str | None, as_json: bool) -> None:
             str(r.get("rows_in", "")),
             str(r.get("rows_out", "")),
         )
-    _out.print(table)
+    console.out.print(table)
 
 
 def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:
@@ -316,7 +318,7 @@ def _install_signal_handlers() -> tuple[threading.Event, threading.Event]:
     def handler(signum: int, _frame: Any) -> None:
         if stop.is_set() or not started.is_set():
             raise KeyboardInterrupt
-        _err.print(
+        console.err.print(
             f"[yellow]{signal.Signals(signum).name}: finishing in-flight batches; "
             "send again to abandon them[/yellow]"
         )
@@ -360,7 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, standalone_mode=False)
     except (click.exceptions.Abort, KeyboardInterrupt):  # click turns ^C into Abort
-        _err.print("interrupted: nothing half-done is marked done; rerun the same command")
+        console.err.print("interrupted: nothing half-done is marked done; rerun the same command")
         _json_error(args, "Interrupted", "interrupted", 130)
         _exit(130)
     except click.ClickException as exc:
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
         _json_error(args, type(exc).__name__, exc.format_message(), code)
         sys.exit(code)
     except WinnowError as exc:
-        _err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        console.err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         _json_error(args, type(exc).__name__, str(exc), exc.exit_code)
         if isinstance(exc, Interrupted):
             _exit(130)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.markup import escape
-from rich.table import Table
-
-from winnow.cli.console import err, out
+from winnow.cli import console
+from winnow.cli.console import escape
 
 
 def summary(record: dict[str, Any]) -> dict[str, Any]:
@@ -38,6 +36,8 @@ def summary(record: dict[str, Any]) -> dict[str, Any]:
 
 def print_summary(record: dict[str, Any]) -> None:
     """Per stage counts, throughput, failed batches, row accounting and the manifest."""
+    from rich.table import Table
+
     table = Table(title=f"{record['pipeline']} — job {record['job_id']} — {record['status']}")
     for col in (
         "stage",
@@ -63,9 +63,9 @@ def print_summary(record: dict[str, Any]) -> None:
             str(c["bad_records"]),
             f"{c['busy_s']:.1f}",
         )
-    out.print(table)
+    console.out.print(table)
     skipped = record.get("skipped_fraction", 0) * 100
-    out.print(
+    console.out.print(
         f"wall {record['wall_s']:.2f}s, {record.get('throughput_rows_s', 0):,.0f} rows/s processed, "
         f"{skipped:.0f}% of stage batches skipped; rows in {record.get('rows_in', 0):,}, "
         f"rows out {record.get('rows_out', 0):,}"
@@ -77,20 +77,22 @@ def print_summary(record: dict[str, Any]) -> None:
         if c.get("straggled") or c.get("abandoned")
     ]
     if stalls:
-        out.print(f"[yellow]stragglers[/yellow] {'; '.join(stalls)}")
+        console.out.print(f"[yellow]stragglers[/yellow] {'; '.join(stalls)}")
     for p in record.get("poison_batches") or []:
-        out.print(
+        console.out.print(
             f"[red]failed batch[/red] {p['stage']} {p['source']['file']} rows "
             f"{p['source']['start']}-{p['source']['stop']}: {p['error_type']}: {escape(p['message'][:200])}"
         )
     print_accounting(record.get("accounting"))
     if record.get("error"):
-        err.print(f"[red]error:[/red] {escape(record['error']['message'])}", highlight=False)
+        console.err.print(
+            f"[red]error:[/red] {escape(record['error']['message'])}", highlight=False
+        )
     for p in record.get("integrity_failures") or []:
-        out.print(
+        console.out.print(
             f"[red]integrity failure[/red] {p['stage']} {p['key'][:16]}…: {escape(p['message'])}"
         )
-    out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
+    console.out.print(f"job id: {record['job_id']}\noutput manifest: {record.get('manifest')}")
 
 
 def print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None:
@@ -117,6 +119,8 @@ def print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None
     names = {url.rsplit("/", 1)[-1] for url in files}
     short = len(folders) == 1 and len(names) == len(files)
     title = f"rows by input file in {next(iter(folders))}" if short else "rows by input file"
+    from rich.table import Table
+
     table = Table(title=escape(title))
     table.add_column("file")
     for col in columns:
@@ -134,12 +138,12 @@ def print_accounting(accounting: dict[str, Any] | None, limit: int = 20) -> None
         table.add_row(f"… {len(files) - limit} more files", *("" for _ in columns))
     total = accounting["total"]
     table.add_row("[bold]total[/bold]", *(f"[bold]{total[c]:,}[/bold]" for c in columns))
-    out.print(table)
+    console.out.print(table)
     by_stage = ", ".join(f"{k} {v:,}" for k, v in total["filtered_by_stage"].items())
     if by_stage:
-        out.print(f"filtered by stage: {by_stage}", highlight=False)
+        console.out.print(f"filtered by stage: {by_stage}", highlight=False)
     if total["unaccounted"]:
-        err.print(
+        console.err.print(
             f"[red]{total['unaccounted']:,} rows are unaccounted for[/red]: a reader or stage "
             "lost rows without quarantining them; `winnow inspect job --id` has the details"
         )

@@ -123,6 +123,14 @@ class Queues(ABC):
         """
         return False
 
+    def alone(self, task: Task) -> bool:
+        """Whether nothing else can ever run ``task``'s batch: no other actor, no room for one.
+
+        The executor's to say; this process has no second worker, but cannot
+        abandon a task either.
+        """
+        return False
+
     def abandon(self, task: Task) -> bool:
         """Give up a stalled task: stop waiting for it and free what runs it; False if it cannot.
 

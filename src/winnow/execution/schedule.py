@@ -21,7 +21,7 @@ from winnow.execution import telemetry
 from winnow.execution.failures import INFRA_ERRORS
 from winnow.execution.flight import Flight
 from winnow.execution.inputs import SourceInputs
-from winnow.execution.pools import READY_TIMEOUT_S, Pool, short_cause
+from winnow.execution.pools import READY_TIMEOUT_S, SCALE_EVERY_S, Pool, fits_now, short_cause
 from winnow.execution.queues import Queues, Task
 from winnow.execution.scaling import Autoscaler
 from winnow.execution.workers import Workers
@@ -62,6 +62,9 @@ class Scheduler(Queues):
         self.sizes = sizes
         self.emit = emit
         self._starved_since: dict[int, float] = {}
+        self._spares: set[int] = set()  # stages a spare actor was started for (once each)
+        self._spare_asked: dict[int, float] = {}  # stage -> when the cluster was last asked
+        self._no_room: set[int] = set()  # stages whose spare did not fit when last asked
 
     def start(self) -> None:
         """Start (or take over idle) actors for the job; note any pool left short in an event."""
@@ -124,10 +127,15 @@ class Scheduler(Queues):
 
     # -- stragglers --------------------------------------------------------
     def speculate(self, task: Task) -> bool:
-        """Send a straggler's batch to an idle live actor of its stage, if its queue is empty."""
+        """Send a straggler's batch to an idle live actor of its stage, if its queue is empty.
+
+        When no other actor of the stage could ever take it (a pool of one, or
+        every other actor straggles too), a spare actor is started first.
+        """
+        pool = self.workers.pools[self.names[task.stage]]
+        self._spare_if_alone(task, pool)
         if self.queues[task.stage]:
             return False
-        pool = self.workers.pools[self.names[task.stage]]
         idle = [
             k
             for k in range(len(pool.actors))
@@ -137,6 +145,41 @@ class Scheduler(Queues):
             return False
         self._send(pool, idle[0], task.flight, twin=True)
         return True
+
+    def _spare_if_alone(self, task: Task, pool: Pool) -> None:
+        """Start one spare actor for a straggler's stage when no other actor of it can work.
+
+        Without one, a batch hung in a one-actor pool would never get its twin
+        (and the batches queued behind it never run): the job would hang. The
+        spare takes the stage's queue, then the twin; it is started once per
+        stage and run (beyond ``max_actors``: it exists for the straggler),
+        when the cluster has room for it now, asked at most once per
+        ``SCALE_EVERY_S``.
+        """
+        stage = task.stage
+        stuck = self.stuck_actors(stage)
+        others = [k for k in range(len(pool.actors)) if k not in pool.down and k not in stuck]
+        now = time.monotonic()
+        if stage in self._spares or others or pool.starting():
+            self._no_room.discard(stage)
+            return
+        if now - self._spare_asked.get(stage, 0.0) < SCALE_EVERY_S:
+            return
+        self._spare_asked[stage] = now
+        spec = self.workers.specs[stage]
+        if not fits_now(spec.resources):
+            self._no_room.add(stage)
+            return
+        self._no_room.discard(stage)
+        self._spares.add(stage)
+        size = self.workers.grow(spec)
+        label = f"winnow:{self.job_id}:{spec.name}:{size - 1}"
+        key = task.flight.plan.keys[stage]
+        self.emit(event("spare_started", self.job_id, stage=spec.name, key=key, actor=label))
+
+    def alone(self, task: Task) -> bool:
+        """No other actor of the stage can take the batch, and the cluster had no room for a spare."""
+        return task.stage in self._no_room
 
     def abandon(self, task: Task) -> bool:
         """Stop waiting for a task and kill its actor (Ray restarts it), freeing what it holds.

@@ -9,7 +9,10 @@ stage task has run far past its stage's normal latency:
   display counts it; its actor gets no new work while it straggles;
 * a flagged task is **speculated** (``speculate``, on by default) when an
   actor of its stage is idle and the stage has nothing queued: the batch runs
-  a second time there. Artifacts are content-addressed, so both attempts of
+  a second time there. When no other actor of its stage can ever take it (a
+  pool of one, or every other one straggles too), the Ray scheduler starts one
+  spare actor for the stage, if the cluster has room for it now: the batches
+  queued behind the straggler, then its twin, run there. Artifacts are content-addressed, so both attempts of
   a deterministic stage write the same bytes under the same name; the first
   result in is committed (one checkpoint), the other is discarded when it
   arrives (``speculation_discarded``, with whether its digest matched) and
@@ -19,6 +22,10 @@ stage task has run far past its stage's normal latency:
   actor is killed (and restarted) and the batch fails with a ``Stalled``
   error naming stage, batch and actor, so the retry policy runs it again on
   another actor, or, its ``max_attempts`` spent, the job fails listing it.
+  Without ``stall_timeout_s`` (and with ``speculate``), a flagged task that
+  nothing else can run (no other actor, no room for a spare) is abandoned the same way past
+  ``ALONE_FACTOR`` times its flag threshold: the default never hangs a job
+  for good.
 
 Which of these an executor can do is its own: the Ray scheduler kills and
 restarts actors; the local executor runs one task at a time in the driver
@@ -46,6 +53,7 @@ from winnow.storage.state import event
 
 STALLED = "Stalled"  # the error type of an abandoned task
 LATENCY_WINDOW = 256  # the recent batch latencies per stage a median is taken over
+ALONE_FACTOR = 10.0  # no stall_timeout_s: abandon a task nothing else can run past 10x its flag
 
 
 @dataclass(frozen=True)
@@ -129,10 +137,24 @@ class Watchdog:
                 task.speculated = True
                 self.counts[self.names[task.stage]].speculated += 1
                 self._event("speculated", scheduler, task, twin=scheduler.twins(task)[0])
-            timeout = self.policy.timeout_s
+            timeout = self._timeout(scheduler, task)
             if timeout is not None and running > timeout and scheduler.abandon(task):
                 abandoned.append((task, self._stalled(scheduler, task, running, timeout)))
         return abandoned
+
+    def _timeout(self, scheduler: Queues, task: Task) -> float | None:
+        """When ``task`` is abandoned: ``stall_timeout_s``, else only if nothing else can run it.
+
+        A flagged task that no other actor, nor a spare, can ever run again
+        (``scheduler.alone``) would hang the job for good: without a
+        ``stall_timeout_s`` it is abandoned past ``ALONE_FACTOR`` times its
+        flag threshold, which follows the stage's observed latency.
+        """
+        if self.policy.timeout_s is not None:
+            return self.policy.timeout_s
+        if task.flagged and scheduler.alone(task):
+            return ALONE_FACTOR * self.policy.threshold(self.median(task.stage))
+        return None
 
     def _may_speculate(self, task: Task, stopping: bool) -> bool:
         """A flagged task gets one twin (not another if that one fails), while the job goes on."""
@@ -211,10 +233,16 @@ class Watchdog:
     ) -> StageResult:
         """The result an abandoned task is settled with: a ``Stalled`` error naming all three."""
         src = task.flight.plan.source
+        past = (
+            f"stall_timeout_s={timeout:g}"
+            if self.policy.timeout_s is not None
+            else f"{timeout:g}s ({ALONE_FACTOR:g}x its flag threshold: no other actor of its "
+            "stage, and no room for a spare, could run it again; set stall_timeout_s to choose)"
+        )
         message = (
             f"stage {self.names[task.stage]!r}, batch {_key(task)[:16]} ({src.file.url} rows "
             f"{src.start}-{src.stop}) on actor {scheduler.actor_label(task)} ran {running:.1f}s, "
-            f"past stall_timeout_s={timeout:g}: the actor was killed (and restarted) and the "
+            f"past {past}: the actor was killed (and restarted) and the "
             "batch is retried on another actor while max_attempts allows"
         )
         self.counts[self.names[task.stage]].abandoned += 1

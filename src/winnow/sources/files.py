@@ -4,7 +4,9 @@ A batch's key depends on the file's identity (URL, size, and mtime, ETag or
 version) and its row range, so an unchanged input maps to the same batches on
 every run and a changed file re-processes only its own batches. Files are read
 as streams, or a Parquet batch aligned with row groups by its own row groups;
-nothing reads a whole file into memory.
+nothing reads a whole file into memory. ``pyarrow.parquet`` and ``pyarrow.ipc``
+are imported where a file is read: planning from cached row counts (an
+all-skipped rerun) needs neither.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
 from winnow.errors import InputError
 from winnow.sources import conform, csvfile, jsonl
@@ -111,6 +111,8 @@ def file_stats(
         InputError: the file is not a readable file of its format, or does not
             match ``schema`` (exit 2, naming it).
     """
+    import pyarrow.parquet as pq
+
     found: pa.Schema | None = None
     with _reading(file), _open(file, storage_options) as fh:
         if file.format == "parquet":
@@ -144,6 +146,8 @@ def check_schema(
     Raises:
         InputError: naming the file, its missing, extra or uncastable columns and the fix.
     """
+    import pyarrow.parquet as pq
+
     if schema is None or file.format == "jsonl":
         return
     with _reading(file), _open(file, storage_options) as fh:
@@ -214,6 +218,8 @@ def _offsets(batches: Iterator[pa.RecordBatch]) -> Iterator[tuple[int, pa.Record
 def _parquet_stream(
     fh: Any, ranges: Sequence[tuple[int, int]]
 ) -> Iterator[tuple[int, pa.RecordBatch]]:
+    import pyarrow.parquet as pq
+
     pf = pq.ParquetFile(fh)
     offset = 0
     for rg in range(pf.metadata.num_row_groups):
@@ -228,6 +234,8 @@ def _parquet_stream(
 
 def _ipc_open(fh: Any) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
     """An Arrow IPC file's or stream's schema and its batches."""
+    import pyarrow.ipc as ipc
+
     data = fh.read(8)
     fh.seek(0)
     if data[:6] == b"ARROW1":

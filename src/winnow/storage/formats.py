@@ -1,7 +1,8 @@
 """Deterministic serialization of record batches, and decoding for verification.
 
 Equal batches give equal bytes within one pyarrow version, so equal outputs
-share one content-addressed artifact.
+share one content-addressed artifact. ``pyarrow.parquet`` and ``pyarrow.ipc``
+are imported where bytes are written or read: an all-skipped rerun needs neither.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
-import pyarrow.parquet as pq
 
 from winnow.errors import IntegrityError
 
@@ -35,6 +34,9 @@ DICTIONARY_MAX_DISTINCT = 0.5  # dictionary-encode when at most this share of th
 
 def serialize(batch: pa.RecordBatch, fmt: str, compression: str = "zstd") -> bytes:
     """Encode one batch as Parquet, Arrow IPC (file) or JSONL bytes."""
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
     batch = batch.replace_schema_metadata(None)
     if fmt == "parquet":
         sink = pa.BufferOutputStream()
@@ -102,6 +104,8 @@ def _is_text(t: pa.DataType) -> bool:
 @functools.lru_cache(maxsize=64)
 def _leaf_paths(schema: pa.Schema) -> tuple[str, ...]:
     """Parquet's dotted path of every leaf column of ``schema`` (nested ones too)."""
+    import pyarrow.parquet as pq
+
     sink = pa.BufferOutputStream()
     # Not schema.empty_table(): that imports pandas, a second of CPU per worker.
     pq.write_table(pa.Table.from_batches([], schema=schema), sink)
@@ -119,6 +123,9 @@ class Decoded:
 
 def decode(data: bytes, fmt: str) -> pa.Table:
     """Decode artifact bytes fully into a table."""
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+
     if fmt == "parquet":
         # ParquetFile, not read_table: read_table goes through pyarrow.dataset,
         # whose import (pandas with it) costs a worker seconds on its first batch.

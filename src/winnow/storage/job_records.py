@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -73,20 +75,29 @@ class JobRecords:
             return None
         return record, modified_at(info)
 
-    def list_jobs(self) -> list[dict[str, Any]]:
-        """Every readable job record, newest first (see ``job_listing`` for damaged ones)."""
-        return self.job_listing().jobs
+    def list_jobs(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Every readable job record, newest first (see ``job_listing`` for damaged ones).
 
-    def job_listing(self) -> JobListing:
-        """Every job record, newest first, and the job files that are not one (skipped)."""
-        base = join(self.root, "jobs")
-        try:
-            paths = [p for p in self.fs.find(base) if p.endswith(".json")]
-        except FileNotFoundError:
-            return JobListing([], [])
-        contents = self.fs.cat(paths, on_error="omit") if paths else {}
+        With ``status``, only the records in that status: a file whose bytes do
+        not hold it at all (as JSON writes it) is not parsed, so finding the
+        RUNNING jobs of a long history parses only the few that may be.
+        """
+        if status is None:
+            return self.job_listing().jobs
+        marker = json.dumps(str(status)).encode()
+        jobs = self.job_listing(lambda data: marker in data).jobs
+        return [j for j in jobs if j.get("status") == status]
+
+    def job_listing(self, parse: Callable[[bytes], bool] | None = None) -> JobListing:
+        """Every job record, newest first, and the job files that are not one (skipped).
+
+        ``parse``, when given, picks the files worth parsing from their bytes.
+        """
+        contents = self._job_files()
         listing = JobListing([], [])
         for path in sorted(contents):
+            if parse is not None and not parse(contents[path]):
+                continue
             record, reason = _job_record(contents[path])
             if record is None:
                 listing.damaged.append(Damage(path, to_url(self.fs, path), 0, reason))
@@ -94,6 +105,49 @@ class JobRecords:
                 listing.jobs.append(record)
         listing.jobs.sort(key=lambda j: str(j.get("created_at", "")), reverse=True)
         return listing
+
+    def newest_job(self, match: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        """The first record of ``list_jobs()`` that ``match`` accepts, parsing few files.
+
+        Files are taken newest first by the top-level ``created_at`` read from
+        their bytes where ``write_job``'s layout shows it (its lines at two
+        spaces' indent are the top-level keys; a raw newline occurs nowhere
+        else in JSON), so finding the last run of a pipeline in a long history
+        parses one or two records, not all. A file in another layout is parsed
+        to learn its time.
+        """
+        order: list[tuple[str, str]] = []  # (created_at, path), in path order
+        parsed: dict[str, dict[str, Any] | None] = {}
+        contents = self._job_files()
+        for path in sorted(contents):
+            hint = _CREATED_AT.search(contents[path])
+            if hint is not None:
+                order.append((json.loads(b'"' + hint.group(1) + b'"'), path))
+                continue
+            record = parsed[path] = _job_record(contents[path])[0]
+            if record is not None:
+                order.append((str(record.get("created_at", "")), path))
+        order.sort(key=lambda entry: entry[0], reverse=True)  # stable, as list_jobs sorts
+        for _, path in order:
+            record = parsed[path] if path in parsed else _job_record(contents[path])[0]
+            if record is not None and match(record):
+                return record
+        return None
+
+    def _job_files(self) -> dict[str, bytes]:
+        """Every job file's bytes, by path."""
+        base = join(self.root, "jobs")
+        try:
+            paths = [p for p in self.fs.find(base) if p.endswith(".json")]
+        except FileNotFoundError:
+            return {}
+        contents: dict[str, bytes] = self.fs.cat(paths, on_error="omit") if paths else {}
+        return contents
+
+
+# A top-level created_at as write_job lays a record out (indent=2): "\n  " only precedes
+# a top-level key, and the ISO time holds no quote.
+_CREATED_AT = re.compile(rb'\n  "created_at": "([^"\\]*)"')
 
 
 @dataclass

@@ -254,10 +254,15 @@ class State(JobRecords):
         return dict(data) if isinstance(data, dict) else {}
 
     def write_inputs(self, pipeline: str, data: dict[str, Any]) -> None:
-        """Record what this run of ``pipeline`` read, for the next plan to explain what changed."""
-        write_atomic(
-            self.fs, join(self.root, "inputs", f"{pipeline}.json"), json.dumps(data).encode()
-        )
+        """Record what this run of ``pipeline`` read, for the next plan to explain what changed.
+
+        Unchanged inputs (every rerun of an unchanged input) leave the file as
+        it is: no write, no fsync, no PUT.
+        """
+        body = json.dumps(data)
+        if self.read_inputs(pipeline) == json.loads(body):
+            return
+        write_atomic(self.fs, join(self.root, "inputs", f"{pipeline}.json"), body.encode())
 
     # -- files by name: the gateway's own, and a migration's copy -------------
     def files(self, folder: str = "") -> dict[str, int]:
