@@ -364,3 +364,29 @@ def test_the_flag_threshold_follows_the_stage_median() -> None:
     assert policy.threshold(None) == 10  # no batch finished yet
     assert policy.threshold(0.5) == 10
     assert policy.threshold(4.0) == 20
+
+
+def test_a_batch_is_expected_to_take_its_share_of_rows() -> None:
+    """A skewed reduce partition ten times the usual size is not flagged at 3x the
+    usual latency: the expectation is the stage's median per row times its rows."""
+    from winnow.execution.flight import Flight
+    from winnow.execution.outcome import StageCounts
+    from winnow.execution.queues import Task
+    from winnow.execution.stalls import Watchdog
+    from winnow.plan import BatchPlan
+    from winnow.records import BatchStatus, StageResult
+    from winnow.sources import SourceBatch, SourceFile
+
+    def task(rows: int) -> Task:
+        file = SourceFile("g/partition-00000", "shards", None, 0, "v")
+        plan = BatchPlan(SourceBatch(file, 0, 0, rows, "k"), ["k"], ["run"], [""], [None])
+        return Task(Flight(0, plan), 0, None, 0)
+
+    dog = Watchdog(StallPolicy(factor=5, min_s=1), ["reduce"], "j", lambda e: None,
+                   Progress(), {"reduce": StageCounts()})  # fmt: skip
+    for _ in range(3):
+        dog.observe(task(1_000), StageResult(BatchStatus.SUCCEEDED, duration_s=2.0), "committed")
+    assert dog.expected(task(1_000)) == pytest.approx(2.0)
+    assert dog.expected(task(10_000)) == pytest.approx(20.0)  # a 10x partition: 10x the time
+    assert dog.policy.threshold(dog.expected(task(10_000))) == pytest.approx(100.0)
+    assert dog.policy.threshold(dog.expected(task(100))) == pytest.approx(1.0)  # min_s

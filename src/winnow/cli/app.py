@@ -262,7 +262,7 @@ def plan(request: RunRequest, as_json: bool, address: str | None) -> None:
             )
     for r in data.get("rejoins", []):
         context = "pending upstream" if r["pending"] else f"{r['context_artifacts']} artifact(s)"
-        _out.print(
+        console.out.print(
             f"rejoin stage {r['stage']}: {r['input_batches']} input batches read again, "
             f"with the output of the stage before it ({context})",
             highlight=False,

@@ -3,8 +3,10 @@
 The driver loop asks the :class:`Watchdog` after every turn which running
 stage task has run far past its stage's normal latency:
 
-* past ``max(straggler_min_s, straggler_factor x the stage's median batch
-  latency so far)`` it is **flagged**: a ``straggler`` event goes to the
+* past ``max(straggler_min_s, straggler_factor x its expected latency)``
+  (the stage's median latency per row so far times the batch's rows, so a
+  large partition of a skewed grouping stage is not taken for a hung one) it
+  is **flagged**: a ``straggler`` event goes to the
   journal (``winnow status`` lists it while the job runs) and the progress
   display counts it; its actor gets no new work while it straggles;
 * a flagged task is **speculated** (``speculate``, on by default) when an
@@ -118,9 +120,18 @@ class Watchdog:
         self.flagged: dict[int, int] = {}  # stage -> how many of its tasks straggle now
 
     def median(self, stage: int) -> float | None:
-        """The stage's median batch latency so far (None before its first batch)."""
+        """The stage's median latency per row so far (None before its first batch)."""
         seen = self.latencies.get(stage)
         return statistics.median(seen) if seen else None
+
+    def expected(self, task: Task) -> float | None:
+        """How long ``task`` should take: its stage's median per row times its rows.
+
+        Batches of one size take about the median batch latency; a larger one
+        (a skewed reduce partition, a file's short last batch) is given its share.
+        """
+        per_row = self.median(task.stage)
+        return None if per_row is None else per_row * _rows(task)
 
     def tick(self, scheduler: Queues, stopping: bool) -> list[tuple[Task, StageResult]]:
         """Flag, speculate and abandon; return the abandoned tasks with their ``Stalled`` result."""
@@ -130,7 +141,7 @@ class Watchdog:
             if task.started is None or scheduler.stale(task) or not scheduler.holds(task):
                 continue  # waiting behind another, stale, or requeued by an abandon just now
             running = now - task.started
-            late = running > self.policy.threshold(self.median(task.stage))
+            late = running > self.policy.threshold(self.expected(task))
             if late and not task.flagged and not task.twin:  # a twin may stall, not be flagged
                 self._flag(scheduler, task, running)
             if self._may_speculate(task, stopping) and scheduler.speculate(task):
@@ -153,7 +164,7 @@ class Watchdog:
         if self.policy.timeout_s is not None:
             return self.policy.timeout_s
         if task.flagged and scheduler.alone(task):
-            return ALONE_FACTOR * self.policy.threshold(self.median(task.stage))
+            return ALONE_FACTOR * self.policy.threshold(self.expected(task))
         return None
 
     def _may_speculate(self, task: Task, stopping: bool) -> bool:
@@ -164,7 +175,7 @@ class Watchdog:
         """A task's result is in (``outcome``: committed, discarded...); learn its latency."""
         if result.status == BatchStatus.SUCCEEDED and result.duration_s is not None:
             seen = self.latencies.setdefault(task.stage, deque(maxlen=LATENCY_WINDOW))
-            seen.append(result.duration_s)
+            seen.append(result.duration_s / _rows(task))
         self.unflag(task, outcome)
 
     def unflag(self, task: Task, outcome: str) -> None:
@@ -197,7 +208,7 @@ class Watchdog:
         the flag reaches the display and stderr at once, the journal with the
         next flush. Cancel and join the timer when the task returns.
         """
-        delay = self.policy.threshold(self.median(task.stage))
+        delay = self.policy.threshold(self.expected(task))
         timer = threading.Timer(delay, self._flag_in_driver, (scheduler, task, delay))
         timer.daemon = True
         timer.start()
@@ -218,14 +229,14 @@ class Watchdog:
         self.counts[self.names[task.stage]].straggled += 1
         self.flagged[task.stage] = self.flagged.get(task.stage, 0) + 1
         self.progress.straggling(self.names[task.stage], self.flagged[task.stage])
-        median = self.median(task.stage)
+        expected = self.expected(task)
         self._event(
             "straggler",
             scheduler,
             task,
             running_s=round(running, 3),
-            threshold_s=round(self.policy.threshold(median), 3),
-            median_s=round(median, 3) if median is not None else None,
+            threshold_s=round(self.policy.threshold(expected), 3),
+            median_s=round(expected, 3) if expected is not None else None,
         )
 
     def _stalled(
@@ -274,3 +285,9 @@ class Watchdog:
 def _key(task: Task) -> str:
     """The batch key of the task's stage."""
     return task.flight.plan.keys[task.stage]
+
+
+def _rows(task: Task) -> int:
+    """The rows of a task's batch (a reduce partition's: its shards' rows); at least 1."""
+    source = task.flight.plan.source
+    return max(source.stop - source.start, 1)
