@@ -255,19 +255,8 @@ def test_grouping_and_global_stages_run_across_nodes_as_locally(
 
     corpus = write_corpus(tmp_path / "corpus")
     pipeline = str(ROOT / "tests" / "pipelines" / "dedup_global.py")
-    args = [pipeline, "--profile", "high-throughput", "--set", "batch_rows=250"]
-    args += [a for path in corpus for a in ("--input", path)]
-    local = _local(tmp_path, *args, "--executor", "local")
-    state = tmp_path / "cluster-state"
-    proc = run_cli(
-        "run", *args, "--address", cluster["gcs_address"], "--state", str(state),
-        "--output", str(tmp_path / "cluster-out"), "--json", env=cluster["env"], timeout=400,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    record = api.open_state(str(state)).read_job(one_json(proc.stdout)["job_id"])
-    assert record["status"] == "SUCCEEDED"
-    assert _digests(record) == _digests(local), "cluster output differs from the local run"
-    store = api.open_state(str(state)).checkpoints()
+    _on_cluster_and_locally(cluster, tmp_path, pipeline, corpus, 250)
+    store = api.open_state(str(tmp_path / "cluster-state")).checkpoints()
     nodes = {r.get("node_id") for s in store.stages() for r in store.load(s).records.values()}
     assert len(nodes) >= 2, nodes
 
@@ -280,7 +269,19 @@ def test_fuzzy_dedup_with_its_rejoin_runs_across_nodes_as_locally(
 
     corpus, _ = write_corpus(tmp_path / "corpus")
     pipeline = str(ROOT / "pipelines" / "fuzzy_dedup.py")
-    args = [pipeline, "--profile", "high-throughput", "--set", "batch_rows=500"]
+    record, local = _on_cluster_and_locally(cluster, tmp_path, pipeline, corpus, 500)
+    assert record["counts"]["keep"]["run"] == 6
+    assert record["accounting"]["total"] == local["accounting"]["total"]
+
+
+def _on_cluster_and_locally(
+    cluster: dict[str, Any], tmp_path: Path, pipeline: str, corpus: list[str], batch_rows: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``pipeline`` on the cluster and with the local executor: (cluster job, local job).
+
+    Both succeed and write the same output artifacts.
+    """
+    args = [pipeline, "--profile", "high-throughput", "--set", f"batch_rows={batch_rows}"]
     args += [a for path in corpus for a in ("--input", path)]
     local = _local(tmp_path, *args, "--executor", "local")
     state = tmp_path / "cluster-state"
@@ -290,9 +291,9 @@ def test_fuzzy_dedup_with_its_rejoin_runs_across_nodes_as_locally(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     record = api.open_state(str(state)).read_job(one_json(proc.stdout)["job_id"])
-    assert record["status"] == "SUCCEEDED" and record["counts"]["keep"]["run"] == 6
+    assert record["status"] == "SUCCEEDED"
     assert _digests(record) == _digests(local), "cluster output differs from the local run"
-    assert record["accounting"]["total"] == local["accounting"]["total"]
+    return record, local
 
 
 def test_every_port_of_the_cluster_is_on_loopback(cluster: dict[str, Any]) -> None:
