@@ -12,8 +12,9 @@ Every engine runs the same transform over the same input files: lowercase
 * Winnow: ``python -m winnow.cli run`` with the ``local-cpu`` profile's
   settings (a benchmark copy of the packaged ``local-cpu`` profile whose only stage
   table is ``[stages.transform]``) and ``--set batch_rows=10000``. Every batch
-  is serialized to Parquet zstd, written, read back, SHA-256 re-hashed and
-  decoded before its checkpoint is written. The same command is then run a
+  is serialized to Parquet zstd, SHA-256 hashed, written, read back and
+  compared byte for byte with the hashed bytes, and its footer's record count
+  and schema checked, before its checkpoint is written. The same command is then run a
   second time against the same state (every batch skipped). Then once more
   on a fresh state, attached with ``--address`` to a local Ray head started
   beforehand with ``ray start --head`` (its own port and temp dir): the run a
@@ -621,7 +622,7 @@ def print_report(
     speed: dict[str, float] = {}
     proc_speed: dict[str, float] = {}
     order = [
-        ("winnow", "Winnow (local-cpu, full verify)"),
+        ("winnow", "Winnow (local-cpu, verified)"),
         ("winnow_rerun", "Winnow rerun (all skipped)"),
         ("winnow_running_ray", "Winnow on a running Ray"),
         ("raydata", "Ray Data"),

@@ -216,21 +216,41 @@ def test_sizes_lists_every_artifact_in_one_listing(store: ArtifactStore):
 
 
 @pytest.mark.parametrize(
-    ("data", "records", "problem"),
+    ("data", "records", "schema_fp", "problem"),
     [
-        (formats.serialize(batch(), "parquet"), 99, "records 100 != 99"),
-        (b"PAR1 not really parquet", 1, "does not decode"),
+        (formats.serialize(batch(), "parquet"), 99, "", "records 100 != 99"),
+        (formats.serialize(batch(), "parquet"), 100, "0" * 16, r"schema \w+ != 0000"),
+        (b"PAR1 not really parquet", 1, "", "unreadable footer"),
     ],
-    ids=["wrong-records", "undecodable"],
+    ids=["wrong-records", "wrong-schema", "undecodable"],
 )
 def test_failed_put_leaves_nothing_behind(
-    store: ArtifactStore, data: bytes, records: int, problem: str
+    store: ArtifactStore, data: bytes, records: int, schema_fp: str, problem: str
 ):
     with pytest.raises(IntegrityError, match=problem):
-        store.put_bytes(data, "parquet", expected_records=records)
+        store.put_bytes(data, "parquet", expected_records=records, expected_schema_fp=schema_fp)
     assert stored(store) == [] and store.sizes() == {}
     ref = store.put(batch(), "parquet")  # and a later put is not fooled by a cache
     assert store.verify(ref) == ref and stored(store) == [ref.digest]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "ipc"])
+def test_a_commit_reads_the_footer_and_a_full_verify_decodes(store: ArtifactStore, fmt: str):
+    """Bytes with a sound footer and a broken body commit (the read-back equals what was
+    written; decoding would re-check the serializer); ``verify`` decodes and catches them."""
+    good = batch(5000)
+    data = bytearray(formats.serialize(good, fmt))
+    middle = slice(len(data) // 4, len(data) // 2)  # data pages / buffers: the footer is small
+    data[middle] = bytes(len(data[middle]))
+    with pytest.raises(IntegrityError, match="does not decode"):
+        formats.check(bytes(data), fmt)
+    expected = formats.stored_schema_fp(good.schema, fmt)
+    ref = store.put_bytes(bytes(data), fmt, expected_records=5000, expected_schema_fp=expected)
+    assert (ref.records, ref.schema_fp) == (5000, expected)
+    assert store.check(ref) is None  # the quick check: listed with its size
+    problem = store.check(ref, full=True)
+    assert problem is not None and problem.fault is Fault.UNVERIFIED
+    assert f"{fmt} artifact does not decode" in problem.message
 
 
 def test_store_pickles_to_the_same_root(store: ArtifactStore):

@@ -122,21 +122,30 @@ class ArtifactStore:
     def put(self, batch: pa.RecordBatch, fmt: str, compression: str = "zstd") -> ArtifactRef:
         """Serialize, write to a temporary name, verify, publish; return the ref."""
         data = formats.serialize(batch, fmt, compression)
-        return self.put_bytes(data, fmt, expected_records=batch.num_rows)
+        schema_fp = formats.stored_schema_fp(batch.schema, fmt)
+        return self.put_bytes(
+            data, fmt, expected_records=batch.num_rows, expected_schema_fp=schema_fp
+        )
 
-    def put_bytes(self, data: bytes, fmt: str, expected_records: int) -> ArtifactRef:
+    def put_bytes(
+        self, data: bytes, fmt: str, expected_records: int, expected_schema_fp: str = ""
+    ) -> ArtifactRef:
         """Store serialised artifact bytes under their SHA-256 digest; return a verified ref.
 
         An artifact already published with the same digest is verified and reused
         (a damaged copy is overwritten). Otherwise the bytes are written (to a
         temporary in the store on a local disk, to the final key on an object
         store), read back and verified, and published; a write that does not read
-        back the same is made ``WRITE_ATTEMPTS`` times in all.
+        back the same is made ``WRITE_ATTEMPTS`` times in all. Verified: the bytes
+        read back equal ``data`` and the format's footer gives the expected
+        record count and schema (the full decode is ``verify``'s).
 
         Args:
             data: the serialised artifact.
             fmt: its format (``parquet``, ``ipc`` or ``jsonl``).
-            expected_records: how many records it must decode to.
+            expected_records: how many records its footer must report.
+            expected_schema_fp: the schema fingerprint its footer must report
+                (``formats.stored_schema_fp``); empty: not checked.
 
         Raises:
             IntegrityError: every attempt read back something other than ``data``.
@@ -148,12 +157,12 @@ class ArtifactStore:
             digest=digest,
             bytes=len(data),
             records=expected_records,
-            schema_fp="",
+            schema_fp=expected_schema_fp,
             format=fmt,
         )
         if self._exists(final):
             try:
-                return self._verify_path(final, expected, check_schema=False, written=data)
+                return self._verify_path(final, expected, written=data)
             except IntegrityError:
                 pass  # a damaged copy: overwrite it below
         for attempt in range(1, WRITE_ATTEMPTS + 1):
@@ -173,14 +182,14 @@ class ArtifactStore:
             self._write(final, data)
             refresh(self.fs, final)
             try:
-                return self._verify_path(final, expected, check_schema=False, written=data)
+                return self._verify_path(final, expected, written=data)
             except BaseException:
                 self._discard(final)
                 raise
         tmp = join(self.root, TEMPORARY, f"{expected.digest}.{uuid.uuid4().hex}.partial")
         try:
             self._write(tmp, data)  # a full disk fails here, leaving a part to remove
-            ref = self._verify_path(tmp, expected, check_schema=False, written=data)
+            ref = self._verify_path(tmp, expected, written=data)
             self._publish(tmp, final)
         except BaseException:
             self._discard(tmp)
@@ -258,19 +267,22 @@ class ArtifactStore:
         """
         return ref.keys() == _REF_FIELDS and listing.get(ref["digest"]) == ref["bytes"]
 
-    def verify(self, ref: ArtifactRef, check_schema: bool = True) -> ArtifactRef:
-        """Read the artifact back and check digest, bytes, records, schema, format."""
-        return self._verify_path(self.path_of(ref.uri), ref, check_schema)
+    def verify(self, ref: ArtifactRef) -> ArtifactRef:
+        """Read the artifact back, re-hash it and decode it; check bytes, records and schema."""
+        return self._verify_path(self.path_of(ref.uri), ref)
 
     def _verify_path(
-        self, path: str, ref: ArtifactRef, check_schema: bool, written: bytes | None = None
+        self, path: str, ref: ArtifactRef, written: bytes | None = None
     ) -> ArtifactRef:
         """Read ``path`` back and check it against ``ref``.
 
         ``written``: the bytes just written, whose SHA-256 is ``ref.digest``.
         What is read back is then compared with them byte for byte, which
         proves the same digest as hashing it again at a fraction of the cost;
-        a mismatch is hashed to name it.
+        a mismatch is hashed to name it. The bytes are then the serializer's
+        own, so their record count and schema are read from the format's
+        footer (a full decode would re-check the serializer, not storage).
+        Without ``written`` (``verify``), they are re-hashed and fully decoded.
         """
         refresh(self.fs, path)
         try:
@@ -288,10 +300,10 @@ class ArtifactStore:
             problems.append(f"sha256 {digest[:12]}… != {ref.digest[:12]}…")
         decoded = None
         if not problems:
-            decoded = formats.check(data, ref.format)
+            decoded = formats.check(data, ref.format, full=written is None)
             if decoded.records != ref.records:
                 problems.append(f"records {decoded.records} != {ref.records}")
-            if check_schema and ref.schema_fp and decoded.schema_fp != ref.schema_fp:
+            if ref.schema_fp and decoded.schema_fp != ref.schema_fp:
                 problems.append(f"schema {decoded.schema_fp} != {ref.schema_fp}")
         if problems:
             raise IntegrityError(f"artifact {ref.uri}: {'; '.join(problems)}")
