@@ -92,7 +92,7 @@ GENERATOR_VERSION = "v1"  # bump when the generator changes: the cache dir chang
 SEED = 24
 RESULT_MARK = "BENCH_RESULT "
 TARGET_RATIO = 10.0  # Winnow's fuzzy docs/s over datatrove's, at equal or better recall
-ENGINES = ("winnow_fuzzy", "datatrove", "winnow_exact", "raydata_exact")
+ENGINES = ("winnow_fuzzy", "winnow_fuzzy_local", "datatrove", "winnow_exact", "raydata_exact")
 
 
 # --------------------------------------------------------------------------
@@ -212,9 +212,14 @@ def winnow_kept_ids(record: dict[str, Any]) -> np.ndarray:
 
 
 def run_winnow(
-    pipeline: str, work: Path, input_dir: Path, timeout: float, sets: list[str]
+    pipeline: str,
+    work: Path,
+    input_dir: Path,
+    timeout: float,
+    sets: list[str],
+    executor: str = "ray",
 ) -> dict[str, Any]:
-    out, state = work / f"{pipeline}-output", work / f"{pipeline}-state"
+    out, state = work / f"{pipeline}-{executor}-output", work / f"{pipeline}-{executor}-state"
     cmd = [
         sys.executable, "-m", "winnow.cli", "run", pipeline,
         "--input", f"{input_dir}/*.jsonl",
@@ -222,6 +227,7 @@ def run_winnow(
         "--state", str(state),
         "--output", str(out),
         "--json",
+        "--executor", executor,
     ]  # fmt: skip
     for s in sets:
         cmd += ["--set", s]
@@ -483,7 +489,7 @@ def print_report(results: dict[str, Any], facts: dict[str, Any]) -> bool:
     print(f"Versions: {results['versions']}")
     all_ok = True
 
-    if "winnow_fuzzy" in results or "datatrove" in results:
+    if {"winnow_fuzzy", "winnow_fuzzy_local", "datatrove"} & set(results):
         all_ok &= _fuzzy_report(results, facts)
     if "winnow_exact" in results or "raydata_exact" in results:
         all_ok &= _exact_report(results, facts)
@@ -507,7 +513,11 @@ def _fuzzy_report(results: dict[str, Any], facts: dict[str, Any]) -> bool:
         "none kept", ">1 kept", "driver MiB", "tree MiB",
     )  # fmt: skip
     rows = []
-    labels = {"winnow_fuzzy": "Winnow fuzzy_dedup", "datatrove": "datatrove MinHash"}
+    labels = {
+        "winnow_fuzzy": "Winnow fuzzy_dedup",
+        "winnow_fuzzy_local": "Winnow, local exec.",
+        "datatrove": "datatrove MinHash",
+    }
     for key, label in labels.items():
         r = results.get(key)
         if r is None:
@@ -530,13 +540,16 @@ def _fuzzy_report(results: dict[str, Any], facts: dict[str, Any]) -> bool:
         )
         all_ok &= bool(r.get("ok"))
     _table(header, rows)
-    w, d = results.get("winnow_fuzzy"), results.get("datatrove")
-    if w and d and w.get("ok") and d.get("ok"):
+    d = results.get("datatrove")
+    for key in ("winnow_fuzzy", "winnow_fuzzy_local"):
+        w = results.get(key)
+        if not (w and d and w.get("ok") and d.get("ok")):
+            continue
         ratio = d["wall_s"] / w["wall_s"]
         recall_ok = w["score"]["recall"] >= d["score"]["recall"]
         met = ratio >= TARGET_RATIO and recall_ok
         print(
-            f"Winnow / datatrove docs/s (wall): {ratio:.2f}x; recall "
+            f"{labels[key]} / datatrove docs/s (wall): {ratio:.2f}x; recall "
             f"{w['score']['recall']:.4f} vs {d['score']['recall']:.4f}; target >= "
             f"{TARGET_RATIO:.0f}x at equal or better recall: {'MET' if met else 'NOT MET'}"
         )
@@ -544,6 +557,7 @@ def _fuzzy_report(results: dict[str, Any], facts: dict[str, Any]) -> bool:
             print(
                 f"  (on datatrove's own clock, no interpreter start: {d['engine_s'] / w['wall_s']:.2f}x)"
             )
+    w = results.get("winnow_fuzzy") or results.get("winnow_fuzzy_local")
     if d and d.get("ok"):
         stages = d["stages"]
         total = sum(stages.values())
@@ -682,8 +696,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in sorted(input_dir.iterdir()):  # warm the page cache for every engine
             path.read_bytes()
         for engine in args.engines:
-            if engine == "winnow_fuzzy":
-                r = run_winnow("fuzzy_dedup", work, input_dir, args.timeout, args.sets)
+            if engine in ("winnow_fuzzy", "winnow_fuzzy_local"):
+                executor = "local" if engine.endswith("_local") else "ray"
+                r = run_winnow("fuzzy_dedup", work, input_dir, args.timeout, args.sets, executor)
             elif engine == "winnow_exact":
                 r = run_winnow("exact_dedup", work, input_dir, args.timeout, [])
             else:
