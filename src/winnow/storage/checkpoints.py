@@ -20,12 +20,12 @@ import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from winnow.records import CHECKPOINT_STATUSES, CheckpointRecord
-from winnow.storage.fs import join, refresh, to_url, write_atomic
+from winnow.storage.fs import is_local, join, refresh, to_url, write_atomic
 
 
 @dataclass(frozen=True)
@@ -79,17 +79,32 @@ class CheckpointStore:
         """The folder of ``stage``'s checkpoint segments."""
         return join(self.root, "stages", stage, "segments")
 
-    def load(self, stage: str) -> StageCheckpoints:
-        """Read every segment of a stage; the newest record per key wins."""
+    def load(self, stage: str, fields: Sequence[str] | None = None) -> StageCheckpoints:
+        """Read every segment of a stage; the newest record per key wins.
+
+        Args:
+            stage: the stage's name.
+            fields: keep only these fields of each record (those it has, and
+                always its ``key`` and ``ts``, which say which record is newest), and
+                hold only one piece of a segment's whole records at a time:
+                planning 100,000 batches keeps what it decides with
+                (``records.SUMMARY_FIELDS``), not every record's timings and
+                source. Every field when None.
+        """
         paths = self._segment_paths(stage)
         records: dict[str, dict[str, Any]] = {}
         damage: list[Damage] = []
+        shared: dict[str, str] = {}
+        if fields is not None:
+            fields = ("key", "ts", *(f for f in fields if f not in ("key", "ts")))
         with gc_paused():
             for path, parsed, bad in self._parsed(paths):
                 damage.extend(Damage(path, to_url(self.fs, path), n, why) for n, why in bad)
                 for rec, _ in parsed:
                     prev = records.get(rec["key"])
                     if prev is None or rec["ts"] >= prev["ts"]:
+                        if fields is not None:
+                            rec = _project(rec, fields, shared)
                         records[rec["key"]] = rec
         return StageCheckpoints(stage=stage, records=records, segments=paths, damage=damage)
 
@@ -106,15 +121,33 @@ class CheckpointStore:
             return []
 
     def _parsed(self, paths: list[str]) -> Iterator[tuple[str, list[Line], list[tuple[int, str]]]]:
-        """Each segment read (in one batched read): its path, records with lines, damage."""
+        """Each segment read piece by piece: its path, records with lines, damage.
+
+        On a local disk each segment is read a piece at a time (a compacted
+        100,000-record segment is never held whole); elsewhere all of a
+        stage's segments come in one batched read (one request per segment).
+        """
+        for path, pieces in self._read(paths):
+            for before, piece in pieces:
+                parsed, bad = _parse_segment(piece)
+                yield path, parsed, [(before + n, why) for n, why in bad]
+
+    def _read(self, paths: list[str]) -> Iterator[tuple[str, Iterator[tuple[int, bytes]]]]:
+        """Each segment that still exists, as its pieces (see ``_pieces``)."""
+        if is_local(self.fs):
+            for path in paths:
+                try:
+                    fh = open(path, "rb")  # noqa: SIM115 (closed once its pieces are read)
+                except FileNotFoundError:
+                    continue  # removed by a concurrent compaction; its records live on
+                with fh:
+                    yield path, _file_pieces(fh)
+            return
         contents = self.fs.cat(paths, on_error="omit") if paths else {}
         for path in paths:
             data = contents.pop(path, None)
-            if data is None:
-                continue  # removed by a concurrent compaction; its records live on
-            for before, piece in _pieces(data):
-                parsed, bad = _parse_segment(piece)
-                yield path, parsed, [(before + n, why) for n, why in bad]
+            if data is not None:  # None: removed by a concurrent compaction
+                yield path, _pieces(data)
 
     def append(self, record: CheckpointRecord | dict[str, Any]) -> dict[str, Any]:
         """Buffer one record; flush the stage's buffer when it is full.
@@ -179,7 +212,7 @@ class CheckpointStore:
             self.stage_dir(stage),
             f"{int(time.time() * 1000):013d}-compact-{uuid.uuid4().hex[:8]}.jsonl",
         )
-        write_atomic(self.fs, path, b"".join(line + b"\n" for _, line in newest.values()))
+        write_atomic(self.fs, path, (line + b"\n" for _, line in newest.values()))
         self.fs.rm([p for p in paths if p != path])
         return True
 
@@ -220,6 +253,24 @@ class CheckpointStore:
             return []
 
 
+def _project(rec: dict[str, Any], fields: Sequence[str], shared: dict[str, str]) -> dict[str, Any]:
+    """``rec``'s ``fields``; its status and its artifact's format and schema from ``shared``.
+
+    Every record of a stage spells these alike (one schema per stage
+    version), and the JSON decoder makes a new string of each: 100,000 of
+    them cost 20 MB per stage; ``shared`` keeps one of each.
+    """
+    out = {k: rec[k] for k in fields if k in rec}
+    if type(status := out.get("status")) is str:
+        out["status"] = shared.setdefault(status, status)
+    art = out.get("artifact")
+    if type(art) is dict:
+        for name in ("format", "schema_fp"):
+            if type(value := art.get(name)) is str:
+                art[name] = shared.setdefault(value, value)
+    return out
+
+
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while building many acyclic objects.
@@ -256,6 +307,24 @@ def _pieces(data: bytes) -> Iterator[tuple[int, bytes]]:
         yield before, piece
         before += piece.count(b"\n")
         start = end
+
+
+def _file_pieces(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """``_pieces`` of an open file, read a piece at a time."""
+    before = 0
+    rest = b""
+    while True:
+        chunk = fh.read(PIECE_BYTES)
+        if not chunk:
+            break
+        data = rest + chunk
+        end = data.rfind(b"\n") + 1
+        piece, rest = data[:end], data[end:]
+        if piece:
+            yield before, piece
+            before += piece.count(b"\n")
+    if rest:
+        yield before, rest  # a torn last line, without its newline
 
 
 Line = tuple[dict[str, Any], bytes]  # a record and its line in the segment, as written
