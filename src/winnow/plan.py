@@ -19,7 +19,7 @@ from winnow.grouping import GroupingStage, expand, split_specs
 from winnow.history import History, source_change, stage_change
 from winnow.pipeline import Pipeline, StageSpec
 from winnow.profile import Profile
-from winnow.records import SUMMARY_FIELDS, BatchStatus, record_artifacts
+from winnow.records import BatchStatus, record_artifacts
 from winnow.stage import fingerprint_of
 from winnow.storage.artifacts import ArtifactRef, ArtifactStore, Fault
 from winnow.storage.state import State
@@ -210,7 +210,7 @@ def make_plan(
     forced = None if rerun is None else _rerun_index(pipeline, every_spec, rerun)
     batches = source_batches(files, state, profile, pipeline)
     store = state.checkpoints()
-    stage_checkpoints = {spec.name: store.load(spec.name, SUMMARY_FIELDS) for spec in every_spec}
+    stage_checkpoints = {spec.name: store.load(spec.name, summary=True) for spec in every_spec}
     loaded = {name: sc.records for name, sc in stage_checkpoints.items()}
     damage = [str(d) for sc in stage_checkpoints.values() for d in sc.damage]
     before = {
@@ -270,7 +270,7 @@ class Decider:
         specs: the enabled stages, in order.
         profile: the resolved profile (batch size, for the reasons).
         history: what the last run of this pipeline recorded.
-        loaded: per stage, its latest checkpoint record by key (``SUMMARY_FIELDS``).
+        loaded: per stage, its latest checkpoint record by key (``records.SUMMARY_FIELDS``).
         artifacts: the output store, to check a committed artifact before a skip.
         sizes: the store's artifact sizes by digest (one listing for the plan).
         reader: the source reader's fingerprint.

@@ -15,7 +15,7 @@ import pytest
 from tests.storage.conftest import Backend, CountingFS, count_s3_requests, peer
 from winnow.errors import StateError
 from winnow.records import BatchStatus
-from winnow.storage import checkpoints
+from winnow.storage import segment_lines
 from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State
@@ -264,21 +264,21 @@ def test_a_segment_read_in_pieces_reports_the_same_records_and_lines(
     store.append(rec("z", ts=1.0))
     damaged_segment(store)
     whole = store.load("s")
-    monkeypatch.setattr(checkpoints, "PIECE_BYTES", 16)  # about one line a piece
+    monkeypatch.setattr(segment_lines, "PIECE_BYTES", 16)  # about one line a piece
     pieces = store.load("s")
     assert pieces.records == whole.records and pieces.damage == whole.damage
     assert [d.line for d in pieces.damage] == [2, 4, 5, 6, 7]
 
 
-def test_load_with_fields_keeps_only_those_of_the_newest_record(backend: Backend):
+def test_a_summary_load_keeps_only_the_summary_of_the_newest_record(backend: Backend):
     store = open_store(backend, flush_every=3)
     for i in range(7):  # k0 and k1 rewritten in later segments
         store.append(rec(f"k{i % 5}", ts=float(i + 1), job=f"j{i}", artifact=artifact(i)))
     store.append(rec("k2", BatchStatus.FAILED, ts=0.5, job="old"))  # older: loses
     store.flush()
     full = store.load("s").records
-    slim = store.load("s", fields=("key", "status", "artifact", "rows_in")).records
-    kept = ("key", "ts", "status", "artifact")  # key and ts always: they order the records
+    slim = store.load("s", summary=True).records
+    kept = ("key", "ts", "status", "artifact")  # the summary fields these records have
     assert slim == {k: {n: r[n] for n in kept} for k, r in full.items()}
     assert [slim[k]["artifact"]["digest"] for k in ("k0", "k1", "k2")] == [
         artifact(i)["digest"] for i in (5, 6, 2)
@@ -296,7 +296,7 @@ def test_a_line_longer_than_a_piece_is_read_whole(
         store.append(rec(f"k{i}", ts=float(i + 1), note="x" * (100 * i)))
     store.flush()
     whole = store.load("s").records
-    monkeypatch.setattr(checkpoints, "PIECE_BYTES", 40)  # shorter than every line
+    monkeypatch.setattr(segment_lines, "PIECE_BYTES", 40)  # shorter than every line
     assert store.load("s").records == whole and len(whole) == 3
 
 
