@@ -11,6 +11,7 @@ from winnow.storage.fs import (
     is_temporary,
     join,
     modified_at,
+    name_sizes,
     refresh,
     resolve,
     write_atomic,
@@ -48,6 +49,9 @@ def test_file_sizes_lists_every_file_at_any_depth_as_find_does(backend: Backend)
     assert sizes == {p: int(i["size"]) for p, i in fs.find(folder, detail=True).items()}
     assert sorted(sizes.values()) == [0, 1, 2, 3]
     assert file_sizes(fs, join(root, "no-such-folder")) == {}
+    names = sorted(name_sizes(fs, folder))
+    assert names == sorted((p.rsplit("/", 1)[-1], n) for p, n in sizes.items())
+    assert list(name_sizes(fs, join(root, "no-such-folder"))) == []
 
 
 def test_refresh_accepts_a_filesystem_without_a_cache() -> None:
