@@ -157,3 +157,17 @@ def test_a_planning_load_of_a_compacted_stage_is_one_listing_and_two_reads(backe
     assert len(loaded.records) == 1_000
     if "s3" in store.fs.protocol:
         assert requests == {"ListObjectsV2": 1, "GetObject": 2}  # the segment and its index
+
+
+def test_a_damaged_line_in_an_indexed_segment_is_still_reported_by_line(backend: Backend):
+    store = open_store(backend, flush_every=7)
+    varied(store)
+    store.compact("s", min_segments=2)
+    (segment,) = store.load("s").segments
+    lines = store.fs.cat_file(segment).splitlines(keepends=True)
+    lost = json.loads(lines[2])["key"]
+    lines[2] = b'{"stage": "s", "key": \x00\xff garbage\n'
+    write_atomic(store.fs, segment, b"".join(lines))  # same index: it no longer matches
+    loaded = store.load("s", summary=True)
+    assert [d.line for d in loaded.damage] == [3] and lost not in loaded.records
+    assert loaded.records == json_summaries(store)
