@@ -67,6 +67,10 @@ def test_a_compacted_stage_plans_from_its_index_with_the_same_records(backend: B
     assert after.records["failed"]["error"] == {"type": "E", "message": "m"}
     assert after.records["int-ts"]["ts"] == 4 and type(after.records["int-ts"]["ts"]) is int
     assert after.records["ok"]["status"] == BatchStatus.INVALIDATED
+    # Strings every record spells alike come from the index once, not once per record.
+    k0, k1 = after.records["k0"], after.records["k1"]
+    assert k0["artifact"]["schema_fp"] is k1["artifact"]["schema_fp"]
+    assert k0["status"] is k1["status"] == BatchStatus.SUCCEEDED
     store.append(rec("ok", BatchStatus.FAILED, ts=99.0))  # a segment written later still wins
     store.flush()
     assert store.load("s", summary=True).records["ok"]["status"] == BatchStatus.FAILED

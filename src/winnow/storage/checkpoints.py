@@ -22,7 +22,7 @@ import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,7 +96,6 @@ class CheckpointStore:
         indexes = _indexes_of(paths, index_files) if summary else {}
         records: dict[str, dict[str, Any]] = {}
         damage: list[Damage] = []
-        shared: dict[str, str] = {}
         with gc_paused():
             for path, parsed, bad, summarized in self._parsed(paths, indexes):
                 damage.extend(Damage(path, to_url(self.fs, path), n, why) for n, why in bad)
@@ -104,7 +103,7 @@ class CheckpointStore:
                     prev = records.get(rec["key"])
                     if prev is None or rec["ts"] >= prev["ts"]:
                         if summary and not summarized:
-                            rec = _project(rec, SUMMARY_FIELDS, shared)
+                            rec = {k: rec[k] for k in SUMMARY_FIELDS if k in rec}
                         records[rec["key"]] = rec
         return StageCheckpoints(stage=stage, records=records, segments=paths, damage=damage)
 
@@ -332,24 +331,6 @@ def _local_index(path: str, index: tuple[str, str]) -> list[dict[str, Any]] | No
     except OSError:
         return None
     return checkpoint_index.records(data, index[1], posixpath.basename(path), sha.hexdigest(), size)
-
-
-def _project(rec: dict[str, Any], fields: Sequence[str], shared: dict[str, str]) -> dict[str, Any]:
-    """``rec``'s ``fields``; its status and its artifact's format and schema from ``shared``.
-
-    Every record of a stage spells these alike (one schema per stage
-    version), and the JSON decoder makes a new string of each: 100,000 of
-    them cost 20 MB per stage; ``shared`` keeps one of each.
-    """
-    out = {k: rec[k] for k in fields if k in rec}
-    if type(status := out.get("status")) is str:
-        out["status"] = shared.setdefault(status, status)
-    art = out.get("artifact")
-    if type(art) is dict:
-        for name in ("format", "schema_fp"):
-            if type(value := art.get(name)) is str:
-                art[name] = shared.setdefault(value, value)
-    return out
 
 
 @contextlib.contextmanager
