@@ -56,6 +56,7 @@ def test_a_compacted_stage_plans_from_its_index_with_the_same_records(backend: B
     before_full, before = store.load("s"), store.load("s", summary=True)
     assert store.compact("s", min_segments=2)
     (index,) = index_files(store)
+    assert store.fs.find(posixpath.dirname(index)) == [index]  # no temporary left
     (segment,) = store.load("s").segments
     assert checkpoint_index.indexed_segment(index) == (
         posixpath.basename(segment),

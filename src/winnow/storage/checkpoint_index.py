@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import posixpath
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
@@ -79,30 +81,49 @@ def build(lines: Iterable[bytes], segment: str, segment_sha256: str, segment_byt
         segment_sha256: the SHA-256 of the segment's bytes.
         segment_bytes: its length.
     """
-    batches = [_batch(chunk) for chunk in _chunks(lines)]
-    meta = {
-        b"winnow.index": VERSION,
-        b"winnow.segment": segment.encode(),
-        b"winnow.segment_sha256": segment_sha256.encode(),
-        b"winnow.segment_bytes": str(segment_bytes).encode(),
-        b"winnow.records": str(sum(b.num_rows for b in batches)).encode(),
-    }
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_file(sink, SCHEMA.with_metadata(meta)) as writer:
-        for batch in batches:
-            writer.write_batch(batch)
+    _write(sink, list(lines), segment, segment_sha256, segment_bytes)
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _chunks(lines: Iterable[bytes]) -> Iterator[list[bytes]]:
-    chunk: list[bytes] = []
-    for line in lines:
-        chunk.append(line)
-        if len(chunk) == CHUNK_RECORDS:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def write_local(
+    folder: str, lines: list[bytes], segment: str, segment_sha256: str, segment_bytes: int
+) -> str:
+    """Write the index of a local segment into ``folder`` a batch at a time; return its path.
+
+    It goes to a temporary name, is hashed as written back, fsynced and
+    renamed to the name its digest gives (an index of 100,000 records is
+    never held whole, in Arrow memory or in bytes).
+    """
+    os.makedirs(folder, exist_ok=True)
+    tmp = posixpath.join(folder, f"{segment}.tmp-{uuid.uuid4().hex}")
+    try:
+        with pa.OSFile(tmp, "wb") as sink:
+            _write(sink, lines, segment, segment_sha256, segment_bytes)
+        sha = hashlib.sha256()
+        with open(tmp, "rb") as fh:
+            while chunk := fh.read(4 << 20):
+                sha.update(chunk)
+            os.fsync(fh.fileno())
+        path = posixpath.join(folder, f"{segment}.{sha.hexdigest()}{SUFFIX}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def _write(sink: Any, lines: list[bytes], segment: str, sha256: str, size: int) -> None:
+    meta = {
+        b"winnow.index": VERSION,
+        b"winnow.segment": segment.encode(),
+        b"winnow.segment_sha256": sha256.encode(),
+        b"winnow.segment_bytes": str(size).encode(),
+        b"winnow.records": str(len(lines)).encode(),
+    }
+    with pa.ipc.new_file(sink, SCHEMA.with_metadata(meta)) as writer:
+        for start in range(0, len(lines), CHUNK_RECORDS):
+            writer.write_batch(_batch(lines[start : start + CHUNK_RECORDS]))
 
 
 def _batch(lines: list[bytes]) -> pa.RecordBatch:

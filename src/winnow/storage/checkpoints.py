@@ -22,7 +22,7 @@ import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,7 +248,7 @@ class CheckpointStore:
                 yield line + b"\n"
 
         write_atomic(self.fs, path, chunks())
-        lines = (line for _, line in newest.values())
+        lines = [line for _, line in newest.values()]
         self._write_index(path, lines, written[0].hexdigest(), written[1][0])
         self.fs.rm([p for p in paths if p != path])
         name = posixpath.basename(path)
@@ -261,10 +261,15 @@ class CheckpointStore:
             self.fs.rm(stale)
         return True
 
-    def _write_index(self, path: str, lines: Iterable[bytes], sha256: str, size: int) -> None:
+    def _write_index(self, path: str, lines: list[bytes], sha256: str, size: int) -> None:
         """Write the columnar index of the segment just written at ``path`` (best effort)."""
+        name = posixpath.basename(path)
         try:
-            data = checkpoint_index.build(lines, posixpath.basename(path), sha256, size)
+            if is_local(self.fs):
+                folder = posixpath.dirname(checkpoint_index.index_path(path, ""))
+                checkpoint_index.write_local(folder, lines, name, sha256, size)
+                return
+            data = checkpoint_index.build(lines, name, sha256, size)
             target = checkpoint_index.index_path(path, checkpoint_index.digest(data))
             write_atomic(self.fs, target, data)
         except Exception:  # an optimisation: the segment is whole without its index
