@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 
 from winnow.records import SUMMARY_FIELDS
+from winnow.storage import segment_lines
 
 FOLDER = "index"
 SUFFIX = ".arrow"
@@ -72,7 +73,7 @@ def indexed_segment(path: str) -> tuple[str, str] | None:
     return (segment, digest) if segment and len(digest) == 64 else None
 
 
-def build(lines: Iterable[bytes], segment: str, segment_sha256: str, segment_bytes: int) -> bytes:
+def build(lines: list[bytes], segment: str, segment_sha256: str, segment_bytes: int) -> bytes:
     """The index (Arrow IPC file bytes) of a segment's record lines, in segment order.
 
     Args:
@@ -82,48 +83,63 @@ def build(lines: Iterable[bytes], segment: str, segment_sha256: str, segment_byt
         segment_bytes: its length.
     """
     sink = pa.BufferOutputStream()
-    _write(sink, list(lines), segment, segment_sha256, segment_bytes)
+    _write(sink, lines, len(lines), segment, segment_sha256, segment_bytes)
     return bytes(sink.getvalue().to_pybytes())
 
 
-def write_local(
-    folder: str, lines: list[bytes], segment: str, segment_sha256: str, segment_bytes: int
-) -> str:
-    """Write the index of a local segment into ``folder`` a batch at a time; return its path.
+def write_local(path: str, count: int, segment_sha256: str, segment_bytes: int) -> str:
+    """Index the local segment at ``path`` (``count`` records) a piece at a time; return where.
 
-    It goes to a temporary name, is hashed as written back, fsynced and
-    renamed to the name its digest gives (an index of 100,000 records is
-    never held whole, in Arrow memory or in bytes).
+    The segment is read back in pieces and the index goes to a temporary
+    name a batch at a time, is hashed, fsynced and renamed to the name its
+    digest gives: neither the segment's lines nor the index are held whole.
     """
+    folder = posixpath.dirname(index_path(path, ""))
+    segment = posixpath.basename(path)
     os.makedirs(folder, exist_ok=True)
     tmp = posixpath.join(folder, f"{segment}.tmp-{uuid.uuid4().hex}")
     try:
-        with pa.OSFile(tmp, "wb") as sink:
-            _write(sink, lines, segment, segment_sha256, segment_bytes)
+        with open(path, "rb") as fh, pa.OSFile(tmp, "wb") as sink:
+            pieces = segment_lines.file_pieces(fh)
+            lines = (line for _, piece in pieces for line in piece.split(b"\n") if line.strip())
+            _write(sink, lines, count, segment, segment_sha256, segment_bytes)
         sha = hashlib.sha256()
         with open(tmp, "rb") as fh:
             while chunk := fh.read(4 << 20):
                 sha.update(chunk)
             os.fsync(fh.fileno())
-        path = posixpath.join(folder, f"{segment}.{sha.hexdigest()}{SUFFIX}")
-        os.replace(tmp, path)
+        target = posixpath.join(folder, f"{segment}.{sha.hexdigest()}{SUFFIX}")
+        os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return path
+    return target
 
 
-def _write(sink: Any, lines: list[bytes], segment: str, sha256: str, size: int) -> None:
+def _write(
+    sink: Any, lines: Iterable[bytes], count: int, segment: str, sha256: str, size: int
+) -> None:
+    """Write the index of ``count`` record lines to ``sink``, ``CHUNK_RECORDS`` rows a batch."""
     meta = {
         b"winnow.index": VERSION,
         b"winnow.segment": segment.encode(),
         b"winnow.segment_sha256": sha256.encode(),
         b"winnow.segment_bytes": str(size).encode(),
-        b"winnow.records": str(len(lines)).encode(),
+        b"winnow.records": str(count).encode(),
     }
+    written = 0
     with pa.ipc.new_file(sink, SCHEMA.with_metadata(meta)) as writer:
-        for start in range(0, len(lines), CHUNK_RECORDS):
-            writer.write_batch(_batch(lines[start : start + CHUNK_RECORDS]))
+        chunk: list[bytes] = []
+        for line in lines:
+            chunk.append(line)
+            if len(chunk) == CHUNK_RECORDS:
+                writer.write_batch(_batch(chunk))
+                written, chunk = written + len(chunk), []
+        if chunk:
+            writer.write_batch(_batch(chunk))
+            written += len(chunk)
+    if written != count:
+        raise ValueError(f"{segment}: {written} record lines, {count} expected")
 
 
 def _batch(lines: list[bytes]) -> pa.RecordBatch:

@@ -248,8 +248,11 @@ class CheckpointStore:
                 yield line + b"\n"
 
         write_atomic(self.fs, path, chunks())
-        lines = [line for _, line in newest.values()]
-        self._write_index(path, lines, written[0].hexdigest(), written[1][0])
+        count = len(newest)
+        # On a local disk the index reads the segment back in pieces: its lines go now.
+        lines = None if is_local(self.fs) else [line for _, line in newest.values()]
+        newest.clear()
+        self._write_index(path, lines, count, written[0].hexdigest(), written[1][0])
         self.fs.rm([p for p in paths if p != path])
         name = posixpath.basename(path)
         stale = [
@@ -261,13 +264,17 @@ class CheckpointStore:
             self.fs.rm(stale)
         return True
 
-    def _write_index(self, path: str, lines: list[bytes], sha256: str, size: int) -> None:
-        """Write the columnar index of the segment just written at ``path`` (best effort)."""
+    def _write_index(
+        self, path: str, lines: list[bytes] | None, count: int, sha256: str, size: int
+    ) -> None:
+        """Write the columnar index of the segment just written at ``path`` (best effort).
+
+        ``lines``: its lines, or None to read them back (a local disk).
+        """
         name = posixpath.basename(path)
         try:
-            if is_local(self.fs):
-                folder = posixpath.dirname(checkpoint_index.index_path(path, ""))
-                checkpoint_index.write_local(folder, lines, name, sha256, size)
+            if lines is None:
+                checkpoint_index.write_local(path, count, sha256, size)
                 return
             data = checkpoint_index.build(lines, name, sha256, size)
             target = checkpoint_index.index_path(path, checkpoint_index.digest(data))
