@@ -32,7 +32,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchPlan:
     """One source batch's path through the stages.
 
