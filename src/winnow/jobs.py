@@ -268,21 +268,22 @@ def write_manifest(
     """Write the run manifest: the final stage's artifact per batch, in source order; its URL."""
     # With a grouping stage, the output is the last segment's: one entry per partition.
     the_plan = the_plan.segments()[-1]
-    entries = []
-    for bp, final in zip(the_plan.batches, finals, strict=True):
-        entries.append(
-            {
-                "batch": bp.source.key,
-                "key": bp.keys[-1],
-                "source": {
-                    "file": bp.source.file.url,
-                    "start": bp.source.start,
-                    "stop": bp.source.stop,
-                },
-                "artifact": final["artifact"] if final else None,
-                "rows": final.get("rows_out") if final else None,
-            }
-        )
+    if len(finals) != len(the_plan.batches):
+        raise ValueError(f"{len(finals)} finals for {len(the_plan.batches)} planned batches")
+    entries = (  # made one at a time as the manifest is written
+        {
+            "batch": bp.source.key,
+            "key": bp.keys[-1],
+            "source": {
+                "file": bp.source.file.url,
+                "start": bp.source.start,
+                "stop": bp.source.stop,
+            },
+            "artifact": final["artifact"] if final else None,
+            "rows": final.get("rows_out") if final else None,
+        }
+        for bp, final in zip(the_plan.batches, finals, strict=True)
+    )
     body = {
         "job_id": job_id,
         "pipeline": the_plan.pipeline.name,

@@ -32,9 +32,13 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchPlan:
-    """One source batch's path through the stages."""
+    """One source batch's path through the stages.
+
+    ``prior`` holds, per stage, its checkpoint before the run (None: none),
+    with only the fields planning and the outcome read (``records.SUMMARY_FIELDS``).
+    """
 
     source: sources.SourceBatch
     keys: list[str]
@@ -210,7 +214,7 @@ def make_plan(
     forced = None if rerun is None else _rerun_index(pipeline, every_spec, rerun)
     batches = source_batches(files, state, profile, pipeline)
     store = state.checkpoints()
-    stage_checkpoints = {spec.name: store.load(spec.name) for spec in every_spec}
+    stage_checkpoints = {spec.name: store.load(spec.name, summary=True) for spec in every_spec}
     loaded = {name: sc.records for name, sc in stage_checkpoints.items()}
     damage = [str(d) for sc in stage_checkpoints.values() for d in sc.damage]
     before = {
@@ -271,7 +275,7 @@ class Decider:
         specs: the enabled stages, in order.
         profile: the resolved profile (batch size, for the reasons).
         history: what the last run of this pipeline recorded.
-        loaded: per stage, its latest checkpoint record by key.
+        loaded: per stage, its latest checkpoint record by key (``records.SUMMARY_FIELDS``).
         artifacts: the output store, to check a committed artifact before a skip.
         sizes: the store's artifact sizes by digest (one listing for the plan).
         reader: the source reader's fingerprint.

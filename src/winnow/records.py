@@ -320,6 +320,34 @@ _CHECKPOINT_ORDER = (
 )
 
 
+# The fields of a checkpoint record that planning and a run's outcome read: the
+# decision (status, attempt, error, every artifact ``record_artifacts`` names),
+# the row counts (``accounting.row_counts``) and the order (key, ts). A plan holds
+# one record per (stage, batch), and a run one per finished batch; the rest of a
+# record (source, timings, fingerprints: most of its bytes) stays in its segment.
+SUMMARY_FIELDS = (
+    "key",
+    "ts",
+    "status",
+    "attempt",
+    "error",
+    "artifact",
+    "quarantine",
+    "shards",
+    "removed",
+    "rows_in",
+    "rows_out",
+    "source_rows",
+    "bad_records",
+    "blank_lines",
+)
+
+
+def summary(rec: dict[str, Any]) -> dict[str, Any]:
+    """The ``SUMMARY_FIELDS`` a checkpoint record has, as a new dict."""
+    return {k: rec[k] for k in SUMMARY_FIELDS if k in rec}
+
+
 def record_artifacts(rec: dict[str, Any]) -> list[tuple[str, Any]]:
     """Every artifact a checkpoint record references, each named as messages name it.
 

@@ -9,17 +9,19 @@ For each backend and each pipeline depth (1 and 3 stages) the script commits
 ``--batches`` SUCCEEDED checkpoint records per stage through ``CheckpointStore``
 (records shaped like the runner's, each with an artifact ref), then times the
 skip decision the way ``plan.make_plan`` makes it: ``CheckpointStore.load`` of
-every stage, one ``ArtifactStore.sizes()`` listing, and a chain key plus two
-dict lookups per (batch, stage). Source discovery and the source index are not
-part of it.
+every stage (``summary=True``: each record's ``records.SUMMARY_FIELDS``), one
+``ArtifactStore.sizes()`` listing, and a chain key plus two dict lookups per
+(batch, stage). Source discovery and the source index are not part of it.
 
 Each state is timed at several segment counts per stage (``--segments``):
 
 * 1000: a run that flushed every 10 batches (the runner flushes its buffer
-  every 2 s as well as every ``checkpoint_flush_every`` records, and nothing in
-  ``src/`` calls ``CheckpointStore.compact``, so a long run leaves this many);
-* 40: ``checkpoint_flush_every = 256`` only;
-* 1: after ``compact``.
+  every 2 s as well as every ``checkpoint_flush_every`` records) and was
+  killed before its end, where it compacts;
+* 40: the same with ``checkpoint_flush_every = 256`` only;
+* 1: after ``compact``, as a finished run leaves each stage: one merged
+  segment and its columnar index (``storage/checkpoint_index.py``), which a
+  planning load reads, verified, instead of decoding the segment's JSON.
 
 Backends: ``file://`` in a temporary directory, and ``s3://`` on moto's S3 API
 server on loopback (``ThreadedMotoServer``, as ``tests/storage/conftest.py``
@@ -262,6 +264,9 @@ def commit_checkpoints(layout: Layout, refs: list[dict[str, Any]]) -> None:
             )
             input_key = key
     store.flush()
+    if layout.segments == 1:  # as a finished run leaves it: merged, with its index
+        for stage in layout.stages:
+            store.compact(stage, min_segments=1)
 
 
 def decide_skips(layout: Layout) -> tuple[float, Counter[str], Counter[str], int]:
@@ -280,7 +285,7 @@ def decide_skips(layout: Layout) -> tuple[float, Counter[str], Counter[str], int
     artifacts.fs = counting
     with count_s3_requests(fs) as requests:
         start = time.perf_counter()
-        loaded = {name: checkpoints.load(name).records for name in layout.stages}
+        loaded = {name: checkpoints.load(name, summary=True).records for name in layout.stages}
         sizes = artifacts.sizes() if any(loaded.values()) else {}
         skips = 0
         for j in range(layout.batches):

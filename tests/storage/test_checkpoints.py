@@ -15,7 +15,7 @@ import pytest
 from tests.storage.conftest import Backend, CountingFS, count_s3_requests, peer
 from winnow.errors import StateError
 from winnow.records import BatchStatus
-from winnow.storage import checkpoints
+from winnow.storage import segment_lines
 from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.fs import join, resolve, to_url, write_atomic
 from winnow.storage.state import State
@@ -169,7 +169,10 @@ def test_load_of_a_stage_is_one_listing_not_one_read_per_batch(
         loaded = reader.load("s")
     segments = batches // flush_every
     assert len(loaded.records) == batches and len(loaded.segments) == segments
-    assert counting.calls == {"find": 1, "cat": 1}  # one listing, one batched read
+    if "file" in store.fs.protocol:  # one listing; each segment read from disk a piece at a time
+        assert counting.calls == {"find": 1}
+    else:
+        assert counting.calls == {"find": 1, "cat": 1}  # one listing, one batched read
     if "s3" in store.fs.protocol:
         assert requests == {"ListObjectsV2": 1, "GetObject": segments}
 
@@ -261,10 +264,37 @@ def test_a_segment_read_in_pieces_reports_the_same_records_and_lines(
     store.append(rec("z", ts=1.0))
     damaged_segment(store)
     whole = store.load("s")
-    monkeypatch.setattr(checkpoints, "PIECE_BYTES", 16)  # about one line a piece
+    monkeypatch.setattr(segment_lines, "PIECE_BYTES", 16)  # about one line a piece
     pieces = store.load("s")
     assert pieces.records == whole.records and pieces.damage == whole.damage
     assert [d.line for d in pieces.damage] == [2, 4, 5, 6, 7]
+
+
+def test_a_summary_load_keeps_only_the_summary_of_the_newest_record(backend: Backend):
+    store = open_store(backend, flush_every=3)
+    for i in range(7):  # k0 and k1 rewritten in later segments
+        store.append(rec(f"k{i % 5}", ts=float(i + 1), job=f"j{i}", artifact=artifact(i)))
+    store.append(rec("k2", BatchStatus.FAILED, ts=0.5, job="old"))  # older: loses
+    store.flush()
+    full = store.load("s").records
+    slim = store.load("s", summary=True).records
+    kept = ("key", "ts", "status", "artifact")  # the summary fields these records have
+    assert slim == {k: {n: r[n] for n in kept} for k, r in full.items()}
+    assert [slim[k]["artifact"]["digest"] for k in ("k0", "k1", "k2")] == [
+        artifact(i)["digest"] for i in (5, 6, 2)
+    ]
+
+
+def test_a_line_longer_than_a_piece_is_read_whole(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+):
+    store = open_store(backend, flush_every=10)
+    for i in range(3):
+        store.append(rec(f"k{i}", ts=float(i + 1), note="x" * (100 * i)))
+    store.flush()
+    whole = store.load("s").records
+    monkeypatch.setattr(segment_lines, "PIECE_BYTES", 40)  # shorter than every line
+    assert store.load("s").records == whole and len(whole) == 3
 
 
 def test_compaction_leaves_a_damaged_stage_for_repair(backend: Backend):

@@ -6,7 +6,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests.storage.conftest import Backend, peer
-from winnow.storage.fs import file_sizes, is_temporary, join, modified_at, refresh, resolve
+from winnow.storage.fs import (
+    file_sizes,
+    is_temporary,
+    join,
+    modified_at,
+    name_sizes,
+    refresh,
+    resolve,
+    write_atomic,
+)
 
 
 def test_refresh_shows_what_another_instance_wrote_and_removed(backend: Backend) -> None:
@@ -40,6 +49,9 @@ def test_file_sizes_lists_every_file_at_any_depth_as_find_does(backend: Backend)
     assert sizes == {p: int(i["size"]) for p, i in fs.find(folder, detail=True).items()}
     assert sorted(sizes.values()) == [0, 1, 2, 3]
     assert file_sizes(fs, join(root, "no-such-folder")) == {}
+    names = sorted(name_sizes(fs, folder))
+    assert names == sorted((p.rsplit("/", 1)[-1], n) for p, n in sizes.items())
+    assert list(name_sizes(fs, join(root, "no-such-folder"))) == []
 
 
 def test_refresh_accepts_a_filesystem_without_a_cache() -> None:
@@ -64,3 +76,16 @@ def test_is_temporary_knows_every_unfinished_write() -> None:
     assert is_temporary("/state/jobs/j.json.tmp-0123abcd")  # write_atomic's, local
     assert is_temporary("/state/.write-probe-0123abcd")
     assert not is_temporary("/state/jobs/j.json") and not is_temporary("/tmp-folder/x.json")
+
+
+def test_write_atomic_takes_its_bytes_whole_or_in_chunks(backend: Backend) -> None:
+    fs, root = resolve(backend.url, backend.storage_options)
+    whole, chunked = join(root, "out", "whole.json"), join(root, "out", "chunked.json")
+    write_atomic(fs, whole, b'{"a": [1, 2]}')
+    write_atomic(fs, chunked, (part for part in (b'{"a": ', b"[1, ", b"2]}")))
+    refresh(fs, join(root, "out"))
+    assert fs.cat_file(whole) == fs.cat_file(chunked) == b'{"a": [1, 2]}'
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.find(join(root, "out"))) == [
+        "chunked.json",
+        "whole.json",
+    ]  # no temporary left beside them

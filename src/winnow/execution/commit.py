@@ -27,6 +27,7 @@ from winnow.records import (
     ErrorRecord,
     SourceRows,
     StageResult,
+    summary,
 )
 from winnow.storage.checkpoints import CheckpointStore
 from winnow.storage.state import event
@@ -92,7 +93,8 @@ class Committer:
 
     Attributes:
         counts: per stage, batches run, skipped, retried and failed, rows and bytes.
-        finals: per batch (plan order), the last stage's checkpoint once it has one.
+        finals: per batch (plan order), the last stage's checkpoint once it has one
+            (its ``records.SUMMARY_FIELDS``).
         errors: per error type, its count, an example and the stages it hit.
         poisoned: batches that failed for good (their retries spent).
         integrity: artifacts that failed verification.
@@ -198,7 +200,9 @@ class Committer:
         while nxt < len(self.names) and bp.actions[nxt] == SKIP:
             nxt += 1
         if nxt >= len(self.names):
-            self.finals[flight.order] = written if nxt == i + 1 else bp.prior[-1]
+            # What the manifest and a reduce side read, not the whole record: a run of
+            # 100,000 batches holds one per batch.
+            self.finals[flight.order] = summary(written) if nxt == i + 1 else bp.prior[-1]
             return LEFT
         flight.stage = nxt
         if nxt == i + 1:

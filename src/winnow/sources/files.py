@@ -32,7 +32,7 @@ from winnow.storage.fs import is_local, resolve
 READER_VERSION = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceBatch:
     """Rows ``[start, stop)`` of one file; ``key`` is the batch's identity.
 

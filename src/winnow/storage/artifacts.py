@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from winnow.errors import IntegrityError
 from winnow.storage import formats
-from winnow.storage.fs import file_sizes, is_local, join, modified_at, refresh, resolve, to_url
+from winnow.storage.fs import is_local, join, modified_at, name_sizes, refresh, resolve, to_url
 from winnow.storage.refs import (
     ArtifactProblem,
     ArtifactRef,
@@ -319,10 +319,9 @@ class ArtifactStore:
 
     def sizes(self) -> dict[str, int]:
         """Every published artifact's digest and size, in one listing."""
-        base = join(self.root, PUBLISHED)
         out = {}
-        for path, size in file_sizes(self.fs, base).items():
-            digest = posixpath.basename(path).partition(".")[0]
+        for name, size in name_sizes(self.fs, join(self.root, PUBLISHED)):
+            digest = name.partition(".")[0]
             if is_digest(digest):
                 out[digest] = size
         return out

@@ -4,7 +4,9 @@ Designed for object storage: a run appends records to an in-memory buffer and
 writes each flush as a new immutable segment object under
 ``stages/<stage>/segments/``. Deciding skip/run for a stage costs one listing
 plus one read per segment, not one request per batch. At the end of a run the
-segments of a stage are compacted into one. The latest record per key wins.
+segments of a stage are compacted into one, with a columnar index of its
+records' summaries beside it (``checkpoint_index``) that a planning load reads,
+verified, instead of decoding the JSON. The latest record per key wins.
 
 A checkpoint is a cache of verified work, so a damaged line costs only the
 batch it described: it is skipped, reported as a :class:`Damage` naming file
@@ -15,17 +17,18 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import json
+import hashlib
 import posixpath
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from winnow.records import CHECKPOINT_STATUSES, CheckpointRecord
-from winnow.storage.fs import join, refresh, to_url, write_atomic
+from winnow.records import SUMMARY_FIELDS, CheckpointRecord
+from winnow.storage import checkpoint_index, segment_lines
+from winnow.storage.fs import is_local, join, refresh, to_url, write_atomic
 
 
 @dataclass(frozen=True)
@@ -79,42 +82,99 @@ class CheckpointStore:
         """The folder of ``stage``'s checkpoint segments."""
         return join(self.root, "stages", stage, "segments")
 
-    def load(self, stage: str) -> StageCheckpoints:
-        """Read every segment of a stage; the newest record per key wins."""
-        paths = self._segment_paths(stage)
+    def load(self, stage: str, summary: bool = False) -> StageCheckpoints:
+        """Read every segment of a stage; the newest record per key wins.
+
+        Args:
+            stage: the stage's name.
+            summary: keep only each record's ``records.SUMMARY_FIELDS`` (what
+                planning decides with, not its timings and source), reading a
+                compacted segment from its verified columnar index when it has
+                one (``checkpoint_index``) instead of decoding its JSON.
+        """
+        paths, index_files = self._listing(stage)
+        indexes = _indexes_of(paths, index_files) if summary else {}
         records: dict[str, dict[str, Any]] = {}
         damage: list[Damage] = []
         with gc_paused():
-            for path, parsed, bad in self._parsed(paths):
+            for path, parsed, bad, summarized in self._parsed(paths, indexes):
                 damage.extend(Damage(path, to_url(self.fs, path), n, why) for n, why in bad)
                 for rec, _ in parsed:
                     prev = records.get(rec["key"])
                     if prev is None or rec["ts"] >= prev["ts"]:
+                        if summary and not summarized:
+                            rec = {k: rec[k] for k in SUMMARY_FIELDS if k in rec}
                         records[rec["key"]] = rec
         return StageCheckpoints(stage=stage, records=records, segments=paths, damage=damage)
 
     def _segment_paths(self, stage: str) -> list[str]:
         """The stage's segments, freshly listed, oldest first."""
-        directory = self.stage_dir(stage)
+        return self._listing(stage)[0]
+
+    def _listing(self, stage: str) -> tuple[list[str], list[str]]:
+        """The stage's segments (oldest first) and index files, in one fresh listing."""
+        directory = posixpath.dirname(self.stage_dir(stage))
         # s3fs keeps a listing cached by an earlier call and answers the size lookup
         # of each `cat` from it: a segment another process wrote since would read as
-        # missing and be dropped. Dropping the entry makes `find` cache a fresh one.
-        refresh(self.fs, directory)
+        # missing and be dropped. Dropping the entries (each folder's and their
+        # parents') makes `find` cache fresh ones.
+        refresh(self.fs, self.stage_dir(stage))
+        refresh(self.fs, join(directory, checkpoint_index.FOLDER))
         try:
-            return sorted(p for p in self.fs.find(directory) if p.endswith(".jsonl"))
+            found = self.fs.find(directory)
         except FileNotFoundError:
-            return []
+            return [], []
+        segments = sorted(p for p in found if p.endswith(".jsonl") and "/segments/" in p)
+        return segments, [p for p in found if checkpoint_index.indexed_segment(p)]
 
-    def _parsed(self, paths: list[str]) -> Iterator[tuple[str, list[Line], list[tuple[int, str]]]]:
-        """Each segment read (in one batched read): its path, records with lines, damage."""
-        contents = self.fs.cat(paths, on_error="omit") if paths else {}
+    def _parsed(
+        self, paths: list[str], indexes: dict[str, tuple[str, str]] | None = None
+    ) -> Iterator[tuple[str, list[segment_lines.Line], list[tuple[int, str]], bool]]:
+        """Each segment read piece by piece: its path, records with lines, damage.
+
+        And whether the records are summaries, read from the segment's index
+        (``indexes``: segment path to index path and digest), their lines empty.
+        On a local disk each segment is read a piece at a time (a compacted
+        100,000-record segment is never held whole); elsewhere all of a
+        stage's segments come in one batched read (one request per segment).
+        """
+        for path, pieces, summaries in self._read(paths, indexes or {}):
+            if summaries is not None:
+                yield path, [(rec, b"") for rec in summaries], [], True
+                continue
+            for before, piece in pieces:
+                parsed, bad = segment_lines.parse_segment(piece)
+                yield path, parsed, [(before + n, why) for n, why in bad], False
+
+    def _read(
+        self, paths: list[str], indexes: dict[str, tuple[str, str]]
+    ) -> Iterator[tuple[str, Iterator[tuple[int, bytes]], list[dict[str, Any]] | None]]:
+        """Each segment that still exists: its pieces (``pieces``), or its index's summaries."""
+        if is_local(self.fs):
+            for path in paths:
+                summaries = _local_index(path, indexes[path]) if path in indexes else None
+                if summaries is not None:
+                    yield path, iter(()), summaries
+                    continue
+                try:
+                    fh = open(path, "rb")  # noqa: SIM115 (closed once its pieces are read)
+                except FileNotFoundError:
+                    continue  # removed by a concurrent compaction; its records live on
+                with fh:
+                    yield path, segment_lines.file_pieces(fh), None
+            return
+        wanted = [*paths, *(indexes[p][0] for p in paths if p in indexes)]
+        contents = self.fs.cat(wanted, on_error="omit") if paths else {}
         for path in paths:
             data = contents.pop(path, None)
-            if data is None:
-                continue  # removed by a concurrent compaction; its records live on
-            for before, piece in _pieces(data):
-                parsed, bad = _parse_segment(piece)
-                yield path, parsed, [(before + n, why) for n, why in bad]
+            if data is None:  # removed by a concurrent compaction
+                continue
+            summaries = None
+            if path in indexes and (index := contents.pop(indexes[path][0], None)) is not None:
+                name, digest = posixpath.basename(path), indexes[path][1]
+                sha = hashlib.sha256(data).hexdigest()
+                summaries = checkpoint_index.records(index, digest, name, sha, len(data))
+            yield path, segment_lines.pieces(data), summaries
 
     def append(self, record: CheckpointRecord | dict[str, Any]) -> dict[str, Any]:
         """Buffer one record; flush the stage's buffer when it is full.
@@ -149,7 +209,7 @@ class CheckpointStore:
                 self.stage_dir(name),
                 f"{int(time.time() * 1000):013d}-{self.job_id}-{seq:06d}.jsonl",
             )
-            write_atomic(self.fs, path, _jsonl(records))
+            write_atomic(self.fs, path, segment_lines.jsonl(records))
             written += len(records)
         return written
 
@@ -168,7 +228,7 @@ class CheckpointStore:
         # and only one segment's decoded records are held at a time.
         newest: dict[str, tuple[float, bytes]] = {}
         with gc_paused():
-            for _, parsed, bad in self._parsed(paths):
+            for _, parsed, bad, _ in self._parsed(paths):
                 if bad:
                     return False
                 for rec, line in parsed:
@@ -179,9 +239,48 @@ class CheckpointStore:
             self.stage_dir(stage),
             f"{int(time.time() * 1000):013d}-compact-{uuid.uuid4().hex[:8]}.jsonl",
         )
-        write_atomic(self.fs, path, b"".join(line + b"\n" for _, line in newest.values()))
+        written = hashlib.sha256(), [0]
+
+        def chunks() -> Iterator[bytes]:
+            for _, line in newest.values():
+                written[0].update(line + b"\n")
+                written[1][0] += len(line) + 1
+                yield line + b"\n"
+
+        write_atomic(self.fs, path, chunks())
+        count = len(newest)
+        # On a local disk the index reads the segment back in pieces: its lines go now.
+        lines = None if is_local(self.fs) else [line for _, line in newest.values()]
+        newest.clear()
+        self._write_index(path, lines, count, written[0].hexdigest(), written[1][0])
         self.fs.rm([p for p in paths if p != path])
+        name = posixpath.basename(path)
+        stale = [
+            p
+            for p in self._listing(stage)[1]
+            if (checkpoint_index.indexed_segment(p) or ("",))[0] != name
+        ]
+        if stale:  # indexes of the segments just merged
+            self.fs.rm(stale)
         return True
+
+    def _write_index(
+        self, path: str, lines: list[bytes] | None, count: int, sha256: str, size: int
+    ) -> None:
+        """Write the columnar index of the segment just written at ``path`` (best effort).
+
+        ``lines``: its lines, or None to read them back (a local disk).
+        """
+        name = posixpath.basename(path)
+        try:
+            if lines is None:
+                checkpoint_index.write_local(path, count, sha256, size)
+                return
+            data = checkpoint_index.build(lines, name, sha256, size)
+            target = checkpoint_index.index_path(path, checkpoint_index.digest(data))
+            write_atomic(self.fs, target, data)
+        except Exception:  # an optimisation: the segment is whole without its index
+            return
 
     def repair(self, path: str, backup: str) -> int:
         """Rewrite the segment at ``path`` without its damaged lines; return how many.
@@ -196,7 +295,7 @@ class CheckpointStore:
             data = self.fs.cat_file(path)
         except FileNotFoundError:
             return 0
-        lines = list(_scan(data))
+        lines = list(segment_lines.scan(data))
         good = [line + b"\n" for _, line, rec, _ in lines if rec is not None]
         bad = len(lines) - len(good)
         if not bad:
@@ -220,6 +319,32 @@ class CheckpointStore:
             return []
 
 
+def _indexes_of(paths: list[str], index_files: list[str]) -> dict[str, tuple[str, str]]:
+    """Per segment path, the index file named for it and the digest that name holds."""
+    by_name = {posixpath.basename(p): p for p in paths}
+    out = {}
+    for index in sorted(index_files):
+        named = checkpoint_index.indexed_segment(index)
+        if named is not None and named[0] in by_name:
+            out[by_name[named[0]]] = (index, named[1])
+    return out
+
+
+def _local_index(path: str, index: tuple[str, str]) -> list[dict[str, Any]] | None:
+    """A local segment's summaries from its index, once both are read and hashed; else None."""
+    sha, size = hashlib.sha256(), 0
+    try:
+        with open(index[0], "rb") as fh:
+            data = fh.read()
+        with open(path, "rb") as fh:
+            while chunk := fh.read(segment_lines.PIECE_BYTES):
+                sha.update(chunk)
+                size += len(chunk)
+    except OSError:
+        return None
+    return checkpoint_index.records(data, index[1], posixpath.basename(path), sha.hexdigest(), size)
+
+
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
     """Pause Python's cyclic garbage collector while building many acyclic objects.
@@ -236,131 +361,3 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-PIECE_BYTES = 4 << 20  # a segment is decoded this much at a time
-
-
-def _pieces(data: bytes) -> Iterator[tuple[int, bytes]]:
-    """A segment in pieces of about ``PIECE_BYTES`` that end at a line end.
-
-    Each with how many lines come before it. Decoding a compacted
-    100,000-record segment whole would hold four copies of its 100 MB at once
-    (lines, joined, decoded text, the read itself); a piece at a time, one.
-    """
-    start = before = 0
-    while start < len(data):
-        end = data.find(b"\n", start + PIECE_BYTES)
-        end = len(data) if end < 0 else end + 1
-        piece = data[start:end]  # the segment itself, not a copy, when it is one piece
-        yield before, piece
-        before += piece.count(b"\n")
-        start = end
-
-
-Line = tuple[dict[str, Any], bytes]  # a record and its line in the segment, as written
-
-
-def _parse_segment(data: bytes) -> tuple[list[Line], list[tuple[int, str]]]:
-    """A segment's records with their lines, and ``(line number, reason)`` for each bad line."""
-    whole = _parse_whole(data)
-    if whole is not None:
-        return whole, []
-    records: list[Line] = []
-    bad: list[tuple[int, str]] = []
-    for number, line, rec, reason in _scan(data):
-        if rec is None:
-            bad.append((number, reason))
-        else:
-            records.append((rec, line))
-    return records, bad
-
-
-def _parse_whole(data: bytes) -> list[Line] | None:
-    """Every line of an undamaged segment decoded at once; None to scan it line by line.
-
-    One decode of the lines as a JSON array costs less than one decode per
-    line, and shares one copy of each field name among the segment's records
-    (a third of their memory). It stands for the line scan only when it gives
-    the same answer: as many values as lines, each value a checkpoint record,
-    each line one object (``{`` to ``}``) with as many closing brackets as
-    opening ones. The last test keeps two halves of a torn-apart record from
-    joining into one (a raw newline cannot be inside a JSON string, so each
-    line starts where the one before ended); strings that hold brackets can
-    fail it, and then cost only the line scan. A damaged line, or a torn tail
-    that does not parse, fails the decode or a test, and the scan finds it.
-    """
-    lines = [line for line in data.split(b"\n") if line.strip()]
-    if not all(map(_one_object, lines)):
-        return None
-    try:
-        values = json.loads(b"[" + b",".join(lines) + b"]")
-    except ValueError:  # UnicodeDecodeError too
-        return None
-    if len(values) != len(lines) or not all(map(_is_record, values)):
-        return None
-    return list(zip(values, lines, strict=True))
-
-
-def _one_object(line: bytes) -> bool:
-    """Whether a line looks like one whole JSON object: braced, its brackets balanced."""
-    line = line.strip()
-    return (
-        line[:1] == b"{"
-        and line[-1:] == b"}"
-        and line.count(b"{") == line.count(b"}")
-        and line.count(b"[") == line.count(b"]")
-    )
-
-
-def _is_record(value: Any) -> bool:
-    """``_checked``'s test without its reasons: the common case, at a fraction of its cost."""
-    return (
-        type(value) is dict
-        and type(value.get("key")) is str
-        and value.get("status") in CHECKPOINT_STATUSES
-        and type(value.get("ts")) in (int, float)
-    )
-
-
-def _scan(data: bytes) -> Iterator[tuple[int, bytes, dict[str, Any] | None, str]]:
-    """Each non-blank line of a segment: number, bytes, record (None if damaged), reason.
-
-    A torn last line (a write cut short) is left out without a word: every
-    complete record ends with a newline, and no proper prefix of a JSON
-    object parses, so a torn line is exactly an unparseable unterminated tail.
-    """
-    *lines, tail = data.split(b"\n")
-    numbered = [(n, line) for n, line in enumerate(lines, start=1) if line.strip()]
-    if tail.strip():
-        numbered.append((len(lines) + 1, tail))
-    for number, line in numbered:
-        try:
-            value = json.loads(line)
-        except ValueError as exc:  # UnicodeDecodeError too
-            if number <= len(lines):
-                yield number, line, None, f"not JSON ({type(exc).__name__}: {str(exc)[:80]})"
-            continue
-        yield number, line, *_checked(value)
-
-
-def _checked(value: Any) -> tuple[dict[str, Any] | None, str]:
-    """``value`` if it is a checkpoint record, else None and why it is not one."""
-    if not isinstance(value, dict):
-        return None, f"a JSON {type(value).__name__}, not a checkpoint record"
-    missing = [k for k in ("key", "status", "ts") if k not in value]
-    if missing:
-        return None, f"a checkpoint record without {', '.join(missing)}"
-    if not isinstance(value["key"], str) or value["status"] not in CHECKPOINT_STATUSES:
-        return None, (
-            f"a checkpoint record with key {value['key']!r} and status {value['status']!r}"
-        )
-    if type(value["ts"]) not in (int, float):
-        return None, f"a checkpoint record with timestamp {value['ts']!r}"
-    return value, ""
-
-
-def _jsonl(records: Iterable[dict[str, Any]]) -> bytes:
-    return "".join(
-        json.dumps(r, separators=(",", ":"), default=str) + "\n" for r in records
-    ).encode()

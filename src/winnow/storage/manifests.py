@@ -9,6 +9,7 @@ lives and how it is written.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from winnow.storage.fs import join, refresh, resolve, to_url, write_atomic
@@ -23,11 +24,30 @@ def manifests_folder(output_url: str) -> str:
 
 
 def write_manifest(output_url: str, storage_options: dict[str, Any], body: dict[str, Any]) -> str:
-    """Write ``body`` (with ``pipeline`` and ``job_id``) atomically; return its URL."""
+    """Write ``body`` (with ``pipeline`` and ``job_id``) atomically; return its URL.
+
+    ``body["batches"]`` may be any iterable of entries (a generator): they
+    are encoded one at a time, laid out as ``json.dumps(body, indent=1)``
+    lays them out, so a manifest of 100,000 batches is never held whole.
+    """
     fs, root = resolve(output_url, storage_options)
     path = join(root, FOLDER, body["pipeline"], f"{body['job_id']}.json")
-    write_atomic(fs, path, json.dumps(body, indent=1).encode())
+    write_atomic(fs, path, encode_manifest(body))
     return to_url(fs, path)
+
+
+def encode_manifest(body: dict[str, Any]) -> Iterator[bytes]:
+    """``json.dumps(body, indent=1)`` in chunks, one per entry of ``body["batches"]``."""
+    head = {k: v for k, v in body.items() if k != "batches"}
+    text = json.dumps(head, indent=1)
+    yield (text[:-2] + "," if head else "{").encode() + b'\n "batches": ['
+    first = True
+    for entry in body["batches"]:
+        # A raw newline only ever separates JSON tokens (one in a string is escaped).
+        nested = json.dumps(entry, indent=1).replace("\n", "\n  ")
+        yield ("\n  " if first else ",\n  ").encode() + nested.encode()
+        first = False
+    yield b"]\n}" if first else b"\n ]\n}"
 
 
 def read_manifest(
