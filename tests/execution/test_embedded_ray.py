@@ -56,8 +56,8 @@ def test_every_port_of_the_embedded_ray_is_on_loopback() -> None:
 
 
 SHUTDOWN_PROBE = """
-import json, psutil, ray
-from winnow.execution import cluster
+from winnow.execution import cluster  # first, as in `winnow run`: before Ray reads its settings
+import json, psutil, ray, time
 
 def cmd(p):
     try:
@@ -66,20 +66,33 @@ def cmd(p):
         return ""
 
 node_class, utils, services = ray._private.node.Node, ray._private.utils, ray._private.services
-before = [node_class.start_monitor, node_class.start_api_server,
-          utils.get_dashboard_dependency_error, services.get_node]
+def hooks():
+    return [node_class.start_monitor, node_class.start_api_server, node_class.start_log_monitor,
+            utils.get_dashboard_dependency_error, services.get_node,
+            services._build_python_executable_command_memory_profileable]
+
+before = hooks()
 assert cluster.connect(None, num_cpus=1)
 ray.get(ray.remote(lambda: 1).remote())
 node = ray._private.worker._global_node
-children = psutil.Process().children(recursive=True)
-after = [node_class.start_monitor, node_class.start_api_server,
-         utils.get_dashboard_dependency_error, services.get_node]
+def stand_in(c):  # the raylet's own command line names the stand-in too
+    return c.split()[2:3] and c.split()[2].endswith("stand_in_agent.py")
+
+for _ in range(100):  # the raylet starts its agents as it comes up: wait for both
+    children = psutil.Process().children(recursive=True)
+    commands = [cmd(p) for p in children]
+    if sum(1 for c in commands if stand_in(c)) >= 2:
+        break
+    time.sleep(0.1)
+after = hooks()
 cluster.shutdown()
 gone, alive = psutil.wait_procs(children, timeout=30)
 print(json.dumps({
     "initialized": ray.is_initialized(),
     "monitor": "monitor" in node.all_processes,
-    "monitor_children": [p.pid for p in children if "autoscaler/_private/monitor.py" in cmd(p)],
+    "monitor_children": [c for c in commands if "autoscaler/_private/monitor.py" in c],
+    "log_monitor": [c for c in commands if "log_monitor.py" in c],
+    "stand_ins": sorted(c.split()[3] for c in commands if stand_in(c)),
     "hooks_restored": before == after,
     "alive": [p.name() for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE],
 }))
@@ -87,7 +100,7 @@ print(json.dumps({
 
 
 def test_embedded_ray_starts_no_monitor_and_shutdown_leaves_no_process() -> None:
-    """One node for one run has nothing to autoscale: no monitor, Ray's hooks put back."""
+    """No autoscaler or log monitor, stand-in agents, Ray's hooks put back, nothing left."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     proc = subprocess.run(
         [sys.executable, "-c", SHUTDOWN_PROBE], cwd=ROOT, env=env, capture_output=True,
@@ -97,6 +110,79 @@ def test_embedded_ray_starts_no_monitor_and_shutdown_leaves_no_process() -> None
     seen = json.loads(proc.stdout.strip().splitlines()[-1])
     assert seen["initialized"] is False
     assert seen["monitor"] is False and seen["monitor_children"] == [], seen
+    assert seen["log_monitor"] == [], seen
+    assert seen["stand_ins"] == ["dashboard", "runtime-env"], seen
     assert seen["hooks_restored"] is True, seen
     assert seen["alive"] == [], seen
     assert "autoscaler" not in proc.stderr.lower(), proc.stderr[-3000:]
+
+
+RUNTIME_ENV_PROBE = """
+from winnow.execution import cluster
+import json, os, psutil, ray
+
+assert cluster.connect(None, num_cpus=1)
+
+@ray.remote
+def variable():
+    return os.environ.get("WINNOW_PROBE")
+
+plain = ray.get(variable.remote())
+asked = ray.get(variable.options(runtime_env={"env_vars": {"WINNOW_PROBE": "set"}}).remote(),
+                timeout=120)
+children = psutil.Process().children(recursive=True)
+agents = [" ".join(p.cmdline()) for p in children
+          if "runtime_env/agent/main.py" in " ".join(p.cmdline())]
+cluster.shutdown()
+gone, alive = psutil.wait_procs(children, timeout=30)
+print(json.dumps({"plain": plain, "asked": asked, "agents": agents,
+                  "alive": [p.name() for p in alive
+                            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]}))
+"""
+
+
+def test_a_runtime_env_asked_of_the_embedded_ray_gets_rays_agent() -> None:
+    """The stand-in becomes Ray's runtime-env agent when a task asks for one: same result."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNTIME_ENV_PROBE], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen["plain"] is None and seen["asked"] == "set", seen
+    # Ray's own agent, exec'd in the stand-in's process on the stand-in's port.
+    assert len(seen["agents"]) == 1 and "--runtime-env-agent-port=" in seen["agents"][0], seen
+    assert seen["alive"] == [], seen
+
+
+KILLED_RAYLET_PROBE = """
+from winnow.execution import cluster
+import json, os, signal, time, psutil, ray
+
+assert cluster.connect(None, num_cpus=1)
+for _ in range(100):  # the raylet starts its agents as it comes up: wait for both
+    children = psutil.Process().children(recursive=True)
+    stand_ins = [p for p in children
+                 if p.cmdline()[2:3] and p.cmdline()[2].endswith("stand_in_agent.py")]
+    if len(stand_ins) == 2:
+        break
+    time.sleep(0.1)
+raylet = [p for p in children if p.name() == "raylet"][0]
+os.kill(raylet.pid, signal.SIGKILL)
+gone, alive = psutil.wait_procs(stand_ins, timeout=15)
+print(json.dumps({"stand_ins": len(stand_ins), "alive": [p.pid for p in alive]}))
+os._exit(0)  # the node is broken on purpose: no orderly shutdown
+"""
+
+
+def test_stand_in_agents_exit_when_their_raylet_is_killed() -> None:
+    """Fate-sharing as Ray's own agents do: a killed raylet leaves no stand-in behind."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLED_RAYLET_PROBE], cwd=ROOT, env=env, capture_output=True,
+        text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {"stand_ins": 2, "alive": []}, seen

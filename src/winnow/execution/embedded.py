@@ -1,10 +1,11 @@
 """Starting the embedded local Ray of `winnow run` without what one machine never uses.
 
 `ray.init()` starts a node built for clusters: an autoscaler monitor, a
-dashboard process, a probe of the dashboard's dependencies, and a wait for the
-raylet that polls once a second. On a laptop with two cores each of these is
-paid before the first batch, on every run. Here they are left out for the
-length of `ray.init()` only, through four of Ray's private hooks; each
+dashboard process, two Python agents and a log monitor beside the raylet, a
+probe of the dashboard's dependencies, and a wait for the raylet that polls
+once a second. On a laptop with two cores each of these is paid before the
+first batch, on every run. Here they are left out for the length of
+`ray.init()` only, through six of Ray's private hooks; each
 change falls back to Ray's own behaviour if a Ray release renames the hook
 (then the run is only slower, never different). Three settings of Ray's
 system config (``SYSTEM_CONFIG``) do the rest. Recheck on a Ray upgrade.
@@ -13,16 +14,18 @@ system config (``SYSTEM_CONFIG``) do the rest. Recheck on a Ray upgrade.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import ray
 
-from winnow.execution import BOOT
+from winnow.execution import BOOT, stand_in_agent
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ def _ask_for_token_auth() -> None:
 
 @contextlib.contextmanager
 def _lean_node(dashboard: bool = False) -> Iterator[None]:
-    """Swap four of Ray's node start-up steps for lean ones, then put them back.
+    """Swap up to six of Ray's node start-up steps for lean ones, then put them back.
 
     * No dashboard process (API server), unless the dashboard is asked
       for. With ``include_dashboard=False`` Ray
@@ -128,6 +131,12 @@ def _lean_node(dashboard: bool = False) -> Iterator[None]:
       the GCS once, 0.1 s after starting the raylet, and on a miss (always,
       on two cores: the raylet takes 0.6-0.9 s) sleeps a whole second before
       asking again.
+    * Without the dashboard: no log monitor (it only forwards what workers
+      print to drivers that ask, and an embedded Ray's driver does not), and
+      stand-ins for the raylet's dashboard and runtime-env agents
+      (``stand_in_agent``): about 2 s of CPU at every start, on two cores,
+      for metrics nobody exports and runtime environments a run never asks
+      for (if one is asked for, the stand-in becomes Ray's agent).
     """
     node_class = ray._private.node.Node
     utils = ray._private.utils
@@ -140,6 +149,8 @@ def _lean_node(dashboard: bool = False) -> Iterator[None]:
         swaps += [
             (node_class, "start_api_server", lambda self, **_: None),
             (utils, "get_dashboard_dependency_error", _missing_dashboard_dependency),
+            (node_class, "start_log_monitor", lambda self: None),
+            (services, AGENT_COMMAND, _stand_in_agents(getattr(services, AGENT_COMMAND, None))),
         ]
     saved = []
     for owner, name, replacement in swaps:
@@ -154,6 +165,59 @@ def _lean_node(dashboard: bool = False) -> Iterator[None]:
     finally:
         for owner, name, original in saved:
             setattr(owner, name, original)
+
+
+# Builds the interpreter part of each Python process a node starts; the raylet's
+# agents are told apart by their component name.
+AGENT_COMMAND = "_build_python_executable_command_memory_profileable"
+
+
+def _stand_in_agents(original: Callable[..., list[str]] | None) -> Callable[..., list[str]]:
+    """Ray's command builder, with the two agents' commands led by ``stand_in_agent``.
+
+    Ray appends each agent's script and arguments to what this returns; the
+    stand-in reads them after ``--`` (and may run them: the runtime-env agent).
+    Anything this Ray does not name as expected keeps Ray's own command.
+    """
+
+    def build(component: str, session_dir: str, *args: Any, **kwargs: Any) -> list[str]:
+        assert original is not None
+        command = original(component, session_dir, *args, **kwargs)
+        try:
+            from ray._private import ray_constants
+
+            _raylet: Any = importlib.import_module("ray._raylet")  # compiled: no stubs
+
+            names = {
+                ray_constants.PROCESS_TYPE_DASHBOARD_AGENT: (
+                    "dashboard",
+                    (
+                        _raylet.METRICS_AGENT_PORT_NAME,
+                        _raylet.METRICS_EXPORT_PORT_NAME,
+                        _raylet.DASHBOARD_AGENT_LISTEN_PORT_NAME,
+                    ),
+                ),
+                ray_constants.PROCESS_TYPE_RUNTIME_ENV_AGENT: (
+                    "runtime-env",
+                    (_raylet.RUNTIME_ENV_AGENT_PORT_NAME,),
+                ),
+            }
+            if component not in names:
+                return command
+            kind, ports = names[component]
+            placeholder = "ab" * 28  # a node id's form; Ray's name for it, then a field
+            files = [
+                _raylet.get_port_filename(placeholder, port).replace(placeholder, "{node_id}")
+                for port in ports
+            ]
+        except (ImportError, AttributeError) as exc:
+            log.debug("Ray's agent ports are not where expected (%s); Ray's own agents", exc)
+            return command
+        if not all("{node_id}" in f for f in files):
+            return command
+        return [sys.executable, "-S", stand_in_agent.__file__, kind, *files, "--", *command]
+
+    return build
 
 
 def _missing_dashboard_dependency() -> ImportError | None:
