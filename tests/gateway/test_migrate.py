@@ -73,7 +73,7 @@ def test_migrate_copies_everything_and_writes_version_and_summary(source: Path, 
     assert summary["from_version"] == "state/v1" and summary["to_version"] == "state/v2"
     assert summary["copied"] == {
         "jobs": 3,
-        "stages": 4,
+        "stages": 8,  # four segments and each one's index
         "events": 1,
         "snapshots": 1,
         "sources": 1,
@@ -83,7 +83,7 @@ def test_migrate_copies_everything_and_writes_version_and_summary(source: Path, 
     assert summary["skipped"] == {"locks": 1, "temporary": 1}
     assert summary["started_at"] <= summary["finished_at"]
     out = result.output
-    assert f"copied {source} (state/v1) -> {target}: jobs 3, stages 4, events 1" in out
+    assert f"copied {source} (state/v1) -> {target}: jobs 3, stages 8, events 1" in out
     assert f"wrote {target}/VERSION (state/v2)" in out
     assert f"wrote {target}/migration.json" in out
 

@@ -195,7 +195,7 @@ class CheckpointStore:
         return record
 
     def flush(self, stage: str | None = None) -> int:
-        """Write buffered records as new segments; return how many were written."""
+        """Write buffered records as new segments, each with its index; return how many."""
         stages = [stage] if stage else list(self._buffers)
         written = 0
         for name in stages:
@@ -209,8 +209,13 @@ class CheckpointStore:
                 self.stage_dir(name),
                 f"{int(time.time() * 1000):013d}-{self.job_id}-{seq:06d}.jsonl",
             )
-            write_atomic(self.fs, path, segment_lines.jsonl(records))
+            data = segment_lines.jsonl(records)
+            write_atomic(self.fs, path, data)
             written += len(records)
+            # Indexed from the start: a run killed before it compacts leaves segments a
+            # planning load still reads from their indexes, not by decoding JSON.
+            sha = hashlib.sha256(data).hexdigest()
+            self._write_index(path, data.split(b"\n")[:-1], len(records), sha, len(data))
         return written
 
     def compact(self, stage: str, min_segments: int = 8) -> bool:
