@@ -1,10 +1,14 @@
-"""A compacted checkpoint segment's columnar index: plan 100,000 batches without decoding JSON.
+"""A checkpoint segment's columnar index: plan 100,000 batches without decoding JSON.
 
-Compaction leaves one segment per stage; at 100,000 batches it holds 70 MB
-of JSON lines, and decoding them is most of what deciding "skip" costs.
-Beside the merged segment, compaction writes an Arrow IPC file holding each
-of its records' ``records.SUMMARY_FIELDS`` (what planning reads), at
-``stages/<stage>/index/<segment file name>.<SHA-256 of this file>.arrow``.
+At 100,000 batches a stage's segments hold 70 MB of JSON lines, and
+decoding them is most of what deciding "skip" costs. Beside each segment
+(written at every flush, and the merged one compaction leaves) goes an Arrow
+IPC file holding each of its records' ``records.SUMMARY_FIELDS`` (what
+planning reads), at
+``stages/<stage>/index/<segment file name>.<SHA-256 of this file>.arrow``;
+compaction removes the indexes of the segments it merged. So a run killed
+before its end, which never compacted, leaves a state planned from indexes
+too. Writing an index is best effort: without it the segment is whole.
 
 The index is derived, never trusted on its own. A planning load uses it for
 a segment only when the index's bytes hash to the digest in its name and it

@@ -4,7 +4,7 @@ Layout (any fsspec URL, default ``.winnow/state/v1``)::
 
     VERSION                      state/v1
     stages/<stage>/segments/     checkpoint segments (see checkpoints.py)
-    stages/<stage>/index/        a compacted segment's columnar index (checkpoint_index.py)
+    stages/<stage>/index/        each segment's columnar index (checkpoint_index.py)
     jobs/<job_id>.json           job records (audit trail)
     events/YYYY-MM-DD.jsonl      append-only event journal
     sources/<identity>.json      cached row counts (Parquet: row-group size) of input files
