@@ -283,7 +283,7 @@ class CheckpointStore:
                 return
             data = checkpoint_index.build(lines, name, sha256, size)
             target = checkpoint_index.index_path(path, checkpoint_index.digest(data))
-            write_atomic(self.fs, target, data)
+            write_atomic(self.fs, target, data, durable=False)  # verified when read
         except Exception:  # an optimisation: the segment is whole without its index
             return
 

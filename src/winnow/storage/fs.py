@@ -161,7 +161,7 @@ def join(*parts: str) -> str:
     return posixpath.join(*parts)
 
 
-def write_atomic(fs: Any, path: str, data: bytes | Iterable[bytes]) -> None:
+def write_atomic(fs: Any, path: str, data: bytes | Iterable[bytes], durable: bool = True) -> None:
     """Write ``data`` so readers see the old content or the new, never a part.
 
     Local files go to a temporary name beside the target, are fsynced and
@@ -169,6 +169,10 @@ def write_atomic(fs: Any, path: str, data: bytes | Iterable[bytes]) -> None:
     read back, and retried on a transient error or a mismatch. ``data`` may
     come in chunks (a run manifest of 100,000 batches): a local file is
     written a chunk at a time, never held whole.
+
+    ``durable=False`` is for a derived file its reader verifies (a checkpoint
+    segment's index, named by its own digest): no fsync and no read-back, one
+    attempt; after a crash it may be missing or torn, and is then not used.
     """
     parent = posixpath.dirname(path)
     if is_local(fs):
@@ -179,14 +183,18 @@ def write_atomic(fs: Any, path: str, data: bytes | Iterable[bytes]) -> None:
                 fh.write(data)
             else:
                 fh.writelines(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
         return
     if not isinstance(data, bytes):
         data = b"".join(data)
     if "memory" in _protocols(fs):
         fs.makedirs(parent, exist_ok=True)
+    if not durable:
+        fs.pipe_file(path, data)
+        return
     for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             fs.pipe_file(path, data)
