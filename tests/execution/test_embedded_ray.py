@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -13,8 +14,23 @@ from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
-# Runs in its own interpreter: connect() changes how Ray resolves addresses
-# for the whole process, and the test must see a fresh Ray started by it.
+
+def probe(source: str, timeout: float = 180) -> dict[str, Any]:
+    """Run ``source`` in a fresh interpreter (no RAY_ settings); the JSON its last line prints.
+
+    Each probe runs in its own interpreter: connect() changes how Ray resolves
+    addresses for the whole process, and the test must see a fresh Ray started by it.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", source], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=timeout,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert "autoscaler" not in proc.stderr.lower(), proc.stderr[-3000:]
+    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
 PROBE = """
 import json, psutil, ray
 from winnow.execution.cluster import connect
@@ -38,13 +54,7 @@ ray.shutdown()
 
 
 def test_every_port_of_the_embedded_ray_is_on_loopback() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
-        timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = probe(PROBE)
     assert seen["gcs"].startswith("127.0.0.1:"), seen["gcs"]
     names = {name for _, _, name in seen["listening"]}
     assert "gcs_server" in names and "raylet" in names, seen["listening"]
@@ -101,20 +111,13 @@ print(json.dumps({
 
 def test_embedded_ray_starts_no_monitor_and_shutdown_leaves_no_process() -> None:
     """No autoscaler or log monitor, stand-in agents, Ray's hooks put back, nothing left."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", SHUTDOWN_PROBE], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = probe(SHUTDOWN_PROBE)
     assert seen["initialized"] is False
     assert seen["monitor"] is False and seen["monitor_children"] == [], seen
     assert seen["log_monitor"] == [], seen
     assert seen["stand_ins"] == ["dashboard", "runtime-env"], seen
     assert seen["hooks_restored"] is True, seen
     assert seen["alive"] == [], seen
-    assert "autoscaler" not in proc.stderr.lower(), proc.stderr[-3000:]
 
 
 RUNTIME_ENV_PROBE = """
@@ -143,13 +146,7 @@ print(json.dumps({"plain": plain, "asked": asked, "agents": agents,
 
 def test_a_runtime_env_asked_of_the_embedded_ray_gets_rays_agent() -> None:
     """The stand-in becomes Ray's runtime-env agent when a task asks for one: same result."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", RUNTIME_ENV_PROBE], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = probe(RUNTIME_ENV_PROBE, timeout=300)
     assert seen["plain"] is None and seen["asked"] == "set", seen
     # Ray's own agent, exec'd in the stand-in's process on the stand-in's port.
     assert len(seen["agents"]) == 1 and "--runtime-env-agent-port=" in seen["agents"][0], seen
@@ -178,11 +175,5 @@ os._exit(0)  # the node is broken on purpose: no orderly shutdown
 
 def test_stand_in_agents_exit_when_their_raylet_is_killed() -> None:
     """Fate-sharing as Ray's own agents do: a killed raylet leaves no stand-in behind."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", KILLED_RAYLET_PROBE], cwd=ROOT, env=env, capture_output=True,
-        text=True, timeout=180,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
-    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    seen = probe(KILLED_RAYLET_PROBE)
     assert seen == {"stand_ins": 2, "alive": []}, seen
