@@ -146,6 +146,18 @@ def flagged_then_cleared(flags: Flags) -> bool:
     return bool(sleepy) and sleepy[0] == 1 and sleepy[-1] == 0
 
 
+def stalled_once(record: dict[str, Any], clean: Clean) -> str:
+    """A clean run's output and accounting, one Stalled error in stage sleepy; its message."""
+    assert record["status"] == "SUCCEEDED"
+    assert finals(record) == finals(clean.record)
+    assert record["accounting"] == clean.record["accounting"]
+    stalled = record["errors"]["Stalled"]
+    assert stalled["count"] == 1 and stalled["stages"] == ["sleepy"]
+    message = str(stalled["example"]["message"])
+    assert "stage 'sleepy'" in message, message
+    return message
+
+
 def test_a_straggler_is_speculated_and_committed_once(
     clean: Clean, tmp_path: Path, source: str
 ) -> None:
@@ -217,13 +229,8 @@ def test_a_straggler_alone_with_no_room_for_a_spare_is_abandoned_in_time(
     t0 = time.monotonic()
     record = execute(tmp_path, source, [f"sleepy.sleep_id={SLEEPER}", "sleepy.sleep_s=60", *alone])
     assert time.monotonic() - t0 < 45
-    assert record["status"] == "SUCCEEDED"
-    assert finals(record) == finals(clean.record)
-    assert record["accounting"] == clean.record["accounting"]
-    stalled = record["errors"]["Stalled"]
-    assert stalled["count"] == 1 and stalled["stages"] == ["sleepy"]
-    message = stalled["example"]["message"]
-    assert "stage 'sleepy'" in message and "no room for a spare" in message, message
+    message = stalled_once(record, clean)
+    assert "no room for a spare" in message, message
     assert "set stall_timeout_s" in message and ":sleepy:0" in message
     journal = events(tmp_path)
     assert not [e for e in journal if e["type"] in ("spare_started", "speculated")]
@@ -277,13 +284,8 @@ def test_past_the_stall_timeout_the_batch_is_retried_elsewhere(
     t0 = time.monotonic()
     record = execute(tmp_path, source, [*sets, "stall_timeout_s=5"])
     assert time.monotonic() - t0 < 40
-    assert record["status"] == "SUCCEEDED"
-    assert finals(record) == finals(clean.record)
-    assert record["accounting"] == clean.record["accounting"]
-    stalled = record["errors"]["Stalled"]
-    assert stalled["count"] == 1 and stalled["stages"] == ["sleepy"]
-    message = stalled["example"]["message"]
-    assert "stage 'sleepy'" in message and "stall_timeout_s=5" in message
+    message = stalled_once(record, clean)
+    assert "stall_timeout_s=5" in message
     assert "winnow:" in message and ":sleepy:" in message  # the actor's name
     abandoned = [e for e in events(tmp_path) if e["type"] == "stall_abandoned"]
     assert len(abandoned) == 1 and abandoned[0]["key"][:16] in message
