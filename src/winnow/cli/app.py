@@ -7,6 +7,7 @@ Exit codes: 0 ok, 1 failures, 2 usage/config error (nothing written),
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -358,6 +359,10 @@ def _exit(code: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: map Winnow's error types to exit codes in one place."""
+    # What the imports built (pyarrow, numpy, pydantic's models: ~50,000 tracked objects) lives
+    # as long as the command; left to the collector, every full collection and the one at
+    # exit traverse it for nothing (~60 ms of a 0.4 s all-skipped rerun).
+    gc.freeze()
     args = sys.argv[1:] if argv is None else argv
     try:
         cli.main(args=argv, standalone_mode=False)
