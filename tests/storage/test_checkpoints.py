@@ -155,6 +155,57 @@ def test_compaction_keeps_the_same_view(backend: Backend):
     assert store.load("s").records["k1"]["status"] == BatchStatus.FAILED
 
 
+@pytest.mark.parametrize("change", ["compacted", "rewritten"])
+def test_compaction_stands_down_when_its_segments_change_between_its_two_reads(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch, change: str
+):
+    store = open_store(backend, flush_every=2)
+    for i in range(8):
+        store.append(rec(f"k{i % 5}", ts=float(i + 1)))
+    before = store.load("s")
+    survey, changed = segment_lines.survey, []
+
+    def then_changed(segments: Any) -> segment_lines.Merge | None:
+        merge = survey(segments)  # the first read is done; the second is to come
+        if changed:  # the other process's own compaction
+            return merge
+        changed.append(change)
+        if change == "compacted":  # by another process, which then stands
+            assert other_process(backend).compact("s", min_segments=2)
+        else:  # same records, other bytes (its spacing)
+            path = before.segments[1]
+            write_atomic(store.fs, path, store.fs.cat_file(path).replace(b'"ts"', b' "ts"'))
+        return merge
+
+    monkeypatch.setattr(segment_lines, "survey", then_changed)
+    assert not store.compact("s", min_segments=2)
+    after = store.load("s")
+    assert after.records == before.records and not after.damage
+    expected = 1 if change == "compacted" else len(before.segments)
+    assert len(after.segments) == expected  # nothing of ours was published or removed
+    leftovers = [p for p in store.fs.find(join(backend.url, "state")) if ".tmp-" in p]
+    assert leftovers == []
+
+
+def test_compaction_keeps_the_newest_line_of_each_key_across_segments(backend: Backend):
+    store = open_store(backend, flush_every=3)
+    newest: dict[str, float] = {}
+    for i in range(40):  # keys written again out of order: by timestamp, not by place
+        key, ts = f"k{(i * 7) % 11}", float((i * 13) % 17 + 1)
+        store.append(rec(key, ts=ts, n=i))
+        if ts >= newest.get(key, -1.0):
+            newest[key] = ts
+    store.append(rec("k0", ts=newest["k0"], n="tie"))  # an equal ts: the later line wins
+    store.flush()
+    before = store.load("s")
+    assert store.compact("s", min_segments=2)
+    after = store.load("s")
+    assert after.records == before.records
+    assert {k: r["ts"] for k, r in after.records.items()} == newest
+    assert after.records["k0"]["n"] == "tie"
+    assert len(store.fs.cat_file(after.segments[0]).splitlines()) == len(newest)
+
+
 @pytest.mark.parametrize(("batches", "flush_every"), [(1_000, 100), (10_000, 5_000)])
 def test_load_of_a_stage_is_one_listing_not_one_read_per_batch(
     backend: Backend, batches: int, flush_every: int

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+import pytest
 
 from tests.storage.conftest import Backend, peer
 from winnow.storage.fs import (
@@ -89,3 +92,21 @@ def test_write_atomic_takes_its_bytes_whole_or_in_chunks(backend: Backend) -> No
         "chunked.json",
         "whole.json",
     ]  # no temporary left beside them
+
+
+def test_write_atomic_of_chunks_that_fail_part_way_leaves_the_old_file_and_no_temporary(
+    backend: Backend,
+) -> None:
+    fs, root = resolve(backend.url, backend.storage_options)
+    path = join(root, "out", "merged.jsonl")
+    write_atomic(fs, path, b"old\n")
+
+    def chunks() -> Iterator[bytes]:
+        yield b"new, half of it\n"
+        raise ValueError("the source changed while it was copied")
+
+    with pytest.raises(ValueError, match="source changed"):
+        write_atomic(fs, path, chunks())
+    refresh(fs, join(root, "out"))
+    assert fs.cat_file(path) == b"old\n"
+    assert [p.rsplit("/", 1)[-1] for p in fs.find(join(root, "out"))] == ["merged.jsonl"]

@@ -146,6 +146,11 @@ class CheckpointStore:
                 parsed, bad = segment_lines.parse_segment(piece)
                 yield path, parsed, [(before + n, why) for n, why in bad], False
 
+    def _pieces(self, paths: list[str]) -> Iterator[tuple[str, segment_lines.Pieces]]:
+        """Each segment that still exists, in pieces (its JSON lines; no index)."""
+        for path, pieces, _ in self._read(paths, {}):
+            yield path, pieces
+
     def _read(
         self, paths: list[str], indexes: dict[str, tuple[str, str]]
     ) -> Iterator[tuple[str, Iterator[tuple[int, bytes]], list[dict[str, Any]] | None]]:
@@ -229,35 +234,35 @@ class CheckpointStore:
         paths = self._segment_paths(stage)
         if len(paths) < min_segments:
             return False
-        # The newest line of each key, as it was written: no record is encoded again,
-        # and only one segment's decoded records are held at a time.
-        newest: dict[str, tuple[float, bytes]] = {}
+        # Two reads (on an object store, two GETs a segment): the first finds each key's
+        # newest line and holds only keys and positions; the second copies those lines
+        # as they were written (no record encoded again) into the merged segment.
+        # Holding the lines instead set a 100,000-batch run's driver peak (492 MiB; 374).
         with gc_paused():
-            for _, parsed, bad, _ in self._parsed(paths):
-                if bad:
-                    return False
-                for rec, line in parsed:
-                    prev = newest.get(rec["key"])
-                    if prev is None or rec["ts"] >= prev[0]:
-                        newest[rec["key"]] = (rec["ts"], line)
+            merge = segment_lines.survey(self._pieces(paths))
+        if merge is None:
+            return False
         path = join(
             self.stage_dir(stage),
             f"{int(time.time() * 1000):013d}-compact-{uuid.uuid4().hex[:8]}.jsonl",
         )
-        written = hashlib.sha256(), [0]
+        sha, size = hashlib.sha256(), [0]
+        # An object store's index is built from the lines; a local disk's reads them back.
+        lines: list[bytes] | None = None if is_local(self.fs) else []
 
         def chunks() -> Iterator[bytes]:
-            for _, line in newest.values():
-                written[0].update(line + b"\n")
-                written[1][0] += len(line) + 1
-                yield line + b"\n"
+            for line in segment_lines.merged_lines(self._pieces(paths), merge):
+                sha.update(line)
+                size[0] += len(line)
+                if lines is not None:
+                    lines.append(line[:-1])
+                yield line
 
-        write_atomic(self.fs, path, chunks())
-        count = len(newest)
-        # On a local disk the index reads the segment back in pieces: its lines go now.
-        lines = None if is_local(self.fs) else [line for _, line in newest.values()]
-        newest.clear()
-        self._write_index(path, lines, count, written[0].hexdigest(), written[1][0])
+        try:
+            write_atomic(self.fs, path, chunks())
+        except segment_lines.SegmentsChanged:  # a concurrent compaction or repair: theirs stands
+            return False
+        self._write_index(path, lines, merge.kept, sha.hexdigest(), size[0])
         self.fs.rm([p for p in paths if p != path])
         name = posixpath.basename(path)
         stale = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
@@ -178,15 +179,20 @@ def write_atomic(fs: Any, path: str, data: bytes | Iterable[bytes], durable: boo
     if is_local(fs):
         os.makedirs(parent, exist_ok=True)
         tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-        with open(tmp, "wb") as fh:
-            if isinstance(data, bytes | bytearray | memoryview):
-                fh.write(data)
-            else:
-                fh.writelines(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as fh:
+                if isinstance(data, bytes | bytearray | memoryview):
+                    fh.write(data)
+                else:
+                    fh.writelines(data)  # chunks made as written may raise part-way
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
         return
     if not isinstance(data, bytes):
         data = b"".join(data)

@@ -8,8 +8,10 @@ damaged), and name each damaged line with its number.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from winnow.records import CHECKPOINT_STATUSES
@@ -152,6 +154,91 @@ def _checked(value: Any) -> tuple[dict[str, Any] | None, str]:
     if type(value["ts"]) not in (int, float):
         return None, f"a checkpoint record with timestamp {value['ts']!r}"
     return value, ""
+
+
+Pieces = Iterable[tuple[int, bytes]]  # a segment read in pieces (``pieces``, ``file_pieces``)
+
+
+@dataclass
+class Merge:
+    """What merging segments keeps, found in a first read that holds no line.
+
+    Attributes:
+        segments: per segment read, in order: its path, its record count and
+            the SHA-256 of its bytes (the second read must find the same).
+        dropped: positions (records numbered over all segments, in order) of
+            the lines a newer record of the same key supersedes.
+        kept: how many lines the merge keeps: one per key.
+    """
+
+    segments: list[tuple[str, int, str]] = field(default_factory=list)
+    dropped: set[int] = field(default_factory=set)
+    kept: int = 0
+
+
+class SegmentsChanged(ValueError):
+    """The segments read again for a merge are not the ones its first read surveyed."""
+
+
+def survey(segments: Iterable[tuple[str, Pieces]]) -> Merge | None:
+    """Which line of each key a merge keeps; None when a segment has a damaged line.
+
+    The newest record of a key is the one with the latest ``ts`` (of equal
+    ones, the later line), as a load decides. Only keys and positions are
+    held (~0.3 KB a record, not the ~1.3 KB of its line and its key).
+    """
+    newest: dict[str, tuple[float, int]] = {}
+    merge, position = Merge(), 0
+    for path, pieces in segments:
+        sha, count = hashlib.sha256(), 0
+        for _, piece in pieces:
+            sha.update(piece)
+            parsed, bad = parse_segment(piece)
+            if bad:
+                return None
+            for rec, _ in parsed:
+                prev = newest.get(rec["key"])
+                if prev is None or rec["ts"] >= prev[0]:
+                    if prev is not None:
+                        merge.dropped.add(prev[1])
+                    newest[rec["key"]] = (rec["ts"], position)
+                else:
+                    merge.dropped.add(position)
+                position += 1
+                count += 1
+        merge.segments.append((path, count, sha.hexdigest()))
+    merge.kept = len(newest)
+    return merge
+
+
+def merged_lines(segments: Iterable[tuple[str, Pieces]], merge: Merge) -> Iterator[bytes]:
+    """The lines ``merge`` keeps, as written and each with its newline, from a second read.
+
+    A segment's records are its first non-blank lines (past them only a torn
+    tail, which is no record); the survey found no damaged line.
+
+    Raises:
+        SegmentsChanged: a segment is missing, extra or not the same bytes.
+    """
+    expected, position, kept = iter(merge.segments), 0, 0
+    for path, pieces in segments:
+        surveyed = next(expected, None)
+        if surveyed is None or surveyed[0] != path:
+            raise SegmentsChanged(f"{path}: not the segment surveyed ({surveyed})")
+        sha, left = hashlib.sha256(), surveyed[1]
+        for _, piece in pieces:
+            sha.update(piece)
+            for line in piece.split(b"\n"):
+                if left and line.strip():
+                    left -= 1
+                    if position not in merge.dropped:
+                        kept += 1
+                        yield line + b"\n"
+                    position += 1
+        if left or sha.hexdigest() != surveyed[2]:
+            raise SegmentsChanged(f"{path}: changed since it was surveyed")
+    if next(expected, None) is not None or kept != merge.kept:
+        raise SegmentsChanged("a segment surveyed was not read again")
 
 
 def jsonl(records: Iterable[dict[str, Any]]) -> bytes:
