@@ -38,7 +38,9 @@ def _first_segment(where: Path) -> bool:
 def test_killed_driver_then_rerun_gives_the_clean_output(
     tmp_path: Path, demo_inputs: list[str], clean: dict, moment: str
 ):
-    args = _args(demo_inputs, tmp_path, delay=0.15)
+    # 15 batches at 0.3 s: the first segment is flushed 2 s in (runner.FLUSH_EVERY_S), so
+    # "+1s" still finds the run going (at 0.15 s, on a quick moment, it had ended).
+    args = _args(demo_inputs, tmp_path, delay=0.3)
     ready = _first_artifact if moment == "published-not-checkpointed" else _first_segment
     proc = processes.start_until(args, lambda: ready(tmp_path), timeout=180)
     if moment.endswith("+1s"):
