@@ -112,7 +112,7 @@ def forge(store: CheckpointStore, segment: str, change: dict[str, Any]) -> None:
     data = store.fs.cat_file(segment)
     lines = [json.dumps({**json.loads(line), **change}).encode() for line in data.splitlines()]
     sha = hashlib.sha256(data).hexdigest()
-    index = checkpoint_index.build(lines, posixpath.basename(segment), sha, len(data))
+    index = checkpoint_index.build(lines, len(lines), posixpath.basename(segment), sha, len(data))
     store.fs.rm(index_files(store))
     write_atomic(
         store.fs, checkpoint_index.index_path(segment, checkpoint_index.digest(index)), index

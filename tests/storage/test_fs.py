@@ -18,6 +18,7 @@ from winnow.storage.fs import (
     refresh,
     resolve,
     write_atomic,
+    write_streamed,
 )
 
 
@@ -110,3 +111,27 @@ def test_write_atomic_of_chunks_that_fail_part_way_leaves_the_old_file_and_no_te
     refresh(fs, join(root, "out"))
     assert fs.cat_file(path) == b"old\n"
     assert [p.rsplit("/", 1)[-1] for p in fs.find(join(root, "out"))] == ["merged.jsonl"]
+
+
+def test_write_streamed_publishes_the_chunks_whole_in_parts(backend: Backend) -> None:
+    fs, root = resolve(backend.url, backend.storage_options)
+    path = join(root, "out", "merged.jsonl")
+    lines = [b"%07d %s\n" % (i, b"x" * 1000) for i in range(11_000)]  # 11 MiB: 2 parts
+    write_streamed(fs, path, iter(lines))
+    refresh(fs, join(root, "out"))
+    assert fs.cat_file(path) == b"".join(lines)
+    assert [p.rsplit("/", 1)[-1] for p in fs.find(join(root, "out"))] == ["merged.jsonl"]
+
+
+def test_write_streamed_of_chunks_that_fail_part_way_leaves_nothing(backend: Backend) -> None:
+    fs, root = resolve(backend.url, backend.storage_options)
+    path = join(root, "out", "merged.jsonl")
+
+    def chunks() -> Iterator[bytes]:
+        yield b"x" * (9 << 20)  # a part is uploaded before the failure
+        raise ValueError("the source changed while it was copied")
+
+    with pytest.raises(ValueError, match="source changed"):
+        write_streamed(fs, path, chunks())
+    refresh(fs, root)
+    assert [p for p in fs.find(root) if "merged" in p] == []

@@ -79,17 +79,21 @@ def indexed_segment(path: str) -> tuple[str, str] | None:
     return (segment, digest) if segment and len(digest) == 64 else None
 
 
-def build(lines: list[bytes], segment: str, segment_sha256: str, segment_bytes: int) -> bytes:
+def build(
+    lines: Iterable[bytes], count: int, segment: str, segment_sha256: str, segment_bytes: int
+) -> bytes:
     """The index (Arrow IPC file bytes) of a segment's record lines, in segment order.
 
     Args:
-        lines: the segment's lines, each one checkpoint record (undamaged).
+        lines: the segment's lines, each one checkpoint record (undamaged);
+            decoded ``CHUNK_RECORDS`` at a time as they come.
+        count: how many there are.
         segment: the segment's file name.
         segment_sha256: the SHA-256 of the segment's bytes.
         segment_bytes: its length.
     """
     sink = pa.BufferOutputStream()
-    _write(sink, lines, len(lines), segment, segment_sha256, segment_bytes)
+    _write(sink, lines, count, segment, segment_sha256, segment_bytes)
     return bytes(sink.getvalue().to_pybytes())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import posixpath
 import shutil
@@ -217,6 +218,46 @@ def write_atomic(fs: Any, path: str, data: bytes | Iterable[bytes], durable: boo
         time.sleep(0.1 * 3 ** (attempt - 1))
 
 
+def write_streamed(fs: Any, path: str, chunks: Iterable[bytes]) -> None:
+    """Publish chunks made as they are written as the file at ``path``, never held whole.
+
+    A local disk: ``write_atomic``, which writes chunks as they come. An
+    object store: the chunks go to a temporary name in parts (``PART_BYTES``
+    held at a time), are moved to ``path`` (a copy within the store: the
+    object appears whole) and read back in parts, their SHA-256 compared with
+    what was sent. One attempt: the chunks cannot be made again. On a failure
+    (the chunks' own included) nothing this wrote is left.
+    """
+    if is_local(fs):
+        write_atomic(fs, path, chunks)
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    sent, size, published = hashlib.sha256(), 0, False
+    try:
+        with fs.open(tmp, "wb", block_size=PART_BYTES) as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+                sent.update(chunk)
+                size += len(chunk)
+        fs.mv(tmp, path)
+        published = True
+        refresh(fs, path)
+        back, length = hashlib.sha256(), 0
+        with fs.open(path, "rb", block_size=PART_BYTES) as fh:
+            while part := fh.read(PART_BYTES):
+                back.update(part)
+                length += len(part)
+        if (back.digest(), length) != (sent.digest(), size):
+            raise OSError(f"{path}: read back differs from what was written")
+    except BaseException:
+        for name in (path,) if published else (tmp,):
+            with contextlib.suppress(Exception):
+                fs.rm_file(name)
+        raise
+
+
+# What a streamed write or read-back holds at a time (S3's smallest part is 5 MiB).
+PART_BYTES = 8 << 20
 WRITE_ATTEMPTS = 4
 _PERMANENT = (FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)
 
