@@ -3,7 +3,9 @@
 A segment is JSON lines, one checkpoint record each. These functions cut it
 into pieces that end at a line end (a compacted 100,000-record segment is
 never decoded whole), decode a piece (all its lines at once when none is
-damaged), and name each damaged line with its number.
+damaged), and name each damaged line with its number; and, for a merge of
+segments (compaction), find which line of each key to keep in one read and
+copy those lines in a second, holding no line.
 """
 
 from __future__ import annotations
