@@ -40,10 +40,10 @@ def _args(inputs: list[str], state: Path, output: str) -> list[str]:
 def test_faulty_output_storage_gives_the_clean_output(
     tmp_path: Path, demo_inputs: list[str], clean: dict, seed: int
 ):
-    # The stream is seeded per process id, so the count of faults varies by run. At
-    # error=0.1 a run has ~12 retried batches (at least 9 in each of 12 trial runs; at 0.05 a run
-    # of 5 on average drew none about one CI run in a hundred); max_attempts=20 keeps a
-    # batch from running out of attempts (~0.35 of attempts fail: 0.35**20 ~ 1e-9).
+    # The fault stream is seeded by process id too, so how many faults a run draws varies.
+    # At error=0.1 a run retries ~12 batches (9 to 17 in 12 trial runs); at 0.05 it was ~5,
+    # and a CI run once drew none. max_attempts=20 keeps a batch from running out of
+    # attempts (~0.35 of attempts fail: 0.35**20 ~ 1e-9).
     faults = f"seed={seed},error=0.1,truncate=0.02,stall=0.03,stall_s=0.05"
     output = f"faulty://{tmp_path / 'out'}"
     record = run_json(
